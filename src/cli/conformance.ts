@@ -1,0 +1,183 @@
+/**
+ * `dsv32 conformance [DIR ...] [--json FILE] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE]]`
+ *
+ * Without `--weights`: finds every golden fixture folder and vector file under the given
+ * directories (default: the bundled `fixtures/`), runs every check it knows, prints a table and
+ * exits 0 only if every check passed. `--json FILE` writes the same rows as a JSON array of
+ * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?}` (a public contract).
+ *
+ * With `--weights DIR`: runs the chosen layers of a released checkpoint directory one layer at a
+ * time on the given token ids, printing activation statistics, and compares with `--expect`.
+ */
+import { writeFileSync, readFileSync } from 'node:fs';
+import { resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { initBackend } from '../backend.ts';
+import { discoverCases, runGoldenCase, runVectorCase, failure, type Case } from '../conformance/run.ts';
+import type { CheckResult } from '../conformance/types.ts';
+
+const BUNDLED_FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures');
+
+/** Parsed command line of `dsv32 conformance`. */
+export interface ConformanceArgs {
+  dirs: string[];
+  json?: string;
+  weights?: string;
+  layers?: number[];
+  tokens?: string;
+  expect?: string;
+  quiet: boolean;
+}
+
+/** Parses argv; throws a usage error naming the bad flag. */
+export function parseConformanceArgs(argv: string[]): ConformanceArgs {
+  const args: ConformanceArgs = { dirs: [], quiet: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`conformance: ${a} needs a value`);
+      return v;
+    };
+    if (a === '--json') args.json = value();
+    else if (a === '--weights') args.weights = value();
+    else if (a === '--tokens') args.tokens = value();
+    else if (a === '--expect') args.expect = value();
+    else if (a === '--quiet' || a === '-q') args.quiet = true;
+    else if (a === '--layers') {
+      const v = value();
+      const layers = v.split(',').map((s) => Number(s.trim()));
+      if (layers.some((n) => !Number.isInteger(n) || n < 0)) {
+        throw new UsageError(`conformance: --layers expects comma-separated layer indices ≥ 0 (e.g. 0,3) but got '${v}'`);
+      }
+      args.layers = layers;
+    } else if (a.startsWith('--')) throw new UsageError(`conformance: unknown option '${a}'`);
+    else args.dirs.push(a);
+  }
+  if (!args.weights && (args.layers || args.tokens || args.expect)) {
+    throw new UsageError('conformance: --layers, --tokens and --expect need --weights DIR');
+  }
+  return args;
+}
+
+class UsageError extends Error {}
+
+function fmt(x: number | null): string {
+  if (x === null) return '-';
+  if (x === 0) return '0';
+  if (!Number.isFinite(x)) return String(x);
+  return x.toExponential(2);
+}
+
+/** Renders rows as an aligned text table. */
+export function formatTable(rows: CheckResult[]): string {
+  const header = ['case', 'check', 'step', 'layer', 'max_abs_err', 'max_rel_err', 'pass'];
+  const body = rows.map((r) => [
+    r.case,
+    r.check,
+    r.step === null ? '-' : String(r.step),
+    r.layer === null ? '-' : String(r.layer),
+    fmt(r.max_abs_err),
+    fmt(r.max_rel_err),
+    r.pass ? 'ok' : `FAIL${r.reason ? ` (${r.reason})` : ''}`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (i === 6 ? 4 : b[i]!.length))));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 6 ? c : c.padEnd(widths[i]!))).join('  ');
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
+}
+
+function progress(enabled: boolean, done: number, total: number, label: string): void {
+  if (!enabled) return;
+  const width = 24;
+  const filled = Math.round((done / Math.max(1, total)) * width);
+  process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${label.slice(0, 40).padEnd(40)}`);
+  if (done === total) process.stderr.write('\r' + ' '.repeat(width + 52) + '\r');
+}
+
+/** Runs every case under `dirs`; the rows in discovery order. */
+export async function runConformance(dirs: string[], onProgress?: (done: number, total: number, label: string) => void): Promise<CheckResult[]> {
+  const { cases, errors } = discoverCases(dirs);
+  const rows: CheckResult[] = [...errors];
+  if (cases.length === 0 && errors.length === 0) {
+    rows.push(failure(dirs.join(','), 'discover', 'no golden fixture folder (manifest.json + trace.safetensors) or vector file (*.json with "kind") found'));
+  }
+  let done = 0;
+  for (const c of cases) {
+    onProgress?.(done, cases.length, c.name);
+    rows.push(...(await runCase(c)));
+    onProgress?.(++done, cases.length, c.name);
+  }
+  return rows;
+}
+
+async function runCase(c: Case): Promise<CheckResult[]> {
+  const rows = c.type === 'golden' ? await runGoldenCase(c) : await runVectorCase(c);
+  return rows.length > 0 ? rows : [failure(c.name, 'run', 'no check applies to this case')];
+}
+
+async function runWeights(args: ConformanceArgs): Promise<CheckResult[]> {
+  const { runWeightsConformance } = await import('../conformance/weights.ts');
+  let tokens: number[] | undefined;
+  if (args.tokens) {
+    const text = readFileSync(args.tokens, 'utf8');
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = text.split(/[\s,]+/).filter(Boolean).map(Number);
+    }
+    if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some((t) => !Number.isInteger(t) || t < 0)) {
+      throw new UsageError(`conformance: --tokens file ${args.tokens} must hold token ids (a JSON array or whitespace-separated integers ≥ 0)`);
+    }
+    tokens = parsed as number[];
+  }
+  return runWeightsConformance({
+    weightsDir: args.weights!,
+    ...(args.layers ? { layers: args.layers } : {}),
+    ...(tokens ? { tokens } : {}),
+    ...(args.expect ? { expectFile: args.expect } : {}),
+    log: (line: string) => process.stdout.write(line + '\n'),
+  });
+}
+
+export async function run(argv: string[]): Promise<number> {
+  let args: ConformanceArgs;
+  try {
+    args = parseConformanceArgs(argv);
+  } catch (e) {
+    process.stderr.write(`dsv32 ${(e as Error).message}\n`);
+    return 2;
+  }
+  const backend = await initBackend();
+  const tty = process.stderr.isTTY === true && !args.quiet;
+  let rows: CheckResult[];
+  try {
+    rows = args.weights
+      ? await runWeights(args)
+      : await runConformance(args.dirs.length > 0 ? args.dirs : [BUNDLED_FIXTURES], (d, t, l) => progress(tty, d, t, l));
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`dsv32 ${e.message}\n`);
+      return 2;
+    }
+    rows = [failure(args.weights ?? args.dirs.join(','), 'run', `conformance run failed: ${(e as Error).message}`)];
+  }
+  if (!args.quiet) process.stdout.write(formatTable(rows) + '\n');
+  const failed = rows.filter((r) => !r.pass).length;
+  process.stdout.write(`\nbackend ${backend.name}: ${rows.length - failed} passed, ${failed} failed\n`);
+  if (args.json) {
+    const out = rows.map((r) => ({
+      case: r.case,
+      check: r.check,
+      step: r.step,
+      layer: r.layer,
+      pass: r.pass,
+      max_abs_err: r.max_abs_err === null || Number.isFinite(r.max_abs_err) ? r.max_abs_err : null,
+      max_rel_err: r.max_rel_err === null || Number.isFinite(r.max_rel_err) ? r.max_rel_err : null,
+      ...(r.reason ? { reason: r.reason } : {}),
+    }));
+    writeFileSync(args.json, JSON.stringify(out, null, 2) + '\n');
+  }
+  return failed === 0 ? 0 : 1;
+}
+
