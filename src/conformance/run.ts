@@ -50,7 +50,10 @@ export function discoverCases(roots: string[]): { cases: Case[]; errors: CheckRe
       return;
     }
     if (st.isFile()) {
-      if (abs.endsWith('.json') && isVectorFile(abs)) cases.push({ type: 'vector', name: basename(abs, '.json'), file: abs });
+      if (!abs.endsWith('.json')) return;
+      const kind = vectorKind(abs);
+      if (kind === 'vector') cases.push({ type: 'vector', name: basename(abs, '.json'), file: abs });
+      else if (kind !== 'other') errors.push(failure(basename(abs, '.json'), 'read', kind.error));
       return;
     }
     if (!st.isDirectory()) return;
@@ -74,16 +77,17 @@ export function discoverCases(roots: string[]): { cases: Case[]; errors: CheckRe
   return { cases, errors };
 }
 
-function isVectorFile(file: string): boolean {
+/** A vector file is a JSON object with a string `kind`; other valid JSON is not a case; broken JSON is a failure. */
+function vectorKind(file: string): 'vector' | 'other' | { error: string } {
+  let json: unknown;
   try {
-    if (statSync(file).size > 64 * 1024 * 1024) return false;
-    const head = readFileSync(file, 'utf8');
-    const json: unknown = JSON.parse(head);
-    return typeof json === 'object' && json !== null && !Array.isArray(json) && typeof (json as { kind?: unknown }).kind === 'string';
-  } catch {
-    // not JSON, or not a vector: a config.json-like file is not a case
-    return false;
+    if (statSync(file).size > 256 * 1024 * 1024) return { error: `${file} is larger than 256 MiB; not read` };
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    return { error: `cannot parse ${file}: ${(e as Error).message}` };
   }
+  const isVector = typeof json === 'object' && json !== null && !Array.isArray(json) && typeof (json as { kind?: unknown }).kind === 'string';
+  return isVector ? 'vector' : 'other';
 }
 
 /** A failed check carrying a reason (unreadable case, unknown kind, exception). */

@@ -1,0 +1,143 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, copyFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { discoverCases } from '../src/conformance/run.ts';
+import { runConformance, parseConformanceArgs, formatTable } from '../src/cli/conformance.ts';
+import { initBackend } from '../src/backend.ts';
+
+const ROOT = resolve(__dirname, '..');
+const FIXTURES = join(ROOT, 'fixtures');
+
+function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'dsv32.js'), ...args], { encoding: 'utf8', cwd: ROOT, timeout: 120_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('conformance case discovery', () => {
+  it('finds the bundled golden folders and every vector file', () => {
+    const { cases, errors } = discoverCases([FIXTURES]);
+    expect(errors).toEqual([]);
+    const golden = cases.filter((c) => c.type === 'golden').map((c) => c.name).sort();
+    expect(golden).toEqual(['public-fp32', 'public-fp32-indexer-rope-bug', 'public-fp8']);
+    const vectors = cases.filter((c) => c.type === 'vector').map((c) => c.name);
+    expect(vectors).toContain('numerics-fp8-codec');
+    expect(vectors).toContain('grpo-v32');
+    expect(vectors.length).toBe(10);
+  });
+
+  it('reports a missing directory as a failed check, not a crash', () => {
+    const { cases, errors } = discoverCases(['/nonexistent/dsv32-dir']);
+    expect(cases).toEqual([]);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]!.pass).toBe(false);
+    expect(errors[0]!.reason).toMatch(/cannot read \/nonexistent\/dsv32-dir/);
+  });
+
+  it('reports a broken JSON file as a failed check and ignores JSON that is not a vector', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dsv32-disc-'));
+    writeFileSync(join(dir, 'broken.json'), '{"kind": "grpo", "inputs": [1, 2');
+    writeFileSync(join(dir, 'other.json'), '{"name": "not a vector"}');
+    const { cases, errors } = discoverCases([dir]);
+    expect(cases).toEqual([]);
+    expect(errors.map((e) => e.case)).toEqual(['broken']);
+    expect(errors[0]!.reason).toMatch(/cannot parse .*broken\.json/);
+  });
+});
+
+describe('conformance runner', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  it('turns an unknown vector kind into a failed row naming the kind', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dsv32-kind-'));
+    writeFileSync(join(dir, 'mystery.json'), JSON.stringify({ kind: 'mystery', inputs: {} }));
+    const rows = await runConformance([dir]);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ case: 'mystery', pass: false });
+    expect(rows[0]!.reason).toMatch(/unknown vector kind 'mystery'/);
+  });
+
+  it('reports an empty folder as a failure (nothing was checked)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dsv32-empty-'));
+    const rows = await runConformance([dir]);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.pass).toBe(false);
+    expect(rows[0]!.reason).toMatch(/no golden fixture folder/);
+  });
+
+  it('turns a golden folder with a truncated trace and a bad manifest into failed rows', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dsv32-trunc-'));
+    const fx = join(dir, 'truncated');
+    mkdirSync(fx);
+    for (const f of ['manifest.json', 'config.json', 'model.safetensors']) copyFileSync(join(FIXTURES, 'golden', 'public-fp32', f), join(fx, f));
+    const trace = readFileSync(join(FIXTURES, 'golden', 'public-fp32', 'trace.safetensors'));
+    const fd = openSync(join(fx, 'trace.safetensors'), 'w');
+    writeSync(fd, trace.subarray(0, Math.floor(trace.length / 3)));
+    closeSync(fd);
+    const bad = join(dir, 'badmanifest');
+    mkdirSync(bad);
+    writeFileSync(join(bad, 'manifest.json'), '{not json');
+    writeFileSync(join(bad, 'trace.safetensors'), '');
+    const rows = await runConformance([dir]);
+    expect(rows.length).toBeGreaterThan(0);
+    expect(rows.every((r) => r.pass === false)).toBe(true);
+    expect(rows.some((r) => r.case === 'badmanifest' && /manifest\.json/.test(r.reason ?? ''))).toBe(true);
+    expect(rows.some((r) => r.case === 'truncated')).toBe(true);
+  });
+});
+
+describe('conformance CLI arguments', () => {
+  it('parses directories, --json and --weights options', () => {
+    expect(parseConformanceArgs(['a', 'b', '--json', 'out.json'])).toMatchObject({ dirs: ['a', 'b'], json: 'out.json' });
+    expect(parseConformanceArgs(['--weights', 'w', '--layers', '0,3'])).toMatchObject({ weights: 'w', layers: [0, 3] });
+  });
+
+  it('rejects bad options with messages naming them', () => {
+    expect(() => parseConformanceArgs(['--json'])).toThrow(/--json needs a value/);
+    expect(() => parseConformanceArgs(['--layers', '0,x', '--weights', 'w'])).toThrow(/--layers expects .* but got '0,x'/);
+    expect(() => parseConformanceArgs(['--frobnicate'])).toThrow(/unknown option '--frobnicate'/);
+    expect(() => parseConformanceArgs(['--layers', '1'])).toThrow(/need --weights/);
+  });
+
+  it('formats failed rows with their reason', () => {
+    const table = formatTable([{ case: 'c', check: 'k', step: 0, layer: 2, pass: false, max_abs_err: 0.5, max_rel_err: null, reason: 'why' }]);
+    expect(table).toMatch(/c\s+k\s+0\s+2\s+5\.00e-1\s+-\s+FAIL \(why\)/);
+  });
+});
+
+describe('dsv32 conformance (process)', () => {
+  it('writes the JSON contract and exits 0 when every check passes', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'dsv32-json-')), 'r.json');
+    const r = cli(['conformance', join(FIXTURES, 'vectors', 'numerics-hadamard.json'), '--json', out]);
+    expect(r.stderr).not.toMatch(/Error/);
+    expect(r.status).toBe(0);
+    const rows = JSON.parse(readFileSync(out, 'utf8')) as Array<Record<string, unknown>>;
+    expect(rows.length).toBeGreaterThan(0);
+    for (const row of rows) {
+      expect(Object.keys(row).filter((k) => k !== 'reason').sort()).toEqual(['case', 'check', 'layer', 'max_abs_err', 'max_rel_err', 'pass', 'step']);
+      expect(row.pass).toBe(true);
+    }
+  });
+
+  it('exits 1 and reports the failing row when an expected value is wrong', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dsv32-bad-'));
+    const v = JSON.parse(readFileSync(join(FIXTURES, 'vectors', 'numerics-hadamard.json'), 'utf8'));
+    const y = v.expected.y as number[][];
+    y[0]![0] = y[0]![0]! + 0.5;
+    writeFileSync(join(dir, 'hadamard-corrupted.json'), JSON.stringify(v));
+    const out = join(dir, 'r.json');
+    const r = cli(['conformance', dir, '--json', out]);
+    expect(r.status).toBe(1);
+    const rows = JSON.parse(readFileSync(out, 'utf8')) as Array<{ pass: boolean; case: string }>;
+    expect(rows.some((row) => !row.pass && row.case === 'hadamard-corrupted')).toBe(true);
+  });
+
+  it('exits 2 on a usage error', () => {
+    const r = cli(['conformance', '--layers', '1']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/need --weights/);
+  });
+});
