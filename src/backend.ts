@@ -106,7 +106,7 @@ function cudaInUse(): boolean {
  * @example
  * ```ts
  * const info = await initBackend('cpu');
- * info.name; // 'cpu'
+ * info.name; // => 'cpu'
  * ```
  */
 export async function initBackend(name?: BackendName): Promise<BackendInfo> {
