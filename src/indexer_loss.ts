@@ -1,0 +1,158 @@
+/**
+ * Training losses of the DSA lightning indexer (DeepSeek-V3.2 §2.1.1, Eqs. 3–4; the same text as V3.2-Exp).
+ *
+ * - Target (Eq. 3): p_{t,s} = Σ_h A_{h,t,s} / Σ_{s′ ≤ t} Σ_h A_{h,t,s′}: the main attention probabilities summed
+ *   over heads and L1-normalised over the causal row s ≤ t.
+ * - Dense warm-up (Eq. 3): Lᴵ = Σ_t KL(p_{t,:} ‖ Softmax(I_{t,:})), both over s ≤ t.
+ * - Sparse stage (Eq. 4): S_t = top-k of I_{t,s} over s ≤ t; Lᴵ = Σ_t KL(p_{t,S_t} ‖ Softmax(I_{t,S_t})), the target
+ *   restricted to S_t and renormalised, the softmax taken over S_t only.
+ *
+ * The indexer input is detached from the main model: the indexer is trained only by Lᴵ and the main model only
+ * by the LM loss. Here the target is built from {@link stopGradient}(A), so `tf.grad` of Lᴵ gives exactly zero
+ * for the main-attention probabilities (and for anything upstream of them); detach the hidden states fed to the
+ * indexer (`stopGradient(h)`) in a full model.
+ *
+ * Shapes: H main-attention heads, T query positions = key positions (a prefill from position 0: query t sees s ≤ t).
+ */
+import { tf } from './backend.ts';
+import { stopGradient } from './grpo.ts';
+import { maskedLogSoftmax } from './sampling_mask.ts';
+
+function checkSquare(fn: string, name: string, x: tf.Tensor, rank: number): void {
+  if (x.rank !== rank || x.shape[rank - 1] !== x.shape[rank - 2]) {
+    throw new RangeError(`${fn}: ${name} must be ${rank === 3 ? '[H, T, T]' : '[T, T]'} but got shape [${x.shape}]`);
+  }
+  const v = x.dataSync();
+  const T = x.shape[rank - 1]!;
+  for (let i = 0; i < v.length; i++) {
+    const s = i % T;
+    const t = Math.floor(i / T) % T;
+    if (s <= t && !Number.isFinite(v[i]!)) throw new RangeError(`${fn}: ${name} must be finite for s ≤ t but got ${v[i]} at flat index ${i} (t=${t}, s=${s})`);
+  }
+}
+
+/** [T, T] bool, true where s ≤ t. */
+function causalMask(T: number): tf.Tensor2D {
+  return tf.tidy(() => tf.greaterEqual(tf.expandDims(tf.range(0, T, 1, 'int32'), 1), tf.expandDims(tf.range(0, T, 1, 'int32'), 0)) as tf.Tensor2D);
+}
+
+// --- Target distribution (Eq. 3) ---
+
+/**
+ * Indexer target p_{t,s} = Σ_h A_{h,t,s} / Σ_{s′≤t} Σ_h A_{h,t,s′} for s ≤ t, 0 for s > t; detached (no gradient
+ * reaches `attentionProbs`). Entries above the diagonal of `attentionProbs` are ignored, whatever they hold.
+ * @param attentionProbs [H, T, T] main-attention probabilities (causal, non-negative).
+ * @returns [T, T]
+ * @throws RangeError on a shape that is not [H, T, T], a non-finite or negative value at s ≤ t, or a row with zero mass.
+ * @example
+ * ```ts
+ * indexerTarget(tf.tensor3d([[[1, 0], [0.5, 0.5]], [[1, 0], [0.9, 0.1]]])).arraySync(); // [[1, 0], [0.7, 0.3]]
+ * ```
+ */
+export function indexerTarget(attentionProbs: tf.Tensor3D): tf.Tensor2D {
+  const fn = 'indexerTarget()';
+  checkSquare(fn, 'attentionProbs', attentionProbs, 3);
+  const T = attentionProbs.shape[1];
+  return tf.tidy(() => {
+    const causal = causalMask(T);
+    const summed = tf.sum(stopGradient(attentionProbs), 0); // [T, T]
+    const p = tf.where(causal, summed, tf.zerosLike(summed));
+    const pv = p.dataSync();
+    for (let i = 0; i < pv.length; i++) {
+      if (pv[i]! < 0) throw new RangeError(`${fn}: attentionProbs summed over heads must be ≥ 0 but got ${pv[i]} at (t=${Math.floor(i / T)}, s=${i % T})`);
+    }
+    const mass = tf.sum(p, 1, true); // [T, 1]
+    const mv = mass.dataSync();
+    mv.forEach((m, t) => { if (!(m > 0)) throw new RangeError(`${fn}: row t=${t} of attentionProbs has zero mass over s ≤ t`); });
+    return tf.div(p, mass) as tf.Tensor2D;
+  });
+}
+
+// --- Selection S_t (Eq. 4) ---
+
+/**
+ * Top-k selection of each row of the index scores over s ≤ t: n_t = min(k, t+1) positions, ascending, padded with −1.
+ * Ties: the higher score first, then the lower position (a deterministic rule; torch.topk leaves it unspecified).
+ * @param indexScores [T, T] I_{t,s}. @param topk k ≥ 1.
+ * @returns [T, k] int32
+ * @example
+ * ```ts
+ * indexerSelection(tf.tensor2d([[0, 0, 0], [1, 2, 0], [3, 1, 2]]), 2).arraySync(); // [[0, -1], [0, 1], [0, 2]]
+ * ```
+ */
+export function indexerSelection(indexScores: tf.Tensor2D, topk: number): tf.Tensor2D {
+  const fn = 'indexerSelection()';
+  if (!(Number.isInteger(topk) && topk >= 1)) throw new RangeError(`${fn}: topk must be an integer ≥ 1 but got ${topk}`);
+  checkSquare(fn, 'indexScores', indexScores, 2);
+  const T = indexScores.shape[0];
+  const v = indexScores.dataSync();
+  const out = new Int32Array(T * topk).fill(-1);
+  for (let t = 0; t < T; t++) {
+    const cand = Array.from({ length: t + 1 }, (_, s) => s);
+    cand.sort((a, b) => v[t * T + b]! - v[t * T + a]! || a - b);
+    const chosen = cand.slice(0, topk).sort((a, b) => a - b);
+    chosen.forEach((s, j) => { out[t * topk + j] = s; });
+  }
+  return tf.tensor2d(out, [T, topk], 'int32');
+}
+
+// --- KL losses (Eqs. 3–4) ---
+
+/** Σ_t KL(p̃_t ‖ softmax over `set_t` of I_t), p̃_t = p_t on set_t renormalised; a row with no target mass on set_t adds 0. */
+function klOverSet(p: tf.Tensor2D, indexScores: tf.Tensor2D, set: tf.Tensor2D): tf.Scalar {
+  return tf.tidy(() => {
+    const zeros = tf.zerosLike(p);
+    const pS = tf.where(set, p, zeros);
+    const mass = tf.sum(pS, 1, true); // [T, 1]
+    const target = tf.div(pS, tf.where(tf.greater(mass, 0), mass, tf.onesLike(mass)));
+    const logq = tf.where(set, maskedLogSoftmax(indexScores, set), zeros); // [T, T], 0 outside the set
+    const pos = tf.greater(target, 0);
+    const logTarget = tf.log(tf.where(pos, target, tf.onesLike(target)));
+    const terms = tf.where(pos, tf.mul(target, tf.sub(logTarget, logq)), zeros); // 0·log 0 = 0
+    return tf.sum(terms) as tf.Scalar;
+  });
+}
+
+/**
+ * Dense warm-up indexer loss (Eq. 3): Lᴵ = Σ_t KL(p_{t,:} ‖ Softmax(I_{t,:})) over s ≤ t.
+ * Gradient: ∂Lᴵ/∂I_{t,s} = softmax(I_t)_s − p_{t,s}; zero for `attentionProbs` (detached) and for s > t.
+ * @param attentionProbs [H, T, T]. @param indexScores [T, T] (entries s > t are ignored).
+ * @returns scalar
+ * @example
+ * ```ts
+ * indexerKlDense(tf.tensor3d([[[1, 0], [0.5, 0.5]]]), tf.tensor2d([[0, 9], [0, 0]])).arraySync(); // 0
+ * ```
+ */
+export function indexerKlDense(attentionProbs: tf.Tensor3D, indexScores: tf.Tensor2D): tf.Scalar {
+  checkSquare('indexerKlDense()', 'indexScores', indexScores, 2);
+  if (indexScores.shape[0] !== attentionProbs.shape[1]) {
+    throw new RangeError(`indexerKlDense(): indexScores must be [T, T] with T = ${attentionProbs.shape[1]} but got [${indexScores.shape}]`);
+  }
+  return tf.tidy(() => klOverSet(indexerTarget(attentionProbs), indexScores, causalMask(indexScores.shape[0])));
+}
+
+/**
+ * Sparse-stage indexer loss (Eq. 4): Lᴵ = Σ_t KL(p_{t,S_t} ‖ Softmax(I_{t,S_t})), S_t = {@link indexerSelection}.
+ * The target is restricted to S_t and renormalised; a row whose target has no mass on S_t contributes 0.
+ * The selection is discrete (no gradient); gradients reach I only at selected positions.
+ * @param attentionProbs [H, T, T]. @param indexScores [T, T]. @param topk k.
+ * @returns scalar
+ * @example
+ * ```ts
+ * indexerKlSparse(probs, scores, 2048); // scalar
+ * ```
+ */
+export function indexerKlSparse(attentionProbs: tf.Tensor3D, indexScores: tf.Tensor2D, topk: number): tf.Scalar {
+  const sel = indexerSelection(indexScores, topk);
+  if (indexScores.shape[0] !== attentionProbs.shape[1]) {
+    sel.dispose();
+    throw new RangeError(`indexerKlSparse(): indexScores must be [T, T] with T = ${attentionProbs.shape[1]} but got [${indexScores.shape}]`);
+  }
+  return tf.tidy(() => {
+    const T = indexScores.shape[0];
+    // one-hot of the selected positions (−1 padding gives an all-zero row)
+    const set = tf.cast(tf.sum(tf.oneHot(sel, T), 1), 'bool') as tf.Tensor2D; // [T, T]
+    sel.dispose();
+    return klOverSet(indexerTarget(attentionProbs), indexScores, set);
+  });
+}
