@@ -1,0 +1,99 @@
+/**
+ * `dsv32 encode FILE.json [--thinking-mode thinking|chat] [--no-drop-thinking]`: the V3.2 prompt of
+ * `{"messages": [...], "tools"?: [...]}` on stdout, byte for byte (no added newline).
+ * A top-level `tools` array is attached to `messages[0]` (a system or developer message), as the official test does.
+ * The file is read with Python's JSON semantics (float literals such as `1.0` stay floats, key order is kept).
+ */
+import { readFileSync } from 'node:fs';
+import { encodeMessages } from '../encoding.ts';
+import { isPyObject, parsePyJson, PyDict, type PyJson } from '../pyjson.ts';
+import type { ThinkingMode } from '../context.ts';
+
+const USAGE = 'usage: dsv32 encode FILE.json [--thinking-mode thinking|chat] [--no-drop-thinking]\n';
+
+/** Shallow: a PyDict (object whose key order a JS object would change) as a plain object, for field access. */
+function plain(v: PyJson | undefined): PyJson | undefined {
+  return v instanceof PyDict ? Object.fromEntries(v.entries) : v;
+}
+
+/** Parses `--thinking-mode X` / `--thinking-mode=X` and the positional file; shared with `parse`. */
+export function parseCliArgs(argv: string[], flags: readonly string[]): { file: string; thinkingMode: ThinkingMode; flags: Set<string> } | string {
+  let file: string | undefined;
+  let thinkingMode: ThinkingMode = 'thinking';
+  const seen = new Set<string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--thinking-mode' || a.startsWith('--thinking-mode=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      if (v !== 'thinking' && v !== 'chat') return `--thinking-mode must be 'thinking' or 'chat' but got ${v === undefined ? 'nothing' : `'${v}'`}`;
+      thinkingMode = v;
+    } else if (flags.includes(a)) seen.add(a);
+    else if (a.startsWith('-')) return `unknown option '${a}'`;
+    else if (file !== undefined) return `expected one FILE but got '${file}' and '${a}'`;
+    else file = a;
+  }
+  if (file === undefined) return 'missing FILE';
+  return { file, thinkingMode, flags: seen };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseCliArgs(argv, ['--no-drop-thinking']);
+  if (typeof args === 'string') {
+    process.stderr.write(`dsv32 encode: ${args}\n${USAGE}`);
+    return 2;
+  }
+  const fail = (msg: string): number => {
+    process.stderr.write(`dsv32 encode: ${args.file}: ${msg}\n`);
+    return 2;
+  };
+  let text: string;
+  try {
+    text = readFileSync(args.file, 'utf8');
+  } catch (e) {
+    return fail(`cannot read file (${(e as Error).message})`);
+  }
+  let root: PyJson;
+  try {
+    root = parsePyJson(text);
+  } catch (e) {
+    return fail(`invalid JSON: ${(e as Error).message}`);
+  }
+  const top = plain(root);
+  if (!isPyObject(top) || Array.isArray(top)) return fail('expected a JSON object {"messages": [...], "tools"?: [...]}');
+  const obj = top as Record<string, PyJson>;
+  if (!Array.isArray(obj.messages)) return fail('expected a "messages" array at the top level');
+  const messages = obj.messages.map((m) => {
+    const msg = plain(m);
+    if (!isPyObject(msg)) return msg;
+    const out = { ...(msg as Record<string, PyJson>) };
+    if (Array.isArray(out.tools)) out.tools = out.tools.map(plain) as PyJson[];
+    if (Array.isArray(out.tool_calls)) {
+      out.tool_calls = out.tool_calls.map((c) => {
+        const call = plain(c);
+        return isPyObject(call) ? { ...(call as Record<string, PyJson>), function: plain((call as Record<string, PyJson>).function) ?? null } : call;
+      }) as PyJson[];
+    }
+    return out;
+  });
+  if (obj.tools !== undefined) {
+    if (!Array.isArray(obj.tools)) return fail('"tools" must be an array');
+    const first = messages[0] as Record<string, PyJson> | undefined;
+    if (!first || !isPyObject(first) || (first.role !== 'system' && first.role !== 'developer')) {
+      return fail(`a top-level "tools" array is attached to messages[0], which must be a system or developer message but got ${first === undefined ? 'no message' : `role ${JSON.stringify(first.role ?? null)}`}`);
+    }
+    if (first.tools !== undefined && first.tools !== null) return fail('both a top-level "tools" array and messages[0].tools are given');
+    first.tools = obj.tools.map(plain) as PyJson[];
+  }
+  let prompt: string;
+  try {
+    prompt = encodeMessages(messages as never, {
+      thinkingMode: args.thinkingMode,
+      dropThinking: !args.flags.has('--no-drop-thinking'),
+    });
+  } catch (e) {
+    if (e instanceof TypeError || e instanceof RangeError) return fail(e.message);
+    throw e;
+  }
+  process.stdout.write(prompt);
+  return 0;
+}

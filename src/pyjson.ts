@@ -1,0 +1,272 @@
+/**
+ * Python-`json`-compatible JSON for the chat encoding.
+ *
+ * The official encoder (`encoding/encoding_dsv32.py`) writes tool schemas, response formats and non-string tool-call
+ * arguments with `json.dumps(value, ensure_ascii=False)`, after reading the arguments with `json.loads`. Two things
+ * get lost when JavaScript's `JSON.parse` / `JSON.stringify` stand in for them:
+ *
+ * - number kinds: Python keeps `1.0` a float (printed `1.0`), `1e5` becomes the float `100000.0`, integers are exact
+ *   at any size, floats print with `repr` (`1e-05`, `1e+16`, `1.5e-07`);
+ * - key order: JS objects list integer-like keys (`"2"`, `"10"`) first; a Python dict keeps insertion order.
+ *
+ * So {@link parsePyJson} keeps what Python keeps: integers as `number` (safe range) or `bigint`, floats as
+ * {@link PyFloat}, and objects whose key order a JS object would change as {@link PyDict}. {@link pyJsonDumps} writes
+ * any of these (and plain JS values) exactly as `json.dumps(v, ensure_ascii=False)` does: `", "` and `": "`
+ * separators, non-ASCII kept raw, `\"` `\\` `\n` `\r` `\t` `\b` `\f` escapes, other control characters `\u00xx`.
+ */
+
+// --- Value model ---
+
+/** A number that Python holds as a `float` (the JSON literal had a fraction or an exponent), e.g. `1.0`, `1e5`. */
+export class PyFloat {
+  constructor(readonly value: number) {}
+}
+
+/** A JSON object whose key order a plain JS object would not keep (integer-like keys); entries in source order. */
+export class PyDict {
+  constructor(readonly entries: [string, PyJson][]) {}
+}
+
+/** What {@link parsePyJson} returns and {@link pyJsonDumps} accepts. Plain JS numbers: integers print as Python ints. */
+export type PyJson =
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | PyFloat
+  | PyDict
+  | PyJson[]
+  | { [key: string]: PyJson };
+
+// --- Writing: json.dumps(value, ensure_ascii=False) ---
+
+/**
+ * `repr(float)` as Python prints it: the shortest round-trip digits, fixed notation when the decimal exponent is in
+ * [-4, 16), otherwise `d.ddde±XX` (at least two exponent digits); integral values keep `.0`.
+ *
+ * @example
+ * ```ts
+ * pyFloatRepr(1); // '1.0'
+ * pyFloatRepr(1e-7); // '1e-07'
+ * pyFloatRepr(1e16); // '1e+16'
+ * pyFloatRepr(123.5); // '123.5'
+ * ```
+ */
+export function pyFloatRepr(x: number): string {
+  if (Number.isNaN(x)) return 'NaN';
+  if (x === Infinity) return 'Infinity';
+  if (x === -Infinity) return '-Infinity';
+  if (x === 0) return Object.is(x, -0) ? '-0.0' : '0.0';
+  const sign = x < 0 ? '-' : '';
+  // String(x) gives the shortest round-trip digits (closest on ties), in JS's own notation; re-lay them out.
+  const s = String(Math.abs(x));
+  let digits: string;
+  let exp: number; // scientific exponent: value = d.ddd × 10^exp
+  const e = s.indexOf('e');
+  if (e >= 0) {
+    digits = s.slice(0, e).replace('.', '');
+    exp = Number(s.slice(e + 1));
+  } else {
+    const [intPart = '', fracPart = ''] = s.split('.');
+    if (intPart !== '0') {
+      exp = intPart.length - 1;
+      digits = intPart + fracPart;
+    } else {
+      const zeros = fracPart.length - fracPart.replace(/^0+/, '').length;
+      exp = -(zeros + 1);
+      digits = fracPart.slice(zeros);
+    }
+  }
+  digits = digits.replace(/0+$/, '') || '0';
+  const decpt = exp + 1; // digits are 0.ddd × 10^decpt
+  if (decpt > -4 && decpt <= 16) {
+    if (decpt <= 0) return `${sign}0.${'0'.repeat(-decpt)}${digits}`;
+    if (decpt >= digits.length) return `${sign}${digits}${'0'.repeat(decpt - digits.length)}.0`;
+    return `${sign}${digits.slice(0, decpt)}.${digits.slice(decpt)}`;
+  }
+  const mantissa = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+  const expAbs = String(Math.abs(exp)).padStart(2, '0');
+  return `${sign}${mantissa}e${exp < 0 ? '-' : '+'}${expAbs}`;
+}
+
+const ESCAPES: Record<string, string> = { '"': '\\"', '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\b': '\\b', '\f': '\\f' };
+
+/** A JSON string literal as `json.dumps(s, ensure_ascii=False)` writes it. */
+export function pyJsonString(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return `"${s.replace(/[\u0000-\u001f"\\]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
+}
+
+/**
+ * `json.dumps(value, ensure_ascii=False)` of the official encoder's `to_json`.
+ *
+ * JS numbers: integers print as Python ints (`BigInt(n)` digits, so `1e21` → `1000000000000000000000`), other
+ * numbers as Python floats; wrap a value in {@link PyFloat} to print an integral float (`1.0`).
+ * `undefined` values inside objects are skipped, as `JSON.stringify` does.
+ *
+ * @example
+ * ```ts
+ * pyJsonDumps({ a: [1, new PyFloat(2), 'é\n'], b: null }); // '{"a": [1, 2.0, "é\\n"], "b": null}'
+ * ```
+ */
+export function pyJsonDumps(value: PyJson): string {
+  if (value === null) return 'null';
+  if (value === true) return 'true';
+  if (value === false) return 'false';
+  if (typeof value === 'string') return pyJsonString(value);
+  if (typeof value === 'bigint') return value.toString();
+  if (typeof value === 'number') return Number.isInteger(value) ? BigInt(value).toString() : pyFloatRepr(value);
+  if (value instanceof PyFloat) return pyFloatRepr(value.value);
+  if (Array.isArray(value)) return `[${value.map(pyJsonDumps).join(', ')}]`;
+  const entries = value instanceof PyDict ? value.entries : Object.entries(value);
+  const parts: string[] = [];
+  for (const [k, v] of entries) if (v !== undefined) parts.push(`${pyJsonString(k)}: ${pyJsonDumps(v)}`);
+  return `{${parts.join(', ')}}`;
+}
+
+// --- Reading: json.loads ---
+
+/** Reads `obj[key]` from a plain object or a {@link PyDict} (last duplicate wins, as in a Python dict). */
+export function pyGet(obj: PyJson | undefined, key: string): PyJson | undefined {
+  if (obj instanceof PyDict) return obj.entries.find(([k]) => k === key)?.[1];
+  if (obj !== null && typeof obj === 'object' && !Array.isArray(obj) && !(obj instanceof PyFloat)) {
+    return Object.hasOwn(obj, key) ? obj[key] : undefined;
+  }
+  return undefined;
+}
+
+/** True for a JSON object (plain object or {@link PyDict}). */
+export function isPyObject(v: unknown): v is PyDict | { [key: string]: PyJson } {
+  return v instanceof PyDict || (v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof PyFloat));
+}
+
+/**
+ * `json.loads(text)` keeping Python's number kinds and key order (see the module comment). Accepts what Python's
+ * default decoder accepts: standard JSON plus the literals `NaN`, `Infinity`, `-Infinity`; duplicate keys keep the
+ * first position and the last value. Throws `SyntaxError` naming the position.
+ *
+ * @example
+ * ```ts
+ * pyJsonDumps(parsePyJson('{"x": 1.0, "2": 1e5, "n": 12345678901234567890}'));
+ * // '{"x": 1.0, "2": 100000.0, "n": 12345678901234567890}'
+ * ```
+ */
+export function parsePyJson(text: string): PyJson {
+  let i = 0;
+  const fail = (what: string): never => {
+    const near = JSON.stringify(text.slice(Math.max(0, i - 10), i + 10));
+    throw new SyntaxError(`${what} at position ${i} (near ${near})`);
+  };
+  const ws = (): void => {
+    while (i < text.length && ' \t\n\r'.includes(text[i]!)) i++;
+  };
+  const literal = (word: string, v: PyJson): PyJson => {
+    if (!text.startsWith(word, i)) fail('invalid literal');
+    i += word.length;
+    return v;
+  };
+  const str = (): string => {
+    i++; // opening quote
+    let out = '';
+    for (;;) {
+      if (i >= text.length) fail('unterminated string');
+      const c = text[i]!;
+      if (c === '"') {
+        i++;
+        return out;
+      }
+      if (c.charCodeAt(0) < 0x20) fail('invalid control character in string');
+      if (c !== '\\') {
+        out += c;
+        i++;
+        continue;
+      }
+      const esc = text[i + 1];
+      const simple: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
+      if (esc !== undefined && simple[esc] !== undefined) {
+        out += simple[esc];
+        i += 2;
+      } else if (esc === 'u' && /^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) {
+        out += String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16)); // UTF-16 pairs join by themselves
+        i += 6;
+      } else {
+        fail('invalid escape');
+      }
+    }
+  };
+  const num = (): PyJson => {
+    const m = /^-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?/.exec(text.slice(i));
+    if (!m) return fail('invalid number');
+    i += m[0].length;
+    if (m[1] !== undefined || m[2] !== undefined) return new PyFloat(Number(m[0]));
+    const n = Number(m[0]);
+    return Number.isSafeInteger(n) ? n + 0 /* -0 → 0, as Python's int */ : BigInt(m[0]);
+  };
+  const value = (): PyJson => {
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i++;
+      const entries: [string, PyJson][] = [];
+      ws();
+      if (text[i] === '}') {
+        i++;
+        return {};
+      }
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail('expected a property name in double quotes');
+        const k = str();
+        ws();
+        if (text[i] !== ':') fail("expected ':'");
+        i++;
+        const v = value();
+        const at = entries.findIndex(([key]) => key === k);
+        if (at >= 0) entries[at] = [k, v];
+        else entries.push([k, v]);
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] === '}') {
+          i++;
+          break;
+        } else fail("expected ',' or '}'");
+      }
+      const obj: { [key: string]: PyJson } = Object.create(null);
+      for (const [k, v] of entries) obj[k] = v;
+      const keptOrder = Object.keys(obj).every((k, j) => k === entries[j]![0]);
+      return keptOrder ? { ...obj } : new PyDict(entries);
+    }
+    if (c === '[') {
+      i++;
+      const arr: PyJson[] = [];
+      ws();
+      if (text[i] === ']') {
+        i++;
+        return arr;
+      }
+      for (;;) {
+        arr.push(value());
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] === ']') {
+          i++;
+          return arr;
+        } else fail("expected ',' or ']'");
+      }
+    }
+    if (c === '"') return str();
+    if (c === 'n') return literal('null', null);
+    if (c === 't') return literal('true', true);
+    if (c === 'f') return literal('false', false);
+    if (c === 'N') return literal('NaN', new PyFloat(NaN));
+    if (c === 'I') return literal('Infinity', new PyFloat(Infinity));
+    if (c === '-' && text.startsWith('-Infinity', i)) return literal('-Infinity', new PyFloat(-Infinity));
+    if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) return num();
+    return fail(c === undefined ? 'unexpected end of input' : 'unexpected character');
+  };
+  const v = value();
+  ws();
+  if (i < text.length) fail('extra data after the JSON value');
+  return v;
+}
