@@ -46,12 +46,12 @@ function clean(x: tf.Tensor, valid: tf.Tensor): tf.Tensor {
  * @deviation tfjs lacks detach; implemented with `tf.customGrad` (docs/deviations.md, Training-side math).
  * @example
  * ```ts
- * const g = tf.grad((x) => tf.sum(tf.mul(x, stopGradient(x))))(tf.tensor1d([3]));
- * g.arraySync(); // [3]  (d/dx of x·c with c = 3 held constant)
+ * // d/dx of x·c with c = x held constant
+ * tf.grad((x: tf.Tensor) => tf.sum(tf.mul(x, stopGradient(x))))(tf.tensor1d([3])).arraySync(); // => [3]
  * ```
  */
 export function stopGradient<R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> {
-  const f = tf.customGrad((a: tf.Tensor) => ({ value: tf.clone(a), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) }));
+  const f = tf.customGrad(((a: tf.Tensor) => ({ value: tf.clone(a), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) })) as unknown as Parameters<typeof tf.customGrad>[0]);
   return f(x) as tf.Tensor<R>;
 }
 
@@ -69,7 +69,7 @@ export function stopGradient<R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> {
  * @throws RangeError for G < 2 (verl passes a lone completion through with mean 0, std 1; a group of one has no baseline).
  * @example
  * ```ts
- * groupAdvantages(tf.tensor1d([1, 0, 0.5, 0]), 'mean').arraySync(); // [0.625, -0.375, 0.125, -0.375]
+ * groupAdvantages(tf.tensor1d([1, 0, 0.5, 0]), 'mean').arraySync(); // => [0.625, -0.375, 0.125, -0.375]
  * ```
  */
 export function groupAdvantages(rewards: tf.Tensor1D, mode: AdvantageMode = 'mean', stdEps = 0): tf.Tensor1D {
@@ -97,7 +97,7 @@ export function groupAdvantages(rewards: tf.Tensor1D, mode: AdvantageMode = 'mea
  * @returns [G, T]
  * @example
  * ```ts
- * tokenRatio(tf.tensor2d([[-0.5, 0]]), tf.tensor2d([[-0.6, 0]]), tf.tensor2d([[1, 0]])).arraySync(); // [[1.105171, 0]]
+ * tokenRatio(tf.tensor2d([[-0.5, 0]]), tf.tensor2d([[-0.6, 0]]), tf.tensor2d([[1, 0]])).arraySync(); // => [[1.105171, 0]]
  * ```
  */
 export function tokenRatio(logp: tf.Tensor2D, logpOld: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor2D {
@@ -116,7 +116,7 @@ export function tokenRatio(logp: tf.Tensor2D, logpOld: tf.Tensor2D, mask: tf.Ten
  * @returns [G, T]
  * @example
  * ```ts
- * clippedSurrogate(tf.tensor2d([[1.5]]), tf.tensor1d([1]), tf.tensor2d([[1]]), 0.2, 0.2).arraySync(); // [[-1.2]]
+ * clippedSurrogate(tf.tensor2d([[1.5]]), tf.tensor1d([1]), tf.tensor2d([[1]]), 0.2, 0.2).arraySync(); // => [[-1.2]]
  * ```
  */
 export function clippedSurrogate(
@@ -141,7 +141,7 @@ export function clippedSurrogate(
  * @param logp [G, T]. @param logpRef [G, T]. @param mask [G, T]. @returns [G, T]
  * @example
  * ```ts
- * klK3(tf.tensor2d([[-4]]), tf.tensor2d([[-0.5]]), tf.tensor2d([[1]])).arraySync(); // [[28.615452]]
+ * klK3(tf.tensor2d([[-4]]), tf.tensor2d([[-0.5]]), tf.tensor2d([[1]])).arraySync(); // => [[28.615452]]
  * ```
  */
 export function klK3(logp: tf.Tensor2D, logpRef: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor2D {
@@ -160,7 +160,7 @@ export function klK3(logp: tf.Tensor2D, logpRef: tf.Tensor2D, mask: tf.Tensor2D)
  * @param logp [G, T]. @param logpOld [G, T]. @param logpRef [G, T]. @param mask [G, T]. @returns [G, T]
  * @example
  * ```ts
- * klUnbiasedK3(tf.tensor2d([[-4]]), tf.tensor2d([[-1]]), tf.tensor2d([[-0.5]]), tf.tensor2d([[1]])).arraySync(); // [[1.424679]]
+ * klUnbiasedK3(tf.tensor2d([[-4]]), tf.tensor2d([[-1]]), tf.tensor2d([[-0.5]]), tf.tensor2d([[1]])).arraySync(); // => [[1.424679]]
  * ```
  */
 export function klUnbiasedK3(logp: tf.Tensor2D, logpOld: tf.Tensor2D, logpRef: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor2D {
@@ -176,7 +176,7 @@ export function klUnbiasedK3(logp: tf.Tensor2D, logpOld: tf.Tensor2D, logpRef: t
  * @returns [G] (no gradient reaches `logp`)
  * @example
  * ```ts
- * opsmSequenceKl(tf.tensor2d([[-0.9, 0]]), tf.tensor2d([[-4, 0]]), tf.tensor2d([[1, 0]])).arraySync(); // [3.1]
+ * opsmSequenceKl(tf.tensor2d([[-0.9, 0]]), tf.tensor2d([[-4, 0]]), tf.tensor2d([[1, 0]])).arraySync(); // => [3.1]
  * ```
  */
 export function opsmSequenceKl(logpSampler: tf.Tensor2D, logp: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor1D {
@@ -197,7 +197,7 @@ export function opsmSequenceKl(logpSampler: tf.Tensor2D, logp: tf.Tensor2D, mask
  * @returns [G] bool
  * @example
  * ```ts
- * opsmKeepMask(tf.tensor1d([1, -1, -1]), tf.tensor1d([2, 0.5, 2]), 1).arraySync(); // [true, true, false]
+ * opsmKeepMask(tf.tensor1d([1, -1, -1]), tf.tensor1d([2, 0.5, 2]), 1).arraySync(); // => [1, 1, 0]  (true, true, false)
  * ```
  */
 export function opsmKeepMask(advantages: tf.Tensor1D, seqKl: tf.Tensor1D, delta: number): tf.Tensor1D {
@@ -221,7 +221,7 @@ export function opsmKeepMask(advantages: tf.Tensor1D, seqKl: tf.Tensor1D, delta:
  * @throws RangeError when the mask holds no token at all.
  * @example
  * ```ts
- * aggregateLoss(tf.tensor2d([[1, 3], [2, 9]]), tf.tensor2d([[1, 1], [1, 0]]), 'seq-mean-token-mean').arraySync(); // 2
+ * aggregateLoss(tf.tensor2d([[1, 3], [2, 9]]), tf.tensor2d([[1, 1], [1, 0]]), 'seq-mean-token-mean').arraySync(); // => 2
  * ```
  */
 export function aggregateLoss(perToken: tf.Tensor2D, mask: tf.Tensor2D, mode: Aggregation): tf.Scalar {
@@ -343,14 +343,14 @@ function validateGrpo(x: GrpoInputs, o: GrpoOptions): void {
  * const parts = grpoLoss({ rewards: tf.tensor1d([1, 0]), mask: tf.tensor2d([[1], [1]]),
  *   logp: tf.tensor2d([[-1], [-1]]), logpOld: tf.tensor2d([[-1], [-1]]) },
  *   { advantage: 'mean', stdEps: 0, clipLow: 0.2, clipHigh: 0.2, beta: 0, kl: 'none', opsmDelta: null, aggregation: 'token-mean' });
- * parts.perTokenLoss.arraySync(); // [[-0.5], [0.5]]
+ * parts.perTokenLoss.arraySync(); // => [[-0.5], [0.5]]
  * ```
  */
 export function grpoLoss(inputs: GrpoInputs, options: GrpoOptions): GrpoLossParts {
   validateGrpo(inputs, options);
   const { rewards, mask, logp, logpOld } = inputs;
   const o = options;
-  return tf.tidy(() => {
+  const parts = tf.tidy(() => {
     const valid = validOf(mask);
     const advantages = groupAdvantages(rewards, o.advantage, o.stdEps); // [G]
     const ratio = tokenRatio(logp, logpOld, mask); // [G, T]
@@ -369,15 +369,21 @@ export function grpoLoss(inputs: GrpoInputs, options: GrpoOptions): GrpoLossPart
       : (tf.zerosLike(logp) as tf.Tensor2D);
     const perTokenLoss = clean(tf.add(surrogate, tf.mul(kl, o.beta)), valid) as tf.Tensor2D;
     const loss = aggregateLoss(perTokenLoss, mask, o.aggregation);
-    return { loss, perTokenLoss, advantages, ratio, kl, opsmKeep, opsmSeqKl };
+    const out: GrpoLossParts = { loss, perTokenLoss, advantages, ratio, kl, opsmKeep, opsmSeqKl };
+    return out as unknown as tf.TensorContainer;
   });
+  return parts as unknown as GrpoLossParts;
 }
 
 /**
  * {@link grpoLoss} value and its gradient ∂loss/∂logp ([G, T], 0 at padding) through `tf.valueAndGrad`.
  * @example
  * ```ts
- * const { value, grad } = grpoLossAndGrad(inputs, options); // grad: [G, T]
+ * const { value, grad } = grpoLossAndGrad({ rewards: tf.tensor1d([1, 0]), mask: tf.tensor2d([[1], [1]]),
+ *   logp: tf.tensor2d([[-1], [-1]]), logpOld: tf.tensor2d([[-1], [-1]]) },
+ *   { advantage: 'mean', stdEps: 0, clipLow: 0.2, clipHigh: 0.2, beta: 0, kl: 'none', opsmDelta: null, aggregation: 'token-mean' });
+ * value.arraySync(); // => 0
+ * grad.arraySync(); // => [[-0.25], [0.25]]
  * ```
  */
 export function grpoLossAndGrad(inputs: GrpoInputs, options: GrpoOptions): { value: tf.Scalar; grad: tf.Tensor2D } {

@@ -46,7 +46,7 @@ function causalMask(T: number): tf.Tensor2D {
  * @throws RangeError on a shape that is not [H, T, T], a non-finite or negative value at s ≤ t, or a row with zero mass.
  * @example
  * ```ts
- * indexerTarget(tf.tensor3d([[[1, 0], [0.5, 0.5]], [[1, 0], [0.9, 0.1]]])).arraySync(); // [[1, 0], [0.7, 0.3]]
+ * indexerTarget(tf.tensor3d([[[1, 0], [0.5, 0.5]], [[1, 0], [0.9, 0.1]]])).arraySync(); // => [[1, 0], [0.7, 0.3]]
  * ```
  */
 export function indexerTarget(attentionProbs: tf.Tensor3D): tf.Tensor2D {
@@ -77,7 +77,7 @@ export function indexerTarget(attentionProbs: tf.Tensor3D): tf.Tensor2D {
  * @returns [T, k] int32
  * @example
  * ```ts
- * indexerSelection(tf.tensor2d([[0, 0, 0], [1, 2, 0], [3, 1, 2]]), 2).arraySync(); // [[0, -1], [0, 1], [0, 2]]
+ * indexerSelection(tf.tensor2d([[0, 0, 0], [1, 2, 0], [3, 1, 2]]), 2).arraySync(); // => [[0, -1], [0, 1], [0, 2]]
  * ```
  */
 export function indexerSelection(indexScores: tf.Tensor2D, topk: number): tf.Tensor2D {
@@ -120,7 +120,7 @@ function klOverSet(p: tf.Tensor2D, indexScores: tf.Tensor2D, set: tf.Tensor2D): 
  * @returns scalar
  * @example
  * ```ts
- * indexerKlDense(tf.tensor3d([[[1, 0], [0.5, 0.5]]]), tf.tensor2d([[0, 9], [0, 0]])).arraySync(); // 0
+ * indexerKlDense(tf.tensor3d([[[1, 0], [0.5, 0.5]]]), tf.tensor2d([[0, 9], [0, 0]])).arraySync(); // => 0  (p = softmax on s ≤ t; the 9 is in the future)
  * ```
  */
 export function indexerKlDense(attentionProbs: tf.Tensor3D, indexScores: tf.Tensor2D): tf.Scalar {
@@ -139,7 +139,9 @@ export function indexerKlDense(attentionProbs: tf.Tensor3D, indexScores: tf.Tens
  * @returns scalar
  * @example
  * ```ts
- * indexerKlSparse(probs, scores, 2048); // scalar
+ * // row 1: KL([0.25, 0.75] ‖ softmax([0, 1])); with k = 1 only s = 1 is kept and the KL is 0
+ * indexerKlSparse(tf.tensor3d([[[1, 0], [0.25, 0.75]]]), tf.tensor2d([[0, 0], [0, 1]]), 2).arraySync(); // => 0.000927
+ * indexerKlSparse(tf.tensor3d([[[1, 0], [0.25, 0.75]]]), tf.tensor2d([[0, 0], [0, 1]]), 1).arraySync(); // => 0
  * ```
  */
 export function indexerKlSparse(attentionProbs: tf.Tensor3D, indexScores: tf.Tensor2D, topk: number): tf.Scalar {

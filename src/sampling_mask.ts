@@ -26,7 +26,7 @@ import { stopGradient } from './grpo.ts';
  * @returns [..., V]
  * @example
  * ```ts
- * maskedLogSoftmax(tf.tensor2d([[0, 0, 5]]), tf.tensor2d([[1, 1, 0]])).arraySync(); // [[-0.693147, -0.693147, -Infinity]]
+ * maskedLogSoftmax(tf.tensor2d([[0, 0, 5]]), tf.tensor2d([[1, 1, 0]])).arraySync(); // => [[-0.693147, -0.693147, -Infinity]]
  * ```
  */
 export function maskedLogSoftmax(logits: tf.Tensor, kept: tf.Tensor): tf.Tensor {
@@ -57,7 +57,7 @@ function checkTokens(fn: string, logits: tf.Tensor2D, tokens: tf.Tensor1D): void
  * @param logits [T, V]. @param tokens [T] int ids. @returns [T]
  * @example
  * ```ts
- * tokenLogProbs(tf.tensor2d([[0, 0]]), tf.tensor1d([1], 'int32')).arraySync(); // [-0.693147]
+ * tokenLogProbs(tf.tensor2d([[0, 0]]), tf.tensor1d([1], 'int32')).arraySync(); // => [-0.693147]
  * ```
  */
 export function tokenLogProbs(logits: tf.Tensor2D, tokens: tf.Tensor1D): tf.Tensor1D {
@@ -78,7 +78,7 @@ export function tokenLogProbs(logits: tf.Tensor2D, tokens: tf.Tensor1D): tf.Tens
  * @throws RangeError when a token is outside its kept set (the sampler cannot have drawn it) or shapes disagree.
  * @example
  * ```ts
- * keepSamplingLogProbs(tf.tensor2d([[0, 0, 5]]), tf.tensor2d([[1, 1, 0]]), tf.tensor1d([0], 'int32')).arraySync(); // [-0.693147]
+ * keepSamplingLogProbs(tf.tensor2d([[0, 0, 5]]), tf.tensor2d([[1, 1, 0]]), tf.tensor1d([0], 'int32')).arraySync(); // => [-0.693147]
  * ```
  */
 export function keepSamplingLogProbs(logits: tf.Tensor2D, kept: tf.Tensor2D, tokens: tf.Tensor1D): tf.Tensor1D {
@@ -103,7 +103,9 @@ export function keepSamplingLogProbs(logits: tf.Tensor2D, kept: tf.Tensor2D, tok
  * @returns `{ logp, logpOld, ratio }`, each [T]
  * @example
  * ```ts
- * keepSamplingRatio(z, zOld, kept, tokens).ratio; // [T]
+ * const r = keepSamplingRatio(tf.tensor2d([[0, 0, 5]]), tf.tensor2d([[1, 0, 5]]), tf.tensor2d([[1, 1, 0]]), tf.tensor1d([0], 'int32'));
+ * r.logpOld.arraySync(); // => [-0.313262]  (1 − log(e + 1): the logit 5 is outside the kept set)
+ * r.ratio.arraySync(); // => [0.683940]
  * ```
  */
 export function keepSamplingRatio(
@@ -139,7 +141,7 @@ export interface TruncationOptions {
  * @throws RangeError for topP ∉ (0, 1] or topK not an integer ≥ 1.
  * @example
  * ```ts
- * keptSetFromLogits(tf.tensor2d([[Math.log(0.5), Math.log(0.3), Math.log(0.2)]]), { topP: 0.6 }).arraySync(); // [[1, 1, 0]]
+ * keptSetFromLogits(tf.tensor2d([[Math.log(0.5), Math.log(0.3), Math.log(0.2)]]), { topP: 0.6 }).arraySync(); // => [[1, 1, 0]]
  * ```
  */
 export function keptSetFromLogits(logits: tf.Tensor2D, options: TruncationOptions): tf.Tensor2D {

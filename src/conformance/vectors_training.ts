@@ -179,8 +179,9 @@ async function checkIndexerKl(name: string, json: Record<string, unknown>): Prom
  *   with a reason for a malformed vector or an implementation error (never throws).
  * @example
  * ```ts
- * const rows = await checkTrainingVector('grpo-v32', JSON.parse(readFileSync(file, 'utf8')));
- * rows.every((r) => r.pass); // true
+ * const rows = await checkTrainingVector('tiny', { kind: 'indexer_kl', expected: { loss_dense: 0 },
+ *   inputs: { attention_probs: [[[1, 0], [0.5, 0.5]]], index_scores: [[0, 0], [0, 0]], topk: 2 } });
+ * rows.map((r) => r.pass); // => [true]
  * ```
  */
 export async function checkTrainingVector(caseName: string, json: any): Promise<CheckResult[]> {
