@@ -121,8 +121,15 @@ export function describeValue(v: unknown): string {
   if (v === undefined) return 'undefined';
   if (typeof v === 'string') return JSON.stringify(v.length > 60 ? v.slice(0, 57) + '...' : v);
   if (Array.isArray(v)) return `an array of length ${v.length}`;
-  if (typeof v === 'object' && v !== null && !isPyObject(v)) return pyJsonDumps(v as PyJson);
-  if (isPyObject(v)) return 'an object';
+  if (typeof v === 'object' && v !== null) {
+    let s: string;
+    try {
+      s = pyJsonDumps(v as PyJson);
+    } catch {
+      return 'an object';
+    }
+    return s.length > 60 ? s.slice(0, 57) + '...' : s;
+  }
   return typeof v === 'bigint' ? `${v}n` : String(v);
 }
 

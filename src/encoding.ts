@@ -165,7 +165,7 @@ function renderMessage(index: number, all: readonly ChatMessage[], mode: Thinkin
         }
         thinking = (m.reasoning_content ?? '') + THINK_END;
       }
-      const toolCalls = calls.length > 0 ? renderToolCalls(calls, at) : '';
+      const toolCalls = calls.length > 0 ? renderToolCalls(calls, `${fn}: ${at}`) : '';
       return thinking + (m.content ?? '') + toolCalls + EOS;
     }
   }
