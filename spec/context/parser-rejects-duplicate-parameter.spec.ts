@@ -1,0 +1,14 @@
+/*---
+id: encoding.parser-rejects-duplicate-parameter
+description: a completion whose invoke repeats a parameter name is rejected
+source: encoding/encoding_dsv32.py parse_tool_calls ("Duplicate parameter name")
+---*/
+import { expect, it } from 'vitest';
+import { CompletionParseError, parseCompletion } from '../../src/encoding.ts';
+
+it('duplicate parameter → CompletionParseError', () => {
+  const p = (v: string) => `<｜DSML｜parameter name="city" string="true">${v}</｜DSML｜parameter>`;
+  const text = `r</think>\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="w">\n${p('A')}\n${p('B')}\n</｜DSML｜invoke>\n</｜DSML｜function_calls><｜end▁of▁sentence｜>`;
+  expect(() => parseCompletion(text, { thinkingMode: 'thinking' })).toThrow(CompletionParseError);
+  expect(() => parseCompletion(text, { thinkingMode: 'thinking' })).toThrow('duplicate parameter "city" in invoke "w"');
+});
