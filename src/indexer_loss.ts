@@ -98,15 +98,20 @@ export function indexerSelection(indexScores: tf.Tensor2D, topk: number): tf.Ten
 
 // --- KL losses (Eqs. 3–4) ---
 
+/** A bool tensor of `x`'s shape from a predicate on its values: a constant, off the gradient tape (tfjs comparison kernels have no gradient functions). */
+function constMask(x: tf.Tensor, pred: (v: number) => boolean): tf.Tensor {
+  return tf.tensor(Uint8Array.from(x.dataSync(), (v) => (pred(v) ? 1 : 0)), x.shape, 'bool');
+}
+
 /** Σ_t KL(p̃_t ‖ softmax over `set_t` of I_t), p̃_t = p_t on set_t renormalised; a row with no target mass on set_t adds 0. */
 function klOverSet(p: tf.Tensor2D, indexScores: tf.Tensor2D, set: tf.Tensor2D): tf.Scalar {
   return tf.tidy(() => {
     const zeros = tf.zerosLike(p);
     const pS = tf.where(set, p, zeros);
     const mass = tf.sum(pS, 1, true); // [T, 1]
-    const target = tf.div(pS, tf.where(tf.greater(mass, 0), mass, tf.onesLike(mass)));
+    const target = tf.div(pS, tf.where(constMask(mass, (v) => v > 0), mass, tf.onesLike(mass)));
     const logq = tf.where(set, maskedLogSoftmax(indexScores, set), zeros); // [T, T], 0 outside the set
-    const pos = tf.greater(target, 0);
+    const pos = constMask(target, (v) => v > 0);
     const logTarget = tf.log(tf.where(pos, target, tf.onesLike(target)));
     const terms = tf.where(pos, tf.mul(target, tf.sub(logTarget, logq)), zeros); // 0·log 0 = 0
     return tf.sum(terms) as tf.Scalar;
@@ -150,11 +155,14 @@ export function indexerKlSparse(attentionProbs: tf.Tensor3D, indexScores: tf.Ten
     sel.dispose();
     throw new RangeError(`indexerKlSparse(): indexScores must be [T, T] with T = ${attentionProbs.shape[1]} but got [${indexScores.shape}]`);
   }
+  const T = indexScores.shape[0];
+  const idx = sel.dataSync();
+  sel.dispose();
+  const k = idx.length / T;
+  const setData = new Uint8Array(T * T);
+  for (let t = 0; t < T; t++) for (let j = 0; j < k; j++) if (idx[t * k + j]! >= 0) setData[t * T + idx[t * k + j]!] = 1;
   return tf.tidy(() => {
-    const T = indexScores.shape[0];
-    // one-hot of the selected positions (−1 padding gives an all-zero row)
-    const set = tf.cast(tf.sum(tf.oneHot(sel, T), 1), 'bool') as tf.Tensor2D; // [T, T]
-    sel.dispose();
+    const set = tf.tensor2d(setData, [T, T], 'bool'); // S_t as a [T, T] mask (−1 padding selects nothing)
     return klOverSet(indexerTarget(attentionProbs), indexScores, set);
   });
 }

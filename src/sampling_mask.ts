@@ -43,6 +43,14 @@ export function maskedLogSoftmax(logits: tf.Tensor, kept: tf.Tensor): tf.Tensor 
   });
 }
 
+/** [T, V] bool, true at (t, tokens[t]) (built from the ids: a constant; tf.oneHot needs V ≥ 2). */
+function tokenMask(tokens: tf.Tensor1D, V: number): tf.Tensor2D {
+  const ids = tokens.dataSync();
+  const m = new Uint8Array(ids.length * V);
+  ids.forEach((id, t) => { m[t * V + id] = 1; });
+  return tf.tensor2d(m, [ids.length, V], 'bool');
+}
+
 function checkTokens(fn: string, logits: tf.Tensor2D, tokens: tf.Tensor1D): void {
   if (logits.rank !== 2) throw new RangeError(`${fn}: logits must be [T, V] but got shape [${logits.shape}]`);
   const [T, V] = logits.shape;
@@ -63,7 +71,7 @@ function checkTokens(fn: string, logits: tf.Tensor2D, tokens: tf.Tensor1D): void
 export function tokenLogProbs(logits: tf.Tensor2D, tokens: tf.Tensor1D): tf.Tensor1D {
   checkTokens('tokenLogProbs()', logits, tokens);
   return tf.tidy(() => {
-    const onehot = tf.oneHot(tf.cast(tokens, 'int32'), logits.shape[1]).cast('bool'); // [T, V]
+    const onehot = tokenMask(tokens, logits.shape[1]); // [T, V]
     const lp = tf.logSoftmax(logits);
     return tf.sum(tf.where(onehot, lp, tf.zerosLike(lp)), 1) as tf.Tensor1D;
   });
@@ -91,7 +99,7 @@ export function keepSamplingLogProbs(logits: tf.Tensor2D, kept: tf.Tensor2D, tok
     if (!k[t * V + id]) throw new RangeError(`${fn}: tokens[${t}] = ${id} is not in the kept set of step ${t} (a sampler with this mask cannot have drawn it)`);
   });
   return tf.tidy(() => {
-    const onehot = tf.oneHot(tf.cast(tokens, 'int32'), V).cast('bool'); // [T, V]
+    const onehot = tokenMask(tokens, V); // [T, V]
     const lp = maskedLogSoftmax(logits, kept);
     return tf.sum(tf.where(onehot, lp, tf.zerosLike(lp)), 1) as tf.Tensor1D;
   });
