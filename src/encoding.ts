@@ -198,6 +198,10 @@ export interface EncodeOptions {
  * results are matched to calls by position, not by `tool_call_id`.
  * Throws `TypeError`/`RangeError` naming the message (`context[i]` or `messages[i]`), the field, expected and received.
  *
+ * @deviation user/tool content must be a string (the official code formats `None` as the text "None"); a tool message
+ * with no assistant before it is a `RangeError`; developer messages before the last user message are kept (see
+ * `dropThinking`). JSON numbers follow `pyjson.ts` (docs/deviations.md "Chat encoding and context management").
+ *
  * @example
  * ```ts
  * encodeMessages([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello' }], { thinkingMode: 'chat' });

@@ -105,6 +105,9 @@ export function pyJsonString(s: string): string {
  * numbers as Python floats; wrap a value in {@link PyFloat} to print an integral float (`1.0`).
  * `undefined` values inside objects are skipped, as `JSON.stringify` does.
  *
+ * @deviation A plain JS number cannot say whether Python held it as int or float: integral numbers print as ints.
+ * Values read with {@link parsePyJson} (tool-call arguments, the CLI input file) keep the exact Python kinds.
+ *
  * @example
  * ```ts
  * pyJsonDumps({ a: [1, new PyFloat(2), 'é\n'], b: null }); // '{"a": [1, 2.0, "é\\n"], "b": null}'

@@ -1,7 +1,7 @@
 /** `dsv32 encode` / `dsv32 parse` through the real entry point (node bin/dsv32.js), stdout compared byte for byte. */
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +47,15 @@ describe('dsv32 encode', () => {
     expect(out.startsWith(`${BOS}S\n\n## Tools\n\n`)).toBe(true);
     expect(out.endsWith(tail)).toBe(true);
     expect(r.stdout.equals(Buffer.from(out, 'utf8'))).toBe(true); // no stray bytes, no added newline
+  });
+
+  const official = path.resolve(repoRoot, '..', 'shared', 'encoding');
+  const haveOfficial = existsSync(path.join(official, 'test_input.json'));
+  if (!haveOfficial) console.warn(`[cli-encode] skipped the official-vector CLI check: ${official} not found`);
+  it.skipIf(!haveOfficial)('official test_input.json → test_output.txt through the CLI (after trim)', () => {
+    const r = cli(['encode', path.join(official, 'test_input.json')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString('utf8').trim()).toBe(readFileSync(path.join(official, 'test_output.txt'), 'utf8').trim());
   });
 
   it('--thinking-mode chat and --no-drop-thinking', () => {
