@@ -24,7 +24,7 @@ import { tf } from './backend.ts';
  * may be unmasked, as `indexerScores` returns them).
  *
  * Tie rule: among equal scores the lower position wins (order: higher score first, then lower s).
- * −Infinity is an ordinary (lowest) score; NaN is rejected.
+ * −Infinity is an ordinary (lowest) score; NaN is rejected in rows that need a comparison (t + 1 > k).
  *
  * @deviation torch.topk leaves the order of equal scores unspecified (CUDA kernels differ), so
  *   the official code can pick either of two tied positions at the k-th boundary. dsv32 fixes the
@@ -40,7 +40,9 @@ import { tf } from './backend.ts';
  * @example
  * ```ts
  * const idx = selectTopK(tf.tensor2d([[0.5, 0, 0], [0.1, 0.9, 0], [0.3, 0.2, 0.3]]), 0, 2);
- * idx.arraySync(); // [[0, -1], [0, 1], [0, 2]]   (row 2: tie 0.3 = 0.3 → both; 0.2 dropped)
+ * idx.arraySync(); // => [[0, -1], [0, 1], [0, 2]]
+ * // row 0 (t = 0): only s = 0 exists; row 2: the two 0.3 scores beat 0.2
+ * selectTopK(tf.tensor2d([[1, 1, 1, 0]]), 3, 2).arraySync(); // => [[0, 1]]   (tie: lower positions win)
  * ```
  */
 export function selectTopK(scores: tf.Tensor2D, startPos: number, k: number): tf.Tensor2D {
@@ -94,8 +96,7 @@ function selectRow(row: Float32Array, n: number, rowIndex: number): Int32Array {
  * @throws RangeError when an index is ≥ S or < −1, or `indices` is not rank 2.
  * @example
  * ```ts
- * selectionMask(tf.tensor2d([[0, -1], [0, 1]], [2, 2], 'int32'), 2).arraySync();
- * // [[0, -Infinity], [0, 0]]
+ * selectionMask(tf.tensor2d([[0, -1], [0, 1]], [2, 2], 'int32'), 2).arraySync(); // => [[0, -Infinity], [0, 0]]
  * ```
  */
 export function selectionMask(indices: tf.Tensor2D, S: number): tf.Tensor2D {

@@ -1,0 +1,441 @@
+/**
+ * Golden checks of the lightning indexer and the top-k selection (DSA.md §2.2, §3.3) against a trace of
+ * the official inference code (fixtures/golden/README.md).
+ *
+ * Teacher forcing: for every layer, the steps run in order on the RECORDED inputs of each step
+ * (`stepS.expected.layerL.attn.in` = x, `.attn.qr` = qr), so the indexer cache of step S holds the keys
+ * the earlier steps computed from their recorded inputs. Compared per step and layer:
+ * - `indexer.score` [1, n, end_pos]: `max|a−b| ≤ 1e-4 · max(1, max|b|)`. An element whose query row or
+ *   key column had a q/k value within float32 noise of an e4m3 rounding midpoint (so that float32
+ *   summation order alone can move it to the neighbouring e4m3 value) is counted instead of failed:
+ *   it must only stay within 1e-2 of the same scale (one e4m3 quantum moves a score by ~1e-3).
+ * - `indexer.topk` [n, min(k, end_pos)]: as sets per row; a position may differ only where its
+ *   recorded score equals the recorded k-th score within 1e-5 relative.
+ *
+ * The RoPE-bug case (a manifest without `steps` whose trace holds `stepS.interleaved_bug.layerL.indexer.topk`;
+ * weights, config and recorded inputs come from the base folder `fx.weightsDir`):
+ * - `rope_bug.interleaved_reproduces_bug` (layer 0 only): with the pre-fix interleaved RoPE, our
+ *   selections equal the bug's. Only layer 0 can be teacher-forced from the base folder's inputs: its
+ *   input (attn_norm of the embedding) precedes every indexer, whereas the bug run's later layers saw
+ *   inputs changed by the bug's own layer-0 selections, which the trace does not record (checking them
+ *   needs a full model forward with the interleaved indexer layout);
+ * - `rope_bug.shipped_reproduces_base` (every layer): with the shipped layout, they equal the base folder's;
+ * - `rope_bug.shipped_differs_from_bug` (every layer): the shipped selections are not the bug's.
+ *
+ * Nothing here throws: unreadable or inconsistent data become failed rows with a reason.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tf } from '../backend.ts';
+import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
+import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
+import { loadLayerWeights, disposeLayerWeights, type IndexerWeights } from '../checkpoint.ts';
+import { FP8_E4M3_MAX } from '../fp8.ts';
+import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache, type IndexerRecord } from '../indexer.ts';
+import { selectTopK } from '../topk.ts';
+import type { GoldenFixture } from './run.ts';
+import type { CheckResult } from './types.ts';
+
+/** Score tolerance of float32 weights (README): max|a−b| ≤ SCORE_RTOL · max(1, max|b|). */
+export const SCORE_RTOL = 1e-4;
+/** Looser bound for elements next to an e4m3 rounding midpoint (one e4m3 quantum of q or k). */
+export const MIDPOINT_RTOL = 1e-2;
+/** Top-k ties: a differing position must score within this relative distance of the k-th score. */
+export const TOPK_TIE_RTOL = 1e-5;
+/**
+ * Distance (in units of the quantizer input x/s, whose block maximum is 448) below which a value counts
+ * as "at a midpoint": 448 · 2⁻²² ≈ 1.1e-4, about 3.5 float32 ulps of the block maximum. Our q and k
+ * differ from the official ones by float32 summation order only (the Hadamard sum gives every element
+ * an absolute error of a few ulps of the block maximum, whatever its own size); the flips seen in the
+ * public fixtures sat at 1e-6 and 4e-5.
+ */
+export const MIDPOINT_TOL = FP8_E4M3_MAX * 2 ** -22;
+
+interface Step {
+  step: number;
+  start_pos: number;
+  length: number;
+}
+
+function fail(c: string, check: string, reason: string, step: number | null = null, layer: number | null = null): CheckResult {
+  return { case: c, check, step, layer, pass: false, max_abs_err: null, max_rel_err: null, reason };
+}
+
+/**
+ * Runs every indexer check of one golden folder (see the module doc). Never throws.
+ *
+ * @param fx the folder, as found by the conformance runner (src/conformance/run.ts).
+ * @returns rows `indexer.score` / `indexer.topk` per step and layer, or the `rope_bug.*` rows.
+ * @example
+ * ```ts
+ * import { readFileSync } from 'node:fs';
+ * const dir = 'fixtures/golden/public-fp32';
+ * const fx = { name: 'public-fp32', dir, weightsDir: dir, manifest: JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8')) };
+ * const rows = await checkGoldenIndexer(fx); // indexer.score and indexer.topk per step and layer
+ * rows.every((r) => r.pass); // => true
+ * ```
+ */
+export async function checkGoldenIndexer(fx: GoldenFixture): Promise<CheckResult[]> {
+  try {
+    if (Array.isArray(fx.manifest.steps)) return checkTraced(fx);
+    const trace = openSafetensors(join(fx.dir, 'trace.safetensors'));
+    try {
+      if (trace.names().some((n) => /^step\d+\.interleaved_bug\.layer\d+\.indexer\.topk$/.test(n))) return checkRopeBug(fx, trace);
+    } finally {
+      trace.close();
+    }
+    return [fail(fx.name, 'indexer', 'manifest.json has no `steps` and trace.safetensors holds no `stepS.interleaved_bug.layerL.indexer.topk`')];
+  } catch (e) {
+    return [fail(fx.name, 'indexer', `check threw: ${(e as Error).message}`)];
+  }
+}
+
+// --- Reading a folder ---
+
+function parseSteps(manifest: Record<string, unknown>): Step[] {
+  const steps = manifest.steps;
+  if (!Array.isArray(steps)) throw new TypeError('manifest.json `steps` must be an array');
+  return steps.map((s, i) => {
+    const r = s as Partial<Step>;
+    if (![r.step, r.start_pos, r.length].every((v) => Number.isInteger(v))) {
+      throw new TypeError(`manifest.json steps[${i}] must have integer step, start_pos, length but got ${JSON.stringify(s)}`);
+    }
+    return r as Step;
+  });
+}
+
+function maxSeqLenOf(manifest: Record<string, unknown>, config: ModelConfig): number {
+  const m = manifest.max_seq_len;
+  return typeof m === 'number' && Number.isInteger(m) && m > 0 ? m : config.max_position_embeddings;
+}
+
+/** Reads `name` as [n, width] rows of numbers (float or integer dtypes). */
+function readMatrix(trace: SafetensorsFile, name: string): { rows: number; cols: number; data: Float64Array } {
+  const info = trace.info(name);
+  const raw = trace.read(name);
+  const data = Float64Array.from(raw as ArrayLike<number | bigint>, (v) => Number(v));
+  const cols = info.shape[info.shape.length - 1] ?? 1;
+  return { rows: data.length / cols, cols, data };
+}
+
+/** Recorded [1, n, dim] (or [n, dim]) input as a [n, dim] tensor, checked against n and dim. */
+function readInput(trace: SafetensorsFile, name: string, n: number, dim: number): tf.Tensor2D {
+  const info = trace.info(name);
+  const size = info.shape.reduce((a, b) => a * b, 1);
+  if (size !== n * dim || info.shape[info.shape.length - 1] !== dim) {
+    throw new RangeError(`${name} must hold [1, ${n}, ${dim}] but has shape [${info.shape.join(', ')}]`);
+  }
+  return tf.tensor2d(trace.read(name) as Float32Array, [n, dim]);
+}
+
+// --- FP8 rounding midpoints ---
+
+/** Distance from v (|v| ≤ 448) to the nearest rounding midpoint of the e4m3 grid. */
+function midpointDistance(v: number): number {
+  const a = Math.abs(v);
+  if (a >= FP8_E4M3_MAX) return Infinity;
+  const ulp = 2 ** (Math.floor(Math.log2(Math.max(a, 2 ** -6))) - 3);
+  const frac = a / ulp - Math.floor(a / ulp);
+  return Math.abs(frac - 0.5) * ulp;
+}
+
+/** A ue8m0 scale rounds amax/448 up to a power of two: near one, noise can double the scale. */
+function nearPow2(s: number): boolean {
+  const l = Math.log2(s);
+  return Math.abs(l - Math.round(l)) < 1e-6;
+}
+
+/**
+ * Per token: does any value entering the quantizer (x/s per block) lie within {@link MIDPOINT_TOL} of a
+ * rounding midpoint (or its ue8m0 scale at a power of two)?
+ */
+function midpointTokens(x: tf.Tensor, scale: tf.Tensor, ue8m0: boolean): boolean[] {
+  const T = x.shape[0]!;
+  const values = x.dataSync();
+  const scales = scale.dataSync();
+  const perToken = values.length / T;
+  const blocks = scales.length / T;
+  const block = perToken / blocks;
+  const flags = new Array<boolean>(T).fill(false);
+  for (let i = 0; i < values.length; i++) {
+    const b = Math.floor(i / block);
+    const s = scales[b]!;
+    if (midpointDistance(Math.fround(values[i]! / s)) < MIDPOINT_TOL || (ue8m0 && nearPow2(s * Math.fround(1 / 448)))) {
+      flags[Math.floor(i / perToken)] = true;
+    }
+  }
+  return flags;
+}
+
+// --- Comparisons ---
+
+/** Score comparison with midpoint rows/columns counted (see the module doc). */
+function compareScores(
+  got: Float32Array,
+  exp: Float64Array,
+  n: number,
+  S: number,
+  rowFlag: boolean[],
+  colFlag: boolean[],
+): { pass: boolean; maxAbs: number; maxRel: number; reason: string } {
+  let maxRef = 0;
+  for (const b of exp) maxRef = Math.max(maxRef, Math.abs(b));
+  const denom = Math.max(1, maxRef);
+  let maxAbs = 0;
+  let flaggedMax = 0;
+  let flagged = 0;
+  let nan = false;
+  for (let i = 0; i < n; i++) {
+    for (let s = 0; s < S; s++) {
+      const d = Math.abs(got[i * S + s]! - exp[i * S + s]!);
+      if (Number.isNaN(d)) nan = true;
+      if (rowFlag[i] || colFlag[s]) {
+        flagged++;
+        flaggedMax = Math.max(flaggedMax, d);
+      } else maxAbs = Math.max(maxAbs, d);
+    }
+  }
+  const maxRel = maxAbs / denom;
+  const pass = !nan && maxRel <= SCORE_RTOL && flaggedMax / denom <= MIDPOINT_RTOL;
+  let reason = `tolerance ${SCORE_RTOL}·max(1, max|b|)`;
+  if (flagged > 0) {
+    reason += `; ${flagged} element(s) in rows/columns with a q/k value at an e4m3 rounding midpoint counted, not failed (max rel err ${(flaggedMax / denom).toExponential(2)} ≤ ${MIDPOINT_RTOL})`;
+  }
+  if (nan) reason += '; NaN in the scores';
+  return { pass, maxAbs, maxRel, reason };
+}
+
+/**
+ * Compares selections as sets per row. `tieScores` [n, S] (recorded scores where available) decide
+ * whether a differing position is a tie with the k-th score. Returns the number of differing positions.
+ */
+function compareTopk(
+  got: Int32Array,
+  exp: Float64Array,
+  n: number,
+  width: number,
+  expWidth: number,
+  start: number,
+  k: number,
+  tieScores: ArrayLike<number>,
+  S: number,
+): { pass: boolean; differing: number; reason?: string } {
+  if (expWidth !== width) return { pass: false, differing: NaN, reason: `recorded top-k width ${expWidth} ≠ min(k, end_pos) = ${width}` };
+  let differing = 0;
+  let untied = 0;
+  const examples: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = start + i;
+    const a = new Set(Array.from(got.subarray(i * width, (i + 1) * width)).filter((s) => s >= 0));
+    const b = new Set(Array.from(exp.subarray(i * width, (i + 1) * width)).filter((s) => s >= 0));
+    const diff = [...a].filter((s) => !b.has(s)).concat([...b].filter((s) => !a.has(s)));
+    if (diff.length === 0) continue;
+    differing += diff.length;
+    const row = Array.from({ length: t + 1 }, (_, s) => tieScores[i * S + s]!);
+    const kth = [...row].sort((x, y) => y - x)[Math.min(k, t + 1) - 1]!;
+    for (const s of diff) {
+      const tied = s >= 0 && s <= t && Math.abs(row[s]! - kth) <= TOPK_TIE_RTOL * Math.abs(kth);
+      if (!tied) {
+        untied++;
+        if (examples.length < 3) examples.push(`t=${t} s=${s}`);
+      }
+    }
+  }
+  if (untied > 0) return { pass: false, differing, reason: `${untied} position(s) differ away from a k-th-score tie (${examples.join(', ')})` };
+  return { pass: true, differing, reason: differing ? `${differing} position(s) differ at k-th-score ties` : undefined };
+}
+
+// --- Traced folders: teacher-forced indexer per step and layer ---
+
+function checkTraced(fx: GoldenFixture): CheckResult[] {
+  const results: CheckResult[] = [];
+  const config = loadConfig(join(fx.weightsDir, 'config.json'));
+  const steps = parseSteps(fx.manifest);
+  const maxSeqLen = maxSeqLenOf(fx.manifest, config);
+  const ckpt = openCheckpoint(fx.weightsDir);
+  const trace = openSafetensors(join(fx.dir, 'trace.safetensors'));
+  try {
+    for (let L = 0; L < config.num_hidden_layers; L++) {
+      let weights;
+      try {
+        weights = loadLayerWeights(ckpt, config, L);
+      } catch (e) {
+        results.push(fail(fx.name, 'indexer.score', `cannot load layer ${L} weights: ${(e as Error).message}`, null, L));
+        continue;
+      }
+      const cache = createIndexerCache();
+      const keyFlags: boolean[] = [];
+      try {
+        for (const st of steps) {
+          const { rows, ran } = runStep(fx.name, trace, config, weights.attn.indexer, cache, keyFlags, st, L, maxSeqLen);
+          results.push(...rows);
+          if (!ran) break; // the cache misses this step's keys: later steps of this layer cannot run
+        }
+      } finally {
+        disposeIndexerCache(cache);
+        disposeLayerWeights(weights);
+      }
+    }
+  } finally {
+    trace.close();
+    ckpt.close();
+  }
+  return results;
+}
+
+function runStep(
+  name: string,
+  trace: SafetensorsFile,
+  config: ModelConfig,
+  w: IndexerWeights,
+  cache: IndexerCache,
+  keyFlags: boolean[],
+  st: Step,
+  L: number,
+  maxSeqLen: number,
+): { rows: CheckResult[]; ran: boolean } {
+  const p = `step${st.step}.expected.layer${L}`;
+  const n = st.length;
+  const S = st.start_pos + n;
+  let x: tf.Tensor2D | undefined;
+  let qr: tf.Tensor2D | undefined;
+  const record: IndexerRecord = {};
+  let scores: tf.Tensor2D | undefined;
+  let topk: tf.Tensor2D | undefined;
+  try {
+    x = readInput(trace, `${p}.attn.in`, n, config.hidden_size);
+    qr = readInput(trace, `${p}.attn.qr`, n, config.q_lora_rank);
+    scores = indexerScores(x, qr, w, cache, st.start_pos, { config, maxSeqLen, record });
+    const ue8m0 = scaleFmt(config) === 'ue8m0';
+    const rowFlag = midpointTokens(record.q!, record.qScale!, ue8m0);
+    keyFlags.push(...midpointTokens(record.k!, record.kScale!, ue8m0));
+    const got = scores.dataSync() as Float32Array;
+    const out: CheckResult[] = [];
+
+    let expScores: Float64Array | null = null;
+    if (!trace.has(`${p}.indexer.score`)) out.push(fail(name, 'indexer.score', `trace lacks ${p}.indexer.score`, st.step, L));
+    else {
+      const e = readMatrix(trace, `${p}.indexer.score`);
+      if (e.data.length !== n * S) out.push(fail(name, 'indexer.score', `${p}.indexer.score must hold ${n}×${S} values but holds ${e.data.length}`, st.step, L));
+      else {
+        expScores = e.data;
+        const c = compareScores(got, e.data, n, S, rowFlag, keyFlags);
+        out.push({ case: name, check: 'indexer.score', step: st.step, layer: L, pass: c.pass, max_abs_err: c.maxAbs, max_rel_err: c.maxRel, reason: c.reason });
+      }
+    }
+
+    topk = selectTopK(scores, st.start_pos, config.index_topk);
+    if (!trace.has(`${p}.indexer.topk`)) out.push(fail(name, 'indexer.topk', `trace lacks ${p}.indexer.topk`, st.step, L));
+    else {
+      const e = readMatrix(trace, `${p}.indexer.topk`);
+      const width = topk.shape[1];
+      const c = compareTopk(topk.dataSync() as Int32Array, e.data, n, width, e.cols, st.start_pos, config.index_topk, expScores ?? got, S);
+      out.push({ case: name, check: 'indexer.topk', step: st.step, layer: L, pass: c.pass, max_abs_err: c.differing, max_rel_err: null, reason: c.reason ?? 'as sets; max_abs_err = number of differing positions' });
+    }
+    return { rows: out, ran: true };
+  } catch (e) {
+    return { rows: [fail(name, 'indexer.score', `step ${st.step}: ${(e as Error).message}`, st.step, L)], ran: scores !== undefined };
+  } finally {
+    tf.dispose([x, qr, scores, topk, record.q, record.k, record.qScale, record.kScale].filter((t): t is tf.Tensor => t !== undefined));
+  }
+}
+
+// --- The RoPE-layout regression case ---
+
+function checkRopeBug(fx: GoldenFixture, bugTrace: SafetensorsFile): CheckResult[] {
+  const results: CheckResult[] = [];
+  const base = fx.weightsDir;
+  if (base === fx.dir || !existsSync(join(base, 'manifest.json')) || !existsSync(join(base, 'trace.safetensors'))) {
+    return [fail(fx.name, 'rope_bug', 'manifest.json `weights` must name a base golden folder (manifest.json, trace.safetensors, config.json, weights)')];
+  }
+  const baseManifest = JSON.parse(readFileSync(join(base, 'manifest.json'), 'utf8')) as Record<string, unknown>;
+  const config = loadConfig(join(base, 'config.json'));
+  const steps = parseSteps(baseManifest);
+  const maxSeqLen = maxSeqLenOf(fx.manifest.max_seq_len !== undefined ? fx.manifest : baseManifest, config);
+  const bugNames = bugTrace.names();
+  const lastStep = Math.max(...bugNames.map((nm) => Number(/^step(\d+)\.interleaved_bug\./.exec(nm)?.[1] ?? -1)));
+  const ckpt = openCheckpoint(base);
+  const baseTrace = openSafetensors(join(base, 'trace.safetensors'));
+  try {
+    // the bug trace's tokens must be a prefix of the base run's tokens
+    if (bugTrace.has('input.tokens') && baseTrace.has('input.tokens')) {
+      const a = Array.from(bugTrace.read('input.tokens') as ArrayLike<number | bigint>, Number);
+      const b = Array.from(baseTrace.read('input.tokens') as ArrayLike<number | bigint>, Number);
+      const same = a.every((v, i) => v === b[i]);
+      results.push({ case: fx.name, check: 'rope_bug.tokens', step: null, layer: null, pass: same, max_abs_err: null, max_rel_err: null, reason: same ? 'bug tokens are a prefix of the base tokens' : 'input.tokens differ from the base folder’s' });
+    }
+    for (let L = 0; L < config.num_hidden_layers; L++) {
+      const weights = loadLayerWeights(ckpt, config, L);
+      const shipped = createIndexerCache();
+      const buggy = createIndexerCache();
+      try {
+        for (const st of steps.filter((s) => s.step <= lastStep)) {
+          results.push(...ropeBugStep(fx.name, bugTrace, baseTrace, config, weights.attn.indexer, shipped, buggy, st, L, maxSeqLen));
+        }
+      } catch (e) {
+        results.push(fail(fx.name, 'rope_bug', `layer ${L}: ${(e as Error).message}`, null, L));
+      } finally {
+        disposeIndexerCache(shipped);
+        disposeIndexerCache(buggy);
+        disposeLayerWeights(weights);
+      }
+    }
+  } finally {
+    baseTrace.close();
+    ckpt.close();
+  }
+  return results;
+}
+
+function ropeBugStep(
+  name: string,
+  bugTrace: SafetensorsFile,
+  baseTrace: SafetensorsFile,
+  config: ModelConfig,
+  w: IndexerWeights,
+  shipped: IndexerCache,
+  buggy: IndexerCache,
+  st: Step,
+  L: number,
+  maxSeqLen: number,
+): CheckResult[] {
+  const p = `step${st.step}.expected.layer${L}`;
+  const bugName = `step${st.step}.interleaved_bug.layer${L}.indexer.topk`;
+  const n = st.length;
+  const S = st.start_pos + n;
+  const k = config.index_topk;
+  const owned: tf.Tensor[] = [];
+  const own = <T extends tf.Tensor>(t: T): T => (owned.push(t), t);
+  try {
+    const x = own(readInput(baseTrace, `${p}.attn.in`, n, config.hidden_size));
+    const qr = own(readInput(baseTrace, `${p}.attn.qr`, n, config.q_lora_rank));
+    const good = own(indexerScores(x, qr, w, shipped, st.start_pos, { config, maxSeqLen }));
+    const bad = own(indexerScores(x, qr, w, buggy, st.start_pos, { config, maxSeqLen, ropeInterleaved: true }));
+    if (!bugTrace.has(bugName)) return []; // steps without a bug record only fill the caches
+    const goodSel = own(selectTopK(good, st.start_pos, k)).dataSync() as Int32Array;
+    const badSel = own(selectTopK(bad, st.start_pos, k)).dataSync() as Int32Array;
+    const width = Math.min(k, S);
+    const bug = readMatrix(bugTrace, bugName);
+    const row = (check: string, c: { pass: boolean; differing: number; reason?: string }, note: string): CheckResult => ({
+      case: name, check, step: st.step, layer: L, pass: c.pass, max_abs_err: c.differing, max_rel_err: null, reason: c.reason ?? note,
+    });
+    const out: CheckResult[] = [];
+    const badScores = bad.dataSync();
+    if (L === 0) out.push(row('rope_bug.interleaved_reproduces_bug', compareTopk(badSel, bug.data, n, width, bug.cols, st.start_pos, k, badScores, S), 'interleaved indexer RoPE gives the recorded bug selections'));
+    if (baseTrace.has(`${p}.indexer.topk`)) {
+      const baseSel = readMatrix(baseTrace, `${p}.indexer.topk`);
+      const tie = baseTrace.has(`${p}.indexer.score`) ? readMatrix(baseTrace, `${p}.indexer.score`).data : good.dataSync();
+      out.push(row('rope_bug.shipped_reproduces_base', compareTopk(goodSel, baseSel.data, n, width, baseSel.cols, st.start_pos, k, tie, S), 'shipped (non-interleaved) RoPE gives the base folder’s selections'));
+    } else out.push(fail(name, 'rope_bug.shipped_reproduces_base', `base trace lacks ${p}.indexer.topk`, st.step, L));
+    // the case must discriminate: the shipped selections are not the bug's in at least one row
+    const vsBug = compareTopk(goodSel, bug.data, n, width, bug.cols, st.start_pos, k, new Float64Array(n * S).fill(NaN), S);
+    out.push({
+      case: name, check: 'rope_bug.shipped_differs_from_bug', step: st.step, layer: L, pass: vsBug.differing > 0,
+      max_abs_err: vsBug.differing, max_rel_err: null,
+      reason: vsBug.differing > 0 ? `${vsBug.differing} selected position(s) differ between the layouts` : 'shipped layout selects exactly the bug’s positions',
+    });
+    return out;
+  } finally {
+    tf.dispose(owned);
+  }
+}

@@ -1,0 +1,384 @@
+/**
+ * The lightning indexer of DeepSeek Sparse Attention: index scores I_{t,s} (paper Eq. 1), computed as
+ * the official V3.2 inference code computes them (`inference/model.py` Indexer.forward and
+ * `kernel.py` fp8_index; DSA.md §2.2):
+ *
+ *   I_{t,s} = Σ_{j=1}^{HI} w_{t,j} · ReLU(q_{t,j} · k_s)                                   (Eq. 1)
+ *
+ * with one key k_s per position shared by the HI indexer heads. The official code evaluates it in FP8:
+ * q and k are Hadamard-rotated, block-quantized to e4m3 (one scale per token and head for q, one per
+ * token for k), and the dot products are taken between the e4m3 values; the scales are folded into
+ * the head weights (q) and applied after the head sum (k):
+ *
+ *   I[t,s] = s_k[s] · Σ_j w'[t,j] · ReLU(q₈[t,j] · k₈[s]),   w'[t,j] = weights_proj(x_t)_j · HI^-½ · s_q[t,j] · DI^-½
+ *
+ * which equals Eq. 1 on the dequantized q̂ = s_q·q₈, k̂ = s_k·k₈ because the scales are positive.
+ *
+ * Pipeline (one call, T new tokens at absolute positions startPos..startPos+T−1):
+ *   queries  q = wq_b(qr) → [T, HI, DI], RoPE (non-interleaved) on the FIRST R dims of each head
+ *   key      k = LayerNorm(wk(x)) → [T, DI], same RoPE on its first R dims; appended to the cache
+ *   rotate   Hadamard on q and k (orthonormal: changes only the FP8 error)
+ *   quantize act_quant (block 128 = DI) of q and k
+ *   weights  w' as above;   scores   fp8Index(q₈, w', cache keys, cache scales)
+ */
+import { tf } from './backend.ts';
+import type { ModelConfig } from './config.ts';
+import { scaleFmt } from './config.ts';
+import type { IndexerWeights } from './checkpoint.ts';
+import { actQuant, linear } from './fp8.ts';
+import { hadamard } from './hadamard.ts';
+import { layerNorm } from './norms.ts';
+import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
+
+/** LayerNorm eps of `k_norm` (official `LayerNorm(head_dim)` default). */
+export const INDEXER_K_NORM_EPS = 1e-6;
+
+// --- Indexer key cache ---
+
+/**
+ * Per-layer cache of indexer keys (official `k_cache` / `k_scale_cache`): row s holds the key of
+ * absolute position s. The tensors are owned by the cache (kept out of any `tf.tidy`); growing the
+ * cache disposes the previous ones. Create with {@link createIndexerCache}, free with
+ * {@link disposeIndexerCache}.
+ */
+export interface IndexerCache {
+  /** [S, DI] e4m3 values of k₈ as float32 (the exact variant: unquantized k), or null when empty. */
+  keys: tf.Tensor2D | null;
+  /** [S] per-token k scales s_k (the exact variant: 1), or null when empty. */
+  scales: tf.Tensor1D | null;
+  /** which variant filled the cache (they must not be mixed); null when empty. */
+  mode: 'fp8' | 'exact' | null;
+}
+
+/**
+ * An empty indexer cache.
+ * @example
+ * ```ts
+ * const cache = createIndexerCache();
+ * indexerCacheLength(cache); // => 0
+ * ```
+ */
+export function createIndexerCache(): IndexerCache {
+  return { keys: null, scales: null, mode: null };
+}
+
+/**
+ * Disposes the cache's tensors and empties it (idempotent).
+ * @example
+ * ```ts
+ * const cache = createIndexerCache();
+ * disposeIndexerCache(cache);
+ * cache.keys; // => null
+ * ```
+ */
+export function disposeIndexerCache(cache: IndexerCache): void {
+  cache.keys?.dispose();
+  cache.scales?.dispose();
+  cache.keys = null;
+  cache.scales = null;
+  cache.mode = null;
+}
+
+/**
+ * Number of cached positions S (the next call's startPos).
+ * @example
+ * ```ts
+ * indexerCacheLength(createIndexerCache()); // => 0
+ * ```
+ */
+export function indexerCacheLength(cache: IndexerCache): number {
+  return cache.keys ? cache.keys.shape[0] : 0;
+}
+
+/** Options of {@link indexerScores}. */
+export interface IndexerOptions {
+  /** the checkpoint config (`index_n_heads`, `index_head_dim`, `qk_rope_head_dim`, `quantization_config`, ...). */
+  config: ModelConfig;
+  /** the run's maximum sequence length (official `max_seq_len`; decides whether YaRN is active). */
+  maxSeqLen: number;
+  /** true = the pre-fix interleaved RoPE layout (the bug fixed on 2025-11-17); default false (shipped). */
+  ropeInterleaved?: boolean;
+  /** true = the readers' variant without Hadamard and FP8 (see {@link indexerScoresExact}); default false. */
+  exact?: boolean;
+  /** when given, receives this call's intermediates (for diagnostics; the caller disposes them). */
+  record?: IndexerRecord;
+}
+
+/**
+ * Intermediates of one {@link indexerScores} call, filled when passed as `opts.record` (kept
+ * tensors: the caller disposes them). Used by the conformance checks to find elements that lie within
+ * float32 noise of an e4m3 rounding midpoint.
+ */
+export interface IndexerRecord {
+  /** [T, HI, DI] queries entering the quantizer (after RoPE and Hadamard). */
+  q?: tf.Tensor3D;
+  /** [T, DI] keys entering the quantizer (after LayerNorm, RoPE and Hadamard). */
+  k?: tf.Tensor2D;
+  /** [T, HI] query scales s_q (1 in the exact variant). */
+  qScale?: tf.Tensor2D;
+  /** [T] key scales s_k (1 in the exact variant). */
+  kScale?: tf.Tensor1D;
+}
+
+// --- Index scores (Eq. 1), FP8 form of the official kernel ---
+
+/**
+ * The official `fp8_index` kernel: index scores from quantized queries and cached quantized keys,
+ *
+ *   I[t,s] = s_k[s] · Σ_j w'[t,j] · ReLU(q₈[t,j] · k₈[s])          (Eq. 1, scales folded)
+ *
+ * The dot products are float32 sums of products of e4m3 values (the kernel also accumulates in fp32).
+ * Each product of two e4m3 values has ≤ 8 significant bits and is a multiple of 2⁻¹⁸, so a float64
+ * sum of 128 of them is exact; float32 rounds partial sums above 2⁶ (2⁻¹⁸ · 2²⁴), i.e. the dot
+ * product carries a float32 rounding error ≤ ~DI · 2⁻²⁴ · Σ|q₈ k₈| — the same order as the official
+ * kernel's, whose summation order differs.
+ *
+ * @param q8 [T, HI, DI] quantized queries (any float values work; the exact variant passes q).
+ * @param weights [T, HI] head weights w' (q scales and constants folded in).
+ * @param keys [S, DI] cached quantized keys k₈.
+ * @param keyScales [S] key scales s_k.
+ * @returns [T, S] float32 index scores (no causal mask).
+ * @example
+ * ```ts
+ * const I = fp8Index(tf.tensor3d([[[1, 0], [0, 1]]]), tf.tensor2d([[1, 2]]), tf.tensor2d([[1, 1], [-1, 3]]), tf.tensor1d([1, 0.5]));
+ * I.arraySync(); // => [[3, 3]]
+ * // s = 0: 1·ReLU(1) + 2·ReLU(1) = 3;   s = 1: 0.5 · (1·ReLU(−1) + 2·ReLU(3)) = 3
+ * ```
+ */
+export function fp8Index(q8: tf.Tensor3D, weights: tf.Tensor2D, keys: tf.Tensor2D, keyScales: tf.Tensor1D): tf.Tensor2D {
+  const [T, HI, DI] = q8.shape;
+  return tf.tidy(() => {
+    const logits = tf.matMul(tf.reshape(q8, [T * HI, DI]), keys, false, true); // [T·HI, S]
+    const S = keys.shape[0];
+    const perHead = tf.mul(tf.relu(tf.reshape(logits, [T, HI, S])), tf.expandDims(weights, -1)); // [T, HI, S]
+    return tf.mul(tf.sum(perHead, 1), tf.expandDims(keyScales, 0)) as tf.Tensor2D; // [T, S]
+  });
+}
+
+// --- RoPE on the first R dims (indexer layout) ---
+
+/**
+ * RoPE of the indexer: the rotary slice is the FIRST R dims of each head ([pe | nope], the opposite of
+ * MLA's [nope | pe]) and uses the non-interleaved (rotate-half) pairs (i, i + R/2) — unless
+ * `interleaved` asks for the pre-fix layout.
+ */
+function ropeFirst(v: tf.Tensor, cos: tf.Tensor2D, sin: tf.Tensor2D, R: number, interleaved: boolean): tf.Tensor {
+  return tf.tidy(() => {
+    const d = v.shape[v.rank - 1]!;
+    const [pe, nope] = tf.split(v, [R, d - R], -1) as [tf.Tensor, tf.Tensor];
+    return tf.concat([applyRope(pe, cos, sin, interleaved), nope], -1);
+  });
+}
+
+// --- The indexer forward ---
+
+/**
+ * Lightning-indexer scores for T new tokens (official `Indexer.forward` up to the top-k): computes the
+ * new keys, appends them to `cache`, and scores every query against all S = startPos + T cached keys.
+ *
+ *   q[t]  = RoPE_first(wq_b(qr_t))              [HI, DI]   (FP8 linear when wq_b is FP8)
+ *   k[t]  = RoPE_first(LayerNorm(wk(x_t)))      [DI]       (eps 1e−6)
+ *   q₈, s_q = act_quant(Hd(q)),  k₈, s_k = act_quant(Hd(k))  (block DI = 128, `scaleFmt(config)`)
+ *   w'[t,j] = weights_proj(x_t)_j · HI^-½ · s_q[t,j] · DI^-½   (weights_proj in float32)
+ *   I[t,s]  = s_k[s] · Σ_j w'[t,j] · ReLU(q₈[t,j] · k₈[s])      (Eq. 1, {@link fp8Index})
+ *
+ * Semantics that are easy to get wrong: the RoPE slice comes FIRST in each indexer head and uses
+ * the non-interleaved pair layout (the November 2025 fix; `ropeInterleaved: true` reproduces the
+ * pre-fix bug); k is a single head shared by all HI heads; the FP8 quantization also happens for
+ * float32 checkpoints (scale_fmt null → plain amax/448 scales); scores are returned BEFORE the causal
+ * mask (row t holds values for s > t too; {@link selectTopK} in src/topk.ts ignores them).
+ *
+ * @deviation the official code quantizes q and k in blocks of 128 and supports only DI = 128 (one
+ *   block per head); here the block is DI, so toy configs with DI < 128 work too (identical for DI = 128).
+ *
+ * @param x [T, D] the attention input (after attn_norm), D = hidden_size.
+ * @param qr [T, Dq] MLA's normalized query latent q_norm(wq_a(x)), Dq = q_lora_rank.
+ * @param w the layer's indexer weights (src/checkpoint.ts `IndexerWeights`).
+ * @param cache this layer's indexer cache; must hold exactly `startPos` positions; grows by T.
+ * @param startPos absolute position of the first token (official `start_pos`).
+ * @param opts config, maxSeqLen, `ropeInterleaved` (default false), `exact` (default false).
+ * @returns [T, S] float32 index scores, S = startPos + T, before the causal mask.
+ * @throws RangeError / TypeError naming the argument on shape, position or cache-mode mismatches.
+ * @example
+ * ```ts
+ * import { CONFIG_671B } from 'dsv32/config';
+ * import { selectTopK } from 'dsv32/topk';
+ * // a toy layer: D = 8, Dq = 4, HI = 2, DI = 4, R = 2, float32 weights
+ * const config = { ...CONFIG_671B, hidden_size: 8, q_lora_rank: 4, index_n_heads: 2, index_head_dim: 4, qk_rope_head_dim: 2, index_topk: 2 };
+ * const lin = (o: number, i: number) => ({ weight: tf.randomNormal([o, i], 0, 1, 'float32', 7) as tf.Tensor2D, fp8: false });
+ * const w = { wq_b: lin(8, 4), wk: lin(4, 8), weights_proj: lin(2, 8), k_norm: { weight: tf.ones([4]) as tf.Tensor1D, bias: tf.zeros([4]) as tf.Tensor1D } };
+ * const cache = createIndexerCache();
+ * const x = tf.randomNormal([3, 8], 0, 1, 'float32', 1) as tf.Tensor2D;
+ * const qr = tf.randomNormal([3, 4], 0, 1, 'float32', 2) as tf.Tensor2D;
+ * const I = indexerScores(x, qr, w, cache, 0, { config, maxSeqLen: 4096 });
+ * I.shape; // => [3, 3]
+ * selectTopK(I, 0, config.index_topk).shape; // => [3, 2]
+ * indexerCacheLength(cache); // => 3  (the next call starts at position 3)
+ * ```
+ */
+export function indexerScores(
+  x: tf.Tensor2D,
+  qr: tf.Tensor2D,
+  w: IndexerWeights,
+  cache: IndexerCache,
+  startPos: number,
+  opts: IndexerOptions,
+): tf.Tensor2D {
+  const { config, maxSeqLen } = opts;
+  const interleaved = opts.ropeInterleaved ?? false;
+  const exact = opts.exact ?? false;
+  const { HI, DI, R, T } = checkArguments('indexerScores', x, qr, w, cache, startPos, opts);
+  const fmt = scaleFmt(config);
+  const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
+
+  let newKeys: tf.Tensor2D | null = null;
+  let newScales: tf.Tensor1D | null = null;
+  const scores = tf.tidy(() => {
+    // --- Queries: q = wq_b(qr), [pe | nope] per head, RoPE on pe ---
+    let q = tf.reshape(linear(qr, w.wq_b, fmt), [T, HI, DI]); // [T, HI, DI]
+    q = ropeFirst(q, cos, sin, R, interleaved);
+
+    // --- Key: k = LayerNorm(wk(x)), one head shared by all indexer heads ---
+    let k = layerNorm(linear(x, w.wk, fmt), w.k_norm.weight, w.k_norm.bias, INDEXER_K_NORM_EPS); // [T, DI]
+    k = ropeFirst(k, cos, sin, R, interleaved);
+
+    // --- Hadamard rotation and FP8 block quantization (skipped by the exact variant) ---
+    let q8: tf.Tensor = q;
+    let qScale: tf.Tensor = tf.ones([T, HI]); // [T, HI]
+    let k8: tf.Tensor = k;
+    let kScale: tf.Tensor = tf.ones([T]); // [T]
+    if (!exact) {
+      q = hadamard(q);
+      k = hadamard(k);
+      const qq = actQuant(q, fmt, DI); // one block per (token, head)
+      const kq = actQuant(k, fmt, DI); // one block per token
+      q8 = qq.q;
+      qScale = tf.reshape(qq.scale, [T, HI]);
+      k8 = kq.q;
+      kScale = tf.reshape(kq.scale, [T]);
+    }
+    if (opts.record) {
+      const r = opts.record;
+      [r.q, r.k, r.qScale, r.kScale] = [q as tf.Tensor3D, k as tf.Tensor2D, qScale as tf.Tensor2D, kScale as tf.Tensor1D].map((t) => tf.keep(t)) as [tf.Tensor3D, tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+    }
+
+    // --- Cache: append k₈ and s_k at [startPos, startPos + T) ---
+    newKeys = tf.keep(cache.keys ? tf.concat([cache.keys, k8], 0) : tf.reshape(k8, [T, DI])) as tf.Tensor2D; // [S, DI]
+    newScales = tf.keep(cache.scales ? tf.concat([cache.scales, kScale], 0) : tf.reshape(kScale, [T])) as tf.Tensor1D; // [S]
+
+    // --- Head weights: w' = weights_proj(x) · HI^-½ · s_q · DI^-½ (official order, float32) ---
+    const headW = tf.mul(tf.mul(tf.mul(linear(x, w.weights_proj, fmt), HI ** -0.5), qScale), DI ** -0.5); // [T, HI]
+
+    // --- Index scores (Eq. 1) ---
+    return fp8Index(q8 as tf.Tensor3D, headW as tf.Tensor2D, newKeys, newScales); // [T, S]
+  });
+  cos.dispose();
+  sin.dispose();
+  cache.keys?.dispose();
+  cache.scales?.dispose();
+  cache.keys = newKeys;
+  cache.scales = newScales;
+  cache.mode = exact ? 'exact' : 'fp8';
+  return scores;
+}
+
+/**
+ * The readers' variant of {@link indexerScores}: Eq. 1 in float32 without the Hadamard rotation and
+ * without the FP8 quantization of q and k (what HF transformers and mlx-lm compute, DSA.md §6.1–6.2):
+ *
+ *   I[t,s] = Σ_j weights_proj(x_t)_j · HI^-½ · DI^-½ · ReLU(q[t,j] · k[s])
+ *
+ * The linears (wq_b, wk) run as the checkpoint stores them (FP8 weights still quantize their inputs);
+ * only steps "Hadamard" and "FP8 quantization of q/k" are skipped. Hd is orthonormal, so without
+ * quantization it would not change q·k. Its cache holds unquantized keys (scale 1) and must not be mixed
+ * with the FP8 variant's.
+ *
+ * @deviation not the official numerics: selections can differ from the official code's where two
+ *   scores are within FP8 error of each other at the k-th boundary (see docs/deviations.md).
+ * @param x [T, D]  @param qr [T, Dq]  (as {@link indexerScores})
+ * @returns [T, S] float32 scores before the causal mask.
+ * @example
+ * ```ts
+ * import { CONFIG_671B } from 'dsv32/config';
+ * const config = { ...CONFIG_671B, hidden_size: 8, q_lora_rank: 4, index_n_heads: 1, index_head_dim: 2, qk_rope_head_dim: 2 };
+ * const lin = (weight: number[][]) => ({ weight: tf.tensor2d(weight), fp8: false });
+ * const w = {
+ *   wq_b: lin([[0, 0, 0, 0], [0, 0, 0, 0]]),          // q = 0 → every ReLU(q·k) = 0
+ *   wk: lin([[1, 0, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0]]),
+ *   weights_proj: lin([[1, 0, 0, 0, 0, 0, 0, 0]]),
+ *   k_norm: { weight: tf.ones([2]) as tf.Tensor1D, bias: tf.zeros([2]) as tf.Tensor1D },
+ * };
+ * const I = indexerScoresExact(tf.ones([2, 8]) as tf.Tensor2D, tf.ones([2, 4]) as tf.Tensor2D, w, createIndexerCache(), 0, { config, maxSeqLen: 16 });
+ * I.arraySync(); // => [[0, 0], [0, 0]]
+ * ```
+ */
+export function indexerScoresExact(
+  x: tf.Tensor2D,
+  qr: tf.Tensor2D,
+  w: IndexerWeights,
+  cache: IndexerCache,
+  startPos: number,
+  opts: Omit<IndexerOptions, 'exact'>,
+): tf.Tensor2D {
+  return indexerScores(x, qr, w, cache, startPos, { ...opts, exact: true });
+}
+
+// --- Argument checks ---
+
+function shapeOf(t: tf.Tensor): string {
+  return `[${t.shape.join(', ')}]`;
+}
+
+function checkArguments(
+  fn: string,
+  x: tf.Tensor2D,
+  qr: tf.Tensor2D,
+  w: IndexerWeights,
+  cache: IndexerCache,
+  startPos: number,
+  opts: IndexerOptions,
+): { HI: number; DI: number; R: number; T: number } {
+  const { config, maxSeqLen } = opts;
+  const HI = config.index_n_heads;
+  const DI = config.index_head_dim;
+  const R = config.qk_rope_head_dim;
+  const D = config.hidden_size;
+  const Dq = config.q_lora_rank;
+  if (R % 2 !== 0 || R > DI) {
+    throw new RangeError(`${fn}(): config.qk_rope_head_dim must be even and ≤ index_head_dim ${DI} but got ${R}`);
+  }
+  if (x.rank !== 2 || x.shape[1] !== D) {
+    throw new RangeError(`${fn}(): x must be [T, hidden_size] = [T, ${D}] but got ${shapeOf(x)}`);
+  }
+  if (qr.rank !== 2 || qr.shape[1] !== Dq) {
+    throw new RangeError(`${fn}(): qr must be [T, q_lora_rank] = [T, ${Dq}] but got ${shapeOf(qr)}`);
+  }
+  const T = x.shape[0];
+  if (T < 1) throw new RangeError(`${fn}(): x must hold at least one token but got ${shapeOf(x)}`);
+  if (qr.shape[0] !== T) throw new RangeError(`${fn}(): qr must have T = ${T} rows like x but got ${shapeOf(qr)}`);
+  const expectShape = (name: string, t: tf.Tensor, shape: number[]): void => {
+    if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new RangeError(`${fn}(): w.${name} must be [${shape.join(', ')}] but got ${shapeOf(t)}`);
+    }
+  };
+  expectShape('wq_b.weight', w.wq_b.weight, [HI * DI, Dq]);
+  expectShape('wk.weight', w.wk.weight, [DI, D]);
+  expectShape('k_norm.weight', w.k_norm.weight, [DI]);
+  expectShape('k_norm.bias', w.k_norm.bias, [DI]);
+  expectShape('weights_proj.weight', w.weights_proj.weight, [HI, D]);
+  if (!Number.isInteger(maxSeqLen) || maxSeqLen < 1) {
+    throw new RangeError(`${fn}(): opts.maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);
+  }
+  const cached = indexerCacheLength(cache);
+  if (!Number.isInteger(startPos) || startPos !== cached) {
+    throw new RangeError(`${fn}(): startPos must equal the cache length ${cached} but got ${startPos}`);
+  }
+  if (startPos + T > maxSeqLen) {
+    throw new RangeError(`${fn}(): startPos + T must be ≤ opts.maxSeqLen ${maxSeqLen} but got ${startPos + T}`);
+  }
+  const mode = opts.exact ? 'exact' : 'fp8';
+  if (cache.mode !== null && cache.mode !== mode) {
+    throw new TypeError(`${fn}(): cache holds '${cache.mode}' keys but this call computes '${mode}' keys (do not mix the variants)`);
+  }
+  return { HI, DI, R, T };
+}
