@@ -74,7 +74,7 @@ export interface KeepRoutingOptions {
  * ```ts
  * const a = { tokens: 1, layers: { 1: { tokens: 1, experts: 1, indices: Int32Array.of(3), weights: Float32Array.of(2.5) } } };
  * const b = { tokens: 1, layers: { 1: { tokens: 1, experts: 1, indices: Int32Array.of(5), weights: Float32Array.of(2.5) } } };
- * concatRoutingRecords([a, b]).layers[1]!.indices; // Int32Array [3, 5]
+ * Array.from(concatRoutingRecords([a, b]).layers[1]!.indices); // => [3, 5]
  * ```
  */
 export function concatRoutingRecords(records: readonly RoutingRecord[]): RoutingRecord {
@@ -143,8 +143,8 @@ export function concatRoutingRecords(records: readonly RoutingRecord[]): Routing
  *   routed_scaling_factor: 2.5, scoring_func: 'sigmoid' };
  * const w = tf.tensor2d([[1], [2], [0], [-1]]);            // [E=4, D=1]
  * const { weights, indices } = moeGate(tf.tensor2d([[1]]), { weight: w, bias: null }, cfg);
- * indices.arraySync(); // [[1, 0]]   (group 0 = experts 0,1 wins)
- * weights.sum().arraySync(); // 2.5
+ * indices.arraySync(); // => [[1, 0]]
+ * weights.sum().arraySync(); // => 2.5
  * ```
  */
 export function moeGate(
@@ -169,7 +169,7 @@ export function moeGate(
       }
     } else {
       // 2. biased scores, for selection only
-      let biased: tf.Tensor2D = gate.bias ? tf.add(scores, gate.bias) : scores;
+      let biased = (gate.bias ? tf.add(scores, gate.bias) : scores) as tf.Tensor2D;
       // 3. group-limited routing
       if (G > 1) {
         const grouped = tf.reshape(biased, [T, G, E / G]); // [T, G, E/G]
@@ -250,8 +250,8 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * @example
  * ```ts
  * const lin = (a: number[][]) => ({ weight: tf.tensor2d(a), fp8: false });
- * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync();
- * // [[1.4621172, 0]]   (silu(1) · 2)
+ * // silu(1) · 2 = 1.4621172
+ * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync(); // => [[1.4621172, 0]]
  * ```
  */
 export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null): tf.Tensor2D {
@@ -278,8 +278,16 @@ export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null): t
  * @returns `out` [T, D]; `routing` the ids and combine weights used.
  * @example
  * ```ts
- * const { out, routing } = moe(x, layer.ffn.moe, config);                     // sampling: free routing
- * const again = moe(x, layer.ffn.moe, config, { routing });                  // training: Keep Routing
+ * import { CONFIG_671B } from 'dsv32/config';
+ * const config = { ...CONFIG_671B, hidden_size: 1, n_routed_experts: 2, num_experts_per_tok: 1, n_group: 1, topk_group: 1, quantization_config: undefined };
+ * const one = { w1: { weight: tf.tensor2d([[1]]), fp8: false }, w2: { weight: tf.tensor2d([[1]]), fp8: false }, w3: { weight: tf.tensor2d([[1]]), fp8: false } };
+ * const w = { gate: { weight: tf.tensor2d([[1], [-1]]), bias: null }, experts: [one, one], shared: null };
+ * const { out, routing } = moe(tf.tensor2d([[1]]), w, config);   // sampling: free routing
+ * Array.from(routing.indices); // => [0]
+ * out.arraySync(); // => [[1.8276465]]
+ * // training: the recorded ids are enforced even when the gate now prefers expert 1
+ * const w2 = { ...w, gate: { weight: tf.tensor2d([[-1], [1]]), bias: null } };
+ * Array.from(moe(tf.tensor2d([[1]]), w2, config, { routing }).routing.indices); // => [0]
  * ```
  */
 export function moe(
@@ -321,7 +329,7 @@ export function moe(
     const expertOut = outputs.length === 1 ? outputs[0]! : tf.concat(outputs, 0); // [T·Ek, D], expert order
     const perSlot = tf.reshape(tf.gather(expertOut, slotRow), [T, Ek, D]); // [T, Ek, D], gate order
     const y = tf.sum(tf.mul(perSlot, tf.expandDims(weights, -1)), 1) as tf.Tensor2D; // [T, D], float32
-    return w.shared ? tf.add(y, swigluFfn(x, w.shared, fmt)) : y;
+    return w.shared ? (tf.add(y, swigluFfn(x, w.shared, fmt)) as tf.Tensor2D) : y;
   });
   return { out, routing: routing! };
 }

@@ -213,7 +213,7 @@ describeEachBackend('moeGate', () => {
   it('rejects bad shapes, configs and records with messages that say what and why', () => {
     const x = tf.tensor2d([[1, 2]]);
     const g = { weight: tf.zeros([16, 2]) as tf.Tensor2D, bias: null };
-    expect(() => moeGate(tf.zeros([2]) as tf.Tensor2D, g, TINY)).toThrow('moeGate(): x must be [T, D] but has shape [2]');
+    expect(() => moeGate(tf.zeros([2]) as unknown as tf.Tensor2D, g, TINY)).toThrow('moeGate(): x must be [T, D] but has shape [2]');
     expect(() => moeGate(x, { weight: tf.zeros([16, 3]) as tf.Tensor2D, bias: null }, TINY)).toThrow('moeGate(): gate.weight must be [E=16, D=2] but has shape [16,3]');
     expect(() => moeGate(x, { ...g, bias: tf.zeros([15]) as tf.Tensor1D }, TINY)).toThrow('moeGate(): gate.bias must be [E=16] but has shape [15]');
     expect(() => moeGate(x, g, { ...TINY, scoring_func: 'tanh' as 'sigmoid' })).toThrow("moeGate(): scoring_func must be 'sigmoid' or 'softmax' but got 'tanh'");

@@ -1,0 +1,339 @@
+/**
+ * The DeepSeek-V3.2 transformer as the official inference demo runs it (`inference/model.py`
+ * `Block.forward`, `Transformer.forward`; spec digest §1.7):
+ *
+ * ```
+ * h, r = embed(tokens), None
+ * for each layer l:                     # Block.forward
+ *   x, r = attn_norm(h, r)              #   fused residual RMSNorm: r ← h + r; x = RMSNorm(r)
+ *   a    = MLA(x)                       #   MLA + DSA (src/mla.ts), per-layer latent and indexer caches
+ *   x, r = ffn_norm(a, r)               #   r ← a + r
+ *   h    = FFN(x)                       #   dense SwiGLU for l < first_k_dense_replace, MoE after
+ * x, _ = norm(h, r)
+ * logits = head(x[last])                # only the last position, head weight held in float32
+ * ```
+ *
+ * A call processes T tokens at positions startPos..startPos+T−1: T > 1 is a prefill (MHA mode), T = 1
+ * a decode step (absorbed MQA mode). FP8 checkpoints run through the same code: their Linears carry
+ * `fp8: true` and `linear()` block-quantizes activations before them; embed, head, gate and the
+ * indexer's weights_proj stay exact. Activations are float32 throughout.
+ */
+import { tf } from './backend.ts';
+import type { GlobalWeights, LayerWeights } from './checkpoint.ts';
+import { loadGlobalWeights, loadLayerWeights, disposeLayerWeights, disposeGlobalWeights } from './checkpoint.ts';
+import { type ModelConfig, scaleFmt } from './config.ts';
+import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache } from './mla.ts';
+import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
+import { rmsNormResidual } from './norms.ts';
+import type { Checkpoint } from './safetensors.ts';
+
+/** Every weight of the model. */
+export interface ModelWeights {
+  global: GlobalWeights;
+  /** one record per layer, `num_hidden_layers` of them. */
+  layers: LayerWeights[];
+}
+
+/** Per-layer caches (MLA latents + indexer keys), filled by prefill and decode calls. */
+export interface ModelCache {
+  layers: MlaCache[];
+}
+
+/** Options of {@link blockForward} and {@link modelForward}. */
+export interface ModelOptions {
+  config: ModelConfig;
+  /** inference-time maximum sequence length (official `max_seq_len`): YaRN and the softmax scale. */
+  maxSeqLen: number;
+  /** MLA mode; default as the official code ('mha' iff T > 1). */
+  mode?: 'mha' | 'mqa';
+  /** 'sparse' (default) or 'dense' DSA attention (src/mla.ts). */
+  attention?: 'sparse' | 'dense';
+  /** indexer RoPE layout: false (default) = V3.2 final; true = the pre-fix bug. */
+  indexerRopeInterleaved?: boolean;
+  /** Keep Routing: combine weights recomputed (default) or replayed when a record is supplied. */
+  combine?: KeepRoutingOptions['combine'];
+}
+
+/**
+ * What one block computed, handed to an `onLayer` observer. The tensors are valid only during the
+ * callback (they are disposed right after it).
+ */
+export interface LayerTrace {
+  /** [T, D] MLA input (after attn_norm). */
+  attnIn: tf.Tensor2D;
+  /** [T, Dq] q_norm(wq_a(x)). */
+  qr: tf.Tensor2D;
+  /** [T, S] index scores before the causal mask. */
+  indexScores: tf.Tensor2D;
+  /** [T, min(k, S)] int32 selected positions, ascending, −1 padded. */
+  topk: tf.Tensor2D;
+  /** [T, D] MLA output (after wo). */
+  attnOut: tf.Tensor2D;
+  /** [T, D] FFN input (after ffn_norm). */
+  ffnIn: tf.Tensor2D;
+  /** [T, D] FFN output. */
+  ffnOut: tf.Tensor2D;
+  /** MoE routing of this layer (null for a dense layer). */
+  routing: LayerRouting | null;
+}
+
+// --- Caches and weights ---
+
+/**
+ * Empty caches for every layer.
+ *
+ * @example
+ * ```ts
+ * import { CONFIG_671B } from 'dsv32/config';
+ * createModelCache(CONFIG_671B).layers.length; // => 61
+ * ```
+ */
+export function createModelCache(config: ModelConfig): ModelCache {
+  return { layers: Array.from({ length: config.num_hidden_layers }, () => createMlaCache()) };
+}
+
+/** Disposes every layer cache. */
+export function disposeModelCache(cache: ModelCache): void {
+  for (const c of cache.layers) disposeMlaCache(c);
+}
+
+/** Number of cached positions (the next call's startPos). */
+export function modelCacheLength(cache: ModelCache): number {
+  return cache.layers[0] ? mlaCacheLength(cache.layers[0]) : 0;
+}
+
+/**
+ * Loads every layer and the global weights (for small models; see src/conformance/weights.ts for
+ * running a large checkpoint one layer at a time). On an error nothing stays allocated.
+ *
+ * @example
+ * ```ts
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig } from 'dsv32/config';
+ * const config = loadConfig('fixtures/golden/public-fp32/config.json');
+ * const w = loadModelWeights(openCheckpoint('fixtures/golden/public-fp32'), config);
+ * w.layers[1]!.ffn.kind; // => 'moe'
+ * disposeModelWeights(w);
+ * ```
+ */
+export function loadModelWeights(ckpt: Checkpoint, config: ModelConfig): ModelWeights {
+  const layers: LayerWeights[] = [];
+  try {
+    for (let l = 0; l < config.num_hidden_layers; l++) layers.push(loadLayerWeights(ckpt, config, l));
+    return { global: loadGlobalWeights(ckpt, config), layers };
+  } catch (e) {
+    layers.forEach(disposeLayerWeights);
+    throw e;
+  }
+}
+
+/** Disposes every tensor of {@link loadModelWeights}' result. */
+export function disposeModelWeights(w: ModelWeights): void {
+  w.layers.forEach(disposeLayerWeights);
+  disposeGlobalWeights(w.global);
+}
+
+// --- Embedding ---
+
+/**
+ * Embedding lookup h = E[tokens] (official `ParallelEmbedding`).
+ *
+ * @param tokens T token ids in [0, V)
+ * @param embed [V, D]
+ * @returns [T, D]
+ * @throws RangeError when a token id is not an integer in [0, V)
+ * @example
+ * ```ts
+ * embedTokens([1, 0], tf.tensor2d([[1, 2], [3, 4]])).arraySync(); // => [[3, 4], [1, 2]]
+ * ```
+ */
+export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.Tensor2D {
+  const V = embed.shape[0];
+  const ids = Int32Array.from(tokens as ArrayLike<number>);
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    if (!Number.isInteger(t) || t < 0 || t >= V) {
+      throw new RangeError(`embedTokens(): token ids must be integers in [0, ${V}) but tokens[${i}] = ${t}`);
+    }
+  }
+  return tf.tidy(() => tf.gather(embed, ids) as tf.Tensor2D);
+}
+
+// --- Block (official Block.forward) ---
+
+/**
+ * One transformer block: fused residual RMSNorm, MLA + DSA, fused residual RMSNorm, FFN.
+ * `r' = h + r` (just `h` in the first block, `residual = null`), `x = attn_norm(r')`,
+ * `a = MLA(x)`, `r'' = a + r'`, `f = FFN(ffn_norm(r''))`; returns `out = f` and `residual = r''`.
+ *
+ * @param h [T, D] previous block's FFN output (the embedding for layer 0)
+ * @param residual [T, D] residual stream, or null in the first block
+ * @param w the layer's weights
+ * @param cache the layer's MLA cache (holds startPos positions; grows by T)
+ * @param startPos absolute position of the first row
+ * @param opts model options; `routing` = this layer's Keep Routing record; `onLayer` observes the internals
+ * @returns `out` [T, D], `residual` [T, D] (owned by the caller), `routing` (null for a dense layer)
+ * @example
+ * ```ts
+ * // see modelForward, which chains the blocks
+ * ```
+ */
+export function blockForward(
+  h: tf.Tensor2D,
+  residual: tf.Tensor2D | null,
+  w: LayerWeights,
+  cache: MlaCache,
+  startPos: number,
+  opts: ModelOptions & { routing?: LayerRouting; onTrace?: (t: LayerTrace) => void },
+): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null } {
+  const { config } = opts;
+  const eps = config.rms_norm_eps;
+  const n1 = rmsNormResidual(h, residual, w.attn_norm, eps);
+  const attnIn = n1.out as tf.Tensor2D;
+  const att = mlaForward(attnIn, w.attn, cache, startPos, {
+    config,
+    maxSeqLen: opts.maxSeqLen,
+    ...(opts.mode ? { mode: opts.mode } : {}),
+    ...(opts.attention ? { attention: opts.attention } : {}),
+    ...(opts.indexerRopeInterleaved !== undefined ? { indexerRopeInterleaved: opts.indexerRopeInterleaved } : {}),
+  });
+  const n2 = rmsNormResidual(att.out, n1.residual, w.ffn_norm, eps);
+  const ffnIn = n2.out as tf.Tensor2D;
+  let out: tf.Tensor2D;
+  let routing: LayerRouting | null = null;
+  try {
+    if (w.ffn.kind === 'dense') {
+      out = swigluFfn(ffnIn, w.ffn.dense, scaleFmt(config));
+    } else {
+      const r = moe(ffnIn, w.ffn.moe, config, {
+        ...(opts.routing ? { routing: opts.routing } : {}),
+        ...(opts.combine ? { combine: opts.combine } : {}),
+      });
+      out = r.out;
+      routing = r.routing;
+    }
+    opts.onTrace?.({ attnIn, qr: att.qr, indexScores: att.indexScores, topk: att.topk, attnOut: att.out, ffnIn, ffnOut: out, routing });
+  } finally {
+    tf.dispose([attnIn, n1.residual, att.out, att.qr, att.indexScores, att.topk, ffnIn]);
+  }
+  return { out, residual: n2.residual as tf.Tensor2D, routing };
+}
+
+// --- Head (official Transformer.forward tail) ---
+
+/**
+ * Final fused norm and output head: `x = norm(h + r)`, `logits = head · x` (head weight exact, no
+ * activation quantization).
+ *
+ * @param h [T, D] last block's FFN output
+ * @param residual [T, D] residual stream
+ * @param global embed / norm / head
+ * @param eps `rms_norm_eps`
+ * @param positions 'last' (official: only the last position) or 'all'
+ * @returns [1, V] or [T, V]
+ * @example
+ * ```ts
+ * const g = { embed: tf.zeros([2, 2]), norm: tf.ones([2]), head: tf.tensor2d([[1, 0], [0, 1]]) };
+ * headLogits(tf.tensor2d([[3, 0]]), tf.tensor2d([[0, 4]]), g, 0).arraySync(); // => [[0.8485281, 1.1313709]]
+ * ```
+ */
+export function headLogits(
+  h: tf.Tensor2D,
+  residual: tf.Tensor2D,
+  global: GlobalWeights,
+  eps: number,
+  positions: 'last' | 'all' = 'last',
+): tf.Tensor2D {
+  return tf.tidy(() => {
+    const { out } = rmsNormResidual(h, residual, global.norm, eps);
+    const T = out.shape[0]!;
+    const x = positions === 'last' ? tf.slice(out, [T - 1, 0], [1, -1]) : out; // [1 or T, D]
+    return tf.matMul(x as tf.Tensor2D, global.head, false, true); // [1 or T, V]
+  });
+}
+
+// --- Model (official Transformer.forward) ---
+
+/**
+ * One model call on T tokens at positions startPos..startPos+T−1 (prefill when T > 1, decode step when
+ * T = 1), updating every layer's cache. Prefill of n tokens ≡ prefill of m + (n − m) decode steps, up
+ * to float32 rounding (test/model.test.ts).
+ *
+ * Keep Routing: `opts.routing` (e.g. {@link concatRoutingRecords} of the sampling passes) enforces the
+ * recorded experts in every MoE layer; the returned `routing` is this pass's record either way.
+ *
+ * @param tokens T token ids
+ * @param weights all layers + globals
+ * @param cache per-layer caches holding exactly startPos positions
+ * @param startPos absolute position of the first token
+ * @param opts model options, plus `routing`, `logits` ('last' default | 'all') and `onLayer(l, trace)`
+ * @returns `logits` [1, V] (or [T, V]), `routing` record of the MoE layers
+ * @throws RangeError for bad tokens, a cache that does not hold startPos positions, or a record that
+ *   lacks a MoE layer
+ * @example
+ * ```ts
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig } from 'dsv32/config';
+ * const config = loadConfig('fixtures/golden/public-fp32/config.json');
+ * const w = loadModelWeights(openCheckpoint('fixtures/golden/public-fp32'), config);
+ * const cache = createModelCache(config);
+ * const pre = modelForward([5, 6, 7], w, cache, 0, { config, maxSeqLen: 8192 });   // prefill
+ * const dec = modelForward([8], w, cache, 3, { config, maxSeqLen: 8192 });         // one decode step
+ * dec.logits.shape; // => [1, 512]
+ * Object.keys(pre.routing.layers); // => ['1', '2']
+ * disposeModelCache(cache);
+ * disposeModelWeights(w);
+ * ```
+ */
+export function modelForward(
+  tokens: ArrayLike<number>,
+  weights: ModelWeights,
+  cache: ModelCache,
+  startPos: number,
+  opts: ModelOptions & {
+    routing?: RoutingRecord;
+    logits?: 'last' | 'all';
+    onLayer?: (layer: number, trace: LayerTrace) => void;
+  },
+): { logits: tf.Tensor2D; routing: RoutingRecord } {
+  const { config } = opts;
+  const T = tokens.length;
+  if (T < 1) throw new RangeError('modelForward(): tokens must hold at least 1 id but got 0');
+  if (weights.layers.length !== config.num_hidden_layers || cache.layers.length !== config.num_hidden_layers) {
+    throw new RangeError(
+      `modelForward(): weights and cache must have num_hidden_layers=${config.num_hidden_layers} layers but have ${weights.layers.length} and ${cache.layers.length}`,
+    );
+  }
+  const cached = modelCacheLength(cache);
+  if (cached !== startPos) throw new RangeError(`modelForward(): startPos must equal the cached length ${cached} but got ${startPos}`);
+  // validate the whole record first: a failure must not leave some layers' caches advanced
+  weights.layers.forEach((w, l) => {
+    if (opts.routing && w.ffn.kind === 'moe' && !opts.routing.layers[l]) {
+      throw new RangeError(`modelForward(): routing record has no entry for MoE layer ${l}`);
+    }
+  });
+  const record: RoutingRecord = { tokens: T, layers: {} };
+  let h = embedTokens(tokens, weights.global.embed);
+  let residual: tf.Tensor2D | null = null;
+  try {
+    for (let l = 0; l < config.num_hidden_layers; l++) {
+      const w = weights.layers[l]!;
+      const layerRouting = opts.routing?.layers[l];
+      const onLayer = opts.onLayer;
+      const b = blockForward(h, residual, w, cache.layers[l]!, startPos, {
+        ...opts,
+        ...(layerRouting ? { routing: layerRouting } : {}),
+        ...(onLayer ? { onTrace: (t: LayerTrace) => onLayer(l, t) } : {}),
+      });
+      h.dispose();
+      residual?.dispose();
+      h = b.out;
+      residual = b.residual;
+      if (b.routing) record.layers[l] = b.routing;
+    }
+    return { logits: headLogits(h, residual!, weights.global, config.rms_norm_eps, opts.logits ?? 'last'), routing: record };
+  } finally {
+    h.dispose();
+    residual?.dispose();
+  }
+}
