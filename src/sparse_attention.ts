@@ -50,7 +50,7 @@ export function causalSelectionMask(topk: tf.Tensor2D, S: number, startPos: numb
   const [T] = checkTopk('causalSelectionMask', topk, startPos, S);
   return tf.tidy(() => {
     const selection = selectionMask(topk, S); // [T, S] 0 | −∞
-    return tf.where(causalMask(T, S, startPos), selection, tf.scalar(-Infinity)) as tf.Tensor2D;
+    return tf.where(causalMask(T, S, startPos), selection, tf.fill([T, S], -Infinity)) as tf.Tensor2D;
   });
 }
 
@@ -265,6 +265,8 @@ function slots(topk: tf.Tensor2D, startPos: number): { index: tf.Tensor2D; valid
   return { index, valid };
 }
 
+function checkRank(fn: string, name: string, x: tf.Tensor, rank: 3): [number, number, number];
+function checkRank(fn: string, name: string, x: tf.Tensor, rank: number): number[];
 function checkRank(fn: string, name: string, x: tf.Tensor, rank: number): number[] {
   if (x.rank !== rank) {
     throw new RangeError(`${fn}(): ${name} must have rank ${rank} but got shape [${x.shape.join(', ')}]`);

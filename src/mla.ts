@@ -1,0 +1,391 @@
+/**
+ * Multi-head Latent Attention (MLA) of DeepSeek-V3.2 with DeepSeek Sparse Attention, as the official
+ * inference demo computes it (`inference/model.py` MLA.forward, V3.2 final) [DSA.md §1, §3].
+ *
+ * Per call (T new tokens at absolute positions startPos .. startPos+T−1, S = end_pos = startPos + T):
+ *
+ * 1. query path: `qr = RMSNorm_q(wq_a · x)` [T, Dq] (shared with the indexer), `q = wq_b · qr` [T, H, Dqk],
+ *    split `[q_nope (Dn) | q_pe (R)]`, `q_pe ← RoPE_interleaved(q_pe, t)`;
+ * 2. kv path: `wkv_a · x` [T, C + R] split `[c | k_pe]`, `c ← RMSNorm_kv(c)`, `c ← FP8 round trip(c)`
+ *    (act_quant, block 128, V3.2 final: simulates the FP8 KV cache), `k_pe ← RoPE_interleaved(k_pe, t)`;
+ *    both appended to the latent cache (one [C] latent and one [R] rope key per position, shared by all heads);
+ * 3. the lightning indexer scores every cached position for each query (`indexerScores`, same `qr`) and
+ *    `selectTopK` picks S_t (paper Eq. 2);
+ * 4. attention over S_t only, in one of two equivalent modes:
+ *    - **MHA** (official prefill, T > 1): `[k_nope | v] = wkv_b · c` per head, `k = [k_nope ; k_pe]`,
+ *      `o = softmax(scale · q·kᵀ + M) · v`;
+ *    - **MQA / absorbed** (official decode, T = 1): `q̃ = W_UKᵀ q_nope` (weight dequantized, activations not
+ *      quantized), `ō = softmax(scale · (q̃·cᵀ + q_pe·k_peᵀ) + M) · c`, `o = W_UV · ō`;
+ * 5. `out = wo · concat_h o`.
+ *
+ * `scale = Dqk^−0.5 · mscale²` (YaRN active when maxSeqLen > original_max_position_embeddings).
+ */
+import { tf } from './backend.ts';
+import type { AttentionWeights } from './checkpoint.ts';
+import { type ModelConfig, scaleFmt, softmaxScale } from './config.ts';
+import { actQuantDequant, linear } from './fp8.ts';
+import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache } from './indexer.ts';
+import { rmsNorm } from './norms.ts';
+import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
+import { denseAttentionMha, denseAttentionMqa, sparseAttentionMha, sparseAttentionMqa } from './sparse_attention.ts';
+import { selectTopK } from './topk.ts';
+
+/** Block size of the FP8 round trip of the latent (official `block_size`). */
+const LATENT_BLOCK = 128;
+
+// --- Latent KV cache ---
+
+/**
+ * Per-layer cache of MLA: the FP8-rounded normalized latents and the rotated rope keys of every position so
+ * far (official `kv_cache` [S, C], `pe_cache` [S, R]), plus the indexer's own key cache. Grows by T rows per
+ * {@link mlaForward} call; `null` before the first call. Owned by the caller: free it with {@link disposeMlaCache}.
+ */
+export interface MlaCache {
+  /** [S, C] latents c_s (after kv_norm and the FP8 round trip). */
+  kv: tf.Tensor2D | null;
+  /** [S, R] rope keys k_pe_s, already rotated by position s. */
+  pe: tf.Tensor2D | null;
+  /** the lightning indexer's key cache of the same layer. */
+  indexer: IndexerCache;
+}
+
+/**
+ * An empty MLA cache (S = 0).
+ *
+ * @example
+ * ```ts
+ * const cache = createMlaCache(); // { kv: null, pe: null, indexer: … }
+ * ```
+ */
+export function createMlaCache(): MlaCache {
+  return { kv: null, pe: null, indexer: createIndexerCache() };
+}
+
+/**
+ * Disposes every tensor held by the cache (latents, rope keys, indexer keys) and empties it.
+ *
+ * @example
+ * ```ts
+ * disposeMlaCache(cache); // cache.kv === null afterwards
+ * ```
+ */
+export function disposeMlaCache(cache: MlaCache): void {
+  cache.kv?.dispose();
+  cache.pe?.dispose();
+  cache.kv = null;
+  cache.pe = null;
+  disposeIndexerCache(cache.indexer);
+}
+
+/** Number of cached positions S. */
+export function mlaCacheLength(cache: MlaCache): number {
+  return cache.kv ? cache.kv.shape[0] : 0;
+}
+
+// --- Forward ---
+
+/** Options of {@link mlaForward}. */
+export interface MlaOptions {
+  config: ModelConfig;
+  /** inference-time maximum sequence length (official `max_seq_len`): sets YaRN and the softmax scale. */
+  maxSeqLen: number;
+  /** 'mha' (expand keys/values per head) or 'mqa' (absorbed). Default as the official code: mha iff T > 1. */
+  mode?: 'mha' | 'mqa';
+  /** 'sparse' = O(T·k) gather (default), 'dense' = −∞-masked full score matrix (official). */
+  attention?: 'sparse' | 'dense';
+  /** indexer RoPE layout; default the V3.2 final non-interleaved layout (true reproduces the pre-fix bug). */
+  indexerRopeInterleaved?: boolean;
+}
+
+/** What {@link mlaForward} returns (all owned by the caller). */
+export interface MlaOutput {
+  /** [T, D] attention output after wo. */
+  out: tf.Tensor2D;
+  /** [T, Dq] q_norm(wq_a(x)), shared with the indexer. */
+  qr: tf.Tensor2D;
+  /** [T, S] index scores I_{t,s} (before the causal mask). */
+  indexScores: tf.Tensor2D;
+  /** [T, min(k, S)] int32 selected positions per query, ascending, −1 padded. */
+  topk: tf.Tensor2D;
+}
+
+// --- Query path (official MLA.forward: wq_a → q_norm → wq_b) ---
+
+/**
+ * The queries of T tokens: `qr = RMSNorm_q(wq_a · x)`, `q = wq_b · qr` split per head into
+ * `[q_nope | q_pe]`, `q_pe` rotated (interleaved pairs) by its position. FP8 linears quantize their inputs.
+ *
+ * @param x [T, D]; @param w attention weights; @param startPos position of row 0
+ * @param opts config and maxSeqLen (YaRN frequencies)
+ * @returns qr [T, Dq], qNope [T, H, Dn], qPe [T, H, R] (caller disposes)
+ * @example
+ * ```ts
+ * const { qr, qNope, qPe } = mlaQuery(x, layer.attn, 0, { config, maxSeqLen: 8192 }); // qPe [T, H, R]
+ * ```
+ */
+export function mlaQuery(
+  x: tf.Tensor2D,
+  w: AttentionWeights,
+  startPos: number,
+  opts: Pick<MlaOptions, 'config' | 'maxSeqLen'>,
+): { qr: tf.Tensor2D; qNope: tf.Tensor3D; qPe: tf.Tensor3D } {
+  const { config, maxSeqLen } = opts;
+  const [T] = x.shape;
+  const H = config.num_attention_heads;
+  const Dn = config.qk_nope_head_dim;
+  const R = config.qk_rope_head_dim;
+  const sf = scaleFmt(config);
+  return tf.tidy(() => {
+    const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
+    const qr = rmsNorm(linear(x, w.wq_a, sf), w.q_norm, config.rms_norm_eps) as tf.Tensor2D; // [T, Dq]
+    const q = linear(qr, w.wq_b, sf).reshape([T, H, Dn + R]); // [T, H, Dqk]
+    const qNope = q.slice([0, 0, 0], [T, H, Dn]) as tf.Tensor3D; // [T, H, Dn]
+    const qPe = applyRope(q.slice([0, 0, Dn], [T, H, R]), cos, sin, true) as tf.Tensor3D; // [T, H, R]
+    return { qr, qNope, qPe };
+  });
+}
+
+// --- KV path (official MLA.forward: wkv_a → kv_norm → FP8 round trip; k_pe rotated) ---
+
+/**
+ * The cache entries of T tokens: `[c | k_pe] = wkv_a · x`, `c ← RMSNorm_kv(c)`, then the V3.2 FP8 round trip
+ * `latent = dequant(act_quant(c, scaleFmt(config), 128))` (official: "we use fp8 kv cache in actual
+ * deployment, so here we simulate the precision"), and `k_pe` rotated (interleaved pairs). k_pe is not quantized.
+ *
+ * @param x [T, D]; @param w attention weights; @param startPos position of row 0
+ * @param opts config and maxSeqLen
+ * @returns normalized c [T, C] (before the round trip, for diagnostics), latent [T, C], kPe [T, R]
+ * @example
+ * ```ts
+ * const { latent, kPe } = mlaLatent(x, layer.attn, 0, { config, maxSeqLen: 8192 }); // latent [T, C]
+ * ```
+ */
+export function mlaLatent(
+  x: tf.Tensor2D,
+  w: AttentionWeights,
+  startPos: number,
+  opts: Pick<MlaOptions, 'config' | 'maxSeqLen'>,
+): { normalized: tf.Tensor2D; latent: tf.Tensor2D; kPe: tf.Tensor2D } {
+  const { config, maxSeqLen } = opts;
+  const [T] = x.shape;
+  const C = config.kv_lora_rank;
+  const R = config.qk_rope_head_dim;
+  const sf = scaleFmt(config);
+  return tf.tidy(() => {
+    const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
+    const kvA = linear(x, w.wkv_a, sf); // [T, C + R]
+    const normalized = rmsNorm(kvA.slice([0, 0], [T, C]), w.kv_norm, config.rms_norm_eps) as tf.Tensor2D; // [T, C]
+    const latent = actQuantDequant(normalized, sf, latentBlock(C)) as tf.Tensor2D; // [T, C] FP8 round trip
+    const kPe = applyRope(kvA.slice([0, C], [T, R]), cos, sin, true) as tf.Tensor2D; // [T, R]
+    return { normalized, latent, kPe };
+  });
+}
+
+// --- Attention over the selected set (Eq. 2), MHA or absorbed MQA mode, then wo ---
+
+/**
+ * Core attention of T queries over the latent cache, restricted to each query's selected positions, then
+ * the output projection: `out = wo · concat_h o[t,h]`.
+ *
+ * - 'mha': `[k_nope | v] = wkv_b · c_s` per head (an FP8 wkv_b quantizes the latent again, as the official
+ *   prefill does), `k = [k_nope ; k_pe]`, `o = Σ_s softmax(scale · [q_nope ; q_pe]·k) v`.
+ *   FLOPs beyond attention: `2 · S · C · H(Dn + Dv)` to expand every cached latent.
+ * - 'mqa': `q̃ = W_UKᵀ q_nope` with the dequantized wkv_b (no activation quantization, official decode),
+ *   `ō = Σ_s softmax(scale · (q̃·c_s + q_pe·k_pe_s)) c_s`, `o = W_UV ō`.
+ *   FLOPs beyond attention: `2 · T · H · C(Dn + Dv)` (absorption), independent of S.
+ *
+ * @param qNope [T, H, Dn]; @param qPe [T, H, R] rotated
+ * @param kv [S, C] cached latents; @param pe [S, R] cached rope keys
+ * @param topk [T, K] int32 selected positions (−1 padded)
+ * @param w attention weights (wkv_b, wo); @param startPos position of query row 0
+ * @param opts config, maxSeqLen (softmax scale), mode (required), attention (default 'sparse')
+ * @returns out [T, D]
+ * @example
+ * ```ts
+ * const out = mlaAttend(qNope, qPe, cache.kv!, cache.pe!, topk, layer.attn, 40, { config, maxSeqLen: 8192, mode: 'mqa' });
+ * ```
+ */
+export function mlaAttend(
+  qNope: tf.Tensor3D,
+  qPe: tf.Tensor3D,
+  kv: tf.Tensor2D,
+  pe: tf.Tensor2D,
+  topk: tf.Tensor2D,
+  w: AttentionWeights,
+  startPos: number,
+  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention'> & { mode: 'mha' | 'mqa' },
+): tf.Tensor2D {
+  const { config, mode } = opts;
+  const attention = opts.attention ?? 'sparse';
+  const [T, H, Dn] = qNope.shape;
+  const [S, C] = kv.shape;
+  const R = config.qk_rope_head_dim;
+  const Dv = config.v_head_dim;
+  const sf = scaleFmt(config);
+  const scale = softmaxScale(config, opts.maxSeqLen);
+  return tf.tidy(() => {
+    let o: tf.Tensor3D; // [T, H, Dv]
+    if (mode === 'mha') {
+      const kvB = linear(kv, w.wkv_b, sf).reshape([S, H, Dn + Dv]); // [S, H, Dn + Dv]
+      const kNope = kvB.slice([0, 0, 0], [S, H, Dn]); // [S, H, Dn]
+      const v = kvB.slice([0, 0, Dn], [S, H, Dv]) as tf.Tensor3D; // [S, H, Dv]
+      const k = tf.concat([kNope, tf.broadcastTo(pe.reshape([S, 1, R]), [S, H, R])], 2) as tf.Tensor3D; // [S, H, Dqk]
+      const q = tf.concat([qNope, qPe], 2) as tf.Tensor3D; // [T, H, Dqk]
+      o = attention === 'sparse'
+        ? sparseAttentionMha(q, k, v, topk, startPos, scale)
+        : denseAttentionMha(q, k, v, topk, startPos, scale);
+    } else {
+      const wkvB = w.wkv_b.weight.reshape([H, Dn + Dv, C]); // [H, Dn + Dv, C], dequantized, no act_quant
+      const wUK = wkvB.slice([0, 0, 0], [H, Dn, C]); // [H, Dn, C]
+      const wUV = wkvB.slice([0, Dn, 0], [H, Dv, C]); // [H, Dv, C]
+      const qLatent = tf.matMul(qNope.transpose([1, 0, 2]), wUK).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, C]
+      const oLatent = attention === 'sparse'
+        ? sparseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale)
+        : denseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale); // [T, H, C]
+      o = tf.matMul(oLatent.transpose([1, 0, 2]), wUV, false, true).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, Dv]
+    }
+    return linear(o.reshape([T, H * Dv]), w.wo, sf) as tf.Tensor2D; // [T, D]
+  });
+}
+
+// --- The whole layer call ---
+
+/**
+ * One MLA + DSA attention call for T tokens at positions startPos .. startPos+T−1 (official `MLA.forward`;
+ * formulas in the module comment): {@link mlaQuery}, {@link mlaLatent}, the lightning indexer and
+ * `selectTopK`, append to `cache`, then {@link mlaAttend} from each query t to its selected set S_t ⊆ {0..t}
+ * over all cached positions.
+ *
+ * Equivalences (tested): prefill of n ≡ prefill m + decode n−m ≡ prefill m + prefill n−m; mode 'mha' ≡ 'mqa';
+ * attention 'sparse' ≡ 'dense' (all up to float32 rounding).
+ *
+ * @deviation the official prefill branch attends only to the keys of the current call (it assumes
+ *   startPos = 0); here a prefill at startPos > 0 attends to every cached key, so chunked prefill is exact.
+ * @deviation default `attention: 'sparse'` gathers the selected keys instead of masking the dense score
+ *   matrix (official); the softmax sums the same terms in another order.
+ * @param x [T, D] attention input (after attn_norm)
+ * @param w the layer's attention weights (src/checkpoint.ts)
+ * @param cache this layer's cache; must hold exactly startPos positions
+ * @param startPos absolute position of x's first row
+ * @param opts config, maxSeqLen, mode, attention, indexerRopeInterleaved
+ * @returns out [T, D], qr [T, Dq], indexScores [T, S], topk [T, min(k, S)]
+ * @throws RangeError for shapes that do not match the config, startPos ≠ cache length, or
+ *   startPos + T > maxSeqLen; TypeError for an unknown mode or attention
+ * @example
+ * ```ts
+ * const cache = createMlaCache();
+ * const pre = mlaForward(x40, layer.attn, cache, 0, { config, maxSeqLen: 8192 });  // MHA prefill, pre.out [40, D]
+ * const dec = mlaForward(x1, layer.attn, cache, 40, { config, maxSeqLen: 8192 });  // MQA decode, dec.topk [1, k]
+ * disposeMlaCache(cache);
+ * ```
+ */
+export function mlaForward(
+  x: tf.Tensor2D,
+  w: AttentionWeights,
+  cache: MlaCache,
+  startPos: number,
+  opts: MlaOptions,
+): MlaOutput {
+  const { config, maxSeqLen } = opts;
+  const T = checkInputs(x, w, cache, startPos, opts);
+  const mode = opts.mode ?? (T > 1 ? 'mha' : 'mqa');
+
+  const { qr, qNope, qPe } = mlaQuery(x, w, startPos, opts);
+  const { normalized, latent, kPe } = mlaLatent(x, w, startPos, opts);
+  normalized.dispose();
+
+  // --- Lightning indexer and top-k selection (Eq. 1, Eq. 2) ---
+  let indexScores: tf.Tensor2D;
+  let topk: tf.Tensor2D;
+  try {
+    indexScores = indexerScores(x, qr, w.indexer, cache.indexer, startPos, {
+      config,
+      maxSeqLen,
+      ropeInterleaved: opts.indexerRopeInterleaved,
+    });
+    topk = selectTopK(indexScores, startPos, config.index_topk);
+  } catch (e) {
+    tf.dispose([qr, qNope, qPe, latent, kPe]);
+    throw e;
+  }
+
+  // --- Append to the latent cache (official kv_cache / pe_cache at [start_pos, end_pos)) ---
+  appendCache(cache, latent, kPe);
+
+  const out = mlaAttend(qNope, qPe, cache.kv!, cache.pe!, topk, w, startPos, { ...opts, mode });
+  tf.dispose([qNope, qPe]);
+  return { out, qr, indexScores, topk };
+}
+
+// --- Helpers ---
+
+/**
+ * Block of the latent's FP8 round trip: 128 (official), or C itself for toy configs with C < 128.
+ * @deviation the official code supports only C divisible by 128; a C < 128 is quantized as one block.
+ */
+function latentBlock(C: number): number {
+  return C < LATENT_BLOCK ? C : LATENT_BLOCK;
+}
+
+/** Appends [T, C] latents and [T, R] rope keys to the cache (takes ownership of both). */
+function appendCache(cache: MlaCache, latent: tf.Tensor2D, kPe: tf.Tensor2D): void {
+  if (cache.kv === null || cache.pe === null) {
+    cache.kv = latent;
+    cache.pe = kPe;
+    return;
+  }
+  const kv = tf.concat([cache.kv, latent], 0) as tf.Tensor2D;
+  const pe = tf.concat([cache.pe, kPe], 0) as tf.Tensor2D;
+  tf.dispose([cache.kv, cache.pe, latent, kPe]);
+  cache.kv = kv;
+  cache.pe = pe;
+}
+
+/** Validates everything {@link mlaForward} can check before computing; returns T. */
+function checkInputs(x: tf.Tensor2D, w: AttentionWeights, cache: MlaCache, startPos: number, opts: MlaOptions): number {
+  const fn = 'mlaForward()';
+  const { config, maxSeqLen } = opts;
+  const D = config.hidden_size;
+  const H = config.num_attention_heads;
+  const C = config.kv_lora_rank;
+  const R = config.qk_rope_head_dim;
+  const Dqk = config.qk_nope_head_dim + R;
+  const Dv = config.v_head_dim;
+  const Dq = config.q_lora_rank;
+  if (x.rank !== 2 || x.shape[1] !== D || x.shape[0] < 1) {
+    throw new RangeError(`${fn}: x must have shape [T ≥ 1, hidden_size = ${D}] but got [${x.shape.join(', ')}]`);
+  }
+  const T = x.shape[0];
+  if (opts.mode !== undefined && opts.mode !== 'mha' && opts.mode !== 'mqa') {
+    throw new TypeError(`${fn}: opts.mode must be 'mha' or 'mqa' but got '${String(opts.mode)}'`);
+  }
+  if (opts.attention !== undefined && opts.attention !== 'sparse' && opts.attention !== 'dense') {
+    throw new TypeError(`${fn}: opts.attention must be 'sparse' or 'dense' but got '${String(opts.attention)}'`);
+  }
+  if (!Number.isSafeInteger(maxSeqLen) || maxSeqLen < 1) {
+    throw new RangeError(`${fn}: opts.maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);
+  }
+  const cached = mlaCacheLength(cache);
+  if (!Number.isSafeInteger(startPos) || startPos !== cached) {
+    throw new RangeError(`${fn}: startPos must equal the number of cached positions (${cached}) but got ${startPos}`);
+  }
+  if (startPos + T > maxSeqLen) {
+    throw new RangeError(`${fn}: startPos + T must be ≤ maxSeqLen = ${maxSeqLen} but got ${startPos} + ${T} = ${startPos + T}`);
+  }
+  if (C > LATENT_BLOCK && C % LATENT_BLOCK !== 0) {
+    throw new RangeError(`${fn}: config.kv_lora_rank must be < ${LATENT_BLOCK} or divisible by ${LATENT_BLOCK} (FP8 latent block) but got ${C}`);
+  }
+  const expectShape = (name: string, t: tf.Tensor, shape: number[]) => {
+    if (t.shape.join() !== shape.join()) {
+      throw new RangeError(`${fn}: weight ${name} must have shape [${shape.join(', ')}] (from the config) but got [${t.shape.join(', ')}]`);
+    }
+  };
+  expectShape('wq_a', w.wq_a.weight, [Dq, D]);
+  expectShape('q_norm', w.q_norm, [Dq]);
+  expectShape('wq_b', w.wq_b.weight, [H * Dqk, Dq]);
+  expectShape('wkv_a', w.wkv_a.weight, [C + R, D]);
+  expectShape('kv_norm', w.kv_norm, [C]);
+  expectShape('wkv_b', w.wkv_b.weight, [H * (Dqk - R + Dv), C]);
+  expectShape('wo', w.wo.weight, [D, H * Dv]);
+  return T;
+}
