@@ -19,7 +19,7 @@ it('matches the reference vector target and dense loss', () => {
 
 it('the gradient w.r.t. the index scores is softmax(I_t) − p_t on s ≤ t and 0 above the diagonal', () => {
   const I = [[0.3, 5], [1, -1]];
-  const g = tf.grad((x: tf.Tensor) => indexerKlDense(tf.tensor3d([[[1, 0], [0.2, 0.8]]]), x as tf.Tensor2D))(tf.tensor2d(I)).arraySync();
+  const g = tf.grad((x: tf.Tensor) => indexerKlDense(tf.tensor3d([[[1, 0], [0.2, 0.8]]]), x as tf.Tensor2D))(tf.tensor2d(I)).arraySync() as number[][];
   const q1 = Math.exp(1) / (Math.exp(1) + Math.exp(-1));
   expect(g[0]![0]).toBeCloseTo(0, 6); // row 0: a single candidate
   expect(g[0]![1]).toBe(0);

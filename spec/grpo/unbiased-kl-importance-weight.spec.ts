@@ -23,7 +23,7 @@ it('gradient weights: −32.115 for k3, −0.174 for ρ·k3 (the ratio is not de
 });
 
 it('as π_θ → 0 the k3 weight grows without bound and the unbiased weight goes to 0', () => {
-  const at = (lp: number) => [
+  const at = (lp: number): [number, number] => [
     tf.grad((l: tf.Tensor) => tf.sum(klK3(l as tf.Tensor2D, tf.tensor2d([[-0.5]]), one())))(tf.tensor2d([[lp]])).dataSync()[0]!,
     tf.grad((l: tf.Tensor) => tf.sum(klUnbiasedK3(l as tf.Tensor2D, tf.tensor2d([[-1]]), tf.tensor2d([[-0.5]]), one())))(tf.tensor2d([[lp]])).dataSync()[0]!,
   ];
