@@ -88,6 +88,8 @@ function floorPow2Scalar(a: number): number {
  *
  * The input is rounded as given (one rounding): pass float32 values to get float32 semantics.
  *
+ * @deviation −0 encodes to code 0 (a torch cast keeps the sign, 0x80); the value is the same. RNE and
+ * saturation are assumed for the TileLang cast (DSA.md §8, UNVERIFIED).
  * @param x value to encode
  * @returns code 0..255
  * @example

@@ -73,6 +73,8 @@ function checkParams(p: RopeParams): void {
  * Each float32 step is rounded as the official torch float32 tensors are; `pow` itself may differ from the
  * device's `powf` by an ulp.
  *
+ * @deviation θ^e is `Math.pow` (float64) rounded to float32, not the device's float32 `powf`: up to 2 float32
+ * ulp from the reference vector (the README's tolerance).
  * @param p see {@link RopeParams}
  * @returns Float32Array [R/2]
  * @throws RangeError on a non-even dim or a non-positive parameter
