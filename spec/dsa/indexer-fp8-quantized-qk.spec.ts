@@ -1,0 +1,58 @@
+/*---
+id: dsa.indexer.fp8-quantized-qk
+description: q and k are Hadamard-rotated and FP8 (e4m3) block-quantized, one scale per token and head for q and per token for k, before the scores; float32 Eq. 1 without this selects other keys
+source: DeepSeek-V3.2 inference/model.py Indexer.forward (rotate_activation, act_quant), kernel.py act_quant / fp8_index
+---*/
+import { beforeAll, it, expect } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { initBackend, tf } from '../../src/backend.ts';
+import { loadConfig } from '../../src/config.ts';
+import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
+import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerRecord } from '../../src/indexer.ts';
+import { selectTopK } from '../../src/topk.ts';
+
+beforeAll(async () => { await initBackend(); });
+
+function run(name: string, L: number, exact: boolean) {
+  const dir = new URL(`../../fixtures/golden/${name}/`, import.meta.url).pathname;
+  const config = loadConfig(`${dir}config.json`);
+  const { max_seq_len: maxSeqLen } = JSON.parse(readFileSync(`${dir}manifest.json`, 'utf8'));
+  const trace = openSafetensors(`${dir}trace.safetensors`);
+  const w = loadLayerWeights(openCheckpoint(dir), config, L);
+  const cache = createIndexerCache();
+  const record: IndexerRecord = {};
+  const I = tf.tidy(() => indexerScores(
+    trace.readTensor(`step0.expected.layer${L}.attn.in`).reshape([40, -1]) as tf.Tensor2D,
+    trace.readTensor(`step0.expected.layer${L}.attn.qr`).reshape([40, -1]) as tf.Tensor2D,
+    w.attn.indexer, cache, 0, { config, maxSeqLen, exact, record },
+  ));
+  const scores = I.dataSync();
+  const sel = tf.tidy(() => selectTopK(I, 0, config.index_topk).arraySync());
+  const qScale = record.qScale!.arraySync();
+  tf.dispose([I, record.q!, record.k!, record.qScale!, record.kScale!]);
+  disposeIndexerCache(cache);
+  disposeLayerWeights(w);
+  const expected = trace.read(`step0.expected.layer${L}.indexer.score`) as Float32Array;
+  const topk = Array.from(trace.read(`step0.expected.layer${L}.indexer.topk`) as BigInt64Array, Number);
+  let maxErr = 0;
+  for (let i = 0; i < expected.length; i++) maxErr = Math.max(maxErr, Math.abs(scores[i]! - expected[i]!));
+  const rowsDiffer = sel.filter((r, t) => r.join() !== topk.slice(t * 16, (t + 1) * 16).join()).length;
+  return { maxErr, rowsDiffer, qScale };
+}
+
+it('the FP8 form reproduces the recorded scores; the unquantized form misses them by ~0.1 and selects other keys', () => {
+  const fp8 = run('public-fp32', 0, false);
+  const exact = run('public-fp32', 0, true);
+  expect(fp8.maxErr).toBeLessThan(1e-4);
+  expect(fp8.rowsDiffer).toBe(0);
+  expect(exact.maxErr).toBeGreaterThan(1e-2);
+  expect(exact.rowsDiffer).toBeGreaterThan(0);
+});
+
+it('with scale_fmt ue8m0 (public-fp8) the q scales are powers of two and the scores match', () => {
+  const fp8 = run('public-fp8', 0, false);
+  expect(fp8.maxErr).toBeLessThan(1e-3);
+  expect(fp8.rowsDiffer).toBe(0);
+  for (const s of fp8.qScale.flat()) expect(Math.log2(s)).toBe(Math.round(Math.log2(s)));
+});
