@@ -47,11 +47,20 @@ export interface ChatMessage {
 // --- The retention rule ---
 
 /**
- * Index of the last `user` or `developer` message, −1 if there is none (official `find_last_user_index`).
+ * Index of the last `user` or `developer` message, −1 if there is none (official `find_last_user_index`):
  *
+ *   lastUser(m) = max { i | m[i].role ∈ {user, developer} }   (−1 for the empty set)
+ *
+ * This index splits the conversation for the retention rule (paper §3.2.1): reasoning of assistant messages
+ * before it is history, after it the current turn. A `developer` message counts as a user message.
+ *
+ * @param messages the conversation, oldest first.
+ * @returns the index, or −1.
  * @example
  * ```ts
- * findLastUserIndex([{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }]); // 0
+ * findLastUserIndex([{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }]); // => 0
+ * findLastUserIndex([{ role: 'user', content: 'a' }, { role: 'developer', content: 'd' }]); // => 1
+ * findLastUserIndex([{ role: 'system', content: 's' }]); // => -1
  * ```
  */
 export function findLastUserIndex(messages: readonly ChatMessage[]): number {
@@ -70,13 +79,23 @@ export function findLastUserIndex(messages: readonly ChatMessage[]): number {
  * @deviation The official function omits `developer` messages that come before the last user/developer message
  * (they match neither of its branches), which misaligns its message indices; here they are kept.
  *
+ * Formally, with u = {@link findLastUserIndex}(messages): message i keeps `reasoning_content` iff it is not an
+ * assistant message or i > u (paper §3.2.1: "historical reasoning content is discarded only when a new user
+ * message is introduced").
+ *
+ * @param messages the conversation, oldest first.
+ * @returns a new array of the same length; dropped messages are copies without the `reasoning_content` key.
  * @example
  * ```ts
- * dropThinking([
+ * const out = dropThinking([
  *   { role: 'user', content: 'q1' },
  *   { role: 'assistant', reasoning_content: 'r1', content: 'a1' },
  *   { role: 'user', content: 'q2' },
- * ])[1]; // { role: 'assistant', content: 'a1' }
+ *   { role: 'assistant', reasoning_content: 'r2', content: 'a2' },
+ * ]);
+ * out[1]; // => { role: 'assistant', content: 'a1' }
+ * 'reasoning_content' in out[1]!; // => false
+ * out[3]!.reasoning_content; // => 'r2'
  * ```
  */
 export function dropThinking(messages: readonly ChatMessage[]): ChatMessage[] {
@@ -94,6 +113,11 @@ export function dropThinking(messages: readonly ChatMessage[]): ChatMessage[] {
  * kept; in `chat` mode no reasoning is kept at all. Tool calls and tool results are always kept.
  * This is exactly the reasoning that {@link encodeMessages} renders.
  *
+ *   thinking:  visibleContext(m) = {@link dropThinking}(m)
+ *   chat:      visibleContext(m) = m with `reasoning_content` removed from every assistant message
+ *
+ * @param messages the conversation, oldest first. @param thinkingMode `thinking` or `chat`.
+ * @returns a new array (inputs are not mutated).
  * @example
  * ```ts
  * const msgs: ChatMessage[] = [
@@ -101,8 +125,10 @@ export function dropThinking(messages: readonly ChatMessage[]): ChatMessage[] {
  *   { role: 'assistant', reasoning_content: 'r', tool_calls: [{ function: { name: 'f', arguments: '{}' } }] },
  *   { role: 'tool', content: 'ok' },
  * ];
- * visibleContext(msgs, 'thinking')[1]!.reasoning_content; // 'r'
- * visibleContext(msgs, 'chat')[1]!.reasoning_content; // undefined
+ * visibleContext(msgs, 'thinking')[1]!.reasoning_content; // => 'r'
+ * visibleContext(msgs, 'chat')[1]!.reasoning_content; // => undefined
+ * visibleContext([...msgs, { role: 'user', content: 'next' }], 'thinking')[1]!.reasoning_content; // => undefined
+ * visibleContext(msgs, 'chat')[1]!.tool_calls!.length; // => 1
  * ```
  */
 export function visibleContext(messages: readonly ChatMessage[], thinkingMode: ThinkingMode): ChatMessage[] {
@@ -116,7 +142,18 @@ export function visibleContext(messages: readonly ChatMessage[], thinkingMode: T
 
 // --- Validation ---
 
-/** Short description of a received value for error messages. */
+/**
+ * Short description of a received value for error messages: strings quoted (cut at 60 characters), arrays by their
+ * length, objects as Python JSON (cut at 60 characters), bigints with `n`, everything else with `String`.
+ *
+ * @example
+ * ```ts
+ * describeValue('hi'); // => '"hi"'
+ * describeValue([1, 2]); // => 'an array of length 2'
+ * describeValue({ a: 1 }); // => '{"a": 1}'
+ * describeValue(undefined); // => 'undefined'
+ * ```
+ */
 export function describeValue(v: unknown): string {
   if (v === undefined) return 'undefined';
   if (typeof v === 'string') return JSON.stringify(v.length > 60 ? v.slice(0, 57) + '...' : v);
@@ -140,6 +177,17 @@ const isStringOrNone = (v: unknown): boolean => v === undefined || v === null ||
  * message (`label(i)`, e.g. `messages[2]`), the field, what was expected and what was received.
  * Order-dependent checks (tool results after tool calls, the thinking-mode assistant requirement) are done by the
  * encoder on the messages it renders, as the official encoder does.
+ *
+ * @param messages the value to check. @param fn the caller's name for the message, e.g. `encodeMessages()`.
+ * @param label names message i in the message (default `messages[i]`).
+ * @throws TypeError / RangeError as described.
+ * @example
+ * ```ts
+ * validateMessages([{ role: 'user', content: 'hi' }], 'f()'); // passes: returns nothing
+ * let message = '';
+ * try { validateMessages([{ role: 'bot' }], 'f()'); } catch (e) { message = (e as Error).message; }
+ * message; // => "f(): messages[0].role must be one of system, developer, user, assistant, tool but got \"bot\""
+ * ```
  */
 export function validateMessages(messages: unknown, fn: string, label: (i: number) => string = (i) => `messages[${i}]`): asserts messages is ChatMessage[] {
   if (!Array.isArray(messages)) throw new TypeError(`${fn}: messages must be an array but got ${describeValue(messages)}`);

@@ -62,11 +62,16 @@ export const RESPONSE_FORMAT_PREFIX = '## Response Format:\n\nYou MUST strictly 
 // --- Blocks ---
 
 /**
- * The tools block for OpenAI-style tools: each `tool.function` as one `json.dumps` line inside `<functions>`.
+ * The tools block for OpenAI-style tools (official `tools_template`): {@link TOOLS_TEMPLATE} with `{tool_schemas}`
+ * replaced by each `tool.function` as one `json.dumps(…, ensure_ascii=False)` line, in order.
  *
+ * @param tools the tools of a system or developer message.
+ * @returns the block, starting with `## Tools` and ending with `</functions>` and a newline.
  * @example
  * ```ts
- * renderTools([{ type: 'function', function: { name: 'f' } }]).endsWith('<functions>\n{"name": "f"}\n</functions>\n'); // true
+ * const block = renderTools([{ type: 'function', function: { name: 'f', parameters: { type: 'object' } } }]);
+ * block.startsWith('## Tools\n'); // => true
+ * block.endsWith('<functions>\n{"name": "f", "parameters": {"type": "object"}}\n</functions>\n'); // => true
  * ```
  */
 export function renderTools(tools: readonly ToolSpec[]): string {
@@ -79,10 +84,20 @@ export function renderTools(tools: readonly ToolSpec[]): string {
  * other value as Python JSON with `string="false"` (official `encode_arguments_to_dsml`).
  * Throws `TypeError` if `argumentsJson` is not a JSON object.
  *
+ *   {"k": "v"}  →  <｜DSML｜parameter name="k" string="true">v</｜DSML｜parameter>
+ *   {"k": 2.0}  →  <｜DSML｜parameter name="k" string="false">2.0</｜DSML｜parameter>
+ *
+ * Number kinds survive: `2.0` stays `2.0` and `1e5` becomes `100000.0` (Python floats), see `pyjson.ts`.
+ *
+ * @param argumentsJson a tool call's `function.arguments` (a JSON object as text).
+ * @param where names the argument in the error message.
+ * @returns the parameter lines joined by `\n` (empty for `{}`).
  * @example
  * ```ts
- * encodeArgumentsToDsml('{"city": "Paris", "days": 2.0}');
- * // '<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n<｜DSML｜parameter name="days" string="false">2.0</｜DSML｜parameter>'
+ * const lines = encodeArgumentsToDsml('{"city": "Paris", "days": 2.0}').split('\n');
+ * lines[0]; // => '<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>'
+ * lines[1]; // => '<｜DSML｜parameter name="days" string="false">2.0</｜DSML｜parameter>'
+ * encodeArgumentsToDsml('{}'); // => ''
  * ```
  */
 export function encodeArgumentsToDsml(argumentsJson: string, where = 'encodeArgumentsToDsml(): arguments'): string {
@@ -202,10 +217,19 @@ export interface EncodeOptions {
  * with no assistant before it is a `RangeError`; developer messages before the last user message are kept (see
  * `dropThinking`). JSON numbers follow `pyjson.ts` (docs/deviations.md "Chat encoding and context management").
  *
+ * @param messages the messages to render, oldest first. @param options thinking mode, retention rule, context, BOS.
+ * @returns the prompt string.
  * @example
  * ```ts
- * encodeMessages([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello' }], { thinkingMode: 'chat' });
- * // '<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜></think>Hello<｜end▁of▁sentence｜>'
+ * import type { ChatMessage } from 'dsv32/context';
+ * encodeMessages([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello' }], { thinkingMode: 'chat' }); // => '<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜></think>Hello<｜end▁of▁sentence｜>'
+ * // thinking mode: the last user turn opens <think>; earlier reasoning is dropped (paper §3.2.1)
+ * const turns: ChatMessage[] = [
+ *   { role: 'user', content: 'a' },
+ *   { role: 'assistant', reasoning_content: 'r', content: 'b' },
+ *   { role: 'user', content: 'c' },
+ * ];
+ * encodeMessages(turns, { thinkingMode: 'thinking' }); // => '<｜begin▁of▁sentence｜><｜User｜>a<｜Assistant｜></think>b<｜end▁of▁sentence｜><｜User｜>c<｜Assistant｜><think>'
  * ```
  */
 export function encodeMessages(messages: readonly ChatMessage[], options: EncodeOptions): string {
@@ -273,10 +297,14 @@ function readUntil(text: string, from: number, stops: readonly string[]): { end:
  * of the text and `string="false"` values that are not JSON (the official parser accepts both and returns unusable
  * arguments).
  *
+ * @param text the completion, exactly as generated (ends with EOS). @param options the thinking mode of the prompt.
+ * @returns the assistant message; `encodeMessages` renders it back to `text` (tested round trip).
+ * @throws CompletionParseError as described; TypeError / RangeError for bad arguments.
  * @example
  * ```ts
- * parseCompletion('ok</think>Hi<｜end▁of▁sentence｜>', { thinkingMode: 'thinking' });
- * // { role: 'assistant', content: 'Hi', reasoning_content: 'ok', tool_calls: [] }
+ * parseCompletion('ok</think>Hi<｜end▁of▁sentence｜>', { thinkingMode: 'thinking' }); // => { role: 'assistant', content: 'Hi', reasoning_content: 'ok', tool_calls: [] }
+ * const call = 'Let me look.\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="get">\n<｜DSML｜parameter name="id" string="false">7</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls><｜end▁of▁sentence｜>';
+ * parseCompletion(call, { thinkingMode: 'chat' }).tool_calls; // => [{ type: 'function', function: { name: 'get', arguments: '{"id": 7}' } }]
  * ```
  */
 export function parseCompletion(text: string, options: { thinkingMode: ThinkingMode }): ParsedMessage {

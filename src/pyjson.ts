@@ -45,12 +45,16 @@ export type PyJson =
  * `repr(float)` as Python prints it: the shortest round-trip digits, fixed notation when the decimal exponent is in
  * [-4, 16), otherwise `d.ddde±XX` (at least two exponent digits); integral values keep `.0`.
  *
+ * @param x any float64 (NaN and ±Infinity print as Python's `json.dumps` writes them).
+ * @returns the Python text of the float.
  * @example
  * ```ts
- * pyFloatRepr(1); // '1.0'
- * pyFloatRepr(1e-7); // '1e-07'
- * pyFloatRepr(1e16); // '1e+16'
- * pyFloatRepr(123.5); // '123.5'
+ * pyFloatRepr(1); // => '1.0'
+ * pyFloatRepr(1e-7); // => '1e-07'
+ * pyFloatRepr(1e16); // => '1e+16'
+ * pyFloatRepr(123.5); // => '123.5'
+ * pyFloatRepr(0.0001); // => '0.0001'
+ * pyFloatRepr(-Infinity); // => '-Infinity'
  * ```
  */
 export function pyFloatRepr(x: number): string {
@@ -92,7 +96,16 @@ export function pyFloatRepr(x: number): string {
 
 const ESCAPES: Record<string, string> = { '"': '\\"', '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\b': '\\b', '\f': '\\f' };
 
-/** A JSON string literal as `json.dumps(s, ensure_ascii=False)` writes it. */
+/**
+ * A JSON string literal as `json.dumps(s, ensure_ascii=False)` writes it: `"` and `\\` escaped, `\n \r \t \b \f` as
+ * two-character escapes, other control characters as `\u00xx`, everything else (non-ASCII included) raw.
+ *
+ * @example
+ * ```ts
+ * pyJsonString('é"\n'); // => '"é\\"\\n"'
+ * pyJsonString('\u0001'); // => '"\\u0001"'
+ * ```
+ */
 export function pyJsonString(s: string): string {
   // eslint-disable-next-line no-control-regex
   return `"${s.replace(/[\u0000-\u001f"\\]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
@@ -108,9 +121,13 @@ export function pyJsonString(s: string): string {
  * @deviation A plain JS number cannot say whether Python held it as int or float: integral numbers print as ints.
  * Values read with {@link parsePyJson} (tool-call arguments, the CLI input file) keep the exact Python kinds.
  *
+ * @param value a JSON value (see {@link PyJson}).
+ * @returns the text, with `", "` and `": "` separators.
  * @example
  * ```ts
- * pyJsonDumps({ a: [1, new PyFloat(2), 'é\n'], b: null }); // '{"a": [1, 2.0, "é\\n"], "b": null}'
+ * pyJsonDumps({ a: [1, new PyFloat(2), 'é\n'], b: null }); // => '{"a": [1, 2.0, "é\\n"], "b": null}'
+ * pyJsonDumps(0.5); // => '0.5'
+ * pyJsonDumps(new PyDict([['2', 1], ['1', 2]])); // => '{"2": 1, "1": 2}'
  * ```
  */
 export function pyJsonDumps(value: PyJson): string {
@@ -130,7 +147,17 @@ export function pyJsonDumps(value: PyJson): string {
 
 // --- Reading: json.loads ---
 
-/** Reads `obj[key]` from a plain object or a {@link PyDict} (last duplicate wins, as in a Python dict). */
+/**
+ * Reads `obj[key]` from a plain object or a {@link PyDict} (last duplicate wins, as in a Python dict); `undefined`
+ * for a missing key or a value that is not an object.
+ *
+ * @example
+ * ```ts
+ * pyGet(parsePyJson('{"2": "b", "1": "a"}'), '1'); // => 'a'
+ * pyGet({ x: 1 }, 'y'); // => undefined
+ * pyGet([1], '0'); // => undefined
+ * ```
+ */
 export function pyGet(obj: PyJson | undefined, key: string): PyJson | undefined {
   if (obj instanceof PyDict) return obj.entries.find(([k]) => k === key)?.[1];
   if (obj !== null && typeof obj === 'object' && !Array.isArray(obj) && !(obj instanceof PyFloat)) {
@@ -139,7 +166,17 @@ export function pyGet(obj: PyJson | undefined, key: string): PyJson | undefined 
   return undefined;
 }
 
-/** True for a JSON object (plain object or {@link PyDict}). */
+/**
+ * True for a JSON object (plain object or {@link PyDict}); false for arrays, {@link PyFloat}, null and scalars.
+ *
+ * @example
+ * ```ts
+ * isPyObject({}); // => true
+ * isPyObject(new PyDict([])); // => true
+ * isPyObject([]); // => false
+ * isPyObject(new PyFloat(1)); // => false
+ * ```
+ */
 export function isPyObject(v: unknown): v is PyDict | { [key: string]: PyJson } {
   return v instanceof PyDict || (v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof PyFloat));
 }
@@ -149,10 +186,15 @@ export function isPyObject(v: unknown): v is PyDict | { [key: string]: PyJson } 
  * default decoder accepts: standard JSON plus the literals `NaN`, `Infinity`, `-Infinity`; duplicate keys keep the
  * first position and the last value. Throws `SyntaxError` naming the position.
  *
+ * @param text JSON text (Python's dialect, see above).
+ * @returns the value: integers as `number` (safe range) or `bigint`, floats as {@link PyFloat}, objects as plain
+ *   objects or {@link PyDict}.
+ * @throws SyntaxError naming the position and the text near it.
  * @example
  * ```ts
- * pyJsonDumps(parsePyJson('{"x": 1.0, "2": 1e5, "n": 12345678901234567890}'));
- * // '{"x": 1.0, "2": 100000.0, "n": 12345678901234567890}'
+ * pyJsonDumps(parsePyJson('{"x": 1.0, "2": 1e5, "n": 12345678901234567890}')); // => '{"x": 1.0, "2": 100000.0, "n": 12345678901234567890}'
+ * parsePyJson('1e5') instanceof PyFloat; // => true
+ * parsePyJson('[1, NaN]'); // => [1, { value: NaN }]
  * ```
  */
 export function parsePyJson(text: string): PyJson {
