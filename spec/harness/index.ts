@@ -25,14 +25,12 @@ export function assertClose(actual: Numeric, expected: Numeric, { atol = 0, rtol
   const a = flat(actual);
   const e = flat(expected);
   expect(a.length, 'length').toBe(e.length);
-  for (let i = 0; i < e.length; i++) {
-    if (Number.isNaN(e[i]!)) {
-      expect(Number.isNaN(a[i]!), `element ${i}: expected NaN, got ${a[i]}`).toBe(true);
-      continue;
-    }
-    const tol = atol + rtol * Math.abs(e[i]!);
-    expect(Math.abs(a[i]! - e[i]!) <= tol, `element ${i}: got ${a[i]}, expected ${e[i]} (atol ${atol}, rtol ${rtol})`).toBe(true);
+  const bad: string[] = [];
+  for (let i = 0; i < e.length && bad.length < 5; i++) {
+    const ok = Number.isNaN(e[i]!) ? Number.isNaN(a[i]!) : Math.abs(a[i]! - e[i]!) <= atol + rtol * Math.abs(e[i]!);
+    if (!ok) bad.push(`element ${i}: got ${a[i]}, expected ${e[i]}`);
   }
+  expect(bad, `assertClose (atol ${atol}, rtol ${rtol})`).toEqual([]);
 }
 
 /** Asserts a tensor's (or shape-bearing object's) shape. */
