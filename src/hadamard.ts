@@ -31,8 +31,8 @@ function isPowerOfTwo(n: number): boolean {
  * ```
  */
 export function hadamardMatrix(n: number): Float32Array {
-  if (!isPowerOfTwo(n) || n > 1 << 14) {
-    throw new RangeError(`hadamardMatrix(): n must be a power of two ≤ 16384 but got ${n}`);
+  if (!isPowerOfTwo(n) || n > 1 << 12) {
+    throw new RangeError(`hadamardMatrix(): n must be a power of two ≤ 4096 but got ${n}`);
   }
   let h = cache.get(n);
   if (!h) {
@@ -61,8 +61,8 @@ export function hadamardMatrix(n: number): Float32Array {
 export function hadamard(x: tf.Tensor): tf.Tensor {
   if (x.rank < 1) throw new RangeError(`hadamard(): x must have rank ≥ 1 but got a scalar`);
   const n = x.shape[x.rank - 1]!;
-  if (!isPowerOfTwo(n) || n > 1 << 14) {
-    throw new RangeError(`hadamard(): last dim of x must be a power of two ≤ 16384 but got ${n}`);
+  if (!isPowerOfTwo(n) || n > 1 << 12) {
+    throw new RangeError(`hadamard(): last dim of x must be a power of two ≤ 4096 but got ${n}`);
   }
   const h = hadamardMatrix(n);
   return tf.tidy(() => {
