@@ -136,9 +136,9 @@ function checkStep(
   }
   const opts = { config, maxSeqLen };
   try {
-    const { normalized } = mlaLatent(x, w, st.start_pos, opts);
+    const { normalized, latent, kPe } = mlaLatent(x, w, st.start_pos, opts);
     latents.push(normalized.dataSync() as Float32Array);
-    normalized.dispose();
+    tf.dispose([normalized, latent, kPe]);
     const r = mlaForward(x, w, cache, st.start_pos, opts);
     const rows: CheckResult[] = [];
     rows.push(compareRow(caseName, 'attn.qr', r.qr.dataSync(), readExpected(trace, st.step, layer, 'attn.qr'), st.step, layer));
