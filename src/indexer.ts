@@ -133,6 +133,8 @@ export interface IndexerRecord {
  * product carries a float32 rounding error ≤ ~DI · 2⁻²⁴ · Σ|q₈ k₈| — the same order as the official
  * kernel's, whose summation order differs.
  *
+ * @deviation a float32 `matMul` of the e4m3 values instead of the TileLang FP8 GEMM: equal up to the
+ *   float32 summation order (see docs/deviations.md).
  * @param q8 [T, HI, DI] quantized queries (any float values work; the exact variant passes q).
  * @param weights [T, HI] head weights w' (q scales and constants folded in).
  * @param keys [S, DI] cached quantized keys k₈.

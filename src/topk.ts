@@ -58,7 +58,8 @@ export function selectTopK(scores: tf.Tensor2D, startPos: number, k: number): tf
     );
   }
   const width = Math.min(k, S);
-  const values = scores.dataSync();
+  const data = scores.dataSync();
+  const values = data instanceof Float32Array ? data : Float32Array.from(data);
   const out = new Int32Array(T * width).fill(-1);
   for (let i = 0; i < T; i++) {
     const t = startPos + i;

@@ -336,7 +336,7 @@ function runStep(
   } catch (e) {
     return { rows: [fail(name, 'indexer.score', `step ${st.step}: ${(e as Error).message}`, st.step, L)], ran: scores !== undefined };
   } finally {
-    tf.dispose([x, qr, scores, topk, record.q, record.k, record.qScale, record.kScale].filter((t): t is tf.Tensor => t !== undefined));
+    tf.dispose([x, qr, scores, topk, record.q, record.k, record.qScale, record.kScale].filter((t) => t !== undefined) as tf.Tensor[]);
   }
 }
 
