@@ -222,6 +222,16 @@ function inputs(d: Dims, L: number, seed: number): { x: Float32Array; qr: Float3
   return { x: randArray(rand, L * d.D, 2), qr: randArray(rand, L * d.Dq, 2) };
 }
 
+/*
+ * The FP8 error bound (one e4m3 quantum per element, propagated through Eq. 1).
+ * Let q̃ = Hd(q), k̃ = Hd(k) (Hd orthonormal, so q̃·k̃ = q·k) and q̂ = s_q·e4m3(q̃/s_q), k̂ likewise.
+ * e4m3 has 3 mantissa bits: rounding a normal value moves it by ≤ 2⁻⁴ of itself; a subnormal by ≤ half
+ * the spacing 2⁻⁹, i.e. 2⁻¹⁰ in units of s. The scale s ≤ 2·amax/448 (ue8m0 rounds amax/448 up to a
+ * power of two), so |q̂_i − q̃_i| ≤ δq_i = 2⁻⁴|q̃_i| + 2⁻¹⁰·2·amax_q/448 (saturation at 448 costs only
+ * float32 rounding). Then |q̂·k̂ − q̃·k̃| ≤ Σ_i δq_i|k̃_i| + |q̃_i|δk_i + δq_i·δk_i, ReLU is 1-Lipschitz,
+ * and the scales are folded exactly, so |I_fp8 − I_exact| ≤ Σ_j |w_j|·HI^-½·DI^-½·(that sum), plus
+ * float32 rounding (slack 1e-5 · Σ_j |w_j| Σ_i |q̃_i k̃_i|).
+ */
 describeEachBackend('indexerScores (Eq. 1, official FP8 form)', () => {
   it('FP8 scores lie within the e4m3 rounding bound of the exact Eq. 1 scores (property)', async () => {
     await fc.assert(
