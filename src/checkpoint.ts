@@ -1,0 +1,354 @@
+/**
+ * Checkpoint → weight records. Reads a released-format DeepSeek-V3.2 checkpoint (Hugging Face tensor
+ * names, DSA.md §7.1) into plain records named as the official inference code names its modules
+ * (convert.py mapping, DSA.md §7.2), dequantizing FP8 weights on the way.
+ *
+ * | HF name (`model.layers.N.` prefix)              | record                    |
+ * |-------------------------------------------------|---------------------------|
+ * | input_layernorm / post_attention_layernorm      | attn_norm / ffn_norm      |
+ * | self_attn.q_a_proj / q_a_layernorm / q_b_proj   | attn.wq_a / q_norm / wq_b |
+ * | self_attn.kv_a_proj_with_mqa / kv_a_layernorm   | attn.wkv_a / kv_norm      |
+ * | self_attn.kv_b_proj / o_proj                    | attn.wkv_b / wo           |
+ * | self_attn.indexer.{wq_b, wk, k_norm, weights_proj} | attn.indexer.* (same names) |
+ * | mlp.{gate_proj, down_proj, up_proj} (dense)     | ffn.dense.{w1, w2, w3}    |
+ * | mlp.gate.weight / e_score_correction_bias       | ffn.moe.gate.weight / bias |
+ * | mlp.experts.J.* / mlp.shared_experts.*          | ffn.moe.experts[J] / shared |
+ * | model.embed_tokens / model.norm / lm_head       | embed / norm / head       |
+ *
+ * FP8: an `F8_E4M3` `.weight` comes with `.weight_scale_inv` [⌈out/b⌉, ⌈in/b⌉] (b = 128), and
+ * W[i, j] = e4m3(W₈[i, j]) · scale[⌊i/b⌋, ⌊j/b⌋] — the scale is a MULTIPLIER despite its name (official
+ * `weight_dequant`, `fp8_gemm`); edge blocks are partial (576 rows → 5 scale rows).
+ */
+import { tf } from './backend.ts';
+import type { ModelConfig } from './config.ts';
+import type { Checkpoint, Dtype } from './safetensors.ts';
+
+// --- Records (official inference names) ---
+
+/** A Linear layer y = x · Wᵀ. */
+export interface Linear {
+  /** [out, in] float32, dequantized */
+  weight: tf.Tensor2D;
+  /** the checkpoint stored it as F8_E4M3: the official code block-quantizes activations before it */
+  fp8: boolean;
+}
+
+/** Lightning indexer of one layer (official `Indexer`). */
+export interface IndexerWeights {
+  /** [HI·DI, Dq] */
+  wq_b: Linear;
+  /** [DI, D] */
+  wk: Linear;
+  /** LayerNorm over DI */
+  k_norm: { weight: tf.Tensor1D; bias: tf.Tensor1D };
+  /** [HI, D] */
+  weights_proj: Linear;
+}
+
+/** MLA of one layer (official `MLA`). */
+export interface AttentionWeights {
+  /** [Dq, D] */
+  wq_a: Linear;
+  /** [Dq] */
+  q_norm: tf.Tensor1D;
+  /** [H·Dqk, Dq] */
+  wq_b: Linear;
+  /** [C+R, D] (rows 0..C-1 latent, C..C+R-1 shared rope key) */
+  wkv_a: Linear;
+  /** [C] */
+  kv_norm: tf.Tensor1D;
+  /** [H·(Dn+Dv), C] (per head: Dn rows of W_UK, then Dv rows of W_UV) */
+  wkv_b: Linear;
+  /** [D, H·Dv] */
+  wo: Linear;
+  indexer: IndexerWeights;
+}
+
+/** SwiGLU FFN: w2(silu(w1 x) · w3 x). */
+export interface FfnWeights {
+  /** gate_proj [I, D] */
+  w1: Linear;
+  /** down_proj [D, I] */
+  w2: Linear;
+  /** up_proj [I, D] */
+  w3: Linear;
+}
+
+/** MoE of one layer (official `MoE`, `Gate`). */
+export interface MoeWeights {
+  /** weight [E, D]; bias [E] = e_score_correction_bias (null when the checkpoint has none and topk_method ≠ noaux_tc) */
+  gate: { weight: tf.Tensor2D; bias: tf.Tensor1D | null };
+  /** E routed experts, I = moe_intermediate_size */
+  experts: FfnWeights[];
+  /** shared experts as one MLP of width n_shared_experts · moe_intermediate_size; null when n_shared_experts = 0 */
+  shared: FfnWeights | null;
+}
+
+/** All weights of one transformer block. */
+export interface LayerWeights {
+  /** [D] */
+  attn_norm: tf.Tensor1D;
+  /** [D] */
+  ffn_norm: tf.Tensor1D;
+  attn: AttentionWeights;
+  ffn: { kind: 'dense'; dense: FfnWeights } | { kind: 'moe'; moe: MoeWeights };
+}
+
+/** Embedding, final norm and output head. */
+export interface GlobalWeights {
+  /** [V, D] */
+  embed: tf.Tensor2D;
+  /** [D] */
+  norm: tf.Tensor1D;
+  /** [V, D] */
+  head: tf.Tensor2D;
+}
+
+/** A tensor that is missing, of the wrong shape or of the wrong dtype. */
+export class CheckpointError extends Error {
+  constructor(
+    readonly tensor: string,
+    readonly expected: string,
+    readonly actual: string,
+    where: string,
+  ) {
+    super(`${where}: tensor "${tensor}": expected ${expected} but got ${actual}`);
+    this.name = 'CheckpointError';
+  }
+}
+
+// --- Loading helpers ---
+
+const PLAIN_FLOAT: ReadonlySet<Dtype> = new Set(['F32', 'BF16', 'F16', 'F64']);
+
+/** Collects every tensor made so that a failure disposes the partial result. */
+class Loader {
+  readonly made: tf.Tensor[] = [];
+  constructor(
+    readonly ckpt: Checkpoint,
+    readonly where: string,
+    readonly block: [number, number],
+  ) {}
+
+  private check(name: string, shape: number[], allowed: ReadonlySet<Dtype>): Dtype {
+    if (!this.ckpt.has(name)) throw new CheckpointError(name, `shape [${shape.join(', ')}]`, 'no such tensor in the checkpoint', this.where);
+    const info = this.ckpt.info(name);
+    if (!allowed.has(info.dtype)) {
+      throw new CheckpointError(name, `dtype ${[...allowed].join(' or ')}`, info.dtype, this.where);
+    }
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+      throw new CheckpointError(name, `shape [${shape.join(', ')}]`, `[${info.shape.join(', ')}]`, this.where);
+    }
+    return info.dtype;
+  }
+
+  private keep<T extends tf.Tensor>(t: T): T {
+    this.made.push(t);
+    return t;
+  }
+
+  /** A float (non-FP8) tensor as float32. */
+  plain(name: string, shape: number[]): tf.Tensor {
+    this.check(name, shape, PLAIN_FLOAT);
+    return this.keep(tf.tensor(this.ckpt.read(name) as Float32Array, shape, 'float32'));
+  }
+
+  vector(name: string, n: number): tf.Tensor1D {
+    return this.plain(name, [n]) as tf.Tensor1D;
+  }
+
+  matrix(name: string, rows: number, cols: number): tf.Tensor2D {
+    return this.plain(name, [rows, cols]) as tf.Tensor2D;
+  }
+
+  /** `<prefix>.weight` [out, in] (+ `.weight_scale_inv` when F8_E4M3) → Linear. */
+  linear(prefix: string, out: number, inDim: number): Linear {
+    const wName = `${prefix}.weight`;
+    const sName = `${prefix}.weight_scale_inv`;
+    const dtype = this.check(wName, [out, inDim], new Set([...PLAIN_FLOAT, 'F8_E4M3']));
+    if (dtype !== 'F8_E4M3') {
+      if (this.ckpt.has(sName)) {
+        throw new CheckpointError(sName, `no scale for a ${dtype} weight`, 'a weight_scale_inv tensor', this.where);
+      }
+      return { weight: this.matrix(wName, out, inDim), fp8: false };
+    }
+    const [b0, b1] = this.block;
+    const sRows = Math.ceil(out / b0);
+    const sCols = Math.ceil(inDim / b1);
+    this.check(sName, [sRows, sCols], PLAIN_FLOAT);
+    const w8 = this.ckpt.read(wName) as Float32Array; // e4m3 values, decoded
+    const scale = this.ckpt.read(sName) as Float32Array;
+    // W[i, j] = W₈[i, j] · scale[⌊i/b0⌋, ⌊j/b1⌋], each product rounded to float32
+    const w = new Float32Array(out * inDim);
+    for (let i = 0; i < out; i++) {
+      const sRow = Math.floor(i / b0) * sCols;
+      const base = i * inDim;
+      for (let j = 0; j < inDim; j++) w[base + j] = w8[base + j]! * scale[sRow + Math.floor(j / b1)]!;
+    }
+    return { weight: this.keep(tf.tensor2d(w, [out, inDim])), fp8: true };
+  }
+
+  ffn(prefix: string, inner: number, dim: number): FfnWeights {
+    return {
+      w1: this.linear(`${prefix}.gate_proj`, inner, dim),
+      w2: this.linear(`${prefix}.down_proj`, dim, inner),
+      w3: this.linear(`${prefix}.up_proj`, inner, dim),
+    };
+  }
+
+  disposeAll(): void {
+    for (const t of this.made) t.dispose();
+  }
+}
+
+function blockOf(config: ModelConfig): [number, number] {
+  return config.quantization_config?.weight_block_size ?? [128, 128];
+}
+
+function guarded<T>(loader: Loader, build: () => T): T {
+  try {
+    return build();
+  } catch (e) {
+    loader.disposeAll();
+    throw e;
+  }
+}
+
+// --- Public loaders ---
+
+/**
+ * Loads the weights of transformer block `layer` (0 ≤ layer < num_hidden_layers; the MTP layer is not
+ * loaded, as in convert.py). Layers below `first_k_dense_replace` get a dense FFN, the rest a MoE.
+ * Shapes are checked against the config; FP8 weights are dequantized (see the module comment).
+ * On any error every tensor loaded so far is disposed: nothing is half-loaded.
+ *
+ * @param ckpt an open checkpoint ({@link openCheckpoint})
+ * @param config its validated config
+ * @param layer block index
+ * @returns the records; free them with {@link disposeLayerWeights}
+ * @throws CheckpointError naming the tensor, the expected and the actual shape/dtype, or that it is missing
+ * @example
+ * ```ts
+ * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
+ * const w = loadLayerWeights(ckpt, loadConfig('fixtures/golden/public-fp8/config.json'), 1);
+ * w.attn.wkv_a.weight.shape; // [160, 256]
+ * w.attn.wkv_a.fp8;          // true
+ * w.ffn.kind;                // 'moe'
+ * disposeLayerWeights(w);
+ * ```
+ */
+export function loadLayerWeights(ckpt: Checkpoint, config: ModelConfig, layer: number): LayerWeights {
+  const where = `loadLayerWeights(layer ${layer})`;
+  if (!Number.isSafeInteger(layer) || layer < 0 || layer >= config.num_hidden_layers) {
+    throw new RangeError(`loadLayerWeights(): layer must be an integer in [0, ${config.num_hidden_layers}) but got ${layer}`);
+  }
+  const c = config;
+  const L = new Loader(ckpt, where, blockOf(c));
+  const p = `model.layers.${layer}.`;
+  const D = c.hidden_size;
+  const H = c.num_attention_heads;
+  const qkHead = c.qk_nope_head_dim + c.qk_rope_head_dim;
+  return guarded(L, () => {
+    const attn: AttentionWeights = {
+      wq_a: L.linear(`${p}self_attn.q_a_proj`, c.q_lora_rank, D),
+      q_norm: L.vector(`${p}self_attn.q_a_layernorm.weight`, c.q_lora_rank),
+      wq_b: L.linear(`${p}self_attn.q_b_proj`, H * qkHead, c.q_lora_rank),
+      wkv_a: L.linear(`${p}self_attn.kv_a_proj_with_mqa`, c.kv_lora_rank + c.qk_rope_head_dim, D),
+      kv_norm: L.vector(`${p}self_attn.kv_a_layernorm.weight`, c.kv_lora_rank),
+      wkv_b: L.linear(`${p}self_attn.kv_b_proj`, H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
+      wo: L.linear(`${p}self_attn.o_proj`, D, H * c.v_head_dim),
+      indexer: {
+        wq_b: L.linear(`${p}self_attn.indexer.wq_b`, c.index_n_heads * c.index_head_dim, c.q_lora_rank),
+        wk: L.linear(`${p}self_attn.indexer.wk`, c.index_head_dim, D),
+        k_norm: {
+          weight: L.vector(`${p}self_attn.indexer.k_norm.weight`, c.index_head_dim),
+          bias: L.vector(`${p}self_attn.indexer.k_norm.bias`, c.index_head_dim),
+        },
+        weights_proj: L.linear(`${p}self_attn.indexer.weights_proj`, c.index_n_heads, D),
+      },
+    };
+    let ffn: LayerWeights['ffn'];
+    if (layer < c.first_k_dense_replace) {
+      ffn = { kind: 'dense', dense: L.ffn(`${p}mlp`, c.intermediate_size, D) };
+    } else {
+      const biasName = `${p}mlp.gate.e_score_correction_bias`;
+      const gate = {
+        weight: L.matrix(`${p}mlp.gate.weight`, c.n_routed_experts, D),
+        // noaux_tc needs the correction bias; other methods use it only if the checkpoint has one
+        bias: c.topk_method === 'noaux_tc' || ckpt.has(biasName) ? L.vector(biasName, c.n_routed_experts) : null,
+      };
+      const experts: FfnWeights[] = [];
+      for (let j = 0; j < c.n_routed_experts; j++) {
+        experts.push(L.ffn(`${p}mlp.experts.${j}`, c.moe_intermediate_size, D));
+      }
+      const shared =
+        c.n_shared_experts > 0 ? L.ffn(`${p}mlp.shared_experts`, c.n_shared_experts * c.moe_intermediate_size, D) : null;
+      ffn = { kind: 'moe', moe: { gate, experts, shared } };
+    }
+    return {
+      attn_norm: L.vector(`${p}input_layernorm.weight`, D),
+      ffn_norm: L.vector(`${p}post_attention_layernorm.weight`, D),
+      attn,
+      ffn,
+    };
+  });
+}
+
+/**
+ * Loads the embedding `model.embed_tokens.weight` [V, D], the final norm `model.norm.weight` [D] and the
+ * output head `lm_head.weight` [V, D] (released as BF16; FP8 is not accepted for them, as in the
+ * official code where embed and head are plain bf16 modules).
+ *
+ * @example
+ * ```ts
+ * const g = loadGlobalWeights(openCheckpoint('fixtures/golden/public-fp8'), config);
+ * g.head.shape; // [512, 256]
+ * ```
+ */
+export function loadGlobalWeights(ckpt: Checkpoint, config: ModelConfig): GlobalWeights {
+  const L = new Loader(ckpt, 'loadGlobalWeights()', blockOf(config));
+  const V = config.vocab_size;
+  const D = config.hidden_size;
+  return guarded(L, () => ({
+    embed: L.matrix('model.embed_tokens.weight', V, D),
+    norm: L.vector('model.norm.weight', D),
+    head: L.matrix('lm_head.weight', V, D),
+  }));
+}
+
+/** Every tensor of a {@link LayerWeights} record, for disposal or accounting. */
+export function layerTensors(w: LayerWeights): tf.Tensor[] {
+  const lin = (l: Linear): tf.Tensor[] => [l.weight];
+  const ffn = (f: FfnWeights): tf.Tensor[] => [...lin(f.w1), ...lin(f.w2), ...lin(f.w3)];
+  const a = w.attn;
+  const out: tf.Tensor[] = [
+    w.attn_norm, w.ffn_norm, a.q_norm, a.kv_norm,
+    ...[a.wq_a, a.wq_b, a.wkv_a, a.wkv_b, a.wo].flatMap(lin),
+    ...[a.indexer.wq_b, a.indexer.wk, a.indexer.weights_proj].flatMap(lin),
+    a.indexer.k_norm.weight, a.indexer.k_norm.bias,
+  ];
+  if (w.ffn.kind === 'dense') out.push(...ffn(w.ffn.dense));
+  else {
+    const m = w.ffn.moe;
+    out.push(m.gate.weight, ...(m.gate.bias ? [m.gate.bias] : []), ...m.experts.flatMap(ffn));
+    if (m.shared) out.push(...ffn(m.shared));
+  }
+  return out;
+}
+
+/**
+ * Disposes every tensor of a layer record (idempotent per tensor).
+ *
+ * @example
+ * ```ts
+ * disposeLayerWeights(loadLayerWeights(ckpt, config, 0)); // tf.memory().numTensors back to before
+ * ```
+ */
+export function disposeLayerWeights(w: LayerWeights): void {
+  for (const t of layerTensors(w)) if (!t.isDisposed) t.dispose();
+}
+
+/** Disposes the tensors of a {@link GlobalWeights} record. */
+export function disposeGlobalWeights(g: GlobalWeights): void {
+  for (const t of [g.embed, g.norm, g.head]) if (!t.isDisposed) t.dispose();
+}
