@@ -320,8 +320,9 @@ export function modelForward(
       const w = weights.layers[l]!;
       const layerRouting = opts.routing?.layers[l];
       const onLayer = opts.onLayer;
+      const { routing: _record, onLayer: _observer, logits: _positions, ...modelOpts } = opts;
       const b = blockForward(h, residual, w, cache.layers[l]!, startPos, {
-        ...opts,
+        ...modelOpts,
         ...(layerRouting ? { routing: layerRouting } : {}),
         ...(onLayer ? { onTrace: (t: LayerTrace) => onLayer(l, t) } : {}),
       });

@@ -1,0 +1,303 @@
+/**
+ * Conformance on a released checkpoint (`dsv32 conformance --weights DIR [--layers 0,3] [--tokens FILE]
+ * [--expect FILE]`): runs layers of a sharded DeepSeek-V3.2 checkpoint **one layer at a time** — load
+ * the layer's weights, run the block, log activation statistics, dispose, next — so memory stays
+ * bounded by one layer's dequantized float32 weights (46 GB for the largest 671B layer, see
+ * docs/weights-streaming.md and {@link layerFloat32Bytes}), never the whole checkpoint.
+ *
+ * The token ids go through layers 0..max(layers) as one prefill at position 0 (a layer's input is the
+ * previous layer's output, so the layers before a chosen one run too); statistics are logged for every
+ * layer run, rows are reported for the chosen ones. When the run covers every layer, the final norm and
+ * head give the last position's logits.
+ *
+ * With `expectFile` (a trace in the golden fixture format, fixtures/golden/README.md), step 0 of the
+ * trace is checked: the tokens are the trace's `input.tokens[0:n]`; for each chosen layer the modules
+ * are teacher-forced from the recorded inputs (`attn.out`/`attn.qr`/`indexer.topk` from `attn.in`,
+ * `gate.*`/`ffn.out` from `ffn.in`), and the streamed activations (`stream.attn.in`, `stream.ffn.out`,
+ * `stream.logits`) are compared with the recorded ones. Tolerance `1e−4 · max(1, max|b|)`, sets for ids.
+ *
+ * Nothing throws: a missing tensor, a wrong shape or dtype is a failed row naming the tensor, what was
+ * expected and what was found, and the run stops there (no layer is used half-loaded).
+ */
+import { join } from 'node:path';
+import { tf } from '../backend.ts';
+import { loadConfig, type ModelConfig } from '../config.ts';
+import { openCheckpoint, openSafetensors, type Checkpoint, type SafetensorsFile } from '../safetensors.ts';
+import { disposeGlobalWeights, disposeLayerWeights, loadGlobalWeights, loadLayerWeights, type LayerWeights } from '../checkpoint.ts';
+import { createMlaCache, disposeMlaCache, mlaForward } from '../mla.ts';
+import { moe, swigluFfn, type LayerRouting } from '../moe.ts';
+import { blockForward, headLogits, type LayerTrace } from '../model.ts';
+import { scaleFmt } from '../config.ts';
+import { compareArrays, type CheckResult } from './types.ts';
+import { failure } from './run.ts';
+
+/** Token ids used when none are given (spread over the vocabulary, reduced modulo V). */
+export const DEFAULT_TOKENS: readonly number[] = [0, 1, 100, 1000, 5000, 20000, 64000, 128000];
+
+/** Options of {@link runWeightsConformance}. */
+export interface WeightsConformanceOptions {
+  /** checkpoint directory: config.json + model.safetensors.index.json (or one model.safetensors). */
+  weightsDir: string;
+  /** layers to report (default: the first dense and the first MoE layer). */
+  layers?: number[];
+  /** token ids (default {@link DEFAULT_TOKENS} mod V; the trace's tokens when `expectFile` is given). */
+  tokens?: number[];
+  /** a trace in the golden fixture format to compare step 0 with. */
+  expectFile?: string;
+  /** inference-time max sequence length (YaRN, softmax scale); default `max_position_embeddings`. */
+  maxSeqLen?: number;
+  /** receives one line per layer with activation statistics. */
+  log?: (line: string) => void;
+}
+
+// --- Memory bound ---
+
+/**
+ * Bytes of one layer's weights once dequantized to float32 (what {@link runWeightsConformance} holds
+ * at a time): MLA + indexer + norms + dense FFN, or + gate, E experts and the shared expert.
+ *
+ * @example
+ * ```ts
+ * import { CONFIG_671B } from 'dsv32/config';
+ * layerFloat32Bytes(CONFIG_671B, 3); // => 46084982784
+ * layerFloat32Bytes(CONFIG_671B, 0); // => 2389771264
+ * ```
+ */
+export function layerFloat32Bytes(config: ModelConfig, layer: number): number {
+  const c = config;
+  const D = c.hidden_size;
+  const H = c.num_attention_heads;
+  const attn =
+    c.q_lora_rank * D + c.q_lora_rank + H * (c.qk_nope_head_dim + c.qk_rope_head_dim) * c.q_lora_rank +
+    (c.kv_lora_rank + c.qk_rope_head_dim) * D + c.kv_lora_rank + H * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank +
+    D * H * c.v_head_dim;
+  const indexer = c.index_n_heads * c.index_head_dim * c.q_lora_rank + c.index_head_dim * D + 2 * c.index_head_dim + c.index_n_heads * D;
+  const norms = 2 * D;
+  const ffn =
+    layer < c.first_k_dense_replace
+      ? 3 * c.intermediate_size * D
+      : c.n_routed_experts * D + c.n_routed_experts + (c.n_routed_experts + c.n_shared_experts) * 3 * c.moe_intermediate_size * D;
+  return 4 * (attn + indexer + norms + ffn);
+}
+
+// --- Statistics ---
+
+/** mean, std and max|x| of a tensor, for the log. */
+export function activationStats(x: tf.Tensor): { mean: number; std: number; maxAbs: number; finite: boolean } {
+  const v = x.dataSync() as Float32Array;
+  let s = 0;
+  let s2 = 0;
+  let m = 0;
+  let finite = true;
+  for (const a of v) {
+    if (!Number.isFinite(a)) finite = false;
+    s += a;
+    s2 += a * a;
+    m = Math.max(m, Math.abs(a));
+  }
+  const mean = s / v.length;
+  return { mean, std: Math.sqrt(Math.max(0, s2 / v.length - mean * mean)), maxAbs: m, finite };
+}
+
+const fmt = (s: { mean: number; std: number; maxAbs: number }) =>
+  `mean ${s.mean.toExponential(3)} std ${s.std.toExponential(3)} max|x| ${s.maxAbs.toExponential(3)}`;
+
+// --- Run ---
+
+/**
+ * Runs the chosen layers of a released checkpoint one layer at a time (see the module comment).
+ *
+ * @returns rows: `weights.finite` per chosen layer (activations finite), the comparisons with
+ *   `expectFile`, or failed rows (`weights.load`, `weights.args`, ...) with reasons.
+ * @example
+ * ```ts
+ * const rows = await runWeightsConformance({ weightsDir: 'fixtures/golden/public-fp8', layers: [1], tokens: [3, 1, 4] });
+ * rows.every((r) => r.pass); // => true
+ * ```
+ */
+export async function runWeightsConformance(opts: WeightsConformanceOptions): Promise<CheckResult[]> {
+  const name = opts.weightsDir;
+  const log = opts.log ?? (() => {});
+  let config: ModelConfig;
+  try {
+    config = loadConfig(join(opts.weightsDir, 'config.json'));
+  } catch (e) {
+    return [failure(name, 'weights.config', (e as Error).message)];
+  }
+  const N = config.num_hidden_layers;
+  const layers = [...new Set(opts.layers ?? [0, Math.min(config.first_k_dense_replace, N - 1)])].sort((a, b) => a - b);
+  const badLayer = layers.find((l) => !Number.isInteger(l) || l < 0 || l >= N);
+  if (badLayer !== undefined || layers.length === 0) {
+    return [failure(name, 'weights.args', `layers must be integers in [0, ${N}) but got [${opts.layers}]`)];
+  }
+  const maxSeqLen = opts.maxSeqLen ?? config.max_position_embeddings;
+
+  let trace: SafetensorsFile | null = null;
+  let ckpt: Checkpoint | null = null;
+  const rows: CheckResult[] = [];
+  try {
+    let tokens = opts.tokens ?? DEFAULT_TOKENS.map((t) => t % config.vocab_size);
+    if (opts.expectFile) {
+      trace = openSafetensors(opts.expectFile);
+      const n = trace.info('step0.expected.layer0.attn.in').shape[1]!;
+      const recorded = Array.from(trace.read('input.tokens'), Number).slice(0, n);
+      if (opts.tokens && opts.tokens.join(',') !== recorded.join(',')) {
+        return [failure(name, 'weights.args', `tokens differ from the trace's input.tokens[0:${n}] (${recorded.join(',')})`)];
+      }
+      tokens = recorded;
+    }
+    const badToken = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= config.vocab_size);
+    if (badToken >= 0 || tokens.length === 0) {
+      return [failure(name, 'weights.args', `tokens must be ≥ 1 integers in [0, ${config.vocab_size}) but tokens[${badToken}] = ${tokens[badToken]}`)];
+    }
+    ckpt = openCheckpoint(opts.weightsDir);
+    rows.push(...stream(ckpt, config, layers, tokens, maxSeqLen, trace, name, log));
+  } catch (e) {
+    rows.push(failure(name, 'weights.load', (e as Error).message));
+  } finally {
+    trace?.close();
+    ckpt?.close();
+  }
+  return rows;
+}
+
+function stream(
+  ckpt: Checkpoint, config: ModelConfig, layers: number[], tokens: number[], maxSeqLen: number,
+  trace: SafetensorsFile | null, name: string, log: (line: string) => void,
+): CheckResult[] {
+  const rows: CheckResult[] = [];
+  const last = layers[layers.length - 1]!;
+  const N = config.num_hidden_layers;
+  const T = tokens.length;
+  const D = config.hidden_size;
+  const compare = (check: string, layer: number | null, actual: ArrayLike<number>, key: string): void => {
+    if (!trace || !trace.has(key)) return;
+    const c = compareArrays(actual, trace.read(key) as Float32Array, 1e-4);
+    rows.push({ case: name, check, step: 0, layer, pass: c.pass, max_abs_err: c.maxAbs, max_rel_err: c.maxRel, ...(c.reason ? { reason: c.reason } : {}) });
+  };
+  const key = (l: number, what: string) => `step0.expected.layer${l}.${what}`;
+
+  // embedding rows only; the global weights are dropped before the first layer loads
+  let h: tf.Tensor2D;
+  {
+    const g = loadGlobalWeights(ckpt, config);
+    h = tf.gather(g.embed, tokens) as tf.Tensor2D; // [T, D]
+    disposeGlobalWeights(g);
+  }
+  let residual: tf.Tensor2D | null = null;
+  try {
+    for (let l = 0; l <= last; l++) {
+      const w = loadLayerWeights(ckpt, config, l); // throws CheckpointError naming the tensor; nothing kept
+      const cache = createMlaCache();
+      try {
+        const chosen = layers.includes(l);
+        let stats = '';
+        const b = blockForward(h, residual, w, cache, 0, {
+          config, maxSeqLen,
+          onTrace: (t: LayerTrace) => {
+            stats = `attn.out ${fmt(activationStats(t.attnOut))} | ffn.out ${fmt(activationStats(t.ffnOut))}`;
+            if (chosen) {
+              compare('stream.attn.in', l, t.attnIn.dataSync(), key(l, 'attn.in'));
+              compare('stream.attn.out', l, t.attnOut.dataSync(), key(l, 'attn.out'));
+              compare('stream.ffn.out', l, t.ffnOut.dataSync(), key(l, 'ffn.out'));
+            }
+          },
+        });
+        h.dispose();
+        residual?.dispose();
+        h = b.out;
+        residual = b.residual;
+        const s = activationStats(residual);
+        log(`layer ${l}${chosen ? '' : ' (on the way)'} [${w.ffn.kind}] T=${T}: ${stats} | residual ${fmt(s)}`);
+        if (chosen) {
+          rows.push({ case: name, check: 'weights.finite', step: 0, layer: l, pass: s.finite, max_abs_err: null, max_rel_err: null, ...(s.finite ? {} : { reason: 'non-finite activations' }) });
+          if (trace) rows.push(...teacherForced(w, config, maxSeqLen, trace, l, D, name, compare));
+        }
+      } finally {
+        disposeMlaCache(cache);
+        disposeLayerWeights(w);
+      }
+    }
+    if (last === N - 1) {
+      const g = loadGlobalWeights(ckpt, config);
+      try {
+        const logits = headLogits(h, residual!, g, config.rms_norm_eps);
+        const s = activationStats(logits);
+        log(`logits (last position): ${fmt(s)}`);
+        compare('stream.logits', null, logits.dataSync(), 'step0.expected.logits');
+        logits.dispose();
+      } finally {
+        disposeGlobalWeights(g);
+      }
+    }
+  } finally {
+    h.dispose();
+    (residual as tf.Tensor2D | null)?.dispose();
+  }
+  return rows;
+}
+
+/** Layer-local checks from the recorded inputs of step 0 (prefill at position 0, fresh cache). */
+function teacherForced(
+  w: LayerWeights, config: ModelConfig, maxSeqLen: number, trace: SafetensorsFile, l: number, D: number, name: string,
+  compare: (check: string, layer: number | null, actual: ArrayLike<number>, key: string) => void,
+): CheckResult[] {
+  const rows: CheckResult[] = [];
+  const key = (what: string) => `step0.expected.layer${l}.${what}`;
+  const matrix = (k: string) => {
+    const v = trace.read(k) as Float32Array;
+    return tf.tensor2d(v, [v.length / D, D]);
+  };
+  if (trace.has(key('attn.in'))) {
+    const x = matrix(key('attn.in'));
+    const cache = createMlaCache();
+    try {
+      const a = mlaForward(x, w.attn, cache, 0, { config, maxSeqLen });
+      compare('attn.qr', l, a.qr.dataSync(), key('attn.qr'));
+      compare('attn.out', l, a.out.dataSync(), key('attn.out'));
+      if (trace.has(key('indexer.topk'))) {
+        const k = a.topk.shape[1];
+        const got = a.topk.dataSync();
+        const want = Array.from(trace.read(key('indexer.topk')), Number);
+        const bad = Array.from({ length: a.topk.shape[0] }, (_, r) => r).filter((r) => {
+          const s1 = new Set(Array.from(got.subarray(r * k, r * k + k)).filter((v) => v >= 0));
+          const s2 = new Set(want.slice(r * k, r * k + k).filter((v) => v >= 0));
+          return s1.size !== s2.size || [...s2].some((v) => !s1.has(v));
+        });
+        rows.push({ case: name, check: 'indexer.topk', step: 0, layer: l, pass: bad.length === 0 && want.length === got.length, max_abs_err: null, max_rel_err: null, ...(bad.length ? { reason: `${bad.length} rows differ as sets (first: row ${bad[0]})` } : {}) });
+      }
+      tf.dispose([a.out, a.qr, a.indexScores, a.topk]);
+    } finally {
+      disposeMlaCache(cache);
+      x.dispose();
+    }
+  }
+  if (trace.has(key('ffn.in'))) {
+    const x = matrix(key('ffn.in'));
+    try {
+      let y: tf.Tensor2D;
+      let routing: LayerRouting | null = null;
+      if (w.ffn.kind === 'dense') y = swigluFfn(x, w.ffn.dense, scaleFmt(config));
+      else ({ out: y, routing } = moe(x, w.ffn.moe, config));
+      compare('ffn.out', l, y.dataSync(), key('ffn.out'));
+      y.dispose();
+      if (routing && trace.has(key('gate.indices'))) {
+        const ids = Array.from(trace.read(key('gate.indices')), Number);
+        const k = routing.experts;
+        const aligned = new Float32Array(ids.length);
+        let sameSets = ids.length === routing.indices.length;
+        for (let i = 0; i < ids.length && sameSets; i++) {
+          const t = Math.floor(i / k);
+          const at = routing.indices.subarray(t * k, t * k + k).indexOf(ids[i]!);
+          if (at < 0) sameSets = false;
+          else aligned[i] = routing.weights[t * k + at]!;
+        }
+        rows.push({ case: name, check: 'gate.indices', step: 0, layer: l, pass: sameSets, max_abs_err: null, max_rel_err: null, ...(sameSets ? {} : { reason: 'expert id sets differ' }) });
+        if (sameSets) compare('gate.weights', l, aligned, key('gate.weights'));
+      }
+    } finally {
+      x.dispose();
+    }
+  }
+  return rows;
+}
