@@ -67,6 +67,7 @@ export function stopGradient<R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> {
  * @param rewards [G] one scalar reward per completion, G ≥ 2.
  * @returns [G]
  * @throws RangeError for G < 2 (verl passes a lone completion through with mean 0, std 1; a group of one has no baseline).
+ * @deviation G < 2 throws instead of verl's pass-through (docs/deviations.md, Training-side math).
  * @example
  * ```ts
  * groupAdvantages(tf.tensor1d([1, 0, 0.5, 0]), 'mean').arraySync(); // => [0.625, -0.375, 0.125, -0.375]
@@ -112,6 +113,7 @@ export function tokenRatio(logp: tf.Tensor2D, logpOld: tf.Tensor2D, mask: tf.Ten
  * Clipped surrogate as a loss to minimise: ℓ_{i,t} = −min(ρ Â_i, clip(ρ, 1 − clipLow, 1 + clipHigh) Â_i); 0 at padding.
  *
  * Min form (TRL, DeepSeekMath Eq. 3): no verl dual clip, so a large ρ with Â < 0 is not bounded.
+ * @deviation No dual clip and no ±20 clamp of the log-ratio (verl has both).
  * @param ratio [G, T] from {@link tokenRatio}. @param advantages [G]. @param mask [G, T].
  * @returns [G, T]
  * @example
@@ -217,6 +219,7 @@ export function opsmKeepMask(advantages: tf.Tensor1D, seqKl: tf.Tensor1D, delta:
  * - `seq-mean-token-sum-norm`: Σ_{i,t} mℓ / T, T the padded length (Dr. GRPO; not divided by G).
  *
  * G′ counts the non-empty rows: an all-padding row (an empty completion) is left out of the sequence means.
+ * @deviation Empty rows: not specified by the paper; TRL counts them (value 0), we leave them out.
  * @param perToken [G, T]. @param mask [G, T].
  * @throws RangeError when the mask holds no token at all.
  * @example

@@ -73,6 +73,7 @@ export function indexerTarget(attentionProbs: tf.Tensor3D): tf.Tensor2D {
 /**
  * Top-k selection of each row of the index scores over s ≤ t: n_t = min(k, t+1) positions, ascending, padded with −1.
  * Ties: the higher score first, then the lower position (a deterministic rule; torch.topk leaves it unspecified).
+ * @deviation Deterministic tie rule of the reference vectors (DSA.md §3.3); torch.topk's is unspecified.
  * @param indexScores [T, T] I_{t,s}. @param topk k ≥ 1.
  * @returns [T, k] int32
  * @example
@@ -139,6 +140,7 @@ export function indexerKlDense(attentionProbs: tf.Tensor3D, indexScores: tf.Tens
 /**
  * Sparse-stage indexer loss (Eq. 4): Lᴵ = Σ_t KL(p_{t,S_t} ‖ Softmax(I_{t,S_t})), S_t = {@link indexerSelection}.
  * The target is restricted to S_t and renormalised; a row whose target has no mass on S_t contributes 0.
+ * @deviation A row with no target mass on S_t contributes 0 (KL undefined there; the paper is silent).
  * The selection is discrete (no gradient); gradients reach I only at selected positions.
  * @param attentionProbs [H, T, T]. @param indexScores [T, T]. @param topk k.
  * @returns scalar

@@ -139,6 +139,7 @@ export interface TruncationOptions {
  * The kept set K_t of a top-k then top-p sampler, as vLLM / HF apply them (top-k first, then top-p on the
  * renormalised top-k distribution). Computed in float64 from the (float32) logits; pass logits / temperature.
  *
+ * @deviation The sampler's exact rule is engine-specific (GPU float32); this is the HF/vLLM semantics in float64.
  * Tie and boundary rules:
  * - top-k keeps every token whose logit is ≥ the k-th largest (ties at the k-th value are all kept, as the
  *   HF/vLLM threshold comparison does);
