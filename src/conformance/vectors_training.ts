@@ -73,12 +73,14 @@ async function checkGrpo(name: string, json: Record<string, unknown>): Promise<C
     kl: opt.kl as GrpoOptions['kl'], opsmDelta: opt.opsm_delta === null || opt.opsm_delta === undefined ? null : Number(opt.opsm_delta),
     aggregation: opt.aggregation as GrpoOptions['aggregation'],
   };
-  const t2 = (k: string) => { const a = numeric(inp[k], 2, `inputs.${k}`); return tf.tensor2d(a.data, a.shape as [number, number]); };
+  // parse every array before creating a tensor, so a malformed field leaks nothing
+  const arr2 = (k: string) => (inp[k] === undefined ? undefined : numeric(inp[k], 2, `inputs.${k}`));
   const r = numeric(inp.rewards, 1, 'inputs.rewards');
+  const [mask, logp, logpOld, logpRef, logpSampler] = ['mask', 'logp', 'logp_old', 'logp_ref', 'logp_sampler'].map(arr2);
+  if (!mask || !logp || !logpOld) throw new BadVector('inputs.mask, inputs.logp and inputs.logp_old are required');
+  const t2 = (a: { data: number[]; shape: number[] } | undefined) => (a ? tf.tensor2d(a.data, a.shape as [number, number]) : undefined);
   const inputs: GrpoInputs = {
-    rewards: tf.tensor1d(r.data), mask: t2('mask'), logp: t2('logp'), logpOld: t2('logp_old'),
-    logpRef: inp.logp_ref === undefined ? undefined : t2('logp_ref'),
-    logpSampler: inp.logp_sampler === undefined ? undefined : t2('logp_sampler'),
+    rewards: tf.tensor1d(r.data), mask: t2(mask)!, logp: t2(logp)!, logpOld: t2(logpOld)!, logpRef: t2(logpRef), logpSampler: t2(logpSampler),
   };
   const rows: CheckResult[] = [];
   try {
