@@ -97,7 +97,7 @@ export function pyFloatRepr(x: number): string {
 const ESCAPES: Record<string, string> = { '"': '\\"', '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\b': '\\b', '\f': '\\f' };
 
 /**
- * A JSON string literal as `json.dumps(s, ensure_ascii=False)` writes it: `"` and `\\` escaped, `\n \r \t \b \f` as
+ * A JSON string literal as `json.dumps(s, ensure_ascii=False)` writes it: `"` and backslash escaped, `\n \r \t \b \f` as
  * two-character escapes, other control characters as `\u00xx`, everything else (non-ASCII included) raw.
  *
  * @example
