@@ -222,6 +222,10 @@ function guarded<T>(loader: Loader, build: () => T): T {
  * Shapes are checked against the config; FP8 weights are dequantized (see the module comment).
  * On any error every tensor loaded so far is disposed: nothing is half-loaded.
  *
+ * @deviation FP8 weights are dequantized once at load to float32 (the official code keeps e4m3 codes and
+ * applies the block scales inside `fp8_gemm`); see docs/deviations.md "Config and checkpoints".
+ * @deviation the MoE gate bias (`e_score_correction_bias`) is loaded whenever `topk_method` is `noaux_tc`
+ * (the official `Gate` creates it only when dim = 7168, i.e. for the 671B model).
  * @param ckpt an open checkpoint ({@link openCheckpoint})
  * @param config its validated config
  * @param layer block index
@@ -229,12 +233,15 @@ function guarded<T>(loader: Loader, build: () => T): T {
  * @throws CheckpointError naming the tensor, the expected and the actual shape/dtype, or that it is missing
  * @example
  * ```ts
+ * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint } from 'dsv32/safetensors';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const w = loadLayerWeights(ckpt, loadConfig('fixtures/golden/public-fp8/config.json'), 1);
- * w.attn.wkv_a.weight.shape; // [160, 256]
- * w.attn.wkv_a.fp8;          // true
- * w.ffn.kind;                // 'moe'
+ * w.attn.wkv_a.weight.shape; // => [160, 256]
+ * w.attn.wkv_a.fp8; // => true
+ * w.ffn.kind; // => 'moe'
  * disposeLayerWeights(w);
+ * ckpt.close();
  * ```
  */
 export function loadLayerWeights(ckpt: Checkpoint, config: ModelConfig, layer: number): LayerWeights {
@@ -301,8 +308,13 @@ export function loadLayerWeights(ckpt: Checkpoint, config: ModelConfig, layer: n
  *
  * @example
  * ```ts
- * const g = loadGlobalWeights(openCheckpoint('fixtures/golden/public-fp8'), config);
- * g.head.shape; // [512, 256]
+ * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
+ * const g = loadGlobalWeights(ckpt, loadConfig('fixtures/golden/public-fp8/config.json'));
+ * g.head.shape; // => [512, 256]
+ * disposeGlobalWeights(g);
+ * ckpt.close();
  * ```
  */
 export function loadGlobalWeights(ckpt: Checkpoint, config: ModelConfig): GlobalWeights {
@@ -316,7 +328,22 @@ export function loadGlobalWeights(ckpt: Checkpoint, config: ModelConfig): Global
   }));
 }
 
-/** Every tensor of a {@link LayerWeights} record, for disposal or accounting. */
+/**
+ * Every tensor of a {@link LayerWeights} record (norms, Linear weights, indexer, gate, experts), for
+ * disposal or accounting.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * const ckpt = openCheckpoint('fixtures/golden/public-fp32');
+ * const w = loadLayerWeights(ckpt, loadConfig('fixtures/golden/public-fp32/config.json'), 0);
+ * // 2 norms + 7 MLA tensors + 5 indexer tensors + 3 dense FFN weights
+ * layerTensors(w).length; // => 17
+ * disposeLayerWeights(w);
+ * ckpt.close();
+ * ```
+ */
 export function layerTensors(w: LayerWeights): tf.Tensor[] {
   const lin = (l: Linear): tf.Tensor[] => [l.weight];
   const ffn = (f: FfnWeights): tf.Tensor[] => [...lin(f.w1), ...lin(f.w2), ...lin(f.w3)];
@@ -341,14 +368,34 @@ export function layerTensors(w: LayerWeights): tf.Tensor[] {
  *
  * @example
  * ```ts
- * disposeLayerWeights(loadLayerWeights(ckpt, config, 0)); // tf.memory().numTensors back to before
+ * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * const ckpt = openCheckpoint('fixtures/golden/public-fp32');
+ * const config = loadConfig('fixtures/golden/public-fp32/config.json');
+ * const before = tf.memory().numTensors;
+ * disposeLayerWeights(loadLayerWeights(ckpt, config, 0));
+ * tf.memory().numTensors - before; // => 0
+ * ckpt.close();
  * ```
  */
 export function disposeLayerWeights(w: LayerWeights): void {
   for (const t of layerTensors(w)) if (!t.isDisposed) t.dispose();
 }
 
-/** Disposes the tensors of a {@link GlobalWeights} record. */
+/**
+ * Disposes the tensors of a {@link GlobalWeights} record (idempotent per tensor).
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * const ckpt = openCheckpoint('fixtures/golden/public-fp32');
+ * const g = loadGlobalWeights(ckpt, loadConfig('fixtures/golden/public-fp32/config.json'));
+ * disposeGlobalWeights(g);
+ * g.embed.isDisposed; // => true
+ * ckpt.close();
+ * ```
+ */
 export function disposeGlobalWeights(g: GlobalWeights): void {
   for (const t of [g.embed, g.norm, g.head]) if (!t.isDisposed) t.dispose();
 }

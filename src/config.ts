@@ -227,14 +227,20 @@ const ACT_BLOCK = 128;
  * `kv_lora_rank`, `num_attention_heads·v_head_dim`, `intermediate_size`, `moe_intermediate_size`)
  * is a multiple of 128, as `act_quant` requires.
  *
+ * @deviation `rope_scaling.rope_type` is accepted as a spelling of `rope_scaling.type` (newer HF configs).
  * @param json the object from `JSON.parse(config.json)`
  * @returns a fresh, validated config
  * @example
  * ```ts
  * const c = parseConfig({ ...CONFIG_671B, architectures: ['DeepseekV32ForCausalLM'] });
- * c.kv_lora_rank; // 512
- * parseConfig({ ...CONFIG_671B, n_group: 3 });
- * // throws ConfigError: parseConfig(): config key "n_group": expected a divisor of n_routed_experts (256) but got 3
+ * c.kv_lora_rank; // => 512
+ * let message = '';
+ * try {
+ *   parseConfig({ ...CONFIG_671B, n_group: 3 });
+ * } catch (e) {
+ *   message = (e as Error).message;
+ * }
+ * message; // => 'parseConfig(): config key "n_group": expected a divisor of n_routed_experts (256) but got 3'
  * ```
  */
 export function parseConfig(json: unknown): ModelConfig {
@@ -336,7 +342,7 @@ function checkConsistency(c: ModelConfig): void {
  * @param path path of `config.json`
  * @example
  * ```ts
- * loadConfig('fixtures/golden/public-fp8/config.json').hidden_size; // 256
+ * loadConfig('fixtures/golden/public-fp8/config.json').hidden_size; // => 256
  * ```
  */
 export function loadConfig(path: string): ModelConfig {
@@ -368,8 +374,8 @@ export function loadConfig(path: string): ModelConfig {
  *
  * @example
  * ```ts
- * qkHeadDim(CONFIG_671B); // 192
- * scaleFmt(CONFIG_671B); // 'ue8m0'
+ * qkHeadDim(CONFIG_671B); // => 192
+ * scaleFmt(CONFIG_671B); // => 'ue8m0'
  * ```
  */
 export const CONFIG_671B: Readonly<ModelConfig> = Object.freeze({
@@ -425,7 +431,7 @@ export const CONFIG_671B: Readonly<ModelConfig> = Object.freeze({
  *
  * @example
  * ```ts
- * qkHeadDim(CONFIG_671B); // 192
+ * qkHeadDim(CONFIG_671B); // => 192
  * ```
  */
 export function qkHeadDim(config: ModelConfig): number {
@@ -442,8 +448,9 @@ export function qkHeadDim(config: ModelConfig): number {
  * @param maxSeqLen the inference-time maximum sequence length (official `max_seq_len`, 16384 in the demo)
  * @example
  * ```ts
- * softmaxScale(CONFIG_671B, 4096);  // 0.07216878364870322 (192^-0.5, YaRN inactive)
- * softmaxScale(CONFIG_671B, 16384); // 0.1352337788608801 (× (0.1·ln 40 + 1)²)
+ * softmaxScale(CONFIG_671B, 4096); // => 0.07216878364870322
+ * // YaRN active: × (0.1·ln 40 + 1)²
+ * softmaxScale(CONFIG_671B, 16384); // => 0.1352337788608801
  * ```
  */
 export function softmaxScale(config: ModelConfig, maxSeqLen: number): number {
@@ -465,8 +472,8 @@ export function softmaxScale(config: ModelConfig, maxSeqLen: number): number {
  *
  * @example
  * ```ts
- * scaleFmt(CONFIG_671B); // 'ue8m0'
- * scaleFmt({ ...CONFIG_671B, quantization_config: undefined }); // null
+ * scaleFmt(CONFIG_671B); // => 'ue8m0'
+ * scaleFmt({ ...CONFIG_671B, quantization_config: undefined }); // => null
  * ```
  */
 export function scaleFmt(config: ModelConfig): 'ue8m0' | null {

@@ -278,6 +278,7 @@ function readExact(fd: number, position: number, length: number, path: string): 
  * Opens one `.safetensors` file: reads and validates its header, keeps the descriptor open, reads
  * tensors on demand.
  *
+ * @deviation F64 tensors are read as float32 (`read` returns Float32Array for every float dtype).
  * @param path the file
  * @returns the reader; call `close()` when done
  * @throws SafetensorsError for an unreadable or malformed file (too short, header length beyond the
@@ -286,8 +287,8 @@ function readExact(fd: number, position: number, length: number, path: string): 
  * @example
  * ```ts
  * const f = openSafetensors('fixtures/golden/public-fp8/model.safetensors');
- * f.info('model.norm.weight'); // { dtype: 'F32', shape: [256], byteLength: 1024 }
- * f.read('model.norm.weight').length; // 256
+ * f.info('model.norm.weight'); // => { dtype: 'F32', shape: [256], byteLength: 1024 }
+ * f.read('model.norm.weight').length; // => 256
  * f.close();
  * ```
  */
@@ -383,7 +384,7 @@ function toTensor(values: TensorValues, info: TensorInfo, path: string, name: st
  * @example
  * ```ts
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
- * ckpt.info('model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv').shape; // [2, 2]
+ * ckpt.info('model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv').shape; // => [2, 2]
  * ckpt.close();
  * ```
  */
@@ -566,8 +567,11 @@ function toBytes(where: string, t: WritableTensor, count: number): Uint8Array {
  * @param metadata optional `__metadata__` string map
  * @example
  * ```ts
- * writeSafetensors('/tmp/a.safetensors', { w: { dtype: 'BF16', shape: [2], data: new Float32Array([1, -2]) } });
- * openSafetensors('/tmp/a.safetensors').read('w'); // Float32Array [1, -2]
+ * import { tmpdir } from 'node:os';
+ * const path = `${tmpdir()}/dsv32-example-${process.pid}.safetensors`;
+ * // 1 + 2⁻⁸ is a tie between two bf16 values: rounds to the even one, 1
+ * writeSafetensors(path, { w: { dtype: 'BF16', shape: [3], data: new Float32Array([1, -2, 1 + 2 ** -8]) } });
+ * openSafetensors(path).read('w'); // => [1, -2, 1]
  * ```
  */
 export function writeSafetensors(
