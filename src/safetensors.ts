@@ -167,6 +167,11 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** `o[k] = v` as an own data property, also for k = "__proto__" (which plain assignment would swallow). */
+function setOwn(o: Record<string, string>, k: string, v: string): void {
+  Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+}
+
 function isDtype(v: unknown): v is Dtype {
   return typeof v === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, v);
 }
@@ -203,7 +208,7 @@ function parseHeader(
       if (!isPlainObject(value) || !Object.values(value).every((v) => typeof v === 'string')) {
         throw new SafetensorsError(path, '__metadata__ must be an object of string values');
       }
-      Object.assign(metadata, value);
+      for (const [k, v] of Object.entries(value)) setOwn(metadata, k, v as string);
       continue;
     }
     const where = `tensor ${JSON.stringify(name)}`;
@@ -422,7 +427,7 @@ function openSharded(dir: string, indexPath: string): Checkpoint {
   }
   const metadata: Record<string, string> = {};
   if (isPlainObject(json.metadata)) {
-    for (const [k, v] of Object.entries(json.metadata)) metadata[k] = typeof v === 'string' ? v : JSON.stringify(v);
+    for (const [k, v] of Object.entries(json.metadata)) setOwn(metadata, k, typeof v === 'string' ? v : String(JSON.stringify(v)));
   }
 
   const shards = new Map<string, SafetensorsFile>();

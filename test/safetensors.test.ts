@@ -371,6 +371,14 @@ describe('malformed files give SafetensorsError', () => {
     expect(openError(rawFile({ __metadata__: { a: 1 } })).message).toMatch(/__metadata__ must be an object of string values/);
     expect(openError(rawFile({ __metadata__: 'pt' })).message).toMatch(/__metadata__ must be an object of string values/);
   });
+  it('__metadata__ keys are own string properties, "__proto__" included', () => {
+    const f = openSafetensors(rawFile('{"__metadata__": {"__proto__": "x", "format": "pt"}}'));
+    const m = f.metadata();
+    expect(Object.getPrototypeOf(m)).toBe(Object.prototype);
+    expect(Object.getOwnPropertyDescriptor(m, '__proto__')?.value).toBe('x');
+    expect(m.format).toBe('pt');
+    f.close();
+  });
   it('unknown tensor name and read after close', () => {
     const p = tmp();
     writeSafetensors(p, { a: { dtype: 'U8', shape: [1], data: new Uint8Array(1) } });
