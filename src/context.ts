@@ -6,6 +6,8 @@
  * appended, the reasoning of the current turn is retained across any number of tool rounds; tool calls and tool
  * results are never removed. In the official encoder (`encoding/encoding_dsv32.py`, `find_last_user_index`,
  * `drop_thinking_messages`) a `developer` message counts as a user message for this rule.
+ *
+ * @module
  */
 import { isPyObject, pyJsonDumps, type PyJson } from './pyjson.ts';
 
@@ -111,7 +113,7 @@ export function dropThinking(messages: readonly ChatMessage[]): ChatMessage[] {
  * The context the model sees for its next step: in `thinking` mode the reasoning of assistant turns before the last
  * user/developer message is removed and the reasoning after it (the current turn, any number of tool rounds) is
  * kept; in `chat` mode no reasoning is kept at all. Tool calls and tool results are always kept.
- * This is exactly the reasoning that {@link encodeMessages} renders.
+ * This is exactly the reasoning that {@link encoding!encodeMessages} renders.
  *
  *   thinking:  visibleContext(m) = {@link dropThinking}(m)
  *   chat:      visibleContext(m) = m with `reasoning_content` removed from every assistant message

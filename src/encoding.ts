@@ -5,6 +5,8 @@
  * `parse_message_from_completion_text`), checked by its test vectors (`test_input.json` → `test_output.txt`).
  * Tool calls are written in DSML markup (`<｜DSML｜function_calls>` / `invoke` / `parameter`), tool results in
  * `<function_results>`; JSON inside the prompt is Python-`json.dumps`-shaped (see `pyjson.ts`).
+ *
+ * @module
  */
 import { describeValue, findLastUserIndex, validateMessages, visibleContext, type ChatMessage, type ThinkingMode, type ToolCall, type ToolSpec } from './context.ts';
 import { isPyObject, parsePyJson, pyJsonDumps, pyJsonString, PyDict, type PyJson } from './pyjson.ts';

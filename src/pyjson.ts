@@ -13,6 +13,8 @@
  * {@link PyFloat}, and objects whose key order a JS object would change as {@link PyDict}. {@link pyJsonDumps} writes
  * any of these (and plain JS values) exactly as `json.dumps(v, ensure_ascii=False)` does: `", "` and `": "`
  * separators, non-ASCII kept raw, `\"` `\\` `\n` `\r` `\t` `\b` `\f` escapes, other control characters `\u00xx`.
+ *
+ * @module
  */
 
 // --- Value model ---
