@@ -54,7 +54,9 @@ export interface MlaCache {
  *
  * @example
  * ```ts
- * const cache = createMlaCache(); // { kv: null, pe: null, indexer: … }
+ * const cache = createMlaCache();
+ * cache.kv; // => null
+ * mlaCacheLength(cache); // => 0
  * ```
  */
 export function createMlaCache(): MlaCache {
@@ -66,7 +68,11 @@ export function createMlaCache(): MlaCache {
  *
  * @example
  * ```ts
- * disposeMlaCache(cache); // cache.kv === null afterwards
+ * const cache = createMlaCache();
+ * cache.kv = tf.zeros([2, 8]) as tf.Tensor2D;
+ * cache.pe = tf.zeros([2, 4]) as tf.Tensor2D;
+ * disposeMlaCache(cache);
+ * cache.kv; // => null
  * ```
  */
 export function disposeMlaCache(cache: MlaCache): void {
@@ -77,7 +83,14 @@ export function disposeMlaCache(cache: MlaCache): void {
   disposeIndexerCache(cache.indexer);
 }
 
-/** Number of cached positions S. */
+/**
+ * Number of cached positions S (the next call's startPos).
+ *
+ * @example
+ * ```ts
+ * mlaCacheLength(createMlaCache()); // => 0
+ * ```
+ */
 export function mlaCacheLength(cache: MlaCache): number {
   return cache.kv ? cache.kv.shape[0] : 0;
 }
@@ -120,7 +133,17 @@ export interface MlaOutput {
  * @returns qr [T, Dq], qNope [T, H, Dn], qPe [T, H, R] (caller disposes)
  * @example
  * ```ts
- * const { qr, qNope, qPe } = mlaQuery(x, layer.attn, 0, { config, maxSeqLen: 8192 }); // qPe [T, H, R]
+ * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadLayerWeights } from 'dsv32/checkpoint';
+ * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
+ * const config = loadConfig(`${dir}/config.json`);
+ * const layer = loadLayerWeights(openCheckpoint(dir), config, 1);
+ * const x = tf.randomNormal([3, config.hidden_size], 0, 1, 'float32', 1) as tf.Tensor2D;
+ * const { qr, qNope, qPe } = mlaQuery(x, layer.attn, 0, { config, maxSeqLen: 8192 });
+ * qr.shape; // => [3, 128]
+ * qNope.shape; // => [3, 4, 64]
+ * qPe.shape; // => [3, 4, 32]
  * ```
  */
 export function mlaQuery(
@@ -157,7 +180,17 @@ export function mlaQuery(
  * @returns normalized c [T, C] (before the round trip, for diagnostics), latent [T, C], kPe [T, R]
  * @example
  * ```ts
- * const { latent, kPe } = mlaLatent(x, layer.attn, 0, { config, maxSeqLen: 8192 }); // latent [T, C]
+ * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadLayerWeights } from 'dsv32/checkpoint';
+ * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
+ * const config = loadConfig(`${dir}/config.json`);
+ * const layer = loadLayerWeights(openCheckpoint(dir), config, 1);
+ * const x = tf.randomNormal([3, config.hidden_size], 0, 1, 'float32', 1) as tf.Tensor2D;
+ * const { normalized, latent, kPe } = mlaLatent(x, layer.attn, 0, { config, maxSeqLen: 8192 });
+ * latent.shape; // => [3, 128]
+ * kPe.shape; // => [3, 32]
+ * tf.any(tf.notEqual(latent, normalized)).arraySync(); // => 1   (the FP8 round trip moved some values)
  * ```
  */
 export function mlaLatent(
@@ -194,6 +227,7 @@ export function mlaLatent(
  *   `ō = Σ_s softmax(scale · (q̃·c_s + q_pe·k_pe_s)) c_s`, `o = W_UV ō`.
  *   FLOPs beyond attention: `2 · T · H · C(Dn + Dv)` (absorption), independent of S.
  *
+ * @deviation scores and softmax in float32 (the V3.2 demo computes them in bf16).
  * @param qNope [T, H, Dn]; @param qPe [T, H, R] rotated
  * @param kv [S, C] cached latents; @param pe [S, R] cached rope keys
  * @param topk [T, K] int32 selected positions (−1 padded)
@@ -202,7 +236,21 @@ export function mlaLatent(
  * @returns out [T, D]
  * @example
  * ```ts
- * const out = mlaAttend(qNope, qPe, cache.kv!, cache.pe!, topk, layer.attn, 40, { config, maxSeqLen: 8192, mode: 'mqa' });
+ * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadLayerWeights } from 'dsv32/checkpoint';
+ * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
+ * const config = loadConfig(`${dir}/config.json`);
+ * const layer = loadLayerWeights(openCheckpoint(dir), config, 1);
+ * const x = tf.randomNormal([3, config.hidden_size], 0, 1, 'float32', 1) as tf.Tensor2D;
+ * const opts = { config, maxSeqLen: 8192 };
+ * const { qNope, qPe } = mlaQuery(x, layer.attn, 0, opts);
+ * const { latent, kPe } = mlaLatent(x, layer.attn, 0, opts);
+ * const topk = tf.tensor2d([[0, -1, -1], [0, 1, -1], [0, 1, 2]], [3, 3], 'int32'); // dense causal
+ * const mha = mlaAttend(qNope, qPe, latent, kPe, topk, layer.attn, 0, { ...opts, mode: 'mha' });
+ * const mqa = mlaAttend(qNope, qPe, latent, kPe, topk, layer.attn, 0, { ...opts, mode: 'mqa' });
+ * mha.shape; // => [3, 256]
+ * tf.max(tf.abs(tf.sub(mha, mqa))).arraySync() < 1e-5; // => true
  * ```
  */
 export function mlaAttend(
@@ -273,9 +321,20 @@ export function mlaAttend(
  *   startPos + T > maxSeqLen; TypeError for an unknown mode or attention
  * @example
  * ```ts
+ * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadLayerWeights } from 'dsv32/checkpoint';
+ * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
+ * const config = loadConfig(`${dir}/config.json`);
+ * const layer = loadLayerWeights(openCheckpoint(dir), config, 1);
+ * const x = tf.randomNormal([3, config.hidden_size], 0, 1, 'float32', 1) as tf.Tensor2D;
  * const cache = createMlaCache();
- * const pre = mlaForward(x40, layer.attn, cache, 0, { config, maxSeqLen: 8192 });  // MHA prefill, pre.out [40, D]
- * const dec = mlaForward(x1, layer.attn, cache, 40, { config, maxSeqLen: 8192 });  // MQA decode, dec.topk [1, k]
+ * const pre = mlaForward(x, layer.attn, cache, 0, { config, maxSeqLen: 8192 }); // MHA prefill of 3 tokens
+ * pre.out.shape; // => [3, 256]
+ * pre.topk.arraySync(); // => [[0, -1, -1], [0, 1, -1], [0, 1, 2]]
+ * const dec = mlaForward(x.slice([0, 0], [1, -1]), layer.attn, cache, 3, { config, maxSeqLen: 8192 }); // MQA decode at t = 3
+ * dec.indexScores.shape; // => [1, 4]
+ * mlaCacheLength(cache); // => 4
  * disposeMlaCache(cache);
  * ```
  */

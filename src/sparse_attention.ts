@@ -42,8 +42,8 @@ export interface GatherOptions {
  * @returns [T, S] float32 of 0 and −∞
  * @example
  * ```ts
- * causalSelectionMask(tf.tensor2d([[0, 2], [0, 2]], [2, 2], 'int32'), 3, 1).arraySync();
- * // [[0, -Infinity, -Infinity], [0, -Infinity, 0]]   (row 0 is t = 1: position 2 is in its future)
+ * // row 0 is t = 1: position 2 is in its future
+ * causalSelectionMask(tf.tensor2d([[0, 2], [0, 2]], [2, 2], 'int32'), 3, 1).arraySync(); // => [[0, -Infinity, -Infinity], [0, -Infinity, 0]]
  * ```
  */
 export function causalSelectionMask(topk: tf.Tensor2D, S: number, startPos: number): tf.Tensor2D {
@@ -85,7 +85,7 @@ export function causalSelectionMask(topk: tf.Tensor2D, S: number, startPos: numb
  * // one query at t = 1 selecting both keys: plain softmax attention over 2 latents
  * const o = sparseAttentionMqa(tf.ones([1, 1, 2]), tf.zeros([1, 1, 1]), tf.tensor2d([[1, 0], [0, 1]]),
  *   tf.zeros([2, 1]), tf.tensor2d([[0, 1]], [1, 2], 'int32'), 1, 1);
- * o.arraySync(); // [[[0.5, 0.5]]]
+ * o.arraySync(); // => [[[0.5, 0.5]]]
  * ```
  */
 export function sparseAttentionMqa(
@@ -140,7 +140,7 @@ export function sparseAttentionMqa(
  * ```ts
  * const o = sparseAttentionMha(tf.zeros([1, 1, 2]), tf.zeros([2, 1, 2]), tf.tensor3d([[[2]], [[4]]]),
  *   tf.tensor2d([[1, -1]], [1, 2], 'int32'), 1, 1);
- * o.arraySync(); // [[[4]]] (only position 1 selected)
+ * o.arraySync(); // => [[[4]]]   (only position 1 selected)
  * ```
  */
 export function sparseAttentionMha(
@@ -187,8 +187,9 @@ export function sparseAttentionMha(
  * @returns ō [T, H, C]
  * @example
  * ```ts
- * denseAttentionMqa(tf.ones([1, 1, 2]), tf.zeros([1, 1, 1]), tf.tensor2d([[1, 0], [0, 1]]), tf.zeros([2, 1]),
- *   tf.tensor2d([[0, 1]], [1, 2], 'int32'), 1, 1).arraySync(); // [[[0.5, 0.5]]]
+ * const o = denseAttentionMqa(tf.ones([1, 1, 2]), tf.zeros([1, 1, 1]), tf.tensor2d([[1, 0], [0, 1]]), tf.zeros([2, 1]),
+ *   tf.tensor2d([[0, 1]], [1, 2], 'int32'), 1, 1);
+ * o.arraySync(); // => [[[0.5, 0.5]]]
  * ```
  */
 export function denseAttentionMqa(
@@ -224,8 +225,9 @@ export function denseAttentionMqa(
  * @returns o [T, H, Dv]
  * @example
  * ```ts
- * denseAttentionMha(tf.zeros([1, 1, 2]), tf.zeros([2, 1, 2]), tf.tensor3d([[[2]], [[4]]]),
- *   tf.tensor2d([[0, 1]], [1, 2], 'int32'), 1, 1).arraySync(); // [[[3]]]
+ * const o = denseAttentionMha(tf.zeros([1, 1, 2]), tf.zeros([2, 1, 2]), tf.tensor3d([[[2]], [[4]]]),
+ *   tf.tensor2d([[0, 1]], [1, 2], 'int32'), 1, 1);
+ * o.arraySync(); // => [[[3]]]   (equal scores: the mean of the two values)
  * ```
  */
 export function denseAttentionMha(

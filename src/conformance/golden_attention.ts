@@ -53,9 +53,12 @@ interface Step {
  * @example
  * ```ts
  * import { readFileSync } from 'node:fs';
- * const dir = 'fixtures/golden/public-fp8';
- * const fx = { name: 'public-fp8', dir, weightsDir: dir, manifest: JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8')) };
- * (await checkGoldenAttention(fx)).every((r) => r.pass); // true
+ * // a traced folder gives indexer rows, then attn.qr / attn.out per step and layer; the RoPE-bug
+ * // folder (no `steps`) gives only the indexer's rope_bug rows:
+ * const dir = 'fixtures/golden/public-fp32-indexer-rope-bug';
+ * const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8'));
+ * const rows = await checkGoldenAttention({ name: 'rope-bug', dir, weightsDir: 'fixtures/golden/public-fp32', manifest });
+ * rows.some((r) => r.check.startsWith('attn.')); // => false
  * ```
  */
 export async function checkGoldenAttention(fx: GoldenFixture): Promise<CheckResult[]> {
