@@ -1,0 +1,129 @@
+/**
+ * `dsv32 bench [--quick] [--json FILE]`: dense masked vs sparse gather attention, indexer scores and
+ * top-k against the context length, on every available tfjs backend, beside a PyTorch peer when
+ * `python3 -c 'import torch'` works. The full run also writes docs/performance.md and its plot.
+ *
+ * Options: `--quick` (small grid, < 3 min), `--json FILE`, `--backends wasm,cpu`, `--no-peer`,
+ * `--doc FILE` (markdown report; default docs/performance.md for the full run only), `--no-doc`.
+ * Hidden: `--smoke` or `DSV32_BENCH_SMOKE=1` (tiny grid for the test suite).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { BackendName } from '../backend.ts';
+import { findTorch, runPeer, type PeerCase } from '../../bench/peer.ts';
+import { buildReport, exponentTable, resultsTable, timePlot, type BenchReport } from '../../bench/report.ts';
+import { chunkSize, gridFor, machineDescription, runBackend, type BackendRun, type BenchResult } from '../../bench/suite.ts';
+import { performanceDoc, targetSummary } from '../../bench/doc.ts';
+
+const USAGE = `usage: dsv32 bench [--quick] [--json FILE] [--backends wasm,cpu] [--no-peer] [--doc FILE | --no-doc]\n`;
+
+interface Args {
+  mode: 'full' | 'quick' | 'smoke';
+  json?: string;
+  backends: BackendName[];
+  peer: boolean;
+  doc?: string;
+}
+
+function parseArgs(argv: string[]): Args | string {
+  const smoke = argv.includes('--smoke') || process.env.DSV32_BENCH_SMOKE === '1';
+  const args: Args = { mode: smoke ? 'smoke' : argv.includes('--quick') ? 'quick' : 'full', backends: ['wasm', 'cpu'], peer: !smoke };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith('--')) throw new Error(`bench: ${a} needs a value`);
+      return v;
+    };
+    if (a === '--quick' || a === '--smoke') continue;
+    else if (a === '--json') args.json = value();
+    else if (a === '--no-peer') args.peer = false;
+    else if (a === '--peer') args.peer = true;
+    else if (a === '--doc') args.doc = value();
+    else if (a === '--no-doc') args.doc = '';
+    else if (a === '--backends') {
+      const list = value().split(',').map((s) => s.trim());
+      for (const b of list) if (!['wasm', 'cpu', 'tensorflow'].includes(b)) return `bench: unknown backend '${b}' in --backends`;
+      args.backends = list as BackendName[];
+    } else if (a === '--help' || a === '-h') return USAGE;
+    else return `bench: unknown option '${a}'\n${USAGE}`;
+  }
+  if (args.doc === undefined && args.mode === 'full') args.doc = 'docs/performance.md';
+  return args;
+}
+
+/** Runs the benchmark; returns the exit code. */
+export async function run(argv: string[]): Promise<number> {
+  let args: Args | string;
+  try {
+    args = parseArgs(argv);
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (typeof args === 'string') {
+    process.stderr.write(args);
+    return args === USAGE ? 0 : 2;
+  }
+  const grid = gridFor(args.mode);
+  const log = (s: string) => process.stdout.write(s + '\n');
+  const t0 = performance.now();
+  log(`dsv32 bench (${args.mode}): C=512 R=64 value=512 (MQA), DI=128; H=${grid.heads}, HI=${grid.indexHeads}; T = L/${grid.chunkDivisor} queries at the end of a length-L context`);
+
+  const runs: BackendRun[] = [];
+  for (const backend of args.backends) {
+    try {
+      runs.push(await runBackend(backend, grid, runs.length === 0, log));
+    } catch (e) {
+      log(`[${backend}] skipped: ${(e as Error).message}`);
+    }
+  }
+  if (runs.length === 0) {
+    process.stderr.write('bench: no backend could run\n');
+    return 1;
+  }
+
+  let peerRows: BenchResult[] = [];
+  let peer: BenchReport['peer'] = { available: false, reason: 'disabled (--no-peer)' };
+  if (args.peer) {
+    const torch = findTorch();
+    if (!torch) peer = { available: false, reason: "python3 -c 'import torch' failed (Debian: apt-get install python3-torch)" };
+    else {
+      const cases: PeerCase[] = [
+        ...grid.denseL.map((L) => ({ op: 'dense' as const, L, k: grid.k, T: chunkSize(grid, L), H: grid.heads })),
+        ...grid.sparseL.map((L) => ({ op: 'sparse' as const, L, k: grid.k, T: chunkSize(grid, L), H: grid.heads })),
+      ];
+      log(`[torch] PyTorch ${torch.version} peer (${torch.python}, 1 thread): ${cases.length} cases`);
+      try {
+        peerRows = runPeer(torch.python, cases, grid.runs, 30 * 60_000, grid.k);
+        peer = { available: true, python: torch.python, torch: torch.version };
+        for (const r of peerRows) log(`[torch] ${r.op.padEnd(13)} L=${String(r.L).padStart(6)} ${r.ms_median.toFixed(1).padStart(9)} ms ${r.gflops?.toFixed(2)} GFLOP/s`);
+      } catch (e) {
+        peer = { available: false, python: torch.python, torch: torch.version, reason: (e as Error).message };
+        log(`[torch] failed: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  const report = buildReport(machineDescription(), grid, runs, peerRows, peer, (performance.now() - t0) / 1000);
+  log('');
+  log(resultsTable(report));
+  log('');
+  log(exponentTable(report));
+  log('');
+  log(targetSummary(report));
+  if (args.json) {
+    fs.mkdirSync(path.dirname(path.resolve(args.json)), { recursive: true });
+    fs.writeFileSync(args.json, JSON.stringify(report, null, 2) + '\n');
+    log(`wrote ${args.json}`);
+  }
+  if (args.doc) {
+    const svgPath = args.doc.replace(/\.md$/, '') + '-time-vs-L.svg';
+    fs.mkdirSync(path.dirname(path.resolve(args.doc)), { recursive: true });
+    fs.writeFileSync(svgPath, timePlot(report));
+    fs.writeFileSync(args.doc, performanceDoc(report, path.basename(svgPath)));
+    log(`wrote ${args.doc} and ${svgPath}`);
+  }
+  log(`bench finished in ${report.seconds.toFixed(0)} s`);
+  return 0;
+}
