@@ -19,6 +19,8 @@
  * 5. `out = wo · concat_h o`.
  *
  * `scale = Dqk^−0.5 · mscale²` (YaRN active when maxSeqLen > original_max_position_embeddings).
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 import type { AttentionWeights } from './checkpoint.ts';
@@ -128,7 +130,9 @@ export interface MlaOutput {
  * The queries of T tokens: `qr = RMSNorm_q(wq_a · x)`, `q = wq_b · qr` split per head into
  * `[q_nope | q_pe]`, `q_pe` rotated (interleaved pairs) by its position. FP8 linears quantize their inputs.
  *
- * @param x [T, D]; @param w attention weights; @param startPos position of row 0
+ * @param x [T, D]
+ * @param w attention weights
+ * @param startPos position of row 0
  * @param opts config and maxSeqLen (YaRN frequencies)
  * @returns qr [T, Dq], qNope [T, H, Dn], qPe [T, H, R] (caller disposes)
  * @example
@@ -175,7 +179,9 @@ export function mlaQuery(
  * `latent = dequant(act_quant(c, scaleFmt(config), 128))` (official: "we use fp8 kv cache in actual
  * deployment, so here we simulate the precision"), and `k_pe` rotated (interleaved pairs). k_pe is not quantized.
  *
- * @param x [T, D]; @param w attention weights; @param startPos position of row 0
+ * @param x [T, D]
+ * @param w attention weights
+ * @param startPos position of row 0
  * @param opts config and maxSeqLen
  * @returns normalized c [T, C] (before the round trip, for diagnostics), latent [T, C], kPe [T, R]
  * @example
@@ -228,10 +234,13 @@ export function mlaLatent(
  *   FLOPs beyond attention: `2 · T · H · C(Dn + Dv)` (absorption), independent of S.
  *
  * @deviation scores and softmax in float32 (the V3.2 demo computes them in bf16).
- * @param qNope [T, H, Dn]; @param qPe [T, H, R] rotated
- * @param kv [S, C] cached latents; @param pe [S, R] cached rope keys
+ * @param qNope [T, H, Dn]
+ * @param qPe [T, H, R] rotated
+ * @param kv [S, C] cached latents
+ * @param pe [S, R] cached rope keys
  * @param topk [T, K] int32 selected positions (−1 padded)
- * @param w attention weights (wkv_b, wo); @param startPos position of query row 0
+ * @param w attention weights (wkv_b, wo)
+ * @param startPos position of query row 0
  * @param opts config, maxSeqLen (softmax scale), mode (required), attention (default 'sparse')
  * @returns out [T, D]
  * @example

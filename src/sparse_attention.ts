@@ -19,6 +19,8 @@
  *
  * Shape letters: docs/conventions.md (T queries, S key positions, K selected slots, H heads, C latent,
  * R rope dim, Dqk = Dn + R, Dv value dim).
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 import { selectionMask } from './topk.ts';
@@ -182,8 +184,13 @@ export function sparseAttentionMha(
  *
  * FLOPs: `T · S · 2H(2C + R)` (every pair, selected or not).
  *
- * @param qLatent [T, H, C] absorbed queries; @param qPe [T, H, R]; @param kv [S, C]; @param pe [S, R]
- * @param topk [T, K] int32; @param startPos position of row 0; @param scale softmax scale
+ * @param qLatent [T, H, C] absorbed queries
+ * @param qPe [T, H, R]
+ * @param kv [S, C]
+ * @param pe [S, R]
+ * @param topk [T, K] int32
+ * @param startPos position of row 0
+ * @param scale softmax scale
  * @returns ō [T, H, C]
  * @example
  * ```ts
@@ -220,8 +227,12 @@ export function denseAttentionMqa(
  *
  * FLOPs: `T · S · 2H(Dqk + Dv)`.
  *
- * @param q [T, H, Dqk]; @param k [S, H, Dqk]; @param v [S, H, Dv]
- * @param topk [T, K] int32; @param startPos position of row 0; @param scale softmax scale
+ * @param q [T, H, Dqk]
+ * @param k [S, H, Dqk]
+ * @param v [S, H, Dv]
+ * @param topk [T, K] int32
+ * @param startPos position of row 0
+ * @param scale softmax scale
  * @returns o [T, H, Dv]
  * @example
  * ```ts
