@@ -205,15 +205,31 @@ function explainByLatentMidpoints(row: CheckResult, c: MidpointContext): CheckRe
     return { ...row, reason: `${row.reason ?? 'above tolerance'}; ${rowsText}; no latent element of their selected positions lies within ${MIDPOINT_TOL.toExponential(1)} of an e4m3 midpoint` };
   }
   const mode = T > 1 ? 'mha' : 'mqa';
+  const { qr, qNope, qPe } = mlaQuery(c.x, c.w, st.start_pos, c);
+  try {
+    return searchFlips(row, c, candidates, { qNope, qPe, mode, tol, failingRows, rowsText });
+  } finally {
+    tf.dispose([qr, qNope, qPe]);
+  }
+}
+
+/** Tries flip subsets of `candidates` (smallest first); see {@link explainByLatentMidpoints}. */
+function searchFlips(
+  row: CheckResult,
+  c: MidpointContext,
+  candidates: Candidate[],
+  q: { qNope: tf.Tensor3D; qPe: tf.Tensor3D; mode: 'mha' | 'mqa'; tol: number; failingRows: Set<number>; rowsText: string },
+): CheckResult {
+  const { config, st } = c;
+  const { mode, tol, rowsText } = q;
   let tries = 0;
   for (const subset of subsetsBySize(candidates)) {
     if (++tries > MAX_FLIP_TRIES) break;
     const flippedT = tf.tidy(() => {
       const kv = c.cache.kv!.dataSync().slice() as Float32Array;
       for (const m of subset) kv[m.pos * config.kv_lora_rank + m.dim] = m.other;
-      const { qNope, qPe } = mlaQuery(c.x, c.w, st.start_pos, c);
       const kvT = tf.tensor2d(kv, c.cache.kv!.shape);
-      return mlaAttend(qNope, qPe, kvT, c.cache.pe!, c.topk, c.w, st.start_pos, { ...c, mode });
+      return mlaAttend(q.qNope, q.qPe, kvT, c.cache.pe!, c.topk, c.w, st.start_pos, { ...c, mode });
     });
     const flipped = flippedT.dataSync();
     flippedT.dispose();
