@@ -22,7 +22,7 @@ import { tf } from './backend.ts';
 import type { GlobalWeights, LayerWeights } from './checkpoint.ts';
 import { loadGlobalWeights, loadLayerWeights, disposeLayerWeights, disposeGlobalWeights } from './checkpoint.ts';
 import { type ModelConfig, scaleFmt } from './config.ts';
-import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache } from './mla.ts';
+import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache, type MlaOutput } from './mla.ts';
 import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
 import { rmsNormResidual } from './norms.ts';
 import type { Checkpoint } from './safetensors.ts';
@@ -76,6 +76,14 @@ export interface LayerTrace {
   /** MoE routing of this layer (null for a dense layer). */
   routing: LayerRouting | null;
 }
+
+/**
+ * Conformance hook between the attention and the FFN of a block: sees the MLA call (its input, outputs
+ * and the layer cache, already holding this call's latents) and may return a replacement attention
+ * output [T, D] (owned by the block afterwards). Used by the golden end-to-end check to follow the
+ * official run's rounding at a verified FP8 midpoint of the KV latent (src/conformance/golden_model.ts).
+ */
+export type AttentionHook = (call: { x: tf.Tensor2D; att: MlaOutput; cache: MlaCache; startPos: number }) => tf.Tensor2D | null | undefined;
 
 // --- Caches and weights ---
 
@@ -184,19 +192,24 @@ export function blockForward(
   w: LayerWeights,
   cache: MlaCache,
   startPos: number,
-  opts: ModelOptions & { routing?: LayerRouting; onTrace?: (t: LayerTrace) => void },
+  opts: ModelOptions & { routing?: LayerRouting; onTrace?: (t: LayerTrace) => void; onAttention?: AttentionHook },
 ): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null } {
   const { config } = opts;
   const eps = config.rms_norm_eps;
   const n1 = rmsNormResidual(h, residual, w.attn_norm, eps);
   const attnIn = n1.out as tf.Tensor2D;
-  const att = mlaForward(attnIn, w.attn, cache, startPos, {
+  let att = mlaForward(attnIn, w.attn, cache, startPos, {
     config,
     maxSeqLen: opts.maxSeqLen,
     ...(opts.mode ? { mode: opts.mode } : {}),
     ...(opts.attention ? { attention: opts.attention } : {}),
     ...(opts.indexerRopeInterleaved !== undefined ? { indexerRopeInterleaved: opts.indexerRopeInterleaved } : {}),
   });
+  const replaced = opts.onAttention?.({ x: attnIn, att, cache, startPos });
+  if (replaced) {
+    att.out.dispose();
+    att = { ...att, out: replaced };
+  }
   const n2 = rmsNormResidual(att.out, n1.residual, w.ffn_norm, eps);
   const ffnIn = n2.out as tf.Tensor2D;
   let out: tf.Tensor2D;
@@ -294,6 +307,7 @@ export function modelForward(
     routing?: RoutingRecord;
     logits?: 'last' | 'all';
     onLayer?: (layer: number, trace: LayerTrace) => void;
+    onAttention?: (layer: number, call: Parameters<AttentionHook>[0]) => tf.Tensor2D | null | undefined;
   },
 ): { logits: tf.Tensor2D; routing: RoutingRecord } {
   const { config } = opts;
@@ -320,11 +334,13 @@ export function modelForward(
       const w = weights.layers[l]!;
       const layerRouting = opts.routing?.layers[l];
       const onLayer = opts.onLayer;
-      const { routing: _record, onLayer: _observer, logits: _positions, ...modelOpts } = opts;
+      const { routing: _record, onLayer: _observer, onAttention: _hook, logits: _positions, ...modelOpts } = opts;
+      const onAttention = opts.onAttention;
       const b = blockForward(h, residual, w, cache.layers[l]!, startPos, {
         ...modelOpts,
         ...(layerRouting ? { routing: layerRouting } : {}),
         ...(onLayer ? { onTrace: (t: LayerTrace) => onLayer(l, t) } : {}),
+        ...(onAttention ? { onAttention: (c: Parameters<AttentionHook>[0]) => onAttention(l, c) } : {}),
       });
       h.dispose();
       residual?.dispose();
