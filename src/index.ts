@@ -10,7 +10,8 @@
  *   those modules).
  *
  * Each module is also its own entry point, `dsv32/<file>` (package.json `exports`), which is what
- * the docs import. Modules in paper order: DSA (indexer → topk → sparse_attention → mla), MoE and
+ * the docs import. Modules in paper order: DSA (indexer → topk → sparse_attention → mla, and the
+ * same math arranged for speed in sparse_fast), MoE and
  * Keep Routing (moe, model), training math (grpo, sampling_mask, indexer_loss), context management
  * (context, encoding). docs/tour.md walks them.
  *
@@ -55,6 +56,8 @@ export * from './sparse_attention.ts';
 export * as sparseAttention from './sparse_attention.ts';
 export * from './mla.ts';
 export * as mla from './mla.ts';
+export * from './sparse_fast.ts';
+export * as sparseFast from './sparse_fast.ts';
 
 // --- MoE, Keep Routing, the whole model (paper §3.1) ---
 export * from './moe.ts';
