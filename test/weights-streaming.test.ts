@@ -226,3 +226,46 @@ describe('runWeightsConformance on a synthetic sharded FP8 checkpoint', () => {
     expect(r3[0]!.check).toBe('weights.config');
   });
 });
+
+describe('runWeightsConformance with an expect trace (the golden fixtures as released-format checkpoints)', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+  for (const name of ['public-fp32', 'public-fp8']) {
+    it(`${name}: streamed and teacher-forced rows all pass for layers 0..2 and the logits`, async () => {
+      const dir = `fixtures/golden/${name}`;
+      const lines: string[] = [];
+      const rows = await runWeightsConformance({
+        weightsDir: dir, layers: [0, 1, 2], expectFile: `${dir}/trace.safetensors`, maxSeqLen: 8192, log: (l) => lines.push(l),
+      });
+      expect(rows.filter((r) => !r.pass).map((r) => `${r.check}:${r.layer}: ${r.reason}`)).toEqual([]);
+      const checks = new Set(rows.map((r) => r.check));
+      for (const c of ['stream.attn.in', 'stream.attn.out', 'stream.ffn.out', 'stream.logits', 'attn.qr', 'attn.out', 'indexer.topk', 'ffn.out', 'gate.indices', 'gate.weights', 'weights.finite']) {
+        expect(checks.has(c)).toBe(true);
+      }
+      expect(lines).toHaveLength(4);
+    });
+  }
+
+  it('a perturbed expect trace fails the rows it touches', async () => {
+    const dir = 'fixtures/golden/public-fp32';
+    const tmp = mkdtempSync(join(tmpdir(), 'dsv32-expect-'));
+    try {
+      const { openSafetensors } = await import('../src/safetensors.ts');
+      const tr = openSafetensors(`${dir}/trace.safetensors`);
+      const out: Record<string, WritableTensor> = {};
+      for (const n of tr.names()) {
+        const raw = tr.readRaw(n);
+        const data = raw.dtype === 'F32' ? (tr.read(n) as Float32Array) : raw.bytes;
+        if (n === 'step0.expected.layer1.ffn.out') (data as Float32Array)[5] = (data as Float32Array)[5]! + 0.05;
+        out[n] = { dtype: raw.dtype, shape: raw.shape, data };
+      }
+      tr.close();
+      writeSafetensors(join(tmp, 'trace.safetensors'), out);
+      const rows = await runWeightsConformance({ weightsDir: dir, layers: [1], expectFile: join(tmp, 'trace.safetensors'), maxSeqLen: 8192 });
+      expect(rows.filter((r) => !r.pass).map((r) => `${r.check}:${r.layer}`)).toEqual(['stream.ffn.out:1', 'ffn.out:1']);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});

@@ -26,11 +26,9 @@ import {
   createModelCache, disposeModelCache, disposeModelWeights, headLogits, loadModelWeights, modelForward,
   type AttentionHook, type LayerTrace, type ModelWeights,
 } from '../model.ts';
-import { mlaAttend, mlaLatent, mlaQuery } from '../mla.ts';
-import { actQuant } from '../fp8.ts';
 import type { LayerWeights } from '../checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerRecord } from '../indexer.ts';
-import { MIDPOINT_TOL, explainFfnByMidpoints, explainScoresByMidpoints, midpoint, midpointRows } from './fp8_midpoints.ts';
+import { explainFfnByMidpoints, explainScoresByMidpoints, midpointRows, steerLatentMidpoints } from './fp8_midpoints.ts';
 import { compareArrays, type CheckResult } from './types.ts';
 import { failure, type GoldenFixture } from './run.ts';
 
@@ -330,7 +328,7 @@ function endToEnd(ctx: Ctx): CheckResult[] {
       const notes = new Map<number, string>();
       const onAttention = (l: number, call: Parameters<AttentionHook>[0]): tf.Tensor2D | null => {
         if (!trace.has(p(l, 'attn.out'))) return null;
-        const steered = steerLatentMidpoints(ctx, weights.layers[l]!, call, trace.read(p(l, 'attn.out')) as Float32Array);
+        const steered = steerLatentMidpoints(config, ctx.maxSeqLen, weights.layers[l]!.attn, call, trace.read(p(l, 'attn.out')) as Float32Array, RTOL);
         if (steered) notes.set(l, steered.note);
         return steered?.out ?? null;
       };
@@ -351,78 +349,4 @@ function endToEnd(ctx: Ctx): CheckResult[] {
     [...shadows, ...forcedShadows].forEach(disposeIndexerCache);
   }
   return rows;
-}
-
-// --- End to end across an FP8 midpoint of the KV latent ---
-
-/** At most this many subsets of latent midpoint candidates are tried per layer call. */
-const MAX_STEER_TRIES = 64;
-
-/**
- * V3.2 rounds the normalized KV latent to e4m3 before caching it (also with float32 weights). When one
- * latent element lies within float32 noise of a rounding midpoint, the official run may have rounded
- * it the other way; every later layer and step then differs by far more than 1e-4 (README: "a
- * difference of one FP8 quantum ... can change ... every later value"). The end-to-end run follows the
- * official rounding there, and only there: when this call's attention output misses the recorded one,
- * the latent elements of this call at a midpoint (|x/s − m| ≤ MIDPOINT_TOL) are flipped, smallest
- * subsets first; if one flip makes the whole attention output match, the cache keeps the flipped latent
- * (so later steps see it too) and the row names the flip. Otherwise nothing changes and rows fail.
- */
-function steerLatentMidpoints(
-  ctx: Ctx, w: LayerWeights, call: Parameters<AttentionHook>[0], expected: Float32Array,
-): { out: tf.Tensor2D; note: string } | null {
-  const { config, maxSeqLen } = ctx;
-  const { x, att, cache, startPos } = call;
-  if (compareArrays(att.out.dataSync(), expected, RTOL).pass || !cache.kv) return null;
-  const T = x.shape[0];
-  const C = config.kv_lora_rank;
-  const block = Math.min(C, 128);
-  const { normalized, latent, kPe } = mlaLatent(x, w.attn, startPos, { config, maxSeqLen });
-  const { q, scale } = actQuant(normalized, scaleFmt(config), block);
-  const values = normalized.dataSync() as Float32Array;
-  const scales = scale.dataSync() as Float32Array;
-  tf.dispose([normalized, latent, kPe, q, scale]);
-  const candidates: Array<{ pos: number; dim: number; dist: number; other: number }> = [];
-  for (let i = 0; i < values.length; i++) {
-    const si = scales[Math.floor(i / block)]!;
-    const m = midpoint(Math.fround(values[i]! / si));
-    if (m.dist <= MIDPOINT_TOL) candidates.push({ pos: startPos + Math.floor(i / C), dim: i % C, dist: m.dist, other: Math.fround(m.other * si) });
-  }
-  if (candidates.length === 0) return null;
-  const { qNope, qPe, qr } = mlaQuery(x, w.attn, startPos, { config, maxSeqLen });
-  const mode = T > 1 ? 'mha' : 'mqa';
-  let tries = 0;
-  try {
-    for (let size = 1; size <= Math.min(candidates.length, 4); size++) {
-      for (const subset of combinations(candidates, size)) {
-        if (++tries > MAX_STEER_TRIES) return null;
-        const kv = cache.kv.dataSync().slice() as Float32Array;
-        for (const m of subset) kv[m.pos * C + m.dim] = m.other;
-        const kvT = tf.tensor2d(kv, cache.kv.shape);
-        const out = mlaAttend(qNope, qPe, kvT, cache.pe!, att.topk, w.attn, startPos, { config, maxSeqLen, mode });
-        if (compareArrays(out.dataSync(), expected, RTOL).pass) {
-          cache.kv.dispose();
-          cache.kv = kvT;
-          const names = subset.map((m) => `position ${m.pos} dim ${m.dim} (|x/s − midpoint| = ${m.dist.toExponential(1)})`).join(', ');
-          return { out, note: `steered at an FP8 midpoint: KV latent ${names} rounded the other way, as the official run did; kept in the cache for later steps` };
-        }
-        tf.dispose([out, kvT]);
-      }
-    }
-    return null;
-  } finally {
-    tf.dispose([qNope, qPe, qr]);
-  }
-}
-
-function* combinations<T>(items: T[], size: number): Generator<T[]> {
-  const idx = Array.from({ length: size }, (_, i) => i);
-  for (;;) {
-    yield idx.map((i) => items[i]!);
-    let k = size - 1;
-    while (k >= 0 && idx[k] === items.length - size + k) k--;
-    if (k < 0) return;
-    idx[k]!++;
-    for (let j = k + 1; j < size; j++) idx[j] = idx[j - 1]! + 1;
-  }
 }
