@@ -392,20 +392,20 @@ function matMulHost(a: Float32Array, b: Float32Array, M: number, K: number, N: n
   return data;
 }
 
-/** pT[j, h] = softmax over j of scale · zT[j, h] (columns of an [n, H] matrix). */
+/** pT[j, h] = softmax over j of scale · zT[j, h] (columns of an [n, H] matrix), in row order. */
 function softmaxColumns(zT: Float32Array, n: number, H: number, scale: number, pT: Float32Array): void {
-  for (let h = 0; h < H; h++) {
-    let max = -Infinity;
-    for (let j = 0; j < n; j++) max = Math.max(max, zT[j * H + h]!);
-    let sum = 0;
-    for (let j = 0; j < n; j++) {
-      const e = Math.exp(scale * (zT[j * H + h]! - max)); // scale > 0: the max of scale·z is scale·max
+  const max = new Float64Array(H).fill(-Infinity);
+  const sum = new Float64Array(H);
+  for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) max[h] = Math.max(max[h]!, zT[j * H + h]!);
+  for (let j = 0; j < n; j++) {
+    for (let h = 0; h < H; h++) {
+      const e = Math.exp(scale * (zT[j * H + h]! - max[h]!)); // scale > 0: the max of scale·z is scale·max
       pT[j * H + h] = e;
-      sum += e;
+      sum[h] += e;
     }
-    const inv = 1 / sum;
-    for (let j = 0; j < n; j++) pT[j * H + h]! *= inv;
   }
+  for (let h = 0; h < H; h++) sum[h] = 1 / sum[h]!;
+  for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) pT[j * H + h]! *= sum[h]!;
 }
 
 /**
