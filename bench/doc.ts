@@ -72,7 +72,7 @@ hand: rerun the bench. Nothing here is a test; the numbers are what this machine
 
 - Machine: ${report.machine}
 - Backends: ${backends}
-- PyTorch peer: ${report.peer.available ? `torch ${report.peer.torch} (${report.peer.python}), 1 thread, same shapes, written from the spec (bench/peer/attention_peer.py)` : `not run — ${report.peer.reason}`}
+- PyTorch peer: ${report.peer.available ? `torch ${report.peer.torch} (${report.peer.python}), 1 thread, same shapes, written from the spec (bench/peer/attention_peer.py); median of ${g.peerRuns} runs after a warm-up, at L ≤ ${Math.max(...g.peerDenseL) / 1024}K (dense) and ≤ ${Math.max(...g.peerSparseL) / 1024}K (sparse) to fit the time budget` : `not run — ${report.peer.reason}`}
 
 ## What is measured
 

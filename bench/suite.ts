@@ -57,18 +57,22 @@ export interface Grid {
   budgetMs: number;
   /** size of the reference matMul (1024; the smoke grid uses 256). */
   matmulN: number;
+  /** L values of the PyTorch peer (dense, sparse at fixed k) and its timed runs. */
+  peerDenseL: number[];
+  peerSparseL: number[];
+  peerRuns: number;
 }
 
 const K = 1024;
 
 /** The grid of each mode; `full` is sized to finish in about 20 minutes on 2 vCPUs. */
 export function gridFor(mode: Grid['mode']): Grid {
-  const base = { k: 2048, heads: 32, indexHeads: 16, chunkDivisor: 128, runs: 5, minRuns: 5, budgetMs: Infinity, matmulN: 1024 };
+  const base = { k: 2048, heads: 32, indexHeads: 16, chunkDivisor: 128, runs: 5, minRuns: 5, budgetMs: Infinity, matmulN: 1024, peerRuns: 5 };
   if (mode === 'smoke') {
-    return { ...base, mode, denseL: [256, 512], sparseL: [256, 512], scaledL: [512], referenceL: [256], secondaryL: [256], k: 128, heads: 2, indexHeads: 2, runs: 1, minRuns: 1, matmulN: 256 };
+    return { ...base, mode, denseL: [256, 512], sparseL: [256, 512], scaledL: [512], referenceL: [256], secondaryL: [256], k: 128, heads: 2, indexHeads: 2, runs: 1, minRuns: 1, matmulN: 256, peerDenseL: [256], peerSparseL: [256], peerRuns: 1 };
   }
   if (mode === 'quick') {
-    return { ...base, mode, denseL: [1 * K, 2 * K, 4 * K], sparseL: [1 * K, 2 * K, 4 * K], scaledL: [4 * K], referenceL: [1 * K], secondaryL: [1 * K] };
+    return { ...base, mode, denseL: [1 * K, 2 * K, 4 * K], sparseL: [1 * K, 2 * K, 4 * K], scaledL: [4 * K], referenceL: [1 * K], secondaryL: [1 * K], peerDenseL: [1 * K, 2 * K], peerSparseL: [1 * K, 2 * K, 4 * K] };
   }
   return {
     ...base,
@@ -77,7 +81,10 @@ export function gridFor(mode: Grid['mode']): Grid {
     sparseL: [1 * K, 2 * K, 4 * K, 8 * K, 16 * K, 32 * K, 64 * K],
     scaledL: [1 * K, 2 * K, 4 * K, 8 * K, 16 * K, 32 * K],
     referenceL: [1 * K, 2 * K],
-    secondaryL: [1 * K, 2 * K, 4 * K],
+    secondaryL: [1 * K, 2 * K],
+    peerDenseL: [1 * K, 2 * K, 4 * K, 8 * K],
+    peerSparseL: [1 * K, 2 * K, 4 * K, 8 * K, 16 * K, 32 * K],
+    peerRuns: 3,
     minRuns: 3,
     budgetMs: 60_000,
   };

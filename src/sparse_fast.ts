@@ -401,7 +401,7 @@ function softmaxColumns(zT: Float32Array, n: number, H: number, scale: number, p
     for (let h = 0; h < H; h++) {
       const e = Math.exp(scale * (zT[j * H + h]! - max[h]!)); // scale > 0: the max of scale·z is scale·max
       pT[j * H + h] = e;
-      sum[h] += e;
+      sum[h]! += e;
     }
   }
   for (let h = 0; h < H; h++) sum[h] = 1 / sum[h]!;

@@ -90,12 +90,12 @@ export async function run(argv: string[]): Promise<number> {
     if (!torch) peer = { available: false, reason: "python3 -c 'import torch' failed (Debian: apt-get install python3-torch)" };
     else {
       const cases: PeerCase[] = [
-        ...grid.denseL.map((L) => ({ op: 'dense' as const, L, k: grid.k, T: chunkSize(grid, L), H: grid.heads })),
-        ...grid.sparseL.map((L) => ({ op: 'sparse' as const, L, k: grid.k, T: chunkSize(grid, L), H: grid.heads })),
+        ...grid.peerDenseL.map((L) => ({ op: 'dense' as const, L, k: grid.k, T: chunkSize(grid, L), H: grid.heads })),
+        ...grid.peerSparseL.map((L) => ({ op: 'sparse' as const, L, k: grid.k, T: chunkSize(grid, L), H: grid.heads })),
       ];
-      log(`[torch] PyTorch ${torch.version} peer (${torch.python}, 1 thread): ${cases.length} cases`);
+      log(`[torch] PyTorch ${torch.version} peer (${torch.python}, 1 thread, ${grid.peerRuns} runs after a warm-up): ${cases.length} cases`);
       try {
-        peerRows = runPeer(torch.python, cases, grid.runs, 30 * 60_000, grid.k);
+        peerRows = runPeer(torch.python, cases, grid.peerRuns, 30 * 60_000, grid.k);
         peer = { available: true, python: torch.python, torch: torch.version };
         for (const r of peerRows) log(`[torch] ${r.op.padEnd(13)} L=${String(r.L).padStart(6)} ${r.ms_median.toFixed(1).padStart(9)} ms ${r.gflops?.toFixed(2)} GFLOP/s`);
       } catch (e) {
