@@ -124,8 +124,34 @@ describe('the golden model checker itself', () => {
     expect(r.reason).toMatch(/token 19: \d+ quantizer inputs near an e4m3 midpoint, no flip of ≤ 512 subsets reproduces the row|max\|a−b\|/);
   });
 
-  it('a case without steps has no model checks; a broken manifest or missing weights is a failed row', async () => {
-    expect(await golden('public-fp32-indexer-rope-bug')).toEqual([]);
+  it('rope-bug case: the whole model with the interleaved indexer RoPE makes the bug\'s selections in every layer; a wrong record fails', async () => {
+    const rows = await golden('public-fp32-indexer-rope-bug');
+    expect(rows.map((r) => `${r.check}:${r.layer}:${r.pass}`)).toEqual([0, 1, 2].map((l) => `e2e.rope_bug.interleaved_reproduces_bug:${l}:true`));
+    // replace layer 2's bug selections by the shipped layout's (base trace): that row must fail
+    const dir = join(tmp, 'bug-edited');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ weights: join(GOLDEN, 'public-fp32') }));
+    const bug = openSafetensors(join(GOLDEN, 'public-fp32-indexer-rope-bug', 'trace.safetensors'));
+    const base = openSafetensors(join(GOLDEN, 'public-fp32', 'trace.safetensors'));
+    const out: Record<string, WritableTensor> = {};
+    for (const n of bug.names()) {
+      const raw = n === 'step0.interleaved_bug.layer2.indexer.topk' ? base.readRaw('step0.expected.layer2.indexer.topk') : bug.readRaw(n);
+      out[n] = { dtype: raw.dtype, shape: raw.shape, data: raw.bytes };
+    }
+    bug.close();
+    base.close();
+    writeSafetensors(join(dir, 'trace.safetensors'), out);
+    const edited = await golden('bug-edited', dir);
+    expect(edited.map((r) => `${r.layer}:${r.pass}`)).toEqual(['0:true', '1:true', '2:false']);
+    expect(edited[2]!.reason).toMatch(/rows differ as sets/);
+  });
+
+  it('a case without steps or bug selections has no model checks; a broken manifest or missing weights is a failed row', async () => {
+    const plain = join(tmp, 'no-steps');
+    mkdirSync(plain);
+    writeFileSync(join(plain, 'manifest.json'), JSON.stringify({ weights: '../public-fp32' }));
+    writeSafetensors(join(plain, 'trace.safetensors'), { 'input.tokens': { dtype: 'I64', shape: [1], data: Int32Array.of(3) } });
+    expect(await checkGoldenModel({ name: 'no-steps', dir: plain, manifest: { weights: '../public-fp32' }, weightsDir: join(GOLDEN, 'public-fp32') })).toEqual([]);
     const bad = join(tmp, 'bad-steps');
     mkdirSync(bad);
     writeFileSync(join(bad, 'manifest.json'), JSON.stringify({ steps: [{ step: 0 }] }));

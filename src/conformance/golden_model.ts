@@ -13,9 +13,14 @@
  *   `attn.out`, `ffn.in`, `gate.*`, `ffn.out`) and the logits of every step.
  *
  * Tolerance: `max|a − b| ≤ 1e−4 · max(1, max|b|)` per tensor; top-k and expert ids as sets.
- * A case without `steps` in its manifest (e.g. the indexer RoPE regression case) has no model checks.
+ * A case without `steps` whose trace holds `step0.interleaved_bug.layerL.indexer.topk` (the indexer RoPE
+ * regression case) gets `e2e.rope_bug.interleaved_reproduces_bug` per layer: the whole model, run on the
+ * base folder's weights with the pre-fix interleaved indexer RoPE, must make the bug's selections in
+ * every layer (later layers see inputs changed by the bug's own earlier selections, so only a full
+ * forward can check them). Any other case without `steps` has no model checks.
  * Nothing here throws: an unreadable fixture or a failed computation is a failed row with its reason.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../backend.ts';
 import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
@@ -43,7 +48,7 @@ interface Step {
 /** Runs every model-side check of one golden fixture (see the module comment). */
 export async function checkGoldenModel(fx: GoldenFixture): Promise<CheckResult[]> {
   const steps = parseSteps(fx.manifest.steps);
-  if (steps === null) return [];
+  if (steps === null) return ropeBugEndToEnd(fx);
   if (typeof steps === 'string') return [failure(fx.name, 'manifest', steps)];
   let config: ModelConfig;
   let trace: SafetensorsFile;
@@ -347,6 +352,63 @@ function endToEnd(ctx: Ctx): CheckResult[] {
   } finally {
     disposeModelCache(cache);
     [...shadows, ...forcedShadows].forEach(disposeIndexerCache);
+  }
+  return rows;
+}
+
+// --- The indexer RoPE regression case, end to end ---
+
+function ropeBugEndToEnd(fx: GoldenFixture): CheckResult[] {
+  const bugKey = (l: number) => `step0.interleaved_bug.layer${l}.indexer.topk`;
+  let trace: SafetensorsFile;
+  try {
+    trace = openSafetensors(join(fx.dir, 'trace.safetensors'));
+  } catch (e) {
+    return [failure(fx.name, 'trace', `cannot open ${join(fx.dir, 'trace.safetensors')}: ${(e as Error).message}`)];
+  }
+  if (!trace.has(bugKey(0))) {
+    trace.close();
+    return [];
+  }
+  const check = 'e2e.rope_bug.interleaved_reproduces_bug';
+  const rows: CheckResult[] = [];
+  let weights: ModelWeights | null = null;
+  const cache: { c: ReturnType<typeof createModelCache> | null } = { c: null };
+  try {
+    const config = loadConfig(join(fx.weightsDir, 'config.json'));
+    const ckpt = openCheckpoint(fx.weightsDir);
+    try {
+      weights = loadModelWeights(ckpt, config);
+    } finally {
+      ckpt.close();
+    }
+    let maxSeqLen = typeof fx.manifest.max_seq_len === 'number' ? fx.manifest.max_seq_len : config.max_position_embeddings;
+    try {
+      const base = JSON.parse(readFileSync(join(fx.weightsDir, 'manifest.json'), 'utf8')) as { max_seq_len?: unknown };
+      if (typeof fx.manifest.max_seq_len !== 'number' && typeof base.max_seq_len === 'number') maxSeqLen = base.max_seq_len;
+    } catch {
+      // no base manifest: the config's max_position_embeddings
+    }
+    const info = trace.info(bugKey(0));
+    const n = info.shape[0]!;
+    const k = info.shape[1]!;
+    const tokens = Array.from(trace.read('input.tokens'), Number).slice(0, n);
+    const ctx = { name: fx.name } as Ctx;
+    cache.c = createModelCache(config);
+    const { logits } = modelForward(tokens, weights, cache.c, 0, {
+      config, maxSeqLen, indexerRopeInterleaved: true,
+      onLayer: (l, t) => {
+        if (!trace.has(bugKey(l))) return;
+        rows.push(setRow(ctx, check, 0, l, t.topk.dataSync(), Array.from(trace.read(bugKey(l)), Number), k, t.topk.shape[1]));
+      },
+    });
+    logits.dispose();
+  } catch (e) {
+    rows.push(failure(fx.name, check, `end-to-end run threw: ${(e as Error).message}`, 0));
+  } finally {
+    if (cache.c) disposeModelCache(cache.c);
+    if (weights) disposeModelWeights(weights);
+    trace.close();
   }
   return rows;
 }
