@@ -179,11 +179,24 @@ export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.T
  * @param w the layer's weights
  * @param cache the layer's MLA cache (holds startPos positions; grows by T)
  * @param startPos absolute position of the first row
- * @param opts model options; `routing` = this layer's Keep Routing record; `onLayer` observes the internals
+ * @param opts model options; `routing` = this layer's Keep Routing record; `onTrace` observes the
+ *   internals; `onAttention` may replace the attention output (conformance hook, {@link AttentionHook})
  * @returns `out` [T, D], `residual` [T, D] (owned by the caller), `routing` (null for a dense layer)
  * @example
  * ```ts
- * // see modelForward, which chains the blocks
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig } from 'dsv32/config';
+ * import { loadLayerWeights, disposeLayerWeights } from 'dsv32/checkpoint';
+ * import { createMlaCache, disposeMlaCache } from 'dsv32/mla';
+ * const config = loadConfig('fixtures/golden/public-fp8/config.json');
+ * const layer = loadLayerWeights(openCheckpoint('fixtures/golden/public-fp8'), config, 1);
+ * const cache = createMlaCache();
+ * const h = tf.randomNormal([4, 256], 0, 1, 'float32', 1) as tf.Tensor2D;
+ * const b = blockForward(h, null, layer, cache, 0, { config, maxSeqLen: 8192 });   // layer 1 as the first block
+ * b.out.shape; // => [4, 256]
+ * b.routing!.indices.length; // => 8   (T · Ek)
+ * disposeMlaCache(cache);
+ * disposeLayerWeights(layer);
  * ```
  */
 export function blockForward(
@@ -279,7 +292,8 @@ export function headLogits(
  * @param weights all layers + globals
  * @param cache per-layer caches holding exactly startPos positions
  * @param startPos absolute position of the first token
- * @param opts model options, plus `routing`, `logits` ('last' default | 'all') and `onLayer(l, trace)`
+ * @param opts model options, plus `routing`, `logits` ('last' default | 'all'), `onLayer(l, trace)` and
+ *   `onAttention(l, call)` (conformance hook, {@link AttentionHook})
  * @returns `logits` [1, V] (or [T, V]), `routing` record of the MoE layers
  * @throws RangeError for bad tokens, a cache that does not hold startPos positions, or a record that
  *   lacks a MoE layer

@@ -12,7 +12,7 @@ import { openGolden } from '../src/conformance/run.ts';
 import { openSafetensors, writeSafetensors, type WritableTensor } from '../src/safetensors.ts';
 import type { CheckResult } from '../src/conformance/types.ts';
 import { describeEachBackend } from './helpers/backends.ts';
-import { initBackend } from '../src/backend.ts';
+import { initBackend, tf } from '../src/backend.ts';
 
 const GOLDEN = resolve('fixtures/golden');
 const golden = (name: string, dir = join(GOLDEN, name)) => checkGoldenModel(openGolden({ type: 'golden', name, dir }));
@@ -144,6 +144,13 @@ describe('the golden model checker itself', () => {
     const edited = await golden('bug-edited', dir);
     expect(edited.map((r) => `${r.layer}:${r.pass}`)).toEqual(['0:true', '1:true', '2:false']);
     expect(edited[2]!.reason).toMatch(/rows differ as sets/);
+  });
+
+  it('leaves no tensor behind', async () => {
+    const before = tf.memory().numTensors;
+    await golden('public-fp8');
+    await golden('public-fp32-indexer-rope-bug');
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it('a case without steps or bug selections has no model checks; a broken manifest or missing weights is a failed row', async () => {
