@@ -65,7 +65,9 @@ for (const fixture of ['public-fp32', 'public-fp8']) {
       }
     });
 
-    it('Keep Routing: the records of prefill + decode steps, replayed on a full prefill, reproduce it', () => {
+    // backend-independent bookkeeping: the fast backend suffices (the numerics above and the golden
+    // tests run on every backend)
+    it.skipIf(backend === 'cpu')('Keep Routing: the records of prefill + decode steps, replayed on a full prefill, reproduce it', () => {
       const sampled = run(TOKENS, 5);
       expect(sampled.routing.tokens).toBe(TOKENS.length);
       const free = run(TOKENS, TOKENS.length);
@@ -80,7 +82,7 @@ for (const fixture of ['public-fp32', 'public-fp8']) {
       expect(again.logits[0]).toEqual(free.logits[0]);
     });
 
-    it('all-position logits end with the last-position logits; onLayer sees every layer', () => {
+    it.skipIf(backend === 'cpu')('all-position logits end with the last-position logits; onLayer sees every layer', () => {
       const cache = createModelCache(config);
       const seen: string[] = [];
       const all = modelForward(TOKENS.slice(0, 6), w, cache, 0, {
@@ -103,8 +105,8 @@ for (const fixture of ['public-fp32', 'public-fp8']) {
     it('does not leak tensors', async () => {
       await expectNoTensorLeak(() => {
         const cache = createModelCache(config);
-        modelForward(TOKENS.slice(0, 3), w, cache, 0, opts()).logits.dispose();
-        modelForward(TOKENS.slice(3, 4), w, cache, 3, opts()).logits.dispose();
+        modelForward(TOKENS.slice(0, 2), w, cache, 0, opts()).logits.dispose();
+        modelForward(TOKENS.slice(2, 3), w, cache, 2, opts()).logits.dispose();
         disposeModelCache(cache);
       });
     });
