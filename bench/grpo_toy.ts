@@ -12,22 +12,13 @@
 import { writeFileSync } from 'node:fs';
 import { initBackend, tf } from '../src/backend.ts';
 import { grpoLoss, klK3, klUnbiasedK3, type GrpoOptions, type KlEstimator } from '../src/grpo.ts';
+import { mulberry32 } from '../test/helpers/random.ts';
 
 const V = 6, G = 8, T = 16, STEPS = 12, LR = 1.0, BETA = 0.1, SEED = 7;
 const THETA0 = [2, 0, 0, 0, 0, -4];
 const TARGET = 0;
 const REF_LOGITS = [0, 0, 0, 0, 0, 6];
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const logSoftmax = (z: number[]): number[] => {
   const m = Math.max(...z);
   const l = Math.log(z.reduce((a, v) => a + Math.exp(v - m), 0)) + m;

@@ -13,6 +13,7 @@ import {
   type IndexerCache,
 } from '../src/indexer.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
+import { mulberry32 } from './helpers/random.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Plain-JS float64 reference of the indexer (DSA.md §2.2), independent of src/: its own linear,
@@ -22,16 +23,6 @@ import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 interface Dims { D: number; Dq: number; HI: number; DI: number; R: number }
 interface RawWeights { wq_b: Float32Array; wk: Float32Array; wp: Float32Array; gamma: Float32Array; beta: Float32Array }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randArray(rand: () => number, n: number, scale = 1): Float32Array {
   return Float32Array.from({ length: n }, () => (rand() * 2 - 1) * scale);

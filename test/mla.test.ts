@@ -6,6 +6,7 @@ import type { AttentionWeights } from '../src/checkpoint.ts';
 import { e4m3Decode, e4m3Encode } from '../src/fp8.ts';
 import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, mlaLatent, mlaQuery, type MlaCache } from '../src/mla.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
+import { mulberry32 } from './helpers/random.ts';
 
 // --- A toy layer: D = 16, H = 2, Dq = 8, C = 8 (one FP8 block), Dn = 4, R = 4, Dv = 3, HI = 2, DI = 8 ---
 
@@ -17,18 +18,10 @@ function toyConfig(k: number): ModelConfig {
   } as ModelConfig;
 }
 
-/** Deterministic uniform [−1, 1) numbers (mulberry32). */
+/** Deterministic uniform [−1, 1) numbers, times `amp`. */
 function rand(seed: number, n: number, amp = 1): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = amp * (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1);
-  }
-  return out;
+  const next = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => amp * (2 * next() - 1));
 }
 
 function toyWeights(c: ModelConfig, seed: number): AttentionWeights {

@@ -9,22 +9,17 @@ import {
   sparseAttentionMqa,
 } from '../src/sparse_attention.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
+import { mulberry32 } from './helpers/random.ts';
 
 // --- Test data and a float64 oracle ---
 
-/** Deterministic uniform [−1, 1) numbers (mulberry32); `ints` gives small integers, which create exact score ties. */
+/** Deterministic uniform [−1, 1) numbers; `ints` gives small integers, which create exact score ties. */
 function rand(seed: number, n: number, ints = false): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    const u = ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    out[i] = ints ? Math.floor(u * 3) - 1 : 2 * u - 1;
-  }
-  return out;
+  const next = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => {
+    const u = next();
+    return ints ? Math.floor(u * 3) - 1 : 2 * u - 1;
+  });
 }
 
 /**
@@ -231,7 +226,7 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
           kvP.fill(poison, (t + 1) * C);
           peP.fill(poison, (t + 1) * R);
           const dirty = run(kvP, peP);
-          const row = (a: Float32Array) => Array.from(a.subarray(i * H * C, (i + 1) * H * C));
+          const row = (a: ArrayLike<number>) => Array.from(a).slice(i * H * C, (i + 1) * H * C);
           expect(row(dirty)).toEqual(row(clean));
         }
       }),
