@@ -19,7 +19,8 @@
  * Nothing throws: a missing tensor, a wrong shape or dtype is a failed row naming the tensor, what was
  * expected and what was found, and the run stops there (no layer is used half-loaded).
  */
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { tf } from '../backend.ts';
 import { loadConfig, type ModelConfig } from '../config.ts';
 import { openCheckpoint, openSafetensors, type Checkpoint, type SafetensorsFile } from '../safetensors.ts';
@@ -47,7 +48,8 @@ export interface WeightsConformanceOptions {
   tokens?: number[];
   /** a trace in the golden fixture format to compare step 0 with. */
   expectFile?: string;
-  /** inference-time max sequence length (YaRN, softmax scale); default `max_position_embeddings`. */
+  /** inference-time max sequence length (YaRN, softmax scale); default the expect trace's manifest.json
+   *  `max_seq_len` when there is one, else `max_position_embeddings`. */
   maxSeqLen?: number;
   /** receives one line per layer with activation statistics. */
   log?: (line: string) => void;
@@ -105,6 +107,17 @@ export function activationStats(x: tf.Tensor): { mean: number; std: number; maxA
 const fmt = (s: { mean: number; std: number; maxAbs: number }) =>
   `mean ${s.mean.toExponential(3)} std ${s.std.toExponential(3)} max|x| ${s.maxAbs.toExponential(3)}`;
 
+/** `max_seq_len` of the manifest.json next to an expect trace, if there is one. */
+function manifestMaxSeqLen(expectFile: string | undefined): number | undefined {
+  if (!expectFile) return undefined;
+  try {
+    const m = JSON.parse(readFileSync(join(dirname(expectFile), 'manifest.json'), 'utf8')) as { max_seq_len?: unknown };
+    return typeof m.max_seq_len === 'number' ? m.max_seq_len : undefined;
+  } catch {
+    return undefined; // no manifest: the caller's or the config's value
+  }
+}
+
 // --- Run ---
 
 /**
@@ -133,7 +146,7 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
   if (badLayer !== undefined || layers.length === 0) {
     return [failure(name, 'weights.args', `layers must be integers in [0, ${N}) but got [${opts.layers}]`)];
   }
-  const maxSeqLen = opts.maxSeqLen ?? config.max_position_embeddings;
+  const maxSeqLen = opts.maxSeqLen ?? manifestMaxSeqLen(opts.expectFile) ?? config.max_position_embeddings;
 
   let trace: SafetensorsFile | null = null;
   let ckpt: Checkpoint | null = null;
