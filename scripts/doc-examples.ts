@@ -9,7 +9,11 @@
  *   `tf` (the tfjs-core namespace) everywhere.
  * - A statement followed by a result comment, `expr; // => VALUE` or `expr; // returns VALUE`,
  *   is checked: VALUE is a JavaScript literal (numbers compared to 1e-5 relative, arrays
- *   elementwise, strings exactly). Comments that are not literals are ignored.
+ *   elementwise, strings exactly). A remark may follow the value after two or more spaces, in
+ *   parentheses: `expr; // => [1, 2]  (why)`; it is not checked.
+ * - Strict: a result comment whose VALUE (remark removed) is not a literal, or one on a
+ *   declaration (`const x = f(); // => 3`), makes the example fail with a message naming the
+ *   line. Put explanations on their own `//` line.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve, dirname } from 'node:path';
@@ -88,8 +92,16 @@ export function toModule(ex: DocExample, exportNames: string[]): string {
     const imp = /^\s*import\s*\{([^}]*)\}/.exec(line);
     if (imp) for (const n of imp[1]!.split(',')) imported.add(n.trim().split(/\s+as\s+/).pop()!.trim());
     const r = RESULT.exec(line);
-    if (r && !/^\s*(const|let|var|import|export|\/\/)/.test(r[2]!) && isLiteral(r[3]!)) {
-      line = `${r[1]}await __check(${r[2]}, ${r[3]}, ${JSON.stringify(`${ex.where} line ${i + 1}`)});`;
+    if (r && !/^\s*\/\//.test(r[2]!)) {
+      const at = `${ex.where} line ${i + 1}`;
+      const value = stripRemark(r[3]!);
+      if (/^\s*(const|let|var|import|export)\b/.test(r[2]!)) {
+        line = `${r[1]}throw new Error(${JSON.stringify(`doc example ${at}: a result comment on a declaration is not checked; put the expression on its own line: ${raw.trim()}`)});`;
+      } else if (!isLiteral(value)) {
+        line = `${r[1]}throw new Error(${JSON.stringify(`doc example ${at}: the result comment's value is not a JavaScript literal (move remarks to their own // line, or write them after two spaces in parentheses): ${value}`)});`;
+      } else {
+        line = `${r[1]}await __check(${r[2]}, ${value}, ${JSON.stringify(at)});`;
+      }
     }
     body.push(line);
   });
@@ -104,12 +116,66 @@ export function toModule(ex: DocExample, exportNames: string[]): string {
   return [...header, ...imports, 'export default async function () {', ...rest, '}'].join('\n') + '\n';
 }
 
-function isLiteral(s: string): boolean {
-  try {
-    // eslint-disable-next-line no-new-func
-    new Function(`return (${s});`)();
+/** `[1, 2]  (a remark)` → `[1, 2]`: a parenthesized remark after two or more spaces is dropped. */
+export function stripRemark(value: string): string {
+  const m = /^(.*?\S)\s{2,}\([^]*\)\s*$/.exec(value);
+  return m ? m[1]! : value;
+}
+
+/**
+ * Whether `s` is a JavaScript literal: a number (optional sign; decimal, hex/octal/binary,
+ * `Infinity`, `NaN`), a string, `true`, `false`, `null`, `undefined`, or an array / object of
+ * literals. Not an expression such as `Math.log(3)` or `1 + 1`: the value shown must be the value
+ * itself. (A small recursive-descent parser; no evaluation.)
+ */
+export function isLiteral(s: string): boolean {
+  let i = 0;
+  const ws = (): void => {
+    while (i < s.length && /\s/.test(s[i]!)) i++;
+  };
+  const eat = (re: RegExp): boolean => {
+    re.lastIndex = i;
+    const m = re.exec(s);
+    if (!m) return false;
+    i += m[0].length;
     return true;
-  } catch {
-    return false;
-  }
+  };
+  const NUMBER = /[+-]?(?:Infinity|NaN|0[xX][\da-fA-F_]+n?|0[oO][0-7_]+n?|0[bB][01_]+n?|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?n?)(?![\w$])/y;
+  const STRING = /'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|`(?:[^`\\$]|\\.)*`/y;
+  const WORD = /(?:true|false|null|undefined)(?![\w$])/y;
+  const KEY = /[A-Za-z_$][\w$]*|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|\d+/y;
+  const list = (close: string, item: () => boolean): boolean => {
+    ws();
+    if (s[i] === close) return (i++, true);
+    for (;;) {
+      if (!item()) return false;
+      ws();
+      if (s[i] === ',') {
+        i++;
+        ws();
+        if (s[i] === close) return (i++, true);
+        continue;
+      }
+      if (s[i] === close) return (i++, true);
+      return false;
+    }
+  };
+  const value = (): boolean => {
+    ws();
+    if (s[i] === '[') return (i++, list(']', value));
+    if (s[i] === '{') {
+      i++;
+      return list('}', () => {
+        if (!eat(KEY)) return false;
+        ws();
+        if (s[i] !== ':') return false;
+        i++;
+        return value();
+      });
+    }
+    return eat(NUMBER) || eat(STRING) || eat(WORD);
+  };
+  if (!value()) return false;
+  ws();
+  return i === s.length;
 }

@@ -5,11 +5,19 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { allExamples, toModule, ROOT } from '../scripts/doc-examples.ts';
+import { allExamples, isLiteral, stripRemark, toModule, ROOT, type DocExample } from '../scripts/doc-examples.ts';
 import { initBackend } from '../src/backend.ts';
 
 const TMP = join(ROOT, 'test', '.doctest-tmp');
 const examples = allExamples();
+
+/** Writes a hand-made example as a module and imports it (what the doc-tests do). */
+async function load(code: string, name: string): Promise<() => Promise<void>> {
+  const ex: DocExample = { where: 'test', module: null, code: `import { tf } from 'dsv32/backend';\n${code}` };
+  const file = join(TMP, `${name}.ts`);
+  writeFileSync(file, toModule(ex, []));
+  return ((await import(file)) as { default: () => Promise<void> }).default;
+}
 
 describe('documentation examples', () => {
   beforeAll(async () => {
@@ -31,10 +39,37 @@ describe('documentation examples', () => {
   });
 
   it('a wrong result comment fails', async () => {
-    const bad = toModule({ where: 'test', module: null, code: `import { tf } from 'dsv32/backend';\ntf.scalar(2).arraySync(); // => 3` }, []);
-    const file = join(TMP, 'bad.ts');
-    writeFileSync(file, bad);
-    const mod = (await import(file)) as { default: () => Promise<void> };
-    await expect(mod.default()).rejects.toThrow(/expected 3, got 2/);
+    const run = await load('tf.scalar(2).arraySync(); // => 3', 'bad');
+    await expect(run()).rejects.toThrow(/expected 3, got 2/);
+  });
+
+  it('a result comment whose value is not a literal fails (not silently skipped)', async () => {
+    const run = await load('tf.scalar(2).arraySync(); // => 2 (the scalar)', 'bad-nonliteral');
+    await expect(run()).rejects.toThrow(/test line 2: the result comment's value is not a JavaScript literal .*: 2 \(the scalar\)/);
+    const expr = await load('tf.scalar(2).arraySync(); // returns Math.SQRT2 ** 2', 'bad-expression');
+    await expect(expr()).rejects.toThrow(/not a JavaScript literal/);
+  });
+
+  it('a remark after two spaces in parentheses is dropped and the value still checked', async () => {
+    const ok = await load('tf.tensor1d([1, 2]).arraySync(); // => [1, 2]  (a remark, not checked)', 'remark-ok');
+    await expect(ok()).resolves.toBeUndefined();
+    const bad = await load('tf.tensor1d([1, 2]).arraySync(); // => [1, 3]  (a remark)', 'remark-bad');
+    await expect(bad()).rejects.toThrow(/result\[1\]: expected 3, got 2/);
+  });
+
+  it('a result comment on a declaration fails', async () => {
+    const run = await load('const x = tf.scalar(2).arraySync(); // => 2', 'bad-declaration');
+    await expect(run()).rejects.toThrow(/a result comment on a declaration is not checked/);
+  });
+
+  it('isLiteral accepts literals only; stripRemark drops a parenthesized remark', () => {
+    for (const v of ['3', '-1.5e-3', '0x7e', '-Infinity', 'NaN', "'a // b'", '"x"', 'true', 'null', '[[0, -1], [1, 2]]', '{ a: 1, "b": [true] }', '[]'])
+      expect(isLiteral(v), v).toBe(true);
+    for (const v of ['Math.log(3)', '1 + 1', 'x', '3 (note)', '[1]  (note)', 'e', '[1, 2', "'open", 'new Date()', '(() => 1)()'])
+      expect(isLiteral(v), v).toBe(false);
+    expect(stripRemark('[1, 1, 0]  (true, true, false)')).toBe('[1, 1, 0]');
+    expect(stripRemark('1   (the FP8 round trip moved some values)')).toBe('1');
+    expect(stripRemark('3 (one space: kept)')).toBe('3 (one space: kept)');
+    expect(stripRemark("'a  (b)'")).toBe("'a  (b)'");
   });
 });
