@@ -168,8 +168,10 @@ export function moeGate(
         return { weights: tf.tensor2d(opts.routing.weights, [T, Ek], 'float32'), indices };
       }
     } else {
-      // 2. biased scores, for selection only
-      let biased = (gate.bias ? tf.add(scores, gate.bias) : scores) as tf.Tensor2D;
+      // 2. biased scores, for selection only. The selection is discrete: it runs on a detached copy of
+      // the scores, so no gradient tape reaches top-k (which has no gradient in tfjs)
+      const detached = tf.tensor2d(scores.dataSync() as Float32Array, [T, E]);
+      let biased = (gate.bias ? tf.add(detached, gate.bias) : detached) as tf.Tensor2D;
       // 3. group-limited routing
       if (G > 1) {
         const grouped = tf.reshape(biased, [T, G, E / G]); // [T, G, E/G]
@@ -266,6 +268,19 @@ export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null): t
 // --- MoE layer (official MoE.forward; spec §4.1 step 7) ---
 
 /**
+ * Rows of `a` reordered by a permutation, `out[i] = a[perm[i]]`, with the gradient written as the
+ * inverse permutation (`dA = dOut[inverse]`): tfjs's own gather gradient needs `UnsortedSegmentSum`,
+ * which the wasm backend lacks, so this keeps MoE trainable on every backend.
+ */
+function permuteRows(a: tf.Tensor2D, perm: Int32Array, inverse: Int32Array): tf.Tensor2D {
+  const f = tf.customGrad((input: tf.Tensor) => ({
+    value: tf.gather(input, perm),
+    gradFunc: (dy: tf.Tensor) => tf.gather(dy, inverse),
+  }));
+  return f(a) as tf.Tensor2D;
+}
+
+/**
  * One MoE FFN: `y = Σ_i w_i · Expert_{ids_i}(x) + Shared(x)`, accumulated in float32.
  * Each routed expert runs only on the tokens routed to it (as the official loop over experts); the
  * shared expert runs on every token. Returns the routing it used, which is the Keep Routing record
@@ -316,18 +331,23 @@ export function moe(
       rowsOf[ids[i]!]!.push(Math.floor(i / Ek));
       slotsOf[ids[i]!]!.push(i);
     }
+    if (T === 0) return tf.zeros([T, D]) as tf.Tensor2D;
+    // (token, slot) pairs in expert order, and back: two permutations of the T·Ek rows
+    const order = Int32Array.from(slotsOf.flat()); // expert-order row → (token, slot) index t·Ek + j
+    const slotRow = new Int32Array(T * Ek); // (token, slot) → expert-order row
+    order.forEach((slot, row) => (slotRow[slot] = row));
+    const perPair = tf.reshape(tf.tile(x, [1, Ek]), [T * Ek, D]); // [T·Ek, D], row t·Ek + j = x_t
+    const byExpert = permuteRows(perPair, order, slotRow); // [T·Ek, D], expert order
     const outputs: tf.Tensor2D[] = [];
-    const slotRow = new Int32Array(T * Ek); // (token, slot) → row of the concatenated expert outputs
     let n = 0;
     for (let e = 0; e < E; e++) {
-      const r = rowsOf[e]!;
-      if (r.length === 0) continue;
-      outputs.push(swigluFfn(tf.gather(x, r) as tf.Tensor2D, w.experts[e]!, fmt)); // [n_e, D]
-      for (const slot of slotsOf[e]!) slotRow[slot] = n++;
+      const count = rowsOf[e]!.length;
+      if (count === 0) continue;
+      outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, fmt)); // [n_e, D]
+      n += count;
     }
-    if (outputs.length === 0) return tf.zeros([T, D]) as tf.Tensor2D; // T = 0
-    const expertOut = outputs.length === 1 ? outputs[0]! : tf.concat(outputs, 0); // [T·Ek, D], expert order
-    const perSlot = tf.reshape(tf.gather(expertOut, slotRow), [T, Ek, D]); // [T, Ek, D], gate order
+    const expertOut = outputs.length === 1 ? outputs[0]! : (tf.concat(outputs, 0) as tf.Tensor2D); // [T·Ek, D], expert order
+    const perSlot = tf.reshape(permuteRows(expertOut, slotRow, order), [T, Ek, D]); // [T, Ek, D], gate order
     const y = tf.sum(tf.mul(perSlot, tf.expandDims(weights, -1)), 1) as tf.Tensor2D; // [T, D], float32
     return w.shared ? (tf.add(y, swigluFfn(x, w.shared, fmt)) as tf.Tensor2D) : y;
   });

@@ -336,6 +336,42 @@ describeEachBackend('moe', () => {
     disposeMoe(w);
   });
 
+  it('free routing is differentiable too: gradients reach the gate through the combine weights', () => {
+    const c = moeCase(13, 3);
+    const w = moeTensors(c.W, c.bias, c.experts, c.shared);
+    const x = tf.tensor2d(c.x);
+    const g = tf.grad((gw: tf.Tensor) => tf.sum(moe(x, { ...w, gate: { weight: gw as tf.Tensor2D, bias: w.gate.bias } }, c.config).out))(w.gate.weight);
+    expect(tf.max(tf.abs(g)).arraySync()).toBeGreaterThan(1e-6);
+    disposeMoe(w);
+  });
+
+  it('gradients w.r.t. x and the expert weights equal those of the dense form Σ_e C[t,e]·Expert_e(x_t) + Shared(x_t)', () => {
+    const c = moeCase(17, 4);
+    const w = moeTensors(c.W, c.bias, c.experts, c.shared);
+    const x = tf.tensor2d(c.x);
+    const { routing } = moe(x, w, c.config);
+    // C[t, e] = the combine weight of expert e for token t (0 when not routed)
+    const C = new Float32Array(4 * 16);
+    routing.indices.forEach((e, i) => (C[Math.floor(i / 4) * 16 + e] = routing.weights[i]!));
+    const Ct = tf.tensor2d(C, [4, 16]);
+    const ex = routing.indices[0]!; // an expert that some token uses
+    const dense = (xx: tf.Tensor2D, w1: tf.Tensor2D) =>
+      tf.addN([
+        ...w.experts.map((f, e) => tf.mul(tf.slice(Ct, [0, e], [4, 1]), swigluFfn(xx, e === ex ? { ...f, w1: { weight: w1, fp8: false } } : f, null))),
+        swigluFfn(xx, w.shared!, null),
+      ]);
+    const sparse = (xx: tf.Tensor2D, w1: tf.Tensor2D) =>
+      moe(xx, { ...w, experts: w.experts.map((f, e) => (e === ex ? { ...f, w1: { weight: w1, fp8: false } } : f)) }, c.config, { routing, combine: 'replay' }).out;
+    const R = tf.randomNormal([4, 8], 0, 1, 'float32', 5);
+    const grads = (f: typeof dense) => tf.grads((xx: tf.Tensor, w1: tf.Tensor) => tf.sum(tf.mul(f(xx as tf.Tensor2D, w1 as tf.Tensor2D), R)))([x, w.experts[ex]!.w1.weight]);
+    const [gx, gw] = grads(sparse);
+    const [rx, rw] = grads(dense);
+    expect(tf.max(tf.abs(tf.sub(gx!, rx!))).arraySync()).toBeLessThan(1e-5);
+    expect(tf.max(tf.abs(tf.sub(gw!, rw!))).arraySync()).toBeLessThan(1e-5);
+    expect(tf.max(tf.abs(rx!)).arraySync()).toBeGreaterThan(1e-3);
+    disposeMoe(w);
+  });
+
   it('shared expert is always on: with all routed experts zero the output is Shared(x)', () => {
     const c = moeCase(5, 3);
     const zeros = c.experts.map((e) => ({ w1: e.w1, w3: e.w3, w2: e.w2.map((r) => r.map(() => 0)) }));
