@@ -273,11 +273,11 @@ export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null): t
  * which the wasm backend lacks, so this keeps MoE trainable on every backend.
  */
 function permuteRows(a: tf.Tensor2D, perm: Int32Array, inverse: Int32Array): tf.Tensor2D {
-  const f = tf.customGrad((input: tf.Tensor) => ({
-    value: tf.gather(input, perm),
-    gradFunc: (dy: tf.Tensor) => tf.gather(dy, inverse),
+  const f = tf.customGrad((input) => ({
+    value: tf.gather(input as tf.Tensor2D, perm) as tf.Tensor2D,
+    gradFunc: (dy: tf.Tensor2D) => tf.gather(dy, inverse),
   }));
-  return f(a) as tf.Tensor2D;
+  return f(a);
 }
 
 /**
@@ -337,7 +337,7 @@ export function moe(
     const slotRow = new Int32Array(T * Ek); // (token, slot) → expert-order row
     order.forEach((slot, row) => (slotRow[slot] = row));
     const perPair = tf.reshape(tf.tile(x, [1, Ek]), [T * Ek, D]); // [T·Ek, D], row t·Ek + j = x_t
-    const byExpert = permuteRows(perPair, order, slotRow); // [T·Ek, D], expert order
+    const byExpert = permuteRows(perPair as tf.Tensor2D, order, slotRow); // [T·Ek, D], expert order
     const outputs: tf.Tensor2D[] = [];
     let n = 0;
     for (let e = 0; e < E; e++) {
