@@ -16,6 +16,8 @@
  * Gradients: the node build of `@tensorflow/tfjs-core` registers no gradient functions; the
  * `@tensorflow/tfjs` union package does, so this module imports it once for its side effect and
  * `tf.grad` works on every backend.
+ *
+ * @module
  */
 import * as tf from '@tensorflow/tfjs-core';
 // registers every gradient function (the tfjs-core node bundle alone registers none)
@@ -140,7 +142,18 @@ export async function initBackend(name?: BackendName): Promise<BackendInfo> {
   throw new Error('initBackend(): no tfjs backend could be loaded (tried tensorflow, wasm, cpu)');
 }
 
-/** The backend chosen by the last {@link initBackend} call, or undefined before the first. */
+/**
+ * The backend chosen by the last {@link initBackend} call, or undefined before the first. Cheap and
+ * synchronous: for logs and reports (the CLI prints it in every summary line), never a selection.
+ *
+ * @example
+ * ```ts
+ * await initBackend('cpu');
+ * backendInfo()?.name; // => 'cpu'
+ * backendInfo()?.package; // => '@tensorflow/tfjs-backend-cpu'
+ * backendInfo()?.tfjsBackend === tf.getBackend(); // => true
+ * ```
+ */
 export function backendInfo(): BackendInfo | undefined {
   return current;
 }

@@ -18,6 +18,8 @@
  * FP8: an `F8_E4M3` `.weight` comes with `.weight_scale_inv` [⌈out/b⌉, ⌈in/b⌉] (b = 128), and
  * W[i, j] = e4m3(W₈[i, j]) · scale[⌊i/b⌋, ⌊j/b⌋] — the scale is a MULTIPLIER despite its name (official
  * `weight_dequant`, `fp8_gemm`); edge blocks are partial (576 rows → 5 scale rows).
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';

@@ -6,6 +6,8 @@
  * any value against the released file. Unknown keys (`architectures`, `num_key_value_heads`, ...) are ignored.
  * Every invalid or inconsistent value is a {@link ConfigError} that names the key, what was expected and
  * what was found.
+ *
+ * @module
  */
 import { readFileSync } from 'node:fs';
 import { yarnMscale } from './rope.ts';

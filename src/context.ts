@@ -14,6 +14,7 @@ import { isPyObject, pyJsonDumps, type PyJson } from './pyjson.ts';
 // --- Message types ---
 
 export type Role = 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+/** Every {@link Role}, in the order of the official encoder's role checks. */
 export const ROLES: readonly Role[] = ['system', 'developer', 'user', 'assistant', 'tool'];
 export type ThinkingMode = 'thinking' | 'chat';
 

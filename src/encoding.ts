@@ -15,12 +15,19 @@ export { PyDict, PyFloat, parsePyJson, pyJsonDumps, pyFloatRepr, type PyJson } f
 
 // --- Format constants (official encoder; bytes pinned by test_output.txt) ---
 
+/** Begin-of-sentence token, prepended to an encoded conversation without `context` (`encodeMessages` option `addDefaultBosToken`). */
 export const BOS = '<｜begin▁of▁sentence｜>';
+/** End-of-sentence token, closing every assistant message. */
 export const EOS = '<｜end▁of▁sentence｜>';
+/** Opens a user turn; a `developer` message opens with it too. */
 export const USER = '<｜User｜>';
+/** Follows every user / developer message: the assistant's turn starts. */
 export const ASSISTANT = '<｜Assistant｜>';
+/** Opens the reasoning: after the last user message (or its tool results) in thinking mode. */
 export const THINK_START = '<think>';
+/** Closes the reasoning; written alone where no reasoning is rendered (chat mode, earlier turns). */
 export const THINK_END = '</think>';
+/** The marker inside DSML tool-call tags, e.g. `<｜DSML｜invoke name="...">`. */
 export const DSML = '｜DSML｜';
 
 /** The "## Tools" block; `{tool_schemas}` = one JSON schema per line. Ends with a newline. */
@@ -219,7 +226,8 @@ export interface EncodeOptions {
  * with no assistant before it is a `RangeError`; developer messages before the last user message are kept (see
  * `dropThinking`). JSON numbers follow `pyjson.ts` (docs/deviations.md "Chat encoding and context management").
  *
- * @param messages the messages to render, oldest first. @param options thinking mode, retention rule, context, BOS.
+ * @param messages the messages to render, oldest first.
+ * @param options thinking mode, retention rule, context, BOS.
  * @returns the prompt string.
  * @example
  * ```ts

@@ -9,6 +9,8 @@
  * Everything here is exact: the tensor functions use only float32 operations that are exact or correctly
  * rounded once (comparisons, multiplication and division by powers of two, `tf.round`, one float32
  * product or quotient), so wasm and cpu give bit-identical results.
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 

@@ -10,6 +10,8 @@
  * and outputs are selected with `tf.where`, so neither a NaN value nor a NaN gradient (`0 · NaN`) can leak.
  *
  * Shapes: G completions per prompt (the group), T padded completion length.
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 

@@ -5,6 +5,8 @@
  * H_n is the Sylvester Hadamard matrix, H[i, j] = (−1)^popcount(i AND j) (H_1 = [1], H_2n = [[H, H], [H, −H]]).
  * The scaled transform x ↦ x·H_n·n^−1/2 is orthonormal and symmetric, hence its own inverse: it leaves q·k
  * unchanged and only spreads outliers across dims before the FP8 quantization.
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 

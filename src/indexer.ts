@@ -20,6 +20,8 @@
  *   rotate   Hadamard on q and k (orthonormal: changes only the FP8 error)
  *   quantize act_quant (block 128 = DI) of q and k
  *   weights  w' as above;   scores   fp8Index(q₈, w', cache keys, cache scales)
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';

@@ -13,6 +13,8 @@
  * indexer (`stopGradient(h)`) in a full model.
  *
  * Shapes: H main-attention heads, T query positions = key positions (a prefill from position 0: query t sees s ≤ t).
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 import { stopGradient } from './grpo.ts';

@@ -2,6 +2,8 @@
  * Normalizations of the official V3.2 inference code [DSA.md §1.7; inference/model.py RMSNorm, LayerNorm]:
  * RMSNorm (block norms, q_norm, kv_norm, final norm), its fused-residual form used by `Block`, and the
  * LayerNorm with bias of the indexer's key (`k_norm`). All in float32.
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 

@@ -8,6 +8,8 @@
  *
  * Frequencies and angles follow float32 semantics step by step (every intermediate rounded with
  * `Math.fround`), so they match the official float32 tensors up to the accuracy of `pow`.
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 

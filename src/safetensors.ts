@@ -10,6 +10,8 @@
  * position), so a 690 GB checkpoint is never held in memory. Every malformed file is a
  * {@link SafetensorsError} naming the file and the reason, raised before any allocation sized by
  * untrusted numbers beyond the file's own length.
+ *
+ * @module
  */
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
 import { isAbsolute, join, normalize } from 'node:path';

@@ -11,6 +11,8 @@
  *   also applies to π_ref is not stated; these functions leave that to the caller (docs/deviations.md).
  *
  * Shapes: T steps (tokens of one completion), V vocabulary.
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 import { stopGradient } from './grpo.ts';

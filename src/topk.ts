@@ -10,6 +10,8 @@
  *
  * Consumers: the MLA / sparse-attention code gathers keys with {@link selectTopK}'s indices
  * (−1 = empty slot) or adds {@link selectionMask} to dense [T, S] scores.
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 
