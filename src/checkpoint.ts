@@ -68,11 +68,11 @@ export interface AttentionWeights {
 
 /** SwiGLU FFN: w2(silu(w1 x) · w3 x). */
 export interface FfnWeights {
-  /** gate_proj [I, D] */
+  /** gate_proj [F, D] (F = `intermediate_size`, or `moe_intermediate_size` for experts) */
   w1: Linear;
-  /** down_proj [D, I] */
+  /** down_proj [D, F] */
   w2: Linear;
-  /** up_proj [I, D] */
+  /** up_proj [F, D] */
   w3: Linear;
 }
 
