@@ -28,7 +28,17 @@ export const MIDPOINT_TOL = FP8_E4M3_MAX * 2 ** -22;
 /** At most this many re-evaluations per token row. */
 const MAX_TRIES = 512;
 
-/** Distance from v (|v| ≤ 448) to the nearest rounding midpoint of the e4m3 grid, and the value on the other side. */
+/**
+ * Distance from v (|v| < 448) to the nearest rounding midpoint of the e4m3 grid, and the e4m3 value on
+ * the other side of that midpoint (the rounding a tiny perturbation of v could give instead).
+ *
+ * @example
+ * ```ts
+ * midpoint(1.0625).dist;  // => 0        (1.0625 is halfway between 1 and 1.125)
+ * midpoint(1.0625).other; // => 1.125    (ties go to 1, the even mantissa)
+ * midpoint(1.07).dist;    // => 0.0075
+ * ```
+ */
 export function midpoint(v: number): { dist: number; other: number } {
   const a = Math.abs(v);
   if (a >= FP8_E4M3_MAX) return { dist: Infinity, other: v };
@@ -127,6 +137,10 @@ function* subsets<T>(c: T[], limit: number): Generator<T[]> {
  * @param x [T, D] the FFN input that produced `actual`
  * @param ffn dense weights, or MoE experts + shared expert with the routing used
  * @param actual [T, D] our output; `expected` [T, D] the recorded one; `rtol` the tolerance
+ * @example
+ * ```ts
+ * // see golden_model.ts `ffnRow`: explainFfnByMidpoints(row, ffnIn, { kind: 'dense', dense }, 'ue8m0', actual, expected, 1e-4)
+ * ```
  */
 export function explainFfnByMidpoints(
   row: CheckResult,
@@ -210,6 +224,10 @@ export const MIDPOINT_RTOL = 1e-2;
  * each element grows by its distance to the reference value.
  *
  * @param values [rows, n] quantizer inputs; `scales` [rows, n / block]
+ * @example
+ * ```ts
+ * midpointRows(Float32Array.of(1.0625, 1.3), Float32Array.of(1, 1), 2, false); // => [true, false]
+ * ```
  */
 export function midpointRows(
   values: Float32Array, scales: Float32Array, rows: number, ue8m0: boolean,
@@ -236,6 +254,13 @@ export function midpointRows(
  * Re-examines a failed index-score row [T, S]: an element above tolerance is counted instead of failed
  * when its query row or key column had a quantizer input at an e4m3 midpoint and it stays within
  * {@link MIDPOINT_RTOL} (one e4m3 quantum moves a score by ~1e-3 relative).
+ *
+ * @example
+ * ```ts
+ * const row = { case: 'c', check: 'indexer.score', step: 0, layer: 0, pass: false, max_abs_err: 2e-3, max_rel_err: 2e-3 };
+ * explainScoresByMidpoints(row, [1.002, 0], [1, 0], 2, [true], [false, false], 1e-4).pass; // => true
+ * explainScoresByMidpoints(row, [1.002, 0], [1, 0], 2, [false], [false, false], 1e-4).pass; // => false
+ * ```
  */
 export function explainScoresByMidpoints(
   row: CheckResult, actual: ArrayLike<number>, expected: ArrayLike<number>, S: number, queryFlags: boolean[], keyFlags: boolean[], rtol: number,
@@ -280,6 +305,11 @@ const MAX_STEER_TRIES = 64;
  * @returns the matching output [T, D] (owned by the caller), `flips` (what was flipped) and `note` (for a
  *   steered row); null when the output already matches or no flip explains it. The cache is changed
  *   only when a flip is returned.
+ * @example
+ * ```ts
+ * // inside modelForward's onAttention hook (golden_model.ts `endToEnd`):
+ * // const s = steerLatentMidpoints(config, maxSeqLen, layer.attn, call, recordedAttnOut, 1e-4); return s?.out ?? null;
+ * ```
  */
 export function steerLatentMidpoints(
   config: ModelConfig, maxSeqLen: number, w: AttentionWeights, call: Parameters<AttentionHook>[0], expected: Float32Array, rtol: number,

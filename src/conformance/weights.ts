@@ -87,7 +87,16 @@ export function layerFloat32Bytes(config: ModelConfig, layer: number): number {
 
 // --- Statistics ---
 
-/** mean, std and max|x| of a tensor, for the log. */
+/**
+ * mean, (population) std and max|x| of a tensor, and whether every element is finite — the per-layer
+ * statistics of the log.
+ *
+ * @example
+ * ```ts
+ * activationStats(tf.tensor1d([1, -3])).std; // => 2
+ * activationStats(tf.tensor1d([1, -3])).maxAbs; // => 3
+ * ```
+ */
 export function activationStats(x: tf.Tensor): { mean: number; std: number; maxAbs: number; finite: boolean } {
   const v = x.dataSync() as Float32Array;
   let s = 0;
