@@ -8,21 +8,12 @@ import { tf } from '../src/backend.ts';
 import { CONFIG_671B, type ModelConfig } from '../src/config.ts';
 import { moeGate, moe, swigluFfn, concatRoutingRecords, type GateConfig, type LayerRouting } from '../src/moe.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
+import { mulberry32 } from './helpers/random.ts';
 
 // --- float64 reference of the official Gate.forward / MLP / MoE.forward ---
 
 type Mat = number[][];
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function randMat(rows: number, cols: number, rnd: () => number, scale = 1): Mat {
   return Array.from({ length: rows }, () => Array.from({ length: cols }, () => Math.fround((rnd() * 2 - 1) * scale)));
 }
