@@ -167,6 +167,20 @@ describeEachBackend('sparse_fast', () => {
     }
   });
 
+  it('dense and sparse fast at S = 9000 (long context, 40 of 9000 keys) ≡ float64 oracle', () => {
+    const S = 9000, T = 2, H = 2, C = 3, R = 2, K = 40, startPos = S - T;
+    const rnd = (n: number, s: number) => Array.from({ length: n }, (_, i) => Math.sin(s + i * 0.37));
+    const pick = (i: number) => Array.from({ length: K }, (_, j) => (j * 229 + i * 7) % (startPos + i + 1)).sort((a, b) => a - b);
+    const sel = [pick(0), pick(1)];
+    const x = {
+      qL: tf.tensor3d(rnd(T * H * C, 1), [T, H, C]), qR: tf.tensor3d(rnd(T * H * R, 2), [T, H, R]),
+      kv: tf.tensor2d(rnd(S * C, 3), [S, C]), pe: tf.tensor2d(rnd(S * R, 4), [S, R]), topk: tf.tensor2d(sel, [T, K], 'int32'),
+    };
+    const want = oracleAttention(x.qL.arraySync(), x.qR.arraySync(), x.kv.arraySync(), x.pe.arraySync(), sel, startPos, 0.5);
+    expectClose(denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, startPos, 0.5), want);
+    expectClose(sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, startPos, 0.5), want);
+  });
+
   it('indexerScoresFast ≡ fp8Index ≡ float64 oracle', async () => {
     await fc.assert(
       fc.asyncProperty(
