@@ -1,0 +1,379 @@
+/**
+ * Documentation lint: the guides must not name what does not exist.
+ *
+ * - Functions: in docs/equations.md and docs/tour.md, every function the text names is exported by
+ *   the module it names (rules below, `functionRefs`).
+ * - Clauses: every conformance clause id written in README.md or docs/*.md (a backticked
+ *   `area.name` whose area is one of the registries') is registered in spec/<area>/clauses.yml.
+ * - Links: every relative markdown link of README.md and docs/*.md points to an existing file
+ *   (http(s)/mailto links and pure `#anchor` links are not checked; `#anchor` suffixes are dropped).
+ *
+ * Each checker is a plain function over a markdown string; the last block runs them on hand-made
+ * bad documents, so the lint can fail.
+ */
+import { describe, it, expect } from 'vitest';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import ts from 'typescript';
+import { parse as parseYaml } from 'yaml';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const DOCS = readdirSync(join(ROOT, 'docs'))
+  .filter((f) => f.endsWith('.md'))
+  .sort()
+  .map((f) => join(ROOT, 'docs', f));
+const MARKDOWN = [join(ROOT, 'README.md'), ...DOCS];
+
+// --- Markdown helpers ---
+
+/** The text with fenced code blocks blanked (line numbers kept): code is not prose. */
+function withoutFences(md: string): string {
+  return md.replace(/^ *```[^\n]*\n[\s\S]*?\n *```[^\n]*$/gm, (block) => block.replace(/[^\n]/g, ''));
+}
+
+/** 1-based line of a character offset. */
+function lineAt(text: string, offset: number): number {
+  return text.slice(0, offset).split('\n').length;
+}
+
+/** A problem found by a checker: where (file:line) and what. */
+interface Problem {
+  where: string;
+  what: string;
+}
+
+// --- Exports of a module (parsed, not executed: type-only exports count too) ---
+
+const exportCache = new Map<string, Set<string>>();
+
+/** The names a source file exports (declarations with `export`, `export { ... }` lists, `export * from` followed). */
+function exportsOf(file: string): Set<string> {
+  const cached = exportCache.get(file);
+  if (cached) return cached;
+  const names = new Set<string>();
+  exportCache.set(file, names);
+  if (!existsSync(file)) return names;
+  const sf = ts.createSourceFile(file, readFileSync(file, 'utf8'), ts.ScriptTarget.ES2022, false, ts.ScriptKind.TS);
+  for (const st of sf.statements) {
+    const exported = ts.canHaveModifiers(st) && ts.getModifiers(st)?.some((m) => m.kind === ts.SyntaxKind.ExportKeyword);
+    if (ts.isExportDeclaration(st)) {
+      if (st.exportClause && ts.isNamedExports(st.exportClause)) for (const e of st.exportClause.elements) names.add(e.name.text);
+      else if (!st.exportClause && st.moduleSpecifier && ts.isStringLiteral(st.moduleSpecifier)) {
+        for (const n of exportsOf(resolve(dirname(file), st.moduleSpecifier.text))) names.add(n);
+      }
+    } else if (exported) {
+      if (ts.isVariableStatement(st)) {
+        for (const d of st.declarationList.declarations) if (ts.isIdentifier(d.name)) names.add(d.name.text);
+      } else if ('name' in st && st.name && ts.isIdentifier(st.name as ts.Node)) {
+        names.add((st.name as ts.Identifier).text);
+      }
+    }
+  }
+  return names;
+}
+
+/** Every public module: src/<name>.ts. */
+const PUBLIC_MODULES = readdirSync(join(ROOT, 'src'))
+  .filter((f) => f.endsWith('.ts') && f !== 'index.ts')
+  .map((f) => join(ROOT, 'src', f));
+
+// --- Function names ---
+
+/** A function (or type) name the text attributes to some modules. */
+interface FunctionRef {
+  name: string;
+  /** the modules it may come from (absolute paths); empty = any public module. */
+  modules: string[];
+  line: number;
+}
+
+/** A name found in the text; `aside` = inside parentheses (a remark, which may name another module's export). */
+interface Name {
+  name: string;
+  offset: number;
+  aside: boolean;
+}
+
+/** src modules linked in a piece of markdown, `[..](../src/x.ts)` resolved from `file`. */
+function linkedModules(text: string, file: string): string[] {
+  const out: string[] = [];
+  for (const m of text.matchAll(/\]\(([^)\s]+\.ts)\)/g)) {
+    const p = resolve(dirname(file), m[1]!);
+    if (p.startsWith(join(ROOT, 'src') + '/')) out.push(p);
+  }
+  return out;
+}
+
+/** Splits at `sep` outside parentheses. */
+function splitOutside(text: string, sep: string): { text: string; offset: number }[] {
+  const out: { text: string; offset: number }[] = [];
+  let depth = 0;
+  let start = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '(') depth++;
+    else if (c === ')') depth = Math.max(0, depth - 1);
+    else if (c === sep && depth === 0) {
+      out.push({ text: text.slice(start, i), offset: start });
+      start = i + 1;
+    }
+  }
+  out.push({ text: text.slice(start), offset: start });
+  return out;
+}
+
+const IDENT = /^[A-Za-z$][A-Za-z0-9$]*$/;
+/** camelCase or PascalCase with an inner capital: `indexerScores`, `klK3`, `RoutingRecord`. */
+const CAMEL = /^[A-Za-z][a-z0-9]*[A-Z][A-Za-z0-9]*$/;
+
+/**
+ * Backticked names in a piece of text that name functions (or exported types):
+ * - `name(...)` (a call written in backticks) always;
+ * - outside parentheses: a plain identifier without `_` (snake_case names are the official code's,
+ *   dotted ones like `MLA.forward` too) when `plain` is set (the function column of a table);
+ * - otherwise (and inside parentheses) only camelCase / PascalCase identifiers, so that prose words
+ *   and parameter names (`mode`, `developer`) are not taken for functions.
+ */
+function namesIn(text: string, plain: boolean): Name[] {
+  const out: Name[] = [];
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '(') depth++;
+    else if (c === ')') depth = Math.max(0, depth - 1);
+    else if (c === '`') {
+      const end = text.indexOf('`', i + 1);
+      if (end < 0) break;
+      const code = text.slice(i + 1, end);
+      const call = /^([A-Za-z$][\w$]*)\(/.exec(code);
+      if (call && !call[1]!.includes('_')) out.push({ name: call[1]!, offset: i + 1, aside: depth > 0 });
+      else if (IDENT.test(code) && (CAMEL.test(code) || (plain && depth === 0))) out.push({ name: code, offset: i + 1, aside: depth > 0 });
+      i = end;
+    }
+  }
+  return out;
+}
+
+/**
+ * The function names of a markdown guide and the modules they are attributed to.
+ *
+ * Tables with a `function` column (docs/equations.md): the cell is split at `;` outside
+ * parentheses; a part that links a src module (`[x.ts](../src/x.ts)`, also inside parentheses as in
+ * `` `stopGradient` ([grpo.ts](../src/grpo.ts)) ``) names that module for its identifiers; a part
+ * without a link keeps the module of the part before it in the same cell, and a cell's first part
+ * without a link may name any module linked in the table so far (the rows share their modules).
+ * Every backticked identifier outside parentheses counts.
+ *
+ * Prose (docs/tour.md, and the text around the tables): per paragraph, camelCase names and
+ * backticked calls must be exported by one of the src modules the paragraph links; a paragraph
+ * that links none may name any public module's export.
+ *
+ * Names inside parentheses are remarks (`` `modelForward` (emits `RoutingRecord`s) ``, where the
+ * type lives in moe.ts): they must be exported by some public module, not necessarily the one named.
+ */
+function functionRefs(md: string, file: string): FunctionRef[] {
+  const text = withoutFences(md);
+  const refs: FunctionRef[] = [];
+  const lines = text.split('\n');
+  let offset = 0;
+  let fnColumn = -1;
+  let table: string[] = [];
+  let paragraph: { text: string; offset: number } | null = null;
+  const flush = (): void => {
+    if (!paragraph) return;
+    const mods = linkedModules(paragraph.text, file);
+    for (const n of namesIn(paragraph.text, false)) {
+      refs.push({ name: n.name, modules: n.aside ? [] : mods, line: lineAt(text, paragraph.offset + n.offset) });
+    }
+    paragraph = null;
+  };
+  for (const line of lines) {
+    const isRow = /^\s*\|/.test(line);
+    if (isRow) {
+      flush();
+      const cells = line.split(/(?<!\\)\|/).slice(1, -1);
+      if (cells.every((c) => /^\s*:?-+:?\s*$/.test(c))) {
+        // separator row
+      } else if (fnColumn < 0 && cells.some((c) => /^\s*function/i.test(c))) {
+        fnColumn = cells.findIndex((c) => /^\s*function/i.test(c));
+        table = [];
+      } else if (fnColumn >= 0) {
+        const cell = cells[fnColumn] ?? '';
+        const cellOffset = offset + 1 + cells.slice(0, fnColumn).reduce((a, c) => a + c.length + 1, 0);
+        let current = [...table];
+        for (const part of splitOutside(cell, ';')) {
+          const mods = linkedModules(part.text, file);
+          if (mods.length) current = mods;
+          table.push(...mods);
+          for (const n of namesIn(part.text, true)) {
+            refs.push({ name: n.name, modules: n.aside ? [] : current, line: lineAt(text, cellOffset + part.offset + n.offset) });
+          }
+        }
+      } else {
+        const mods = linkedModules(line, file);
+        for (const n of namesIn(line, false)) refs.push({ name: n.name, modules: n.aside ? [] : mods, line: lineAt(text, offset + n.offset) });
+      }
+    } else {
+      fnColumn = -1;
+      if (line.trim() === '' || /^#/.test(line)) flush();
+      else if (paragraph) paragraph.text += '\n' + line;
+      else paragraph = { text: line, offset };
+    }
+    offset += line.length + 1;
+  }
+  flush();
+  return refs;
+}
+
+/** Problems with the function names of one guide. */
+function checkFunctions(md: string, file: string): Problem[] {
+  const problems: Problem[] = [];
+  const where = relative(ROOT, file);
+  for (const r of functionRefs(md, file)) {
+    const candidates = r.modules.length ? r.modules : PUBLIC_MODULES;
+    if (candidates.some((m) => exportsOf(m).has(r.name))) continue;
+    const named = r.modules.length ? r.modules.map((m) => relative(ROOT, m)).join(' or ') : 'any public module';
+    const elsewhere = PUBLIC_MODULES.filter((m) => exportsOf(m).has(r.name)).map((m) => relative(ROOT, m));
+    problems.push({
+      where: `${where}:${r.line}`,
+      what: `\`${r.name}\` is not exported by ${named}${elsewhere.length ? ` (it is by ${elsewhere.join(', ')})` : ''}`,
+    });
+  }
+  return problems;
+}
+
+// --- Clause ids ---
+
+/** Every registered clause id, from spec/<area>/clauses.yml. */
+function registeredClauses(): Set<string> {
+  const ids = new Set<string>();
+  for (const area of readdirSync(join(ROOT, 'spec'))) {
+    const f = join(ROOT, 'spec', area, 'clauses.yml');
+    if (!existsSync(f)) continue;
+    const list = parseYaml(readFileSync(f, 'utf8')) as { id: string }[];
+    for (const c of list) ids.add(c.id);
+  }
+  return ids;
+}
+
+/** Backticked clause ids: `area.rest` with area one of `prefixes`, not a file name, no wildcard. */
+function clauseRefs(md: string, prefixes: ReadonlySet<string>): { id: string; line: number }[] {
+  const text = withoutFences(md);
+  const out: { id: string; line: number }[] = [];
+  for (const m of text.matchAll(/`([a-z][a-z0-9]*)\.([a-z0-9][a-z0-9.-]*)`/g)) {
+    if (!prefixes.has(m[1]!) || /\.(ts|js|md|py|json|ya?ml|txt|safetensors)$/.test(m[0].slice(1, -1))) continue;
+    out.push({ id: `${m[1]}.${m[2]}`, line: lineAt(text, m.index) });
+  }
+  return out;
+}
+
+function checkClauses(md: string, file: string, ids: ReadonlySet<string>): Problem[] {
+  const prefixes = new Set([...ids].map((id) => id.split('.')[0]!));
+  return clauseRefs(md, prefixes)
+    .filter((r) => !ids.has(r.id))
+    .map((r) => ({ where: `${relative(ROOT, file)}:${r.line}`, what: `clause \`${r.id}\` is not registered in spec/*/clauses.yml` }));
+}
+
+// --- Relative links ---
+
+/** Relative link targets of a markdown file (code spans and fences skipped), anchors dropped. */
+function relativeLinks(md: string): { target: string; line: number }[] {
+  const text = withoutFences(md).replace(/`[^`\n]*`/g, (s) => ' '.repeat(s.length));
+  const out: { target: string; line: number }[] = [];
+  for (const m of text.matchAll(/\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)/g)) {
+    const raw = m[1]!;
+    if (/^[a-z][a-z0-9+.-]*:/i.test(raw) || raw.startsWith('#')) continue;
+    out.push({ target: decodeURI(raw.replace(/#.*$/, '')), line: lineAt(text, m.index) });
+  }
+  return out;
+}
+
+function checkLinks(md: string, file: string): Problem[] {
+  return relativeLinks(md)
+    .filter((l) => !existsSync(resolve(dirname(file), l.target)))
+    .map((l) => ({ where: `${relative(ROOT, file)}:${l.line}`, what: `link target ${l.target} does not exist` }));
+}
+
+// --- The lint ---
+
+const read = (f: string): string => readFileSync(f, 'utf8');
+const show = (ps: Problem[]): string[] => ps.map((p) => `${p.where}: ${p.what}`);
+
+describe('docs lint', () => {
+  const clauses = registeredClauses();
+
+  it('the clause registries are read, and the guides cite clauses', () => {
+    expect(clauses.size).toBeGreaterThan(20);
+    expect(clauses.has('dsa.selection.eq2-topk')).toBe(true);
+    const prefixes = new Set([...clauses].map((id) => id.split('.')[0]!));
+    expect(clauseRefs(read(join(ROOT, 'docs', 'equations.md')), prefixes).length).toBeGreaterThan(20);
+    expect(clauseRefs(read(join(ROOT, 'docs', 'tour.md')), prefixes).length).toBeGreaterThan(15);
+  });
+
+  it.each(['docs/equations.md', 'docs/tour.md'])('%s: every function named is exported by the module named', (f) => {
+    const file = join(ROOT, f);
+    const refs = functionRefs(read(file), file);
+    expect(refs.length).toBeGreaterThan(20);
+    expect(show(checkFunctions(read(file), file))).toEqual([]);
+  });
+
+  it.each(MARKDOWN.map((f) => relative(ROOT, f)))('%s: every clause id is registered', (f) => {
+    const file = join(ROOT, f);
+    expect(show(checkClauses(read(file), file, clauses))).toEqual([]);
+  });
+
+  it.each(MARKDOWN.map((f) => relative(ROOT, f)))('%s: every relative link resolves', (f) => {
+    const file = join(ROOT, f);
+    expect(show(checkLinks(read(file), file))).toEqual([]);
+  });
+});
+
+describe('docs lint catches mistakes (checkers on bad in-memory documents)', () => {
+  const file = join(ROOT, 'docs', 'bad.md');
+  const clauses = registeredClauses();
+
+  it('a function attributed to the wrong module, or to none that exports it', () => {
+    const md = [
+      '| paper | function(s) | spec |',
+      '|---|---|---|',
+      '| Eq. 1 | [indexer.ts](../src/indexer.ts) `indexerScores`, `selectTopK` | `dsa.indexer.eq1-score` |',
+      '| Eq. 2 | `fp8Index` (the `fp8_index` kernel, `mode`); `noSuchFunction` ([topk.ts](../src/topk.ts)) | — |',
+      '| Eq. 3 | `selectionMask` (with `RoutingRecord`s and `madeUpType`s) | — |',
+      '',
+      'Prose: [src/topk.ts](../src/topk.ts) has `selectTopK(scores, startPos, k)` but not `indexerScoresExact`.',
+      '',
+      'No link here: `madeUpHelper` is exported by nobody; `rmsNorm` is.',
+    ].join('\n');
+    const problems = show(checkFunctions(md, file));
+    expect(problems).toEqual([
+      'docs/bad.md:3: `selectTopK` is not exported by src/indexer.ts (it is by src/topk.ts)',
+      'docs/bad.md:4: `noSuchFunction` is not exported by src/topk.ts',
+      'docs/bad.md:5: `madeUpType` is not exported by any public module',
+      'docs/bad.md:7: `indexerScoresExact` is not exported by src/topk.ts (it is by src/indexer.ts)',
+      'docs/bad.md:9: `madeUpHelper` is not exported by any public module',
+    ]);
+  });
+
+  it('an unregistered clause id (file names and wildcards are not clause ids)', () => {
+    const md = 'See `dsa.indexer.eq1-score`, `dsa.indexer.eq9-made-up`, `grpo.nope`, `moe.ts`, `encoding.*`, `indexer.score`.\n';
+    expect(show(checkClauses(md, file, clauses))).toEqual([
+      'docs/bad.md:1: clause `dsa.indexer.eq9-made-up` is not registered in spec/*/clauses.yml',
+      'docs/bad.md:1: clause `grpo.nope` is not registered in spec/*/clauses.yml',
+    ]);
+  });
+
+  it('a relative link to a missing file (http, anchors, code spans and fences are skipped)', () => {
+    const md = [
+      '[ok](tour.md#step-1) [ok](../src/topk.ts) [web](https://example.com/x.md) [anchor](#top)',
+      '[missing](no-such-file.md) ![missing picture](img/none.svg)',
+      '`[not a link](nowhere.md)`',
+      '```',
+      '[in a fence](nowhere.md)',
+      '```',
+    ].join('\n');
+    expect(show(checkLinks(md, file))).toEqual([
+      'docs/bad.md:2: link target no-such-file.md does not exist',
+      'docs/bad.md:2: link target img/none.svg does not exist',
+    ]);
+  });
+});
