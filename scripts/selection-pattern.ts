@@ -12,7 +12,8 @@
  *
  * Run: `npx tsx scripts/selection-pattern.ts [GOLDEN_DIR] [OUT.svg]`
  * (defaults: fixtures/golden/public-fp32, docs/img/selection-pattern.svg). Exits 1 when a position
- * differs from the official selection.
+ * differs from the official selection. As a module it exports {@link selectionPattern} (the same
+ * picture, in memory), which test/selection-pattern.test.ts checks against the committed file.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -209,21 +210,46 @@ export function renderSelectionSvg(info: PatternInfo, layers: LayerSelection[]):
   return out.join('\n') + '\n';
 }
 
+// --- The picture of a golden folder ---
+
+/** The bundled golden folder the committed picture is drawn from. */
+export const DEFAULT_GOLDEN_DIR = join(ROOT, 'fixtures', 'golden', 'public-fp32');
+/** Where the committed picture lives. */
+export const DEFAULT_SVG_PATH = join(ROOT, 'docs', 'img', 'selection-pattern.svg');
+
+/**
+ * Recomputes the selections of a golden folder and draws them: the SVG text (what the command
+ * writes), the selections, and the number of positions that differ from the official selection
+ * (0 when dsv32 selects exactly what the official code selected). Runs on the current backend
+ * (call `initBackend` first); writes nothing. test/selection-pattern.test.ts compares the result
+ * with the committed docs/img/selection-pattern.svg.
+ *
+ * @param dir a golden folder; default fixtures/golden/public-fp32.
+ */
+export function selectionPattern(dir: string = DEFAULT_GOLDEN_DIR): {
+  svg: string;
+  info: PatternInfo;
+  layers: LayerSelection[];
+  differing: number;
+} {
+  const { info, layers } = recomputeSelections(dir);
+  const differing = layers.reduce((a, sel) => a + differences(sel).length, 0);
+  return { svg: renderSelectionSvg(info, layers), info, layers, differing };
+}
+
 // --- Command line ---
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const dir = resolve(process.argv[2] ?? join(ROOT, 'fixtures', 'golden', 'public-fp32'));
-  const outPath = resolve(process.argv[3] ?? join(ROOT, 'docs', 'img', 'selection-pattern.svg'));
+  const dir = resolve(process.argv[2] ?? DEFAULT_GOLDEN_DIR);
+  const outPath = resolve(process.argv[3] ?? DEFAULT_SVG_PATH);
   await initBackend(process.env.DSV32_BACKEND === 'cpu' ? 'cpu' : undefined);
-  const { info, layers } = recomputeSelections(dir);
+  const { svg, layers, differing } = selectionPattern(dir);
   mkdirSync(dirname(outPath), { recursive: true });
-  writeFileSync(outPath, renderSelectionSvg(info, layers));
-  let total = 0;
+  writeFileSync(outPath, svg);
   for (const sel of layers) {
     const d = differences(sel);
-    total += d.length;
     process.stdout.write(`layer ${sel.layer}: ${sel.ours.length} query rows, ${d.length} position(s) differ from the official selection\n`);
   }
   process.stdout.write(`wrote ${relative(process.cwd(), outPath)}\n`);
-  if (total > 0) process.exitCode = 1;
+  if (differing > 0) process.exitCode = 1;
 }
