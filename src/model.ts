@@ -17,6 +17,8 @@
  * a decode step (absorbed MQA mode). FP8 checkpoints run through the same code: their Linears carry
  * `fp8: true` and `linear()` block-quantizes activations before them; embed, head, gate and the
  * indexer's weights_proj stay exact. Activations are float32 throughout.
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 import type { GlobalWeights, LayerWeights } from './checkpoint.ts';
@@ -100,12 +102,30 @@ export function createModelCache(config: ModelConfig): ModelCache {
   return { layers: Array.from({ length: config.num_hidden_layers }, () => createMlaCache()) };
 }
 
-/** Disposes every layer cache. */
+/**
+ * Disposes every layer cache (latents, rope keys, indexer keys).
+ *
+ * @example
+ * ```ts
+ * import { CONFIG_671B } from 'dsv32/config';
+ * const cache = createModelCache(CONFIG_671B);
+ * disposeModelCache(cache);
+ * cache.layers[0]!.kv; // => null
+ * ```
+ */
 export function disposeModelCache(cache: ModelCache): void {
   for (const c of cache.layers) disposeMlaCache(c);
 }
 
-/** Number of cached positions (the next call's startPos). */
+/**
+ * Number of cached positions: the next call's startPos.
+ *
+ * @example
+ * ```ts
+ * import { CONFIG_671B } from 'dsv32/config';
+ * modelCacheLength(createModelCache(CONFIG_671B)); // => 0
+ * ```
+ */
 export function modelCacheLength(cache: ModelCache): number {
   return cache.layers[0] ? mlaCacheLength(cache.layers[0]) : 0;
 }
@@ -135,7 +155,18 @@ export function loadModelWeights(ckpt: Checkpoint, config: ModelConfig): ModelWe
   }
 }
 
-/** Disposes every tensor of {@link loadModelWeights}' result. */
+/**
+ * Disposes every tensor of {@link loadModelWeights}' result.
+ *
+ * @example
+ * ```ts
+ * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig } from 'dsv32/config';
+ * const w = loadModelWeights(openCheckpoint('fixtures/golden/public-fp32'), loadConfig('fixtures/golden/public-fp32/config.json'));
+ * disposeModelWeights(w);
+ * w.global.embed.isDisposed; // => true
+ * ```
+ */
 export function disposeModelWeights(w: ModelWeights): void {
   w.layers.forEach(disposeLayerWeights);
   disposeGlobalWeights(w.global);

@@ -8,7 +8,9 @@
  * (DeepSeek-V3.2, spec digest §4.1, §4.2, §1.7).
  *
  * Shapes use docs/conventions.md: T tokens, D = `hidden_size`, E = `n_routed_experts`,
- * Ek = `num_experts_per_tok`, G = `n_group`.
+ * Ek = `num_experts_per_tok`, G = `n_group` (the number of expert groups here; not the GRPO group size).
+ *
+ * @module
  */
 import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';
