@@ -24,6 +24,8 @@ export interface BenchReport {
   fits: Record<string, PowerFit | null>;
   seconds: number;
   date: string;
+  /** 1-minute load average at the start and the end of the run (the machine may be shared). */
+  load_avg?: { start: number; end: number; cpus: number };
 }
 
 /** Rows of one (backend, op) line against L; `scaled` picks the k = L/8 series, else fixed k. */
@@ -61,6 +63,7 @@ export function buildReport(
   peerRows: BenchResult[],
   peer: BenchReport['peer'],
   seconds: number,
+  loadAvg?: BenchReport['load_avg'],
 ): BenchReport {
   const results = [...runs.flatMap((r) => r.results), ...peerRows];
   const fits = fitAll(results, grid);
@@ -79,6 +82,7 @@ export function buildReport(
     fits,
     seconds,
     date: new Date().toISOString(),
+    load_avg: loadAvg,
   };
 }
 

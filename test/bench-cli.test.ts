@@ -67,6 +67,14 @@ describe('dsv32 bench --json (smoke grid)', () => {
     expect(readFileSync(svg, 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\n$/);
   });
 
+  it('re-renders the tables and the docs from a saved report (--report)', () => {
+    const doc2 = join(dir, 'again.md');
+    const again = cli(['bench', '--report', file, '--doc', doc2]);
+    expect(again.status).toBe(0);
+    expect(again.stdout).toMatch(/\| backend \| op \| series \|/);
+    expect(readFileSync(doc2, 'utf8')).toContain(JSON.parse(readFileSync(file, 'utf8')).machine as string);
+  });
+
   it('rejects an unknown option and an unknown backend with exit code 2', () => {
     const bad = cli(['bench', '--smoke', '--frobnicate']);
     expect(bad.status).toBe(2);

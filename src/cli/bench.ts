@@ -4,10 +4,12 @@
  * `python3 -c 'import torch'` works. The full run also writes docs/performance.md and its plot.
  *
  * Options: `--quick` (small grid, < 3 min), `--json FILE`, `--backends wasm,cpu`, `--no-peer`,
- * `--doc FILE` (markdown report; default docs/performance.md for the full run only), `--no-doc`.
+ * `--doc FILE` (markdown report; default docs/performance.md for the full run only), `--no-doc`,
+ * `--report FILE.json` (re-render the tables and the docs from a saved `--json` report, measuring nothing).
  * Hidden: `--smoke` or `DSV32_BENCH_SMOKE=1` (tiny grid for the test suite).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { BackendName } from '../backend.ts';
 import { findTorch, runPeer, type PeerCase } from '../../bench/peer.ts';
@@ -15,7 +17,7 @@ import { buildReport, exponentTable, resultsTable, timePlot, type BenchReport } 
 import { chunkSize, gridFor, machineDescription, runBackend, type BackendRun, type BenchResult } from '../../bench/suite.ts';
 import { performanceDoc, targetSummary } from '../../bench/doc.ts';
 
-const USAGE = `usage: dsv32 bench [--quick] [--json FILE] [--backends wasm,cpu] [--no-peer] [--doc FILE | --no-doc]\n`;
+const USAGE = `usage: dsv32 bench [--quick] [--json FILE] [--backends wasm,cpu] [--no-peer] [--doc FILE | --no-doc] [--report FILE.json]\n`;
 
 interface Args {
   mode: 'full' | 'quick' | 'smoke';
@@ -23,6 +25,8 @@ interface Args {
   backends: BackendName[];
   peer: boolean;
   doc?: string;
+  /** re-render the tables and the docs from a saved --json report instead of measuring. */
+  report?: string;
 }
 
 function parseArgs(argv: string[]): Args | string {
@@ -41,6 +45,7 @@ function parseArgs(argv: string[]): Args | string {
     else if (a === '--peer') args.peer = true;
     else if (a === '--doc') args.doc = value();
     else if (a === '--no-doc') args.doc = '';
+    else if (a === '--report') args.report = value();
     else if (a === '--backends') {
       const list = value().split(',').map((s) => s.trim());
       for (const b of list) if (!['wasm', 'cpu', 'tensorflow'].includes(b)) return `bench: unknown backend '${b}' in --backends`;
@@ -65,9 +70,11 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(args);
     return args === USAGE ? 0 : 2;
   }
-  const grid = gridFor(args.mode);
   const log = (s: string) => process.stdout.write(s + '\n');
+  if (args.report) return output(JSON.parse(fs.readFileSync(args.report, 'utf8')) as BenchReport, { ...args, json: undefined }, log);
+  const grid = gridFor(args.mode);
   const t0 = performance.now();
+  const loadStart = os.loadavg()[0]!;
   log(`dsv32 bench (${args.mode}): C=512 R=64 value=512 (MQA), DI=128; H=${grid.heads}, HI=${grid.indexHeads}; T = L/${grid.chunkDivisor} queries at the end of a length-L context`);
 
   const runs: BackendRun[] = [];
@@ -105,7 +112,13 @@ export async function run(argv: string[]): Promise<number> {
     }
   }
 
-  const report = buildReport(machineDescription(), grid, runs, peerRows, peer, (performance.now() - t0) / 1000);
+  const loadAvg = { start: loadStart, end: os.loadavg()[0]!, cpus: os.cpus().length };
+  const report = buildReport(machineDescription(), grid, runs, peerRows, peer, (performance.now() - t0) / 1000, loadAvg);
+  return output(report, args, log);
+}
+
+/** Prints the tables and targets and writes the JSON and the markdown report. */
+function output(report: BenchReport, args: Args, log: (s: string) => void): number {
   log('');
   log(resultsTable(report));
   log('');
