@@ -228,7 +228,7 @@ function guarded<T>(loader: Loader, build: () => T): T {
  * applies the block scales inside `fp8_gemm`); see docs/deviations.md "Config and checkpoints".
  * @deviation the MoE gate bias (`e_score_correction_bias`) is loaded whenever `topk_method` is `noaux_tc`
  * (the official `Gate` creates it only when dim = 7168, i.e. for the 671B model).
- * @param ckpt an open checkpoint ({@link openCheckpoint})
+ * @param ckpt an open checkpoint ({@link safetensors!openCheckpoint})
  * @param config its validated config
  * @param layer block index
  * @returns the records; free them with {@link disposeLayerWeights}

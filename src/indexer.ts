@@ -190,7 +190,7 @@ function ropeFirst(v: tf.Tensor, cos: tf.Tensor2D, sin: tf.Tensor2D, R: number, 
  * the non-interleaved pair layout (the November 2025 fix; `ropeInterleaved: true` reproduces the
  * pre-fix bug); k is a single head shared by all HI heads; the FP8 quantization also happens for
  * float32 checkpoints (scale_fmt null → plain amax/448 scales); scores are returned BEFORE the causal
- * mask (row t holds values for s > t too; {@link selectTopK} in src/topk.ts ignores them).
+ * mask (row t holds values for s > t too; {@link topk!selectTopK} in src/topk.ts ignores them).
  *
  * @deviation the official code quantizes q and k in blocks of 128 and supports only DI = 128 (one
  *   block per head); here the block is DI, so toy configs with DI < 128 work too (identical for DI = 128).

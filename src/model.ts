@@ -24,7 +24,7 @@ import { tf } from './backend.ts';
 import type { GlobalWeights, LayerWeights } from './checkpoint.ts';
 import { loadGlobalWeights, loadLayerWeights, disposeLayerWeights, disposeGlobalWeights } from './checkpoint.ts';
 import { type ModelConfig, scaleFmt } from './config.ts';
-import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache, type MlaOutput } from './mla.ts';
+import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache, type MlaOptions, type MlaOutput } from './mla.ts';
 import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
 import { rmsNormResidual } from './norms.ts';
 import type { Checkpoint } from './safetensors.ts';
@@ -48,8 +48,8 @@ export interface ModelOptions {
   maxSeqLen: number;
   /** MLA mode; default as the official code ('mha' iff T > 1). */
   mode?: 'mha' | 'mqa';
-  /** 'sparse' (default) or 'dense' DSA attention (src/mla.ts). */
-  attention?: 'sparse' | 'dense';
+  /** 'sparse' (default), 'dense' or 'fast' DSA attention (src/mla.ts `MlaOptions.attention`). */
+  attention?: MlaOptions['attention'];
   /** indexer RoPE layout: false (default) = V3.2 final; true = the pre-fix bug. */
   indexerRopeInterleaved?: boolean;
   /** Keep Routing: combine weights recomputed (default) or replayed when a record is supplied. */
@@ -316,7 +316,7 @@ export function headLogits(
  * T = 1), updating every layer's cache. Prefill of n tokens ≡ prefill of m + (n − m) decode steps, up
  * to float32 rounding (test/model.test.ts).
  *
- * Keep Routing: `opts.routing` (e.g. {@link concatRoutingRecords} of the sampling passes) enforces the
+ * Keep Routing: `opts.routing` (e.g. {@link moe!concatRoutingRecords} of the sampling passes) enforces the
  * recorded experts in every MoE layer; the returned `routing` is this pass's record either way.
  *
  * @param tokens T token ids
