@@ -151,7 +151,9 @@ so the GEMM share grows with the head count (128 in the 671B model) and shrinks 
 XNNPACK busy on large GEMMs, which is why sparse reaches a lower GFLOP/s than dense at equal L.
 
 The fast and reference paths are checked against each other and against a float64 oracle by
-test/sparse-fast.test.ts (wasm and cpu).
+test/sparse-fast.test.ts (wasm and cpu). MLA uses them with \`mlaForward(…, { attention: 'fast' })\` (src/mla.ts:
+\`selectTopKFast\` + \`sparseAttentionMqaFast\`, absorbed form in prefill too; not differentiable), checked ≡ 'sparse'
+≡ 'dense' by test/mla.test.ts and against the golden traces by test/golden-fast.test.ts.
 
 ## Reproduce
 

@@ -18,6 +18,11 @@
  *      quantized), `ō = softmax(scale · (q̃·cᵀ + q_pe·k_peᵀ) + M) · c`, `o = W_UV · ō`;
  * 5. `out = wo · concat_h o`.
  *
+ * `attention` picks how step 4 is computed: `'sparse'` (default, readable reference: gather the selected
+ * keys, src/sparse_attention.ts), `'dense'` (official: −∞-masked full score matrix) or `'fast'` (the
+ * wasm-tuned kernels of src/sparse_fast.ts, `selectTopKFast` + `sparseAttentionMqaFast`, always in the
+ * absorbed form; they read values back with `dataSync`, so no gradient flows through them).
+ *
  * `scale = Dqk^−0.5 · mscale²` (YaRN active when maxSeqLen > original_max_position_embeddings).
  *
  * @module
@@ -30,6 +35,7 @@ import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCac
 import { rmsNorm } from './norms.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
 import { denseAttentionMha, denseAttentionMqa, sparseAttentionMha, sparseAttentionMqa } from './sparse_attention.ts';
+import { selectTopKFast, sparseAttentionMqaFast } from './sparse_fast.ts';
 import { selectTopK } from './topk.ts';
 
 /** Block size of the FP8 round trip of the latent (official `block_size`). */
@@ -106,8 +112,13 @@ export interface MlaOptions {
   maxSeqLen: number;
   /** 'mha' (expand keys/values per head) or 'mqa' (absorbed). Default as the official code: mha iff T > 1. */
   mode?: 'mha' | 'mqa';
-  /** 'sparse' = O(T·k) gather (default), 'dense' = −∞-masked full score matrix (official). */
-  attention?: 'sparse' | 'dense';
+  /**
+   * 'sparse' = O(T·k) gather (default, the readable reference), 'dense' = −∞-masked full score matrix
+   * (official), 'fast' = the wasm-tuned kernels of src/sparse_fast.ts (`selectTopKFast`,
+   * `sparseAttentionMqaFast`): same results up to float32 summation order, always computed in the absorbed
+   * MQA form (also for mode 'mha'), and not differentiable (the kernels read values back with `dataSync`).
+   */
+  attention?: 'sparse' | 'dense' | 'fast';
   /** indexer RoPE layout; default the V3.2 final non-interleaved layout (true reproduces the pre-fix bug). */
   indexerRopeInterleaved?: boolean;
 }
@@ -233,7 +244,12 @@ export function mlaLatent(
  *   `ō = Σ_s softmax(scale · (q̃·c_s + q_pe·k_pe_s)) c_s`, `o = W_UV ō`.
  *   FLOPs beyond attention: `2 · T · H · C(Dn + Dv)` (absorption), independent of S.
  *
+ * `attention: 'fast'` runs the 'mqa' computation with `sparseAttentionMqaFast` in either mode (no
+ * gradient: the kernel reads its inputs back with `dataSync`).
+ *
  * @deviation scores and softmax in float32 (the V3.2 demo computes them in bf16).
+ * @deviation `attention: 'fast'` with mode 'mha' computes the absorbed form, so an FP8 wkv_b does not
+ *   quantize the latent again (the official prefill does; the golden traces pass either way).
  * @param qNope [T, H, Dn]
  * @param qPe [T, H, R] rotated
  * @param kv [S, C] cached latents
@@ -241,7 +257,7 @@ export function mlaLatent(
  * @param topk [T, K] int32 selected positions (−1 padded)
  * @param w attention weights (wkv_b, wo)
  * @param startPos position of query row 0
- * @param opts config, maxSeqLen (softmax scale), mode (required), attention (default 'sparse')
+ * @param opts config, maxSeqLen (softmax scale), mode (required), attention (default 'sparse'; 'fast' always absorbed)
  * @returns out [T, D]
  * @example
  * ```ts
@@ -282,7 +298,7 @@ export function mlaAttend(
   const scale = softmaxScale(config, opts.maxSeqLen);
   return tf.tidy(() => {
     let o: tf.Tensor3D; // [T, H, Dv]
-    if (mode === 'mha') {
+    if (mode === 'mha' && attention !== 'fast') {
       const kvB = linear(kv, w.wkv_b, sf).reshape([S, H, Dn + Dv]); // [S, H, Dn + Dv]
       const kNope = kvB.slice([0, 0, 0], [S, H, Dn]); // [S, H, Dn]
       const v = kvB.slice([0, 0, Dn], [S, H, Dv]) as tf.Tensor3D; // [S, H, Dv]
@@ -296,9 +312,11 @@ export function mlaAttend(
       const wUK = wkvB.slice([0, 0, 0], [H, Dn, C]); // [H, Dn, C]
       const wUV = wkvB.slice([0, Dn, 0], [H, Dv, C]); // [H, Dv, C]
       const qLatent = tf.matMul(qNope.transpose([1, 0, 2]), wUK).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, C]
-      const oLatent = attention === 'sparse'
-        ? sparseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale)
-        : denseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale); // [T, H, C]
+      const oLatent = attention === 'fast'
+        ? sparseAttentionMqaFast(qLatent, qPe, kv, pe, topk, startPos, scale)
+        : attention === 'sparse'
+          ? sparseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale)
+          : denseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale); // [T, H, C]
       o = tf.matMul(oLatent.transpose([1, 0, 2]), wUV, false, true).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, Dv]
     }
     return linear(o.reshape([T, H * Dv]), w.wo, sf) as tf.Tensor2D; // [T, D]
@@ -314,7 +332,8 @@ export function mlaAttend(
  * over all cached positions.
  *
  * Equivalences (tested): prefill of n ≡ prefill m + decode n−m ≡ prefill m + prefill n−m; mode 'mha' ≡ 'mqa';
- * attention 'sparse' ≡ 'dense' (all up to float32 rounding).
+ * attention 'sparse' ≡ 'dense' ≡ 'fast' (all up to float32 rounding; 'fast' selects with `selectTopKFast`,
+ * which returns the same sets as `selectTopK`, and is not differentiable).
  *
  * @deviation the official prefill branch attends only to the keys of the current call (it assumes
  *   startPos = 0); here a prefill at startPos > 0 attends to every cached key, so chunked prefill is exact.
@@ -371,7 +390,9 @@ export function mlaForward(
       maxSeqLen,
       ropeInterleaved: opts.indexerRopeInterleaved,
     });
-    topk = selectTopK(indexScores, startPos, config.index_topk);
+    topk = opts.attention === 'fast'
+      ? selectTopKFast(indexScores, startPos, config.index_topk)
+      : selectTopK(indexScores, startPos, config.index_topk);
   } catch (e) {
     tf.dispose([qr, qNope, qPe, latent, kPe]);
     throw e;
@@ -427,8 +448,8 @@ function checkInputs(x: tf.Tensor2D, w: AttentionWeights, cache: MlaCache, start
   if (opts.mode !== undefined && opts.mode !== 'mha' && opts.mode !== 'mqa') {
     throw new TypeError(`${fn}: opts.mode must be 'mha' or 'mqa' but got '${String(opts.mode)}'`);
   }
-  if (opts.attention !== undefined && opts.attention !== 'sparse' && opts.attention !== 'dense') {
-    throw new TypeError(`${fn}: opts.attention must be 'sparse' or 'dense' but got '${String(opts.attention)}'`);
+  if (opts.attention !== undefined && opts.attention !== 'sparse' && opts.attention !== 'dense' && opts.attention !== 'fast') {
+    throw new TypeError(`${fn}: opts.attention must be 'sparse', 'dense' or 'fast' but got '${String(opts.attention)}'`);
   }
   if (!Number.isSafeInteger(maxSeqLen) || maxSeqLen < 1) {
     throw new RangeError(`${fn}: opts.maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);

@@ -47,16 +47,17 @@ interface Run { out: number[][]; topk: number[][]; scores: number[][] }
 
 /** Runs the chunks in order on one cache, returning the concatenated rows. */
 function runChunks(x: Float32Array, D: number, chunks: number[], w: AttentionWeights, config: ModelConfig, maxSeqLen: number,
-  extra: { mode?: 'mha' | 'mqa'; attention?: 'sparse' | 'dense' } = {}): Run {
+  extra: { mode?: 'mha' | 'mqa'; attention?: 'sparse' | 'dense' | 'fast' } = {}): Run {
   const cache = createMlaCache();
   const res: Run = { out: [], topk: [], scores: [] };
   let pos = 0;
   for (const n of chunks) {
-    const r = mlaForward(tf.tensor2d(x.subarray(pos * D, (pos + n) * D), [n, D]), w, cache, pos, { config, maxSeqLen, ...extra });
+    const xi = tf.tensor2d(x.subarray(pos * D, (pos + n) * D), [n, D]);
+    const r = mlaForward(xi, w, cache, pos, { config, maxSeqLen, ...extra });
     res.out.push(...(r.out.arraySync() as number[][]));
     res.topk.push(...(r.topk.arraySync() as number[][]));
     res.scores.push(...(r.indexScores.arraySync() as number[][]));
-    tf.dispose([r.out, r.qr, r.indexScores, r.topk]);
+    tf.dispose([r.out, r.qr, r.indexScores, r.topk, xi]);
     pos += n;
   }
   disposeMlaCache(cache);
@@ -125,10 +126,35 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
     );
   });
 
-  it('k ≥ t + 1: equals a float64 oracle of dense causal MLA (MHA expansion of wkv_b, softmax scale Dqk^−½·mscale², wo) (property)', async () => {
+  it("attention 'fast' ≡ 'sparse' ≡ 'dense' in prefill (MHA) and decode (MQA), same selections, no leak (property)", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.record({ n: fc.integer({ min: 1, max: 6 }), seed: fc.integer({ min: 1, max: 2 ** 30 }), yarn: fc.boolean(), mqa: fc.boolean() }),
-        async ({ n, seed, yarn, mqa }) => {
+      fc.asyncProperty(caseArb, async ({ n, cut, k, seed, yarn }) => {
+        const config = toyConfig(k);
+        const m = Math.min(cut, n);
+        const maxSeqLen = yarn ? 8192 : 64;
+        const w = toyWeights(config, seed);
+        const x = rand(seed + 13, n * 16, 2);
+        const before = tf.memory().numTensors;
+        // default mode: a prefill of m tokens (MHA) then n − m decode steps (MQA)
+        for (const chunks of [[n], [m, ...new Array<number>(n - m).fill(1)]]) {
+          const fast = runChunks(x, 16, chunks, w, config, maxSeqLen, { attention: 'fast' });
+          for (const attention of ['sparse', 'dense'] as const) {
+            const ref = runChunks(x, 16, chunks, w, config, maxSeqLen, { attention });
+            expect(fast.topk).toEqual(ref.topk); // selectTopKFast ≡ selectTopK
+            expect(maxDiff(fast.out, ref.out)).toBeLessThan(2e-5);
+          }
+        }
+        expect(tf.memory().numTensors).toBe(before);
+        disposeWeights(w);
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it("k ≥ t + 1: equals a float64 oracle of dense causal MLA (MHA expansion of wkv_b, softmax scale Dqk^−½·mscale², wo), also with attention 'fast' (property)", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.record({ n: fc.integer({ min: 1, max: 6 }), seed: fc.integer({ min: 1, max: 2 ** 30 }), yarn: fc.boolean(), mqa: fc.boolean(), fast: fc.boolean() }),
+        async ({ n, seed, yarn, mqa, fast }) => {
           const config = toyConfig(n + 2); // k ≥ n: every earlier position is selected
           const maxSeqLen = yarn ? 8192 : 64;
           const H = 2, Dn = 4, R = 4, Dv = 3, C = 8, D = 16;
@@ -167,7 +193,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
             want.push(Array.from({ length: D }, (_, i) => o.reduce((acc, v, j) => acc + wo[i * H * Dv + j]! * v, 0)));
           }
           const cache = createMlaCache();
-          const r = mlaForward(xT, w, cache, 0, { config, maxSeqLen, mode: mqa ? 'mqa' : 'mha' });
+          const r = mlaForward(xT, w, cache, 0, { config, maxSeqLen, mode: mqa ? 'mqa' : 'mha', ...(fast ? { attention: 'fast' as const } : {}) });
           const got = r.out.arraySync() as number[][];
           expect(r.topk.arraySync()).toEqual(Array.from({ length: n }, (_, t) => Array.from({ length: n }, (_, j) => (j <= t ? j : -1))));
           tf.dispose([r.out, r.qr, r.indexScores, r.topk, xT]);
@@ -278,7 +304,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
     );
     expect(() => mlaForward(x, w, cache, 0, { ...opts, mode: 'gqa' as 'mha' })).toThrow("mlaForward(): opts.mode must be 'mha' or 'mqa' but got 'gqa'");
     expect(() => mlaForward(x, w, cache, 0, { ...opts, attention: 'flash' as 'dense' })).toThrow(
-      "mlaForward(): opts.attention must be 'sparse' or 'dense' but got 'flash'",
+      "mlaForward(): opts.attention must be 'sparse', 'dense' or 'fast' but got 'flash'",
     );
     expect(() => mlaForward(x, w, cache, 0, { ...opts, config: { ...config, kv_lora_rank: 200 } })).toThrow(
       'mlaForward(): config.kv_lora_rank must be < 128 or divisible by 128 (FP8 latent block) but got 200',

@@ -21,6 +21,9 @@
  * element, its distance and the error after the flip in `reason`. Otherwise the row fails.
  *
  * The RoPE-bug case (manifest without `steps`) has only the indexer rows. Nothing here throws.
+ *
+ * `opts.attention` runs the same checks with another `mlaForward` attention ('dense', or 'fast': the
+ * kernels of src/sparse_fast.ts); the default is the reference 'sparse' gather.
  */
 import { join } from 'node:path';
 import { tf } from '../backend.ts';
@@ -28,7 +31,7 @@ import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
 import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
 import { loadLayerWeights, disposeLayerWeights, type AttentionWeights } from '../checkpoint.ts';
 import { actQuant, e4m3Decode, e4m3Encode, FP8_E4M3_MAX } from '../fp8.ts';
-import { createMlaCache, disposeMlaCache, mlaAttend, mlaForward, mlaLatent, mlaQuery, type MlaCache } from '../mla.ts';
+import { createMlaCache, disposeMlaCache, mlaAttend, mlaForward, mlaLatent, mlaQuery, type MlaCache, type MlaOptions } from '../mla.ts';
 import type { GoldenFixture } from './run.ts';
 import { compareArrays, type CheckResult } from './types.ts';
 
@@ -49,6 +52,7 @@ interface Step {
  * All attention-side checks of one golden folder (see the module doc). Never throws.
  *
  * @param fx the folder, as found by the conformance runner
+ * @param opts attention: the `mlaForward` attention to check (default 'sparse')
  * @returns indexer rows, then `attn.qr` and `attn.out` per step and layer
  * @example
  * ```ts
@@ -61,7 +65,7 @@ interface Step {
  * rows.some((r) => r.check.startsWith('attn.')); // => false
  * ```
  */
-export async function checkGoldenAttention(fx: GoldenFixture): Promise<CheckResult[]> {
+export async function checkGoldenAttention(fx: GoldenFixture, opts: Pick<MlaOptions, 'attention'> = {}): Promise<CheckResult[]> {
   const rows: CheckResult[] = [];
   try {
     const { checkGoldenIndexer } = await import('./golden_indexer.ts');
@@ -71,7 +75,7 @@ export async function checkGoldenAttention(fx: GoldenFixture): Promise<CheckResu
   }
   if (fx.manifest.steps === undefined) return rows; // RoPE-bug case: selections only
   try {
-    rows.push(...checkAttention(fx));
+    rows.push(...checkAttention(fx, opts.attention));
   } catch (e) {
     rows.push(fail(fx.name, 'attention', `attention checks threw: ${message(e)}`));
   }
@@ -80,7 +84,7 @@ export async function checkGoldenAttention(fx: GoldenFixture): Promise<CheckResu
 
 // --- Teacher-forced steps ---
 
-function checkAttention(fx: GoldenFixture): CheckResult[] {
+function checkAttention(fx: GoldenFixture, attention: MlaOptions['attention']): CheckResult[] {
   const steps = parseSteps(fx.manifest.steps);
   if (typeof steps === 'string') return [fail(fx.name, 'attention', steps)];
   const maxSeqLen = fx.manifest.max_seq_len;
@@ -99,7 +103,7 @@ function checkAttention(fx: GoldenFixture): CheckResult[] {
       const latents: Float32Array[] = []; // normalized latents (before the FP8 round trip), per step
       try {
         for (const st of steps) {
-          const stepRows = checkStep(fx.name, trace, config, maxSeqLen, w.attn, cache, latents, st, layer);
+          const stepRows = checkStep(fx.name, trace, config, maxSeqLen, attention, w.attn, cache, latents, st, layer);
           rows.push(...stepRows.rows);
           if (!stepRows.ok) break; // the cache is no longer teacher-forced
         }
@@ -120,6 +124,7 @@ function checkStep(
   trace: SafetensorsFile,
   config: ModelConfig,
   maxSeqLen: number,
+  attention: MlaOptions['attention'],
   w: AttentionWeights,
   cache: MlaCache,
   latents: Float32Array[],
@@ -142,14 +147,14 @@ function checkStep(
     const { normalized, latent, kPe } = mlaLatent(x, w, st.start_pos, opts);
     latents.push(normalized.dataSync() as Float32Array);
     tf.dispose([normalized, latent, kPe]);
-    const r = mlaForward(x, w, cache, st.start_pos, opts);
+    const r = mlaForward(x, w, cache, st.start_pos, { ...opts, ...(attention ? { attention } : {}) });
     const rows: CheckResult[] = [];
     rows.push(compareRow(caseName, 'attn.qr', r.qr.dataSync(), readExpected(trace, st.step, layer, 'attn.qr'), st.step, layer));
     const expected = readExpected(trace, st.step, layer, 'attn.out');
     const out = r.out.dataSync();
     const row = compareRow(caseName, 'attn.out', out, expected, st.step, layer);
     if (!row.pass && expected) {
-      rows.push(explainByLatentMidpoints(row, { x, w, cache, topk: r.topk, out, expected, latents, config, maxSeqLen, st }));
+      rows.push(explainByLatentMidpoints(row, { x, w, cache, topk: r.topk, out, expected, latents, config, maxSeqLen, attention, st }));
     } else {
       rows.push(row);
     }
@@ -174,6 +179,7 @@ interface MidpointContext {
   latents: Float32Array[];
   config: ModelConfig;
   maxSeqLen: number;
+  attention: MlaOptions['attention'];
   st: Step;
 }
 
