@@ -99,7 +99,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
           other.scores.forEach((row, i) => expect(maxDiff([row], [whole.scores[i]!.slice(0, row.length)])).toBeLessThan(1e-5));
         }
       }),
-      { numRuns: 40 },
+      { numRuns: 200 },
     );
   });
 
@@ -122,7 +122,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
         }
         disposeWeights(w);
       }),
-      { numRuns: 25 },
+      { numRuns: 200 },
     );
   });
 
@@ -147,7 +147,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
         expect(tf.memory().numTensors).toBe(before);
         disposeWeights(w);
       }),
-      { numRuns: 25 },
+      { numRuns: 200 },
     );
   });
 
@@ -201,7 +201,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
           disposeWeights(w);
           expect(maxDiff(got, want)).toBeLessThan(1e-5);
         }),
-      { numRuns: 60 },
+      { numRuns: 200 },
     );
   });
 

@@ -176,7 +176,7 @@ describeEachBackend('applyRope', () => {
           const d2 = dot(rot(q, t + shift), rot(k, s + shift));
           expect(Math.abs(d1 - d2)).toBeLessThan(1e-4 * Math.max(1, Math.sqrt(nq * dot(k, k))));
         }),
-      { numRuns: 25 },
+      { numRuns: 200 },
     );
   });
 

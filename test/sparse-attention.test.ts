@@ -230,7 +230,7 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
           expect(row(dirty)).toEqual(row(clean));
         }
       }),
-      { numRuns: 60 },
+      { numRuns: 200 },
     );
   });
 
