@@ -4,20 +4,10 @@
  */
 import os from 'node:os';
 import { tf } from '../src/backend.ts';
+import { mulberry32 as rng } from '../test/helpers/random.ts';
 
 // --- Inputs ---
 
-/** mulberry32: a small seeded PRNG, so every run (and the PyTorch peer) sees the same kind of data. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Float32Array of n values, uniform with mean 0 and variance 1 (uniform on ±√3). */
 export function randomValues(n: number, seed: number): Float32Array {

@@ -101,8 +101,7 @@ export function sparseAttentionMqa(
   opts: GatherOptions = {},
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMqa';
-  const [T, H, C] = checkRank(fn, 'qLatent', qLatent, 3);
-  const [S, R] = checkMqaKeys(fn, qLatent, qPe, kv, pe);
+  const { T, H, C, S, R } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
   checkTopk(fn, topk, startPos, S, T);
   const queryBlock = checkBlock(fn, opts.queryBlock);
   return tf.tidy(() => {
@@ -209,8 +208,7 @@ export function denseAttentionMqa(
   scale: number,
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqa';
-  const [T, H, C] = checkRank(fn, 'qLatent', qLatent, 3);
-  const [S, R] = checkMqaKeys(fn, qLatent, qPe, kv, pe);
+  const { T, H, C, S, R } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
   checkTopk(fn, topk, startPos, S, T);
   return tf.tidy(() => {
     const zLatent = tf.matMul(qLatent.reshape([T * H, C]), kv, false, true); // [T·H, S]
@@ -278,20 +276,30 @@ function slots(topk: tf.Tensor2D, startPos: number): { index: tf.Tensor2D; valid
   return { index, valid };
 }
 
-function checkRank(fn: string, name: string, x: tf.Tensor, rank: 3): [number, number, number];
-function checkRank(fn: string, name: string, x: tf.Tensor, rank: number): number[];
-function checkRank(fn: string, name: string, x: tf.Tensor, rank: number): number[] {
+function checkRank(fn: string, name: string, x: tf.Tensor, rank: 3, shape?: string): [number, number, number];
+function checkRank(fn: string, name: string, x: tf.Tensor, rank: number, shape?: string): number[];
+function checkRank(fn: string, name: string, x: tf.Tensor, rank: number, shape?: string): number[] {
   if (x.rank !== rank) {
-    throw new RangeError(`${fn}(): ${name} must have rank ${rank} but got shape [${x.shape.join(', ')}]`);
+    throw new RangeError(`${fn}(): ${name} must have rank ${rank}${shape ? ` ${shape}` : ''} but got shape [${x.shape.join(', ')}]`);
   }
   return x.shape;
 }
 
-function checkMqaKeys(fn: string, qLatent: tf.Tensor, qPe: tf.Tensor, kv: tf.Tensor, pe: tf.Tensor): [number, number] {
-  const [T, H, C] = qLatent.shape as [number, number, number];
-  checkRank(fn, 'qPe', qPe, 3);
-  checkRank(fn, 'kv', kv, 2);
-  checkRank(fn, 'pe', pe, 2);
+/**
+ * Validates the inputs of an MQA-form attention (the gather, dense and fast paths share it).
+ * @internal
+ */
+export function checkMqaInputs(
+  fn: string,
+  qLatent: tf.Tensor,
+  qPe: tf.Tensor,
+  kv: tf.Tensor,
+  pe: tf.Tensor,
+): { T: number; H: number; C: number; S: number; R: number } {
+  const [T, H, C] = checkRank(fn, 'qLatent', qLatent, 3, '[T, H, C]');
+  checkRank(fn, 'qPe', qPe, 3, '[T, H, R]');
+  checkRank(fn, 'kv', kv, 2, '[S, C]');
+  checkRank(fn, 'pe', pe, 2, '[S, R]');
   const [S, R] = pe.shape as [number, number];
   const expect = (name: string, x: tf.Tensor, shape: number[]) => {
     if (x.shape.join() !== shape.join()) {
@@ -300,7 +308,7 @@ function checkMqaKeys(fn: string, qLatent: tf.Tensor, qPe: tf.Tensor, kv: tf.Ten
   };
   expect('qPe', qPe, [T, H, R]);
   expect('kv', kv, [S, C]);
-  return [S, R];
+  return { T, H, C, S, R };
 }
 
 function checkMhaKeys(fn: string, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): [number, number] {
@@ -317,7 +325,11 @@ function checkMhaKeys(fn: string, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): [nu
   return [S, v.shape[2]!];
 }
 
-function checkTopk(fn: string, topk: tf.Tensor, startPos: number, S: number, T?: number): [number, number] {
+/**
+ * Validates selected positions `topk` [T, K] (int32) of T queries at startPos.. against S keys.
+ * @internal
+ */
+export function checkTopk(fn: string, topk: tf.Tensor, startPos: number, S: number, T?: number): [number, number] {
   if (topk.rank !== 2 || topk.dtype !== 'int32') {
     throw new TypeError(`${fn}(): topk must be a rank-2 int32 tensor [T, K] but got ${topk.dtype} [${topk.shape.join(', ')}]`);
   }

@@ -20,6 +20,7 @@
  * R rope dim, D = C + R, HI/DI indexer heads/dims).
  */
 import { tf } from './backend.ts';
+import { checkMqaInputs, checkTopk } from './sparse_attention.ts';
 
 /** Options of {@link sparseAttentionMqaFast}. */
 export interface FastGatherOptions {
@@ -73,8 +74,8 @@ export function sparseAttentionMqaFast(
   opts: FastGatherOptions = {},
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMqaFast';
-  const { T, H, C, R, S } = checkMqa(fn, qLatent, qPe, kv, pe);
-  const K = checkTopk(fn, topk, T, startPos, S);
+  const { T, H, C, R, S } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
+  const [, K] = checkTopk(fn, topk, startPos, S, T);
   const D = C + R;
   const rowsMode = opts.rows ?? 'auto';
   if (!['auto', 'host', 'device'].includes(rowsMode)) {
@@ -157,8 +158,8 @@ export function denseAttentionMqaFast(
   scale: number,
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqaFast';
-  const { T, H, C, R, S } = checkMqa(fn, qLatent, qPe, kv, pe);
-  const K = checkTopk(fn, topk, T, startPos, S);
+  const { T, H, C, R, S } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
+  const [, K] = checkTopk(fn, topk, startPos, S, T);
   const D = C + R;
   const slotsAll = topk.dataSync() as Int32Array;
   const Tb = Math.max(1, Math.min(T, Math.floor((8 << 20) / (H * S)))); // Z block ≤ 32 MiB
@@ -430,31 +431,4 @@ function transposeBlock(src: Float32Array, rows: number, width: number, cols: nu
     }
   }
   for (let r = r8; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * width + c]!;
-}
-
-function checkMqa(fn: string, qLatent: tf.Tensor, qPe: tf.Tensor, kv: tf.Tensor, pe: tf.Tensor) {
-  if (qLatent.rank !== 3) throw new RangeError(`${fn}(): qLatent must have rank 3 [T, H, C] but got shape [${qLatent.shape.join(', ')}]`);
-  const [T, H, C] = qLatent.shape as [number, number, number];
-  if (pe.rank !== 2) throw new RangeError(`${fn}(): pe must have rank 2 [S, R] but got shape [${pe.shape.join(', ')}]`);
-  const [S, R] = pe.shape as [number, number];
-  const expect = (name: string, x: tf.Tensor, shape: number[]) => {
-    if (x.shape.join() !== shape.join()) {
-      throw new RangeError(`${fn}(): ${name} must have shape [${shape.join(', ')}] but got [${x.shape.join(', ')}]`);
-    }
-  };
-  expect('qPe', qPe, [T, H, R]);
-  expect('kv', kv, [S, C]);
-  return { T, H, C, R, S };
-}
-
-function checkTopk(fn: string, topk: tf.Tensor, T: number, startPos: number, S: number): number {
-  if (topk.rank !== 2 || topk.dtype !== 'int32') {
-    throw new TypeError(`${fn}(): topk must be a rank-2 int32 tensor [T, K] but got ${topk.dtype} [${topk.shape.join(', ')}]`);
-  }
-  if (topk.shape[0] !== T) throw new RangeError(`${fn}(): topk must have ${T} rows (one per query) but got ${topk.shape[0]}`);
-  if (!Number.isSafeInteger(startPos) || startPos < 0) throw new RangeError(`${fn}(): startPos must be an integer ≥ 0 but got ${startPos}`);
-  if (startPos + T > S) {
-    throw new RangeError(`${fn}(): the keys must cover every query position: need S ≥ startPos + T = ${startPos + T} but got S = ${S}`);
-  }
-  return topk.shape[1]!;
 }

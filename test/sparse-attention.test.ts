@@ -269,7 +269,7 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
       const kv = tf.zeros([4, 3]) as tf.Tensor2D, pe = tf.zeros([4, 2]) as tf.Tensor2D;
       const topk = tf.tensor2d([[0, 1], [0, 1]], [2, 2], 'int32');
       expect(() => sparseAttentionMqa(tf.zeros([2, 3]) as unknown as tf.Tensor3D, qP, kv, pe, topk, 0, 1)).toThrow(
-        'sparseAttentionMqa(): qLatent must have rank 3 but got shape [2, 3]',
+        'sparseAttentionMqa(): qLatent must have rank 3 [T, H, C] but got shape [2, 3]',
       );
       expect(() => sparseAttentionMqa(qL, tf.zeros([2, 1, 4]) as tf.Tensor3D, kv, pe, topk, 0, 1)).toThrow(
         'sparseAttentionMqa(): qPe must have shape [2, 1, 2] but got [2, 1, 4]',
