@@ -135,6 +135,27 @@ describe('dsv32 conformance (process)', () => {
     expect(rows.some((row) => !row.pass && row.case === 'hadamard-corrupted')).toBe(true);
   });
 
+  it('--weights runs a checkpoint folder layer by layer and compares with --expect', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'dsv32-w-')), 'r.json');
+    const dir = join(FIXTURES, 'golden', 'public-fp32');
+    const r = cli(['conformance', '--weights', dir, '--layers', '0,2', '--expect', join(dir, 'trace.safetensors'), '--json', out]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/layer 0 \[dense\]/); // activation statistics per layer
+    const rows = JSON.parse(readFileSync(out, 'utf8')) as Array<{ check: string; layer: number | null; pass: boolean }>;
+    expect(rows.every((row) => row.pass)).toBe(true);
+    expect(rows.some((row) => row.check === 'attn.out' && row.layer === 2)).toBe(true);
+  });
+
+  it('--weights on a folder without a checkpoint is a failed row with the reason, exit 1', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'dsv32-w-')), 'r.json');
+    const r = cli(['conformance', '--weights', '/nonexistent/dsv32-ckpt', '--json', out]);
+    expect(r.status).toBe(1);
+    const rows = JSON.parse(readFileSync(out, 'utf8')) as Array<{ pass: boolean; reason?: string }>;
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.pass).toBe(false);
+    expect(rows[0]!.reason).toMatch(/config\.json/);
+  });
+
   it('exits 2 on a usage error', () => {
     const r = cli(['conformance', '--layers', '1']);
     expect(r.status).toBe(2);
