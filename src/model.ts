@@ -242,23 +242,26 @@ export function blockForward(
   const eps = config.rms_norm_eps;
   const n1 = rmsNormResidual(h, residual, w.attn_norm, eps);
   const attnIn = n1.out as tf.Tensor2D;
-  let att = mlaForward(attnIn, w.attn, cache, startPos, {
-    config,
-    maxSeqLen: opts.maxSeqLen,
-    ...(opts.mode ? { mode: opts.mode } : {}),
-    ...(opts.attention ? { attention: opts.attention } : {}),
-    ...(opts.indexerRopeInterleaved !== undefined ? { indexerRopeInterleaved: opts.indexerRopeInterleaved } : {}),
-  });
-  const replaced = opts.onAttention?.({ x: attnIn, att, cache, startPos });
-  if (replaced) {
-    att.out.dispose();
-    att = { ...att, out: replaced };
-  }
-  const n2 = rmsNormResidual(att.out, n1.residual, w.ffn_norm, eps);
-  const ffnIn = n2.out as tf.Tensor2D;
-  let out: tf.Tensor2D;
+  let att: MlaOutput | null = null;
+  let n2: { out: tf.Tensor; residual: tf.Tensor } | null = null;
+  let out: tf.Tensor2D | null = null;
   let routing: LayerRouting | null = null;
+  let returned = false;
   try {
+    att = mlaForward(attnIn, w.attn, cache, startPos, {
+      config,
+      maxSeqLen: opts.maxSeqLen,
+      ...(opts.mode ? { mode: opts.mode } : {}),
+      ...(opts.attention ? { attention: opts.attention } : {}),
+      ...(opts.indexerRopeInterleaved !== undefined ? { indexerRopeInterleaved: opts.indexerRopeInterleaved } : {}),
+    });
+    const replaced = opts.onAttention?.({ x: attnIn, att, cache, startPos });
+    if (replaced) {
+      att.out.dispose();
+      att = { ...att, out: replaced };
+    }
+    n2 = rmsNormResidual(att.out, n1.residual, w.ffn_norm, eps);
+    const ffnIn = n2.out as tf.Tensor2D;
     if (w.ffn.kind === 'dense') {
       out = swigluFfn(ffnIn, w.ffn.dense, scaleFmt(config));
     } else {
@@ -270,10 +273,13 @@ export function blockForward(
       routing = r.routing;
     }
     opts.onTrace?.({ attnIn, qr: att.qr, indexScores: att.indexScores, topk: att.topk, attnOut: att.out, ffnIn, ffnOut: out, routing });
+    returned = true;
+    return { out, residual: n2.residual as tf.Tensor2D, routing };
   } finally {
-    tf.dispose([attnIn, n1.residual, att.out, att.qr, att.indexScores, att.topk, ffnIn]);
+    // intermediates always; on a throw (from a hook, say) also what would have been returned
+    tf.dispose([attnIn, n1.residual, ...(att ? [att.out, att.qr, att.indexScores, att.topk] : []), ...(n2 ? [n2.out] : [])]);
+    if (!returned) tf.dispose([...(out ? [out] : []), ...(n2 ? [n2.residual] : [])]);
   }
-  return { out, residual: n2.residual as tf.Tensor2D, routing };
 }
 
 // --- Head (official Transformer.forward tail) ---

@@ -22,9 +22,8 @@ import { compareArrays } from './types.ts';
 import { FP8_E4M3_MAX, actQuant } from '../fp8.ts';
 import type { LayerRouting } from '../moe.ts';
 import type { CheckResult } from './types.ts';
+import { MIDPOINT_TOL } from './fixture.ts';
 
-/** Quantizer-input distance to an e4m3 midpoint that counts as "at the midpoint" (as golden_indexer.ts). */
-export const MIDPOINT_TOL = FP8_E4M3_MAX * 2 ** -22;
 /** At most this many re-evaluations per token row. */
 const MAX_TRIES = 512;
 
@@ -218,15 +217,36 @@ export function explainFfnByMidpoints(
 export const MIDPOINT_RTOL = 1e-2;
 
 /**
- * Per row: does any quantizer input `values/scale` (blocks of `values.length / scales.length`) lie
- * within {@link MIDPOINT_TOL} of an e4m3 midpoint, or (ue8m0) does a scale sit at a power-of-two step?
- * With `reference` (the same quantizer inputs computed from the recorded module inputs), the window of
- * each element grows by its distance to the reference value.
+ * Is a ue8m0 scale at a power-of-two step? `act_quant` rounds the raw scale `amax · float32(1/448)` UP
+ * to a power of two; when the raw scale itself lies within float32 noise of a power of two, a different
+ * summation order upstream can put it on either side, doubling or halving the block's scale. The test
+ * is on the raw scale, computed from the block's amax (floored at 1e-4 as in `act_quant`), never on the
+ * already-rounded scale (a power of two by construction).
  *
- * @param values [rows, n] quantizer inputs; `scales` [rows, n / block]
+ * @param amax max |x| of the block's quantizer inputs
+ * @example
+ * ```ts
+ * scaleAtPow2Step(56);  // => true   (56 · fround(1/448) ≈ 2⁻³)
+ * scaleAtPow2Step(57);  // => false
+ * ```
+ */
+export function scaleAtPow2Step(amax: number): boolean {
+  const raw = Math.fround(Math.max(amax, 1e-4) * Math.fround(1 / FP8_E4M3_MAX));
+  const l = Math.log2(raw);
+  return Math.abs(l - Math.round(l)) < 1e-6;
+}
+
+/**
+ * Per row: does any quantizer input `values/scale` (blocks of `values.length / scales.length`) lie
+ * within `MIDPOINT_TOL` (fixture.ts) of an e4m3 midpoint, or (ue8m0) does its block's raw scale sit at
+ * a power-of-two step ({@link scaleAtPow2Step})? With `reference` (the same quantizer inputs computed
+ * from the recorded module inputs), the window of each element grows by its distance to the reference value.
+ *
+ * @param values [rows, n] quantizer inputs; `scales` [rows, n / block] the scales act_quant used
  * @example
  * ```ts
  * midpointRows(Float32Array.of(1.0625, 1.3), Float32Array.of(1, 1), 2, false); // => [true, false]
+ * midpointRows(Float32Array.of(56, 3, 57, 3), Float32Array.of(0.125, 0.25), 2, true); // => [true, false]
  * ```
  */
 export function midpointRows(
@@ -236,16 +256,18 @@ export function midpointRows(
   const perRow = values.length / rows;
   const block = values.length / scales.length;
   const flags = new Array<boolean>(rows).fill(false);
-  for (let i = 0; i < values.length; i++) {
-    const s = scales[Math.floor(i / block)]!;
-    const l = Math.log2(s * Math.fround(1 / FP8_E4M3_MAX));
-    const y = Math.fround(values[i]! / s);
-    // end to end, our quantizer input may sit further from the official one: widen by the distance to
-    // the teacher-forced value (computed from the recorded inputs), which itself is within MIDPOINT_TOL
-    const drift = reference ? Math.abs(y - Math.fround(reference.values[i]! / reference.scales[Math.floor(i / block)]!)) : 0;
-    if (midpoint(y).dist <= MIDPOINT_TOL + drift || (ue8m0 && Math.abs(l - Math.round(l)) < 1e-6)) {
-      flags[Math.floor(i / perRow)] = true;
+  for (let b = 0; b < scales.length; b++) {
+    const s = scales[b]!;
+    let amax = 0;
+    for (let i = b * block; i < (b + 1) * block; i++) {
+      amax = Math.max(amax, Math.abs(values[i]!));
+      const y = Math.fround(values[i]! / s);
+      // end to end, our quantizer input may sit further from the official one: widen by the distance to
+      // the teacher-forced value (computed from the recorded inputs), which itself is within MIDPOINT_TOL
+      const drift = reference ? Math.abs(y - Math.fround(reference.values[i]! / reference.scales[b]!)) : 0;
+      if (midpoint(y).dist <= MIDPOINT_TOL + drift) flags[Math.floor(i / perRow)] = true;
     }
+    if (ue8m0 && scaleAtPow2Step(amax)) flags[Math.floor((b * block) / perRow)] = true;
   }
   return flags;
 }
@@ -286,8 +308,9 @@ export function explainScoresByMidpoints(
 
 // --- End to end across an FP8 midpoint of the KV latent ---
 
-/** At most this many subsets of latent midpoint candidates are tried per layer call. */
+/** At most this many subsets of latent midpoint candidates are tried per layer call, of at most 4 flips each. */
 const MAX_STEER_TRIES = 64;
+const MAX_STEER_FLIPS = 4;
 
 /**
  * Follows the official rounding at a verified FP8 midpoint of the KV latent (used by the end-to-end runs
@@ -315,15 +338,16 @@ export function steerLatentMidpoints(
   config: ModelConfig, maxSeqLen: number, w: AttentionWeights, call: Parameters<AttentionHook>[0], expected: Float32Array, rtol: number,
 ): { out: tf.Tensor2D; flips: string; note: string } | null {
   const { x, att, cache, startPos } = call;
-  if (compareArrays(att.out.dataSync(), expected, rtol).pass || !cache.kv) return null;
+  // a length mismatch is a malformed record, not a rounding question: no flip can fix it
+  if (expected.length !== att.out.size || compareArrays(att.out.dataSync(), expected, rtol).pass || !cache.kv) return null;
   const T = x.shape[0];
   const C = config.kv_lora_rank;
   const block = Math.min(C, 128);
-  const { normalized, latent, kPe } = mlaLatent(x, w, startPos, { config, maxSeqLen });
-  const { q, scale } = actQuant(normalized, scaleFmt(config), block);
-  const values = normalized.dataSync() as Float32Array;
-  const scales = scale.dataSync() as Float32Array;
-  tf.dispose([normalized, latent, kPe, q, scale]);
+  const { values, scales } = tf.tidy(() => {
+    const { normalized } = mlaLatent(x, w, startPos, { config, maxSeqLen });
+    const { scale } = actQuant(normalized, scaleFmt(config), block);
+    return { values: normalized.dataSync() as Float32Array, scales: scale.dataSync() as Float32Array };
+  });
   const candidates: Array<{ pos: number; dim: number; dist: number; other: number }> = [];
   for (let i = 0; i < values.length; i++) {
     const si = scales[Math.floor(i / block)]!;
@@ -333,39 +357,30 @@ export function steerLatentMidpoints(
   if (candidates.length === 0) return null;
   const { qNope, qPe, qr } = mlaQuery(x, w, startPos, { config, maxSeqLen });
   const mode = T > 1 ? 'mha' : 'mqa';
-  let tries = 0;
   try {
-    for (let size = 1; size <= Math.min(candidates.length, 4); size++) {
-      for (const subset of combinations(candidates, size)) {
-        if (++tries > MAX_STEER_TRIES) return null;
-        const kv = cache.kv.dataSync().slice() as Float32Array;
-        for (const m of subset) kv[m.pos * C + m.dim] = m.other;
-        const kvT = tf.tensor2d(kv, cache.kv.shape);
-        const out = mlaAttend(qNope, qPe, kvT, cache.pe!, att.topk, w, startPos, { config, maxSeqLen, mode });
-        if (compareArrays(out.dataSync(), expected, rtol).pass) {
-          cache.kv.dispose();
-          cache.kv = kvT;
-          const names = subset.map((m) => `position ${m.pos} dim ${m.dim} (|x/s − midpoint| = ${m.dist.toExponential(1)})`).join(', ');
-          const flips = `KV latent ${names} rounded the other way reproduces the recorded attention output`;
-          return { out, flips, note: `steered at an FP8 midpoint: ${flips}; the cache keeps the flipped latent for later steps` };
-        }
-        tf.dispose([out, kvT]);
+    for (const subset of subsets(candidates, MAX_STEER_TRIES)) {
+      if (subset.length > MAX_STEER_FLIPS) break;
+      const kv = cache.kv.dataSync().slice() as Float32Array;
+      for (const m of subset) kv[m.pos * C + m.dim] = m.other;
+      const kvT = tf.tensor2d(kv, cache.kv.shape);
+      let out: tf.Tensor2D;
+      try {
+        out = mlaAttend(qNope, qPe, kvT, cache.pe!, att.topk, w, startPos, { config, maxSeqLen, mode });
+      } catch (e) {
+        kvT.dispose();
+        throw e;
       }
+      if (compareArrays(out.dataSync(), expected, rtol).pass) {
+        cache.kv.dispose();
+        cache.kv = kvT;
+        const names = subset.map((m) => `position ${m.pos} dim ${m.dim} (|x/s − midpoint| = ${m.dist.toExponential(1)})`).join(', ');
+        const flips = `KV latent ${names} rounded the other way reproduces the recorded attention output`;
+        return { out, flips, note: `steered at an FP8 midpoint: ${flips}; the cache keeps the flipped latent for later steps` };
+      }
+      tf.dispose([out, kvT]);
     }
     return null;
   } finally {
     tf.dispose([qNope, qPe, qr]);
-  }
-}
-
-function* combinations<T>(items: T[], size: number): Generator<T[]> {
-  const idx = Array.from({ length: size }, (_, i) => i);
-  for (;;) {
-    yield idx.map((i) => items[i]!);
-    let k = size - 1;
-    while (k >= 0 && idx[k] === items.length - size + k) k--;
-    if (k < 0) return;
-    idx[k]!++;
-    for (let j = k + 1; j < size; j++) idx[j] = idx[j - 1]! + 1;
   }
 }

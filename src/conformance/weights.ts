@@ -19,8 +19,8 @@
  * Nothing throws: a missing tensor, a wrong shape or dtype is a failed row naming the tensor, what was
  * expected and what was found, and the run stops there (no layer is used half-loaded).
  */
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { tf } from '../backend.ts';
 import { loadConfig, type ModelConfig } from '../config.ts';
 import { openCheckpoint, openSafetensors, type Checkpoint, type SafetensorsFile } from '../safetensors.ts';
@@ -32,8 +32,7 @@ import { scaleFmt } from '../config.ts';
 import { explainFfnByMidpoints, steerLatentMidpoints } from './fp8_midpoints.ts';
 import { compareArrays, type CheckResult } from './types.ts';
 import { failure } from './run.ts';
-
-const RTOL = 1e-4;
+import { FixtureError, GOLDEN_RTOL as RTOL, maxSeqLenOf, parseSteps, readTokens } from './fixture.ts';
 
 /** Token ids used when none are given (spread over the vocabulary, reduced modulo V). */
 export const DEFAULT_TOKENS: readonly number[] = [0, 1, 100, 1000, 5000, 20000, 64000, 128000];
@@ -116,15 +115,35 @@ export function activationStats(x: tf.Tensor): { mean: number; std: number; maxA
 const fmt = (s: { mean: number; std: number; maxAbs: number }) =>
   `mean ${s.mean.toExponential(3)} std ${s.std.toExponential(3)} max|x| ${s.maxAbs.toExponential(3)}`;
 
-/** `max_seq_len` of the manifest.json next to an expect trace, if there is one. */
-function manifestMaxSeqLen(expectFile: string | undefined): number | undefined {
-  if (!expectFile) return undefined;
+/** The manifest.json next to an expect trace, or null when there is none. @throws FixtureError when it is not a JSON object. */
+function expectManifest(expectFile: string): Record<string, unknown> | null {
+  const path = join(dirname(expectFile), 'manifest.json');
+  if (!existsSync(path)) return null;
+  let m: unknown;
   try {
-    const m = JSON.parse(readFileSync(join(dirname(expectFile), 'manifest.json'), 'utf8')) as { max_seq_len?: unknown };
-    return typeof m.max_seq_len === 'number' ? m.max_seq_len : undefined;
-  } catch {
-    return undefined; // no manifest: the caller's or the config's value
+    m = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new FixtureError(`cannot parse ${path}: ${(e as Error).message}`);
   }
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new FixtureError(`${path} must be a JSON object`);
+  return m as Record<string, unknown>;
+}
+
+/**
+ * Length n of step 0 of an expect trace (the prefill compared here): the manifest's first step, else the
+ * rows of the first recorded `step0.expected.layerL.attn.in`.
+ */
+function step0Length(trace: SafetensorsFile, manifest: Record<string, unknown> | null, N: number): number {
+  if (manifest?.steps !== undefined) {
+    const first = parseSteps(manifest.steps)[0]!;
+    if (first.step !== 0) throw new FixtureError(`manifest.json steps[0] must be step 0 (the prefill compared here) but is step ${first.step}`);
+    return first.length;
+  }
+  for (let l = 0; l < N; l++) {
+    const name = `step0.expected.layer${l}.attn.in`;
+    if (trace.has(name)) return trace.info(name).shape.at(-2) ?? 1;
+  }
+  throw new FixtureError('the expect trace has no manifest.json `steps` and no `step0.expected.layerL.attn.in`: step 0\'s length is unknown');
 }
 
 // --- Run ---
@@ -141,7 +160,7 @@ function manifestMaxSeqLen(expectFile: string | undefined): number | undefined {
  * ```
  */
 export async function runWeightsConformance(opts: WeightsConformanceOptions): Promise<CheckResult[]> {
-  const name = opts.weightsDir;
+  const name = basename(resolve(opts.weightsDir));
   const log = opts.log ?? (() => {});
   let config: ModelConfig;
   try {
@@ -155,7 +174,7 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
   if (badLayer !== undefined || layers.length === 0) {
     return [failure(name, 'weights.args', `layers must be integers in [0, ${N}) but got [${opts.layers}]`)];
   }
-  const maxSeqLen = opts.maxSeqLen ?? manifestMaxSeqLen(opts.expectFile) ?? config.max_position_embeddings;
+  let maxSeqLen = opts.maxSeqLen ?? config.max_position_embeddings;
 
   let trace: SafetensorsFile | null = null;
   let ckpt: Checkpoint | null = null;
@@ -164,16 +183,33 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
     let tokens = opts.tokens ?? DEFAULT_TOKENS.map((t) => t % config.vocab_size);
     if (opts.expectFile) {
       trace = openSafetensors(opts.expectFile);
-      const n = trace.info('step0.expected.layer0.attn.in').shape[1]!;
-      const recorded = Array.from(trace.read('input.tokens'), Number).slice(0, n);
+      let recorded: number[];
+      try {
+        const manifest = expectManifest(opts.expectFile);
+        if (opts.maxSeqLen === undefined && manifest) maxSeqLen = maxSeqLenOf(manifest, config);
+        const n = step0Length(trace, manifest, N);
+        recorded = readTokens(trace, [{ step: 0, start_pos: 0, length: n }], config).slice(0, n);
+      } catch (e) {
+        if (!(e instanceof FixtureError)) throw e;
+        return [failure(name, 'weights.expect', `${opts.expectFile}: ${e.message}`)];
+      }
       if (opts.tokens && opts.tokens.join(',') !== recorded.join(',')) {
-        return [failure(name, 'weights.args', `tokens differ from the trace's input.tokens[0:${n}] (${recorded.join(',')})`)];
+        return [failure(name, 'weights.args', `tokens differ from the trace's input.tokens[0:${recorded.length}] (${recorded.join(',')})`)];
       }
       tokens = recorded;
     }
     const badToken = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= config.vocab_size);
     if (badToken >= 0 || tokens.length === 0) {
       return [failure(name, 'weights.args', `tokens must be ≥ 1 integers in [0, ${config.vocab_size}) but tokens[${badToken}] = ${tokens[badToken]}`)];
+    }
+    if (trace) {
+      // a chosen layer the expect trace does not record would silently compare nothing
+      const names = trace.names();
+      for (const l of layers) {
+        if (!names.some((n) => n.startsWith(`step0.expected.layer${l}.`))) {
+          rows.push(failure(name, 'weights.expect', `${opts.expectFile} has no step0.expected.layer${l}.* tensors: layer ${l} is not compared`, 0, l));
+        }
+      }
     }
     ckpt = openCheckpoint(opts.weightsDir);
     rows.push(...stream(ckpt, config, layers, tokens, maxSeqLen, trace, name, log));
