@@ -237,47 +237,55 @@ export function indexerScores(
 
   let newKeys: tf.Tensor2D | null = null;
   let newScales: tf.Tensor1D | null = null;
-  const scores = tf.tidy(() => {
-    // --- Queries: q = wq_b(qr), [pe | nope] per head, RoPE on pe ---
-    let q = tf.reshape(linear(qr, w.wq_b, fmt), [T, HI, DI]); // [T, HI, DI]
-    q = ropeFirst(q, cos, sin, R, interleaved);
+  let scores: tf.Tensor2D;
+  try {
+    scores = tf.tidy(() => {
+      // --- Queries: q = wq_b(qr), [pe | nope] per head, RoPE on pe ---
+      let q = tf.reshape(linear(qr, w.wq_b, fmt), [T, HI, DI]); // [T, HI, DI]
+      q = ropeFirst(q, cos, sin, R, interleaved);
 
-    // --- Key: k = LayerNorm(wk(x)), one head shared by all indexer heads ---
-    let k = layerNorm(linear(x, w.wk, fmt), w.k_norm.weight, w.k_norm.bias, INDEXER_K_NORM_EPS); // [T, DI]
-    k = ropeFirst(k, cos, sin, R, interleaved);
+      // --- Key: k = LayerNorm(wk(x)), one head shared by all indexer heads ---
+      let k = layerNorm(linear(x, w.wk, fmt), w.k_norm.weight, w.k_norm.bias, INDEXER_K_NORM_EPS); // [T, DI]
+      k = ropeFirst(k, cos, sin, R, interleaved);
 
-    // --- Hadamard rotation and FP8 block quantization (skipped by the exact variant) ---
-    let q8: tf.Tensor = q;
-    let qScale: tf.Tensor = tf.ones([T, HI]); // [T, HI]
-    let k8: tf.Tensor = k;
-    let kScale: tf.Tensor = tf.ones([T]); // [T]
-    if (!exact) {
-      q = hadamard(q);
-      k = hadamard(k);
-      const qq = actQuant(q, fmt, DI); // one block per (token, head)
-      const kq = actQuant(k, fmt, DI); // one block per token
-      q8 = qq.q;
-      qScale = tf.reshape(qq.scale, [T, HI]);
-      k8 = kq.q;
-      kScale = tf.reshape(kq.scale, [T]);
-    }
-    if (opts.record) {
-      const r = opts.record;
-      [r.q, r.k, r.qScale, r.kScale] = [q as tf.Tensor3D, k as tf.Tensor2D, qScale as tf.Tensor2D, kScale as tf.Tensor1D].map((t) => tf.keep(t)) as [tf.Tensor3D, tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
-    }
+      // --- Hadamard rotation and FP8 block quantization (skipped by the exact variant) ---
+      let q8: tf.Tensor = q;
+      let qScale: tf.Tensor = tf.ones([T, HI]); // [T, HI]
+      let k8: tf.Tensor = k;
+      let kScale: tf.Tensor = tf.ones([T]); // [T]
+      if (!exact) {
+        q = hadamard(q);
+        k = hadamard(k);
+        const qq = actQuant(q, fmt, DI); // one block per (token, head)
+        const kq = actQuant(k, fmt, DI); // one block per token
+        q8 = qq.q;
+        qScale = tf.reshape(qq.scale, [T, HI]);
+        k8 = kq.q;
+        kScale = tf.reshape(kq.scale, [T]);
+      }
+      if (opts.record) {
+        const r = opts.record;
+        [r.q, r.k, r.qScale, r.kScale] = [q as tf.Tensor3D, k as tf.Tensor2D, qScale as tf.Tensor2D, kScale as tf.Tensor1D].map((t) => tf.keep(t)) as [tf.Tensor3D, tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+      }
 
-    // --- Cache: append k₈ and s_k at [startPos, startPos + T) ---
-    newKeys = tf.keep(cache.keys ? tf.concat([cache.keys, k8], 0) : tf.reshape(k8, [T, DI])) as tf.Tensor2D; // [S, DI]
-    newScales = tf.keep(cache.scales ? tf.concat([cache.scales, kScale], 0) : tf.reshape(kScale, [T])) as tf.Tensor1D; // [S]
+      // --- Cache: append k₈ and s_k at [startPos, startPos + T) ---
+      newKeys = tf.keep(cache.keys ? tf.concat([cache.keys, k8], 0) : tf.reshape(k8, [T, DI])) as tf.Tensor2D; // [S, DI]
+      newScales = tf.keep(cache.scales ? tf.concat([cache.scales, kScale], 0) : tf.reshape(kScale, [T])) as tf.Tensor1D; // [S]
 
-    // --- Head weights: w' = weights_proj(x) · HI^-½ · s_q · DI^-½ (official order, float32) ---
-    const headW = tf.mul(tf.mul(tf.mul(linear(x, w.weights_proj, fmt), HI ** -0.5), qScale), DI ** -0.5); // [T, HI]
+      // --- Head weights: w' = weights_proj(x) · HI^-½ · s_q · DI^-½ (official order, float32) ---
+      const headW = tf.mul(tf.mul(tf.mul(linear(x, w.weights_proj, fmt), HI ** -0.5), qScale), DI ** -0.5); // [T, HI]
 
-    // --- Index scores (Eq. 1) ---
-    return fp8Index(q8 as tf.Tensor3D, headW as tf.Tensor2D, newKeys, newScales); // [T, S]
-  });
-  cos.dispose();
-  sin.dispose();
+      // --- Index scores (Eq. 1) ---
+      return fp8Index(q8 as tf.Tensor3D, headW as tf.Tensor2D, newKeys, newScales); // [T, S]
+    });
+  } catch (e) {
+    // a throw inside the tidy leaves the kept tensors to us; the cache is unchanged
+    tf.dispose([newKeys, newScales].filter((t) => t !== null) as tf.Tensor[]);
+    throw e;
+  } finally {
+    cos.dispose();
+    sin.dispose();
+  }
   cache.keys?.dispose();
   cache.scales?.dispose();
   cache.keys = newKeys;

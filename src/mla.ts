@@ -382,7 +382,7 @@ export function mlaForward(
   normalized.dispose();
 
   // --- Lightning indexer and top-k selection (Eq. 1, Eq. 2) ---
-  let indexScores: tf.Tensor2D;
+  let indexScores: tf.Tensor2D | undefined;
   let topk: tf.Tensor2D;
   try {
     indexScores = indexerScores(x, qr, w.indexer, cache.indexer, startPos, {
@@ -394,15 +394,22 @@ export function mlaForward(
       ? selectTopKFast(indexScores, startPos, config.index_topk)
       : selectTopK(indexScores, startPos, config.index_topk);
   } catch (e) {
-    tf.dispose([qr, qNope, qPe, latent, kPe]);
+    tf.dispose([qr, qNope, qPe, latent, kPe, ...(indexScores ? [indexScores] : [])]);
     throw e;
   }
 
   // --- Append to the latent cache (official kv_cache / pe_cache at [start_pos, end_pos)) ---
   appendCache(cache, latent, kPe);
 
-  const out = mlaAttend(qNope, qPe, cache.kv!, cache.pe!, topk, w, startPos, { ...opts, mode });
-  tf.dispose([qNope, qPe]);
+  let out: tf.Tensor2D;
+  try {
+    out = mlaAttend(qNope, qPe, cache.kv!, cache.pe!, topk, w, startPos, { ...opts, mode });
+  } catch (e) {
+    tf.dispose([qr, indexScores, topk]);
+    throw e;
+  } finally {
+    tf.dispose([qNope, qPe]);
+  }
   return { out, qr, indexScores, topk };
 }
 

@@ -74,12 +74,19 @@ describeEachBackend('checkGoldenAttention', () => {
     expect(rows[3]!.reason).toMatch(/rows t = \[40\]; no latent element .* e4m3 midpoint/);
   });
 
-  it('a manifest without max_seq_len gives a failed row with the reason, not an exception', async () => {
+  it('a manifest without max_seq_len falls back to max_position_embeddings (8192 here): every row still passes', async () => {
     const base = fixture('public-fp32');
     const { max_seq_len: _dropped, ...manifest } = base.manifest;
-    const rows = await checkGoldenAttention({ name: 'no-max-seq-len', dir: join(tmp, 'perturbed'), weightsDir: base.weightsDir, manifest });
-    const row = rows.find((r) => r.check === 'attention');
-    expect(row?.pass).toBe(false);
-    expect(row?.reason).toBe('manifest.max_seq_len must be an integer ≥ 1 but got undefined');
+    const rows = await checkGoldenAttention({ name: 'no-max-seq-len', dir: base.dir, weightsDir: base.weightsDir, manifest });
+    expect(attnRows(rows)).toHaveLength(30);
+    expect(rows.filter((r) => !r.pass)).toEqual([]);
+  });
+
+  it('a malformed max_seq_len is one failed `manifest` row, and nothing else runs', async () => {
+    const base = fixture('public-fp32');
+    const rows = await checkGoldenAttention({ ...base, manifest: { ...base.manifest, max_seq_len: 0 } });
+    expect(rows).toEqual([
+      { case: 'public-fp32', check: 'manifest', step: null, layer: null, pass: false, max_abs_err: null, max_rel_err: null, reason: 'manifest.json max_seq_len must be an integer ≥ 1 but got 0' },
+    ]);
   });
 });

@@ -6,6 +6,7 @@
  */
 import type { ModelConfig } from '../config.ts';
 import type { SafetensorsFile } from '../safetensors.ts';
+import type { CheckResult } from './types.ts';
 
 /** Relative tolerance of the golden float comparisons: `max|a − b| ≤ 1e-4 · max(1, max|b|)` (fixtures README). */
 export const GOLDEN_RTOL = 1e-4;
@@ -102,6 +103,20 @@ export function readTokens(trace: SafetensorsFile, steps: GoldenStep[], config: 
 /** True when the trace records layer `layer` at step `step` (its `attn.in` is present). */
 export function layerTraced(trace: SafetensorsFile, step: number, layer: number): boolean {
   return trace.has(`step${step}.expected.layer${layer}.attn.in`);
+}
+
+/**
+ * The failed row of a traced step that cannot be checked because an earlier step of the same layer
+ * did not run (untraced, or unreadable): the caches would not hold what the official run's did.
+ *
+ * @example
+ * ```ts
+ * skippedRow('fx', 'attn.out', 3, 1).reason; // => 'skipped: an earlier step of layer 1 did not run, so the cache is not teacher-forced'
+ * ```
+ */
+export function skippedRow(caseName: string, check: string, step: number, layer: number): CheckResult {
+  const reason = `skipped: an earlier step of layer ${layer} did not run, so the cache is not teacher-forced`;
+  return { case: caseName, check, step, layer, pass: false, max_abs_err: null, max_rel_err: null, reason };
 }
 
 function describe(v: unknown): string {

@@ -20,6 +20,12 @@
  * failing elements exempted: the row passes, reports the error over the other elements, and names the
  * element, its distance and the error after the flip in `reason`. Otherwise the row fails.
  *
+ * The folder is validated first (`validateGolden`: steps, max_seq_len, tokens): a malformed manifest is
+ * ONE failed `manifest` row and nothing else runs (the indexer side then gives no rows). A layer the
+ * config has but the trace does not record at a step (no `attn.in`) is one failed `trace` row per step
+ * and layer, from here only; the indexer side skips it. After a step that could not run, the later
+ * steps of that layer are `skipped` rows: the cache is no longer teacher-forced.
+ *
  * The RoPE-bug case (manifest without `steps`) has only the indexer rows. Nothing here throws.
  *
  * `opts.attention` runs the same checks with another `mlaForward` attention ('dense', or 'fast': the
@@ -30,23 +36,14 @@ import { tf } from '../backend.ts';
 import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
 import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
 import { loadLayerWeights, disposeLayerWeights, type AttentionWeights } from '../checkpoint.ts';
-import { actQuant, e4m3Decode, e4m3Encode, FP8_E4M3_MAX } from '../fp8.ts';
+import { actQuant, e4m3Decode, e4m3Encode } from '../fp8.ts';
 import { createMlaCache, disposeMlaCache, mlaAttend, mlaForward, mlaLatent, mlaQuery, type MlaCache, type MlaOptions } from '../mla.ts';
-import type { GoldenFixture } from './run.ts';
+import { validateGolden, type GoldenFixture, type ValidGolden } from './run.ts';
+import { FixtureError, GOLDEN_RTOL as RTOL, MIDPOINT_TOL, layerTraced, skippedRow as skipped, type GoldenStep as Step } from './fixture.ts';
 import { compareArrays, type CheckResult } from './types.ts';
 
-/** README tolerance: max|a−b| ≤ RTOL · max(1, max|b|). */
-const RTOL = 1e-4;
-/** Quantizer-input distance to an e4m3 midpoint that counts as "at the midpoint" (same as golden_indexer.ts). */
-const MIDPOINT_TOL = FP8_E4M3_MAX * 2 ** -22;
 /** Most flip subsets tried per failing step. */
 const MAX_FLIP_TRIES = 32;
-
-interface Step {
-  step: number;
-  start_pos: number;
-  length: number;
-}
 
 /**
  * All attention-side checks of one golden folder (see the module doc). Never throws.
@@ -66,16 +63,22 @@ interface Step {
  * ```
  */
 export async function checkGoldenAttention(fx: GoldenFixture, opts: Pick<MlaOptions, 'attention'> = {}): Promise<CheckResult[]> {
+  let v: ValidGolden;
+  try {
+    v = validateGolden(fx);
+  } catch (e) {
+    return [fail(fx.name, e instanceof FixtureError ? 'manifest' : 'read', e instanceof FixtureError ? e.message : `cannot read ${fx.dir}: ${message(e)}`)];
+  }
   const rows: CheckResult[] = [];
   try {
     const { checkGoldenIndexer } = await import('./golden_indexer.ts');
-    rows.push(...(await checkGoldenIndexer(fx)));
+    rows.push(...(await checkGoldenIndexer(v)));
   } catch (e) {
     rows.push(fail(fx.name, 'indexer', `indexer checks unavailable or threw: ${message(e)}`));
   }
-  if (fx.manifest.steps === undefined) return rows; // RoPE-bug case: selections only
+  if (v.steps.length === 0) return rows; // RoPE-bug case: selections only
   try {
-    rows.push(...checkAttention(fx, opts.attention));
+    rows.push(...checkAttention(v, opts.attention));
   } catch (e) {
     rows.push(fail(fx.name, 'attention', `attention checks threw: ${message(e)}`));
   }
@@ -84,37 +87,48 @@ export async function checkGoldenAttention(fx: GoldenFixture, opts: Pick<MlaOpti
 
 // --- Teacher-forced steps ---
 
-function checkAttention(fx: GoldenFixture, attention: MlaOptions['attention']): CheckResult[] {
-  const steps = parseSteps(fx.manifest.steps);
-  if (typeof steps === 'string') return [fail(fx.name, 'attention', steps)];
-  const maxSeqLen = fx.manifest.max_seq_len;
-  if (typeof maxSeqLen !== 'number' || !Number.isSafeInteger(maxSeqLen) || maxSeqLen < 1) {
-    return [fail(fx.name, 'attention', `manifest.max_seq_len must be an integer ≥ 1 but got ${JSON.stringify(maxSeqLen)}`)];
-  }
+function checkAttention(fx: ValidGolden, attention: MlaOptions['attention']): CheckResult[] {
+  const { steps, maxSeqLen } = fx;
   const config = loadConfig(join(fx.weightsDir, 'config.json'));
-  const ckpt = openCheckpoint(fx.weightsDir);
   const trace = openSafetensors(join(fx.dir, 'trace.safetensors'));
   const rows: CheckResult[] = [];
   try {
-    for (let layer = 0; layer < config.num_hidden_layers; layer++) {
-      if (!trace.has(name(steps[0]!.step, layer, 'attn.in'))) continue; // layer not traced
-      const w = loadLayerWeights(ckpt, config, layer);
-      const cache = createMlaCache();
-      const latents: Float32Array[] = []; // normalized latents (before the FP8 round trip), per step
-      try {
-        for (const st of steps) {
-          const stepRows = checkStep(fx.name, trace, config, maxSeqLen, attention, w.attn, cache, latents, st, layer);
-          rows.push(...stepRows.rows);
-          if (!stepRows.ok) break; // the cache is no longer teacher-forced
+    const ckpt = openCheckpoint(fx.weightsDir);
+    try {
+      for (let layer = 0; layer < config.num_hidden_layers; layer++) {
+        const traced = steps.map((st) => layerTraced(trace, st.step, layer));
+        steps.forEach((st, i) => {
+          if (!traced[i]) rows.push(fail(fx.name, 'trace', `layer ${layer} not traced at step ${st.step}`, st.step, layer));
+        });
+        if (!traced[0]) {
+          // no step of this layer can be teacher-forced: the traced later steps are skipped
+          steps.forEach((st, i) => traced[i] && rows.push(skipped(fx.name, 'attn.out', st.step, layer)));
+          continue;
         }
-      } finally {
-        disposeMlaCache(cache);
-        disposeLayerWeights(w);
+        const w = loadLayerWeights(ckpt, config, layer);
+        const cache = createMlaCache();
+        const latents: Float32Array[] = []; // normalized latents (before the FP8 round trip), per step
+        try {
+          let ok = true;
+          for (const [i, st] of steps.entries()) {
+            if (!traced[i]) ok = false; // reported above
+            else if (!ok) rows.push(skipped(fx.name, 'attn.out', st.step, layer));
+            else {
+              const stepRows = checkStep(fx.name, trace, config, maxSeqLen, attention, w.attn, cache, latents, st, layer);
+              rows.push(...stepRows.rows);
+              ok = stepRows.ok;
+            }
+          }
+        } finally {
+          disposeMlaCache(cache);
+          disposeLayerWeights(w);
+        }
       }
+    } finally {
+      ckpt.close();
     }
   } finally {
     trace.close();
-    ckpt.close();
   }
   return rows;
 }
@@ -148,18 +162,23 @@ function checkStep(
     latents.push(normalized.dataSync() as Float32Array);
     tf.dispose([normalized, latent, kPe]);
     const r = mlaForward(x, w, cache, st.start_pos, { ...opts, ...(attention ? { attention } : {}) });
-    const rows: CheckResult[] = [];
-    rows.push(compareRow(caseName, 'attn.qr', r.qr.dataSync(), readExpected(trace, st.step, layer, 'attn.qr'), st.step, layer));
-    const expected = readExpected(trace, st.step, layer, 'attn.out');
-    const out = r.out.dataSync();
-    const row = compareRow(caseName, 'attn.out', out, expected, st.step, layer);
-    if (!row.pass && expected) {
-      rows.push(explainByLatentMidpoints(row, { x, w, cache, topk: r.topk, out, expected, latents, config, maxSeqLen, attention, st }));
-    } else {
-      rows.push(row);
+    try {
+      const rows: CheckResult[] = [];
+      const qr = readExpected(trace, st.step, layer, 'attn.qr', [1, st.length, config.q_lora_rank]);
+      rows.push(compareRow(caseName, 'attn.qr', r.qr.dataSync(), qr, st.step, layer).row);
+      const expected = readExpected(trace, st.step, layer, 'attn.out', [1, st.length, D]);
+      const out = r.out.dataSync();
+      const { row, numeric } = compareRow(caseName, 'attn.out', out, expected, st.step, layer);
+      if (!row.pass && numeric && typeof expected !== 'string') {
+        // only a tolerance failure of a well-shaped, finite tensor can be an FP8 midpoint
+        rows.push(explainByLatentMidpoints(row, { x, w, cache, topk: r.topk, out, expected, latents, config, maxSeqLen, attention, st }));
+      } else {
+        rows.push(row);
+      }
+      return { rows, ok: true };
+    } finally {
+      tf.dispose([r.out, r.qr, r.indexScores, r.topk]);
     }
-    tf.dispose([r.out, r.qr, r.indexScores, r.topk]);
-    return { rows, ok: true };
   } catch (e) {
     return { rows: [fail(caseName, 'attn.out', `mlaForward threw: ${message(e)}`, st.step, layer)], ok: false };
   } finally {
@@ -315,33 +334,35 @@ function* subsetsBySize<T>(items: T[]): Generator<T[]> {
 
 // --- Small helpers ---
 
-function parseSteps(v: unknown): Step[] | string {
-  if (!Array.isArray(v) || v.length === 0) return `manifest.steps must be a non-empty array but got ${JSON.stringify(v)}`;
-  let next = 0;
-  for (const s of v as Array<Record<string, unknown>>) {
-    const ok = [s.step, s.start_pos, s.length].every((n) => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0);
-    if (!ok || (s.length as number) < 1) return `manifest.steps entries must be {step, start_pos, length ≥ 1} but got ${JSON.stringify(s)}`;
-    if (s.start_pos !== next) return `manifest.steps must be contiguous: expected start_pos ${next} but got ${JSON.stringify(s)}`;
-    next += s.length as number;
-  }
-  return v as Step[];
-}
-
 function name(step: number, layer: number, tensor: string): string {
   return `step${step}.expected.layer${layer}.${tensor}`;
 }
 
-function readExpected(trace: SafetensorsFile, step: number, layer: number, tensor: string): Float32Array | null {
+/** The recorded tensor as float32 values, or why it cannot be compared (missing, or not of `shape`). */
+function readExpected(trace: SafetensorsFile, step: number, layer: number, tensor: string, shape: number[]): Float32Array | string {
   const n = name(step, layer, tensor);
-  return trace.has(n) ? (trace.read(n) as Float32Array) : null;
+  if (!trace.has(n)) return `trace has no ${n}`;
+  const got = trace.info(n).shape;
+  if (got.join() !== shape.join()) return `shape [${got.join(', ')}] ≠ expected [${shape.join(', ')}] (${n})`;
+  const data = trace.read(n);
+  if (!(data instanceof Float32Array)) return `${n} must hold floats but has dtype ${trace.info(n).dtype}`;
+  return data;
 }
 
-function compareRow(caseName: string, check: string, actual: ArrayLike<number>, expected: Float32Array | null, step: number, layer: number): CheckResult {
-  if (!expected) return fail(caseName, check, `trace has no ${name(step, layer, check)}`, step, layer);
+/** Tolerance row; `numeric` is true when the values were compared (no missing/misshapen tensor, no NaN). */
+function compareRow(
+  caseName: string,
+  check: string,
+  actual: ArrayLike<number>,
+  expected: Float32Array | string,
+  step: number,
+  layer: number,
+): { row: CheckResult; numeric: boolean } {
+  if (typeof expected === 'string') return { row: fail(caseName, check, expected, step, layer), numeric: false };
   const r = compareArrays(actual, expected, RTOL);
   const row: CheckResult = { case: caseName, check, step, layer, pass: r.pass, max_abs_err: r.maxAbs, max_rel_err: r.maxRel };
   if (!r.pass) row.reason = r.reason ?? `max rel err ${r.maxRel.toExponential(2)} > ${RTOL}`;
-  return row;
+  return { row, numeric: r.reason === undefined };
 }
 
 function maxAbs(a: ArrayLike<number>): number {

@@ -22,6 +22,11 @@
  * - `rope_bug.shipped_reproduces_base` (every layer): with the shipped layout, they equal the base folder's;
  * - `rope_bug.shipped_differs_from_bug` (every layer): the shipped selections are not the bug's.
  *
+ * The folder is validated first (`validateGolden`); a malformed manifest gives NO row here: the
+ * attention side (`checkGoldenAttention`, or the runner) reports it once. Likewise a layer that the
+ * trace does not record at a step gives no row here (the attention side's `trace` row); the later
+ * steps of that layer, and those after a step that could not run, are failed `skipped` rows.
+ *
  * Nothing here throws: unreadable or inconsistent data become failed rows with a reason.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -30,14 +35,15 @@ import { tf } from '../backend.ts';
 import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
 import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
 import { loadLayerWeights, disposeLayerWeights, type IndexerWeights } from '../checkpoint.ts';
-import { FP8_E4M3_MAX } from '../fp8.ts';
+import { FP8_E4M3_MAX, FP8_E4M3_MAX_INV } from '../fp8.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache, type IndexerRecord } from '../indexer.ts';
 import { selectTopK } from '../topk.ts';
-import type { GoldenFixture } from './run.ts';
+import { validateGolden, type GoldenFixture, type ValidGolden } from './run.ts';
+import { FixtureError, GOLDEN_RTOL, MIDPOINT_TOL, layerTraced, parseSteps, skippedRow as skipped, type GoldenStep as Step } from './fixture.ts';
 import type { CheckResult } from './types.ts';
 
 /** Score tolerance of float32 weights (README): max|a−b| ≤ SCORE_RTOL · max(1, max|b|). */
-export const SCORE_RTOL = 1e-4;
+export const SCORE_RTOL = GOLDEN_RTOL;
 /** Looser bound for elements next to an e4m3 rounding midpoint (one e4m3 quantum of q or k). */
 export const MIDPOINT_RTOL = 1e-2;
 /** Top-k ties: a differing position must score within this relative distance of the k-th score. */
@@ -47,15 +53,9 @@ export const TOPK_TIE_RTOL = 1e-5;
  * as "at a midpoint": 448 · 2⁻²² ≈ 1.1e-4, about 3.5 float32 ulps of the block maximum. Our q and k
  * differ from the official ones by float32 summation order only (the Hadamard sum gives every element
  * an absolute error of a few ulps of the block maximum, whatever its own size); the flips seen in the
- * public fixtures sat at 1e-6 and 4e-5.
+ * public fixtures sat at 1e-6 and 4e-5. (Re-exported from fixture.ts, shared by every golden check.)
  */
-export const MIDPOINT_TOL = FP8_E4M3_MAX * 2 ** -22;
-
-interface Step {
-  step: number;
-  start_pos: number;
-  length: number;
-}
+export { MIDPOINT_TOL };
 
 function fail(c: string, check: string, reason: string, step: number | null = null, layer: number | null = null): CheckResult {
   return { case: c, check, step, layer, pass: false, max_abs_err: null, max_rel_err: null, reason };
@@ -77,10 +77,17 @@ function fail(c: string, check: string, reason: string, step: number | null = nu
  */
 export async function checkGoldenIndexer(fx: GoldenFixture): Promise<CheckResult[]> {
   try {
-    if (Array.isArray(fx.manifest.steps)) return checkTraced(fx);
+    let v: ValidGolden;
+    try {
+      v = validateGolden(fx);
+    } catch (e) {
+      if (e instanceof FixtureError) return []; // reported once, as the `manifest` row of the attention side
+      throw e;
+    }
+    if (v.steps.length > 0) return checkTraced(v);
     const trace = openSafetensors(join(fx.dir, 'trace.safetensors'));
     try {
-      if (trace.names().some((n) => /^step\d+\.interleaved_bug\.layer\d+\.indexer\.topk$/.test(n))) return checkRopeBug(fx, trace);
+      if (trace.names().some((n) => /^step\d+\.interleaved_bug\.layer\d+\.indexer\.topk$/.test(n))) return checkRopeBug(v, trace);
     } finally {
       trace.close();
     }
@@ -91,23 +98,6 @@ export async function checkGoldenIndexer(fx: GoldenFixture): Promise<CheckResult
 }
 
 // --- Reading a folder ---
-
-function parseSteps(manifest: Record<string, unknown>): Step[] {
-  const steps = manifest.steps;
-  if (!Array.isArray(steps)) throw new TypeError('manifest.json `steps` must be an array');
-  return steps.map((s, i) => {
-    const r = s as Partial<Step>;
-    if (![r.step, r.start_pos, r.length].every((v) => Number.isInteger(v))) {
-      throw new TypeError(`manifest.json steps[${i}] must have integer step, start_pos, length but got ${JSON.stringify(s)}`);
-    }
-    return r as Step;
-  });
-}
-
-function maxSeqLenOf(manifest: Record<string, unknown>, config: ModelConfig): number {
-  const m = manifest.max_seq_len;
-  return typeof m === 'number' && Number.isInteger(m) && m > 0 ? m : config.max_position_embeddings;
-}
 
 /** Reads `name` as [n, width] rows of numbers (float or integer dtypes). */
 function readMatrix(trace: SafetensorsFile, name: string): { rows: number; cols: number; data: Float64Array } {
@@ -146,10 +136,28 @@ function nearPow2(s: number): boolean {
 }
 
 /**
- * Per token: does any value entering the quantizer (x/s per block) lie within {@link MIDPOINT_TOL} of a
- * rounding midpoint (or its ue8m0 scale at a power of two)?
+ * Per token: does any value entering the e4m3 quantizer lie within float32 noise of a rounding
+ * decision? Either its quantizer input x/s (per block) is within {@link MIDPOINT_TOL} of an e4m3
+ * rounding midpoint, or — with ue8m0 scales — its block's unrounded scale `amax · float32(1/448)` (amax =
+ * max(max|x|, 1e-4) over the block, as `actQuant`) sits at a power of two, where noise in amax can
+ * double the rounded scale. The test uses the UNROUNDED scale computed from x: the rounded ue8m0 scale
+ * is always a power of two.
+ *
+ * @param x [T, N] quantizer inputs (`IndexerRecord.q` flattened per token, or `.k`)
+ * @param scale [T, N/B] the scales `actQuant` used (B = block size)
+ * @param ue8m0 whether the scales are ue8m0 (power-of-two) scales
+ * @returns [T] one flag per token
+ * @example
+ * ```ts
+ * import { tf } from '../backend.ts';
+ * import { actQuant } from '../fp8.ts';
+ * // a block whose amax/448 = 0.25·(1 − 2⁻²⁰) sits just below a power of two: ue8m0 rounds it to 0.25
+ * const x = tf.tensor2d([[112 * (1 - 2 ** -20), 1, 2, 3]]);
+ * const { scale } = actQuant(x, 'ue8m0', 4);
+ * quantizerMidpointTokens(x, scale, true); // => [true]
+ * ```
  */
-function midpointTokens(x: tf.Tensor, scale: tf.Tensor, ue8m0: boolean): boolean[] {
+export function quantizerMidpointTokens(x: tf.Tensor, scale: tf.Tensor, ue8m0: boolean): boolean[] {
   const T = x.shape[0]!;
   const values = x.dataSync();
   const scales = scale.dataSync();
@@ -157,12 +165,15 @@ function midpointTokens(x: tf.Tensor, scale: tf.Tensor, ue8m0: boolean): boolean
   const blocks = scales.length / T;
   const block = perToken / blocks;
   const flags = new Array<boolean>(T).fill(false);
-  for (let i = 0; i < values.length; i++) {
-    const b = Math.floor(i / block);
+  for (let b = 0; b < scales.length; b++) {
     const s = scales[b]!;
-    if (midpointDistance(Math.fround(values[i]! / s)) < MIDPOINT_TOL || (ue8m0 && nearPow2(s * Math.fround(1 / 448)))) {
-      flags[Math.floor(i / perToken)] = true;
+    let amax = 1e-4;
+    let flag = false;
+    for (let i = b * block; i < (b + 1) * block; i++) {
+      amax = Math.max(amax, Math.abs(values[i]!));
+      if (midpointDistance(Math.fround(values[i]! / s)) < MIDPOINT_TOL) flag = true;
     }
+    if (flag || (ue8m0 && nearPow2(Math.fround(Math.fround(amax) * FP8_E4M3_MAX_INV)))) flags[Math.floor((b * block) / perToken)] = true;
   }
   return flags;
 }
@@ -197,7 +208,7 @@ function compareScores(
   }
   const maxRel = maxAbs / denom;
   const pass = !nan && maxRel <= SCORE_RTOL && flaggedMax / denom <= MIDPOINT_RTOL;
-  let reason = `tolerance ${SCORE_RTOL}·max(1, max|b|)`;
+  let reason = `max rel err ${maxRel.toExponential(2)} ${maxRel <= SCORE_RTOL ? '≤' : '>'} ${SCORE_RTOL} (tolerance ${SCORE_RTOL}·max(1, max|b|))`;
   if (flagged > 0) {
     reason += `; ${flagged} element(s) in rows/columns with a q/k value at an e4m3 rounding midpoint counted, not failed (max rel err ${(flaggedMax / denom).toExponential(2)} ≤ ${MIDPOINT_RTOL})`;
   }
@@ -247,38 +258,51 @@ function compareTopk(
 
 // --- Traced folders: teacher-forced indexer per step and layer ---
 
-function checkTraced(fx: GoldenFixture): CheckResult[] {
+function checkTraced(fx: ValidGolden): CheckResult[] {
   const results: CheckResult[] = [];
+  const { steps, maxSeqLen } = fx;
   const config = loadConfig(join(fx.weightsDir, 'config.json'));
-  const steps = parseSteps(fx.manifest);
-  const maxSeqLen = maxSeqLenOf(fx.manifest, config);
-  const ckpt = openCheckpoint(fx.weightsDir);
   const trace = openSafetensors(join(fx.dir, 'trace.safetensors'));
   try {
-    for (let L = 0; L < config.num_hidden_layers; L++) {
-      let weights;
-      try {
-        weights = loadLayerWeights(ckpt, config, L);
-      } catch (e) {
-        results.push(fail(fx.name, 'indexer.score', `cannot load layer ${L} weights: ${(e as Error).message}`, null, L));
-        continue;
-      }
-      const cache = createIndexerCache();
-      const keyFlags: boolean[] = [];
-      try {
-        for (const st of steps) {
-          const { rows, ran } = runStep(fx.name, trace, config, weights.attn.indexer, cache, keyFlags, st, L, maxSeqLen);
-          results.push(...rows);
-          if (!ran) break; // the cache misses this step's keys: later steps of this layer cannot run
+    const ckpt = openCheckpoint(fx.weightsDir);
+    try {
+      for (let L = 0; L < config.num_hidden_layers; L++) {
+        // an untraced (step, layer) is the attention side's `trace` row; here it only ends teacher forcing
+        const traced = steps.map((st) => layerTraced(trace, st.step, L));
+        if (!traced[0]) {
+          steps.forEach((st, i) => traced[i] && results.push(skipped(fx.name, 'indexer.score', st.step, L)));
+          continue;
         }
-      } finally {
-        disposeIndexerCache(cache);
-        disposeLayerWeights(weights);
+        let weights;
+        try {
+          weights = loadLayerWeights(ckpt, config, L);
+        } catch (e) {
+          results.push(fail(fx.name, 'indexer.score', `cannot load layer ${L} weights: ${(e as Error).message}`, null, L));
+          continue;
+        }
+        const cache = createIndexerCache();
+        const keyFlags: boolean[] = [];
+        try {
+          let ok = true; // the cache holds every earlier step's keys
+          for (const [i, st] of steps.entries()) {
+            if (!traced[i]) ok = false;
+            else if (!ok) results.push(skipped(fx.name, 'indexer.score', st.step, L));
+            else {
+              const { rows, ran } = runStep(fx.name, trace, config, weights.attn.indexer, cache, keyFlags, st, L, maxSeqLen);
+              results.push(...rows);
+              ok = ran;
+            }
+          }
+        } finally {
+          disposeIndexerCache(cache);
+          disposeLayerWeights(weights);
+        }
       }
+    } finally {
+      ckpt.close();
     }
   } finally {
     trace.close();
-    ckpt.close();
   }
   return results;
 }
@@ -302,15 +326,16 @@ function runStep(
   const record: IndexerRecord = {};
   let scores: tf.Tensor2D | undefined;
   let topk: tf.Tensor2D | undefined;
+  const out: CheckResult[] = [];
+  let stage = 'indexer.score';
   try {
     x = readInput(trace, `${p}.attn.in`, n, config.hidden_size);
     qr = readInput(trace, `${p}.attn.qr`, n, config.q_lora_rank);
     scores = indexerScores(x, qr, w, cache, st.start_pos, { config, maxSeqLen, record });
     const ue8m0 = scaleFmt(config) === 'ue8m0';
-    const rowFlag = midpointTokens(record.q!, record.qScale!, ue8m0);
-    keyFlags.push(...midpointTokens(record.k!, record.kScale!, ue8m0));
+    const rowFlag = quantizerMidpointTokens(record.q!, record.qScale!, ue8m0);
+    keyFlags.push(...quantizerMidpointTokens(record.k!, record.kScale!, ue8m0));
     const got = scores.dataSync() as Float32Array;
-    const out: CheckResult[] = [];
 
     let expScores: Float64Array | null = null;
     if (!trace.has(`${p}.indexer.score`)) out.push(fail(name, 'indexer.score', `trace lacks ${p}.indexer.score`, st.step, L));
@@ -324,6 +349,7 @@ function runStep(
       }
     }
 
+    stage = 'indexer.topk';
     topk = selectTopK(scores, st.start_pos, config.index_topk);
     if (!trace.has(`${p}.indexer.topk`)) out.push(fail(name, 'indexer.topk', `trace lacks ${p}.indexer.topk`, st.step, L));
     else {
@@ -334,7 +360,9 @@ function runStep(
     }
     return { rows: out, ran: true };
   } catch (e) {
-    return { rows: [fail(name, 'indexer.score', `step ${st.step}: ${(e as Error).message}`, st.step, L)], ran: scores !== undefined };
+    // keep the rows already made; once the scores exist the cache holds this step's keys
+    out.push(fail(name, stage, `step ${st.step}: ${(e as Error).message}`, st.step, L));
+    return { rows: out, ran: scores !== undefined };
   } finally {
     tf.dispose([x, qr, scores, topk, record.q, record.k, record.qScale, record.kScale].filter((t) => t !== undefined) as tf.Tensor[]);
   }
@@ -342,7 +370,7 @@ function runStep(
 
 // --- The RoPE-layout regression case ---
 
-function checkRopeBug(fx: GoldenFixture, bugTrace: SafetensorsFile): CheckResult[] {
+function checkRopeBug(fx: ValidGolden, bugTrace: SafetensorsFile): CheckResult[] {
   const results: CheckResult[] = [];
   const base = fx.weightsDir;
   if (base === fx.dir || !existsSync(join(base, 'manifest.json')) || !existsSync(join(base, 'trace.safetensors'))) {
@@ -350,8 +378,8 @@ function checkRopeBug(fx: GoldenFixture, bugTrace: SafetensorsFile): CheckResult
   }
   const baseManifest = JSON.parse(readFileSync(join(base, 'manifest.json'), 'utf8')) as Record<string, unknown>;
   const config = loadConfig(join(base, 'config.json'));
-  const steps = parseSteps(baseManifest);
-  const maxSeqLen = maxSeqLenOf(fx.manifest.max_seq_len !== undefined ? fx.manifest : baseManifest, config);
+  const steps = parseSteps(baseManifest.steps);
+  const maxSeqLen = fx.maxSeqLen; // its own manifest's, else the base folder's (validateGolden)
   const bugNames = bugTrace.names();
   const lastStep = Math.max(...bugNames.map((nm) => Number(/^step(\d+)\.interleaved_bug\./.exec(nm)?.[1] ?? -1)));
   const ckpt = openCheckpoint(base);
@@ -432,7 +460,9 @@ function ropeBugStep(
     out.push({
       case: name, check: 'rope_bug.shipped_differs_from_bug', step: st.step, layer: L, pass: vsBug.differing > 0,
       max_abs_err: vsBug.differing, max_rel_err: null,
-      reason: vsBug.differing > 0 ? `${vsBug.differing} selected position(s) differ between the layouts` : 'shipped layout selects exactly the bug’s positions',
+      reason: vsBug.differing > 0
+        ? `${vsBug.differing} selected position(s) differ between the layouts`
+        : (vsBug.reason ?? 'shipped layout selects exactly the bug’s positions'),
     });
     return out;
   } finally {
