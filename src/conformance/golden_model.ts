@@ -496,17 +496,15 @@ function ropeBugEndToEnd(fx: ValidGolden, config: ModelConfig): CheckResult[] {
       return [failure(fx.name, check, 'manifest.json `weights` must name a base golden folder (manifest.json with `steps`, config.json, weights)')];
     }
     let steps: GoldenStep[];
-    let tokens: number[];
     const lastStep = Math.max(...records.map((r) => r.step));
     try {
       steps = parseSteps((JSON.parse(readFileSync(baseManifest, 'utf8')) as Record<string, unknown>).steps);
       const upTo = steps.findIndex((st) => st.step === lastStep);
       if (upTo < 0) throw new FixtureError(`the base folder's manifest has no step ${lastStep} (bug record ${records.find((r) => r.step === lastStep)!.name})`);
       steps = steps.slice(0, upTo + 1);
-      tokens = readTokens(trace, steps, config);
     } catch (e) {
       if (!(e instanceof FixtureError) && !(e instanceof SyntaxError)) throw e;
-      return [failure(fx.name, check, (e as Error).message)];
+      return [failure(fx.name, check, `base folder ${fx.weightsDir}: ${(e as Error).message}`)];
     }
     // every record at a step the run reaches; its rows must be the step's n query rows
     const byStep = new Map<number, typeof records>();
@@ -520,6 +518,15 @@ function ropeBugEndToEnd(fx: ValidGolden, config: ModelConfig): CheckResult[] {
         rows.push(failure(fx.name, check, `bug record ${r.name}: the model has ${config.num_hidden_layers} layers`, r.step, r.layer));
       } else byStep.set(r.step, [...(byStep.get(r.step) ?? []), r]);
     }
+    // the bug run's tokens (the same as the base run's, which the indexer side checks): they must cover its steps
+    let tokens: number[];
+    try {
+      tokens = readTokens(trace, steps, config);
+    } catch (e) {
+      if (!(e instanceof FixtureError)) throw e;
+      return [...rows, failure(fx.name, check, e.message)];
+    }
+    if (byStep.size === 0) return rows;
     weights = loadWeights(fx.weightsDir, config);
     cache = createModelCache(config);
     for (const st of steps) {
