@@ -149,10 +149,9 @@ function nearPow2(s: number): boolean {
  * @returns [T] one flag per token
  * @example
  * ```ts
- * import { tf } from '../backend.ts';
- * import { actQuant } from '../fp8.ts';
- * // a block whose amax/448 = 0.25·(1 − 2⁻²⁰) sits just below a power of two: ue8m0 rounds it to 0.25
- * const x = tf.tensor2d([[112 * (1 - 2 ** -20), 1, 2, 3]]);
+ * import { actQuant } from 'dsv32/fp8';
+ * // a block whose amax/448 = 0.25·(1 − 2⁻²²) sits just below a power of two: ue8m0 rounds it to 0.25
+ * const x = tf.tensor2d([[112 * (1 - 2 ** -22), 1, 2, 3]]);
  * const { scale } = actQuant(x, 'ue8m0', 4);
  * quantizerMidpointTokens(x, scale, true); // => [true]
  * ```

@@ -110,8 +110,12 @@ function checkFp8Codec(c: string, json: unknown): CheckResult[] {
   const bytes = decodeE4m3Bytes(Uint8Array.from({ length: 256 }, (_, k) => k));
   // the tensor rounding must reproduce the decoded value of each expected code
   const vt = tf.tensor1d(values);
-  const rounded = take(e4m3Round(vt));
-  vt.dispose();
+  let rounded: Float32Array;
+  try {
+    rounded = take(e4m3Round(vt));
+  } finally {
+    vt.dispose();
+  }
   const codeValues = codes.map((k) => (Number.isInteger(k) && k >= 0 && k < 256 ? e4m3Decode(k) : NaN));
   return [
     exactRow(c, 'fp8_codec.decode', ours, decode, true),
@@ -161,12 +165,13 @@ function checkWeightDequant(c: string, json: unknown): CheckResult[] {
   const block = inputs.block === undefined ? FP8_BLOCK : num(json, 'inputs.block');
   if (codes.data.some((k) => !Number.isInteger(k) || k < 0 || k > 255)) throw new VectorFormatError(`'inputs.codes' must hold integers 0..255`);
   const w8 = tf.tensor2d(decodeE4m3Bytes(Uint8Array.from(codes.data)), codes.shape as [number, number]);
-  const s = tf.tensor2d(scale.data, scale.shape as [number, number]);
+  let s: tf.Tensor2D | undefined;
   try {
+    s = tf.tensor2d(scale.data, scale.shape as [number, number]);
     return [exactRow(c, 'weight_dequant.weight', take(weightDequant(w8, s, block)), weight)];
   } finally {
     w8.dispose();
-    s.dispose();
+    s?.dispose();
   }
 }
 

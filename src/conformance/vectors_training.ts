@@ -83,9 +83,12 @@ async function checkGrpo(name: string, json: Record<string, unknown>): Promise<C
     rewards: tf.tensor1d(r.data), mask: t2(mask)!, logp: t2(logp)!, logpOld: t2(logpOld)!, logpRef: t2(logpRef), logpSampler: t2(logpSampler),
   };
   const rows: CheckResult[] = [];
+  const owned: tf.Tensor[] = []; // outputs, disposed even when a malformed expected field throws
   try {
     const parts = grpoLoss(inputs, options);
+    owned.push(...Object.values(parts).filter((x): x is tf.Tensor => x instanceof tf.Tensor));
     const { grad, value } = grpoLossAndGrad(inputs, options);
+    owned.push(grad, value);
     const fields: [string, tf.Tensor | null][] = [
       ['advantages', parts.advantages], ['ratio', parts.ratio], ['kl', parts.kl],
       ['per_token_loss', parts.perTokenLoss], ['loss', parts.loss], ['opsm_seq_kl', parts.opsmSeqKl],
@@ -104,9 +107,8 @@ async function checkGrpo(name: string, json: Record<string, unknown>): Promise<C
     if ('opsm_keep' in exp) rows.push(exactRow(name, 'grpo.opsm_keep', parts.opsmKeep.dataSync(), numeric(exp.opsm_keep, 1, 'expected.opsm_keep').data));
     if ('grad_logp' in exp) rows.push(row(name, 'grpo.grad_logp', grad.dataSync(), numeric(exp.grad_logp, 2, 'expected.grad_logp').data, GRAD_RTOL));
     if ('loss' in exp) rows.push(row(name, 'grpo.loss(valueAndGrad)', value.dataSync(), [Number(exp.loss)], VALUE_RTOL));
-    tf.dispose([grad, value]);
-    tf.dispose(Object.values(parts).filter((x): x is tf.Tensor => x instanceof tf.Tensor));
   } finally {
+    tf.dispose(owned);
     tf.dispose(Object.values(inputs).filter((x): x is tf.Tensor => x instanceof tf.Tensor));
   }
   return rows;
