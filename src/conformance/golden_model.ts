@@ -54,13 +54,23 @@ import { failure, validateGolden, type GoldenFixture, type ValidGolden } from '.
  *
  * @example
  * ```ts
- * import { openGolden } from './run.ts';
+ * import { readFileSync } from 'node:fs';
  * const dir = 'fixtures/golden/public-fp32';
- * const rows = await checkGoldenModel(openGolden({ type: 'golden', name: 'public-fp32', dir }));
+ * const fx = { name: 'public-fp32', dir, weightsDir: dir, manifest: JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8')) };
+ * const rows = await checkGoldenModel(fx); // teacher-forced and e2e rows per step and layer, and the logits
  * rows.every((r) => r.pass); // => true
  * ```
  */
 export async function checkGoldenModel(fx: GoldenFixture): Promise<CheckResult[]> {
+  // a malformed manifest is reported as such even where the config is unreadable too
+  if (!fx.steps && fx.manifest.steps !== undefined) {
+    try {
+      parseSteps(fx.manifest.steps);
+    } catch (e) {
+      if (e instanceof FixtureError) return [failure(fx.name, 'manifest', e.message)];
+      throw e;
+    }
+  }
   let config: ModelConfig;
   try {
     config = loadConfig(join(fx.weightsDir, 'config.json'));
