@@ -164,8 +164,8 @@ describe('the golden model checker itself', () => {
     writeFileSync(join(bad, 'manifest.json'), JSON.stringify({ steps: [{ step: 0 }] }));
     writeFileSync(join(bad, 'trace.safetensors'), '');
     const r1 = await checkGoldenModel({ name: 'bad-steps', dir: bad, manifest: JSON.parse(readFileSync(join(bad, 'manifest.json'), 'utf8')), weightsDir: bad });
-    expect(r1).toEqual([expect.objectContaining({ check: 'manifest', pass: false, reason: 'manifest.steps[0] must be {step, start_pos, length} but is {"step":0}' })]);
-    const r2 = await checkGoldenModel({ name: 'no-weights', dir: bad, manifest: { steps: [] }, weightsDir: bad });
+    expect(r1).toEqual([expect.objectContaining({ check: 'manifest', pass: false, reason: 'manifest.json steps[0] must have integer step, start_pos, length ≥ 0 but got {"step":0}' })]);
+    const r2 = await checkGoldenModel({ name: 'no-weights', dir: bad, manifest: { steps: [{ step: 0, start_pos: 0, length: 1 }] }, weightsDir: bad });
     expect(r2).toEqual([expect.objectContaining({ check: 'config', pass: false })]);
     expect(r2[0]!.reason).toMatch(/config\.json/);
   });
