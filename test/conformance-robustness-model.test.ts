@@ -25,7 +25,10 @@ let tmp: string;
  * A copy of public-fp32 cut to its first `steps` steps, without the trace tensors `drop` names; the
  * manifest's `weights` points at the base folder. `manifest` edits the copied manifest.
  */
-function fixture(name: string, opts: { steps?: number; drop?: (n: string) => boolean; manifest?: (m: Record<string, unknown>) => void } = {}): string {
+function fixture(
+  name: string,
+  opts: { steps?: number; drop?: (n: string) => boolean; manifest?: (m: Record<string, unknown>) => void; reshape?: (n: string, shape: number[]) => number[] } = {},
+): string {
   const steps = opts.steps ?? 2;
   const dir = join(tmp, name);
   mkdirSync(dir);
@@ -40,7 +43,7 @@ function fixture(name: string, opts: { steps?: number; drop?: (n: string) => boo
     const s = /^step(\d+)\./.exec(n);
     if ((s && Number(s[1]) >= steps) || opts.drop?.(n)) continue;
     const raw = tr.readRaw(n);
-    out[n] = { dtype: raw.dtype, shape: raw.shape, data: raw.bytes };
+    out[n] = { dtype: raw.dtype, shape: opts.reshape ? opts.reshape(n, raw.shape) : raw.shape, data: raw.bytes };
   }
   tr.close();
   writeSafetensors(join(dir, 'trace.safetensors'), out);
@@ -212,6 +215,23 @@ describe('--weights with --expect [wasm]', () => {
     expect(failed(rows)).toEqual([`weights.expect:0:1: ${join(dir, 'trace.safetensors')} has no step0.expected.layer1.* tensors: layer 1 is not compared`]);
     // layer 0 is still compared
     expect(rows.filter((r) => r.layer === 0 && r.check === 'attn.out')).toEqual([expect.objectContaining({ pass: true })]);
+  });
+});
+
+describe('runWeightsConformance --expect with a misshapen recorded input', () => {
+  beforeAll(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'dsv32-robust-w-'));
+  });
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+  it('[wasm] an attn.in of the wrong width is a failed row naming the tensor and both shapes, no raw tfjs message', async () => {
+    const target = 'step0.expected.layer0.attn.in';
+    const dir = fixture('bad-width', { steps: 1, reshape: (n, shape) => (n === target ? [1, shape[1]! * 2, shape[2]! / 2] : shape) });
+    const rows = await runWeightsConformance({ weightsDir: BASE, layers: [0], expectFile: join(dir, 'trace.safetensors') });
+    const bad = rows.filter((r) => !r.pass);
+    expect(bad.length).toBeGreaterThan(0);
+    expect(bad.some((r) => r.reason === `${target} must be [1, T, 256] (hidden_size 256) but is [1, 80, 128]`)).toBe(true);
+    expect(bad.every((r) => !/Based on the provided shape|tensor2d/.test(r.reason ?? ''))).toBe(true);
   });
 });
 

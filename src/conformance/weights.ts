@@ -333,6 +333,10 @@ function teacherForced(
   const rows: CheckResult[] = [];
   const key = (what: string) => `step0.expected.layer${l}.${what}`;
   const matrix = (k: string) => {
+    const { shape } = trace.info(k);
+    if (shape[shape.length - 1] !== D) {
+      throw new FixtureError(`${k} must be [1, T, ${D}] (hidden_size ${D}) but is [${shape.join(', ')}]`);
+    }
     const v = trace.read(k) as Float32Array;
     return tf.tensor2d(v, [v.length / D, D]);
   };
