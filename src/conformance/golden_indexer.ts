@@ -35,9 +35,9 @@ import { tf } from '../backend.ts';
 import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
 import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
 import { loadLayerWeights, disposeLayerWeights, type IndexerWeights } from '../checkpoint.ts';
-import { FP8_E4M3_MAX, FP8_E4M3_MAX_INV } from '../fp8.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache, type IndexerRecord } from '../indexer.ts';
 import { selectTopK } from '../topk.ts';
+import { midpoint, scaleAtPow2Step } from './fp8_midpoints.ts';
 import { validateGolden, type GoldenFixture, type ValidGolden } from './run.ts';
 import { FixtureError, GOLDEN_RTOL, MIDPOINT_TOL, layerTraced, parseSteps, skippedRow as skipped, type GoldenStep as Step } from './fixture.ts';
 import type { CheckResult } from './types.ts';
@@ -120,21 +120,6 @@ function readInput(trace: SafetensorsFile, name: string, n: number, dim: number)
 
 // --- FP8 rounding midpoints ---
 
-/** Distance from v (|v| ≤ 448) to the nearest rounding midpoint of the e4m3 grid. */
-function midpointDistance(v: number): number {
-  const a = Math.abs(v);
-  if (a >= FP8_E4M3_MAX) return Infinity;
-  const ulp = 2 ** (Math.floor(Math.log2(Math.max(a, 2 ** -6))) - 3);
-  const frac = a / ulp - Math.floor(a / ulp);
-  return Math.abs(frac - 0.5) * ulp;
-}
-
-/** A ue8m0 scale rounds amax/448 up to a power of two: near one, noise can double the scale. */
-function nearPow2(s: number): boolean {
-  const l = Math.log2(s);
-  return Math.abs(l - Math.round(l)) < 1e-6;
-}
-
 /**
  * Per token: does any value entering the e4m3 quantizer lie within float32 noise of a rounding
  * decision? Either its quantizer input x/s (per block) is within {@link MIDPOINT_TOL} of an e4m3
@@ -170,9 +155,9 @@ export function quantizerMidpointTokens(x: tf.Tensor, scale: tf.Tensor, ue8m0: b
     let flag = false;
     for (let i = b * block; i < (b + 1) * block; i++) {
       amax = Math.max(amax, Math.abs(values[i]!));
-      if (midpointDistance(Math.fround(values[i]! / s)) < MIDPOINT_TOL) flag = true;
+      if (midpoint(Math.fround(values[i]! / s)).dist < MIDPOINT_TOL) flag = true;
     }
-    if (flag || (ue8m0 && nearPow2(Math.fround(Math.fround(amax) * FP8_E4M3_MAX_INV)))) flags[Math.floor((b * block) / perToken)] = true;
+    if (flag || (ue8m0 && scaleAtPow2Step(amax))) flags[Math.floor((b * block) / perToken)] = true;
   }
   return flags;
 }
