@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { tf } from '../src/backend.ts';
 import { openSafetensors, writeSafetensors, type WritableTensor } from '../src/safetensors.ts';
-import { checkGoldenAttention } from '../src/conformance/golden_attention.ts';
-import type { GoldenFixture } from '../src/conformance/run.ts';
-import type { CheckResult } from '../src/conformance/types.ts';
+import { checkGoldenAttention } from '../src/conformance/checks/golden.ts';
+import type { GoldenFixture } from '../src/conformance/core/fixture.ts';
+import type { CheckResult } from '../src/conformance/core/rows.ts';
 import { describeEachBackend } from './helpers/backends.ts';
 
 const GOLDEN = resolve(import.meta.dirname, '..', 'fixtures', 'golden');

@@ -8,8 +8,8 @@ import { openCheckpoint, openSafetensors, writeSafetensors, type WritableTensor,
 import { loadLayerWeights, disposeLayerWeights } from '../src/checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores } from '../src/indexer.ts';
 import { selectTopK } from '../src/topk.ts';
-import { checkGoldenIndexer } from '../src/conformance/golden_indexer.ts';
-import { openGolden, type GoldenFixture } from '../src/conformance/run.ts';
+import { checkGoldenIndexer } from '../src/conformance/checks/golden.ts';
+import { openGolden, type GoldenFixture } from '../src/conformance/core/fixture.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 const GOLDEN = resolve('fixtures/golden');

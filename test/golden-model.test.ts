@@ -7,10 +7,10 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, mkdirSync, rmSync, copyFileSync, symlinkSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { checkGoldenModel } from '../src/conformance/golden_model.ts';
-import { openGolden } from '../src/conformance/run.ts';
+import { checkGoldenModel } from '../src/conformance/checks/golden.ts';
+import { openGolden } from '../src/conformance/core/fixture.ts';
 import { openSafetensors, writeSafetensors, type WritableTensor } from '../src/safetensors.ts';
-import type { CheckResult } from '../src/conformance/types.ts';
+import type { CheckResult } from '../src/conformance/core/rows.ts';
 import { describeEachBackend } from './helpers/backends.ts';
 import { initBackend, tf } from '../src/backend.ts';
 

@@ -13,8 +13,8 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../backend.ts';
-import { discoverCases, runGoldenCase, runVectorCase, failure, type Case } from '../conformance/run.ts';
-import type { CheckResult } from '../conformance/types.ts';
+import { discoverCases, runGoldenCase, runVectorCase, type Case } from '../conformance/run.ts';
+import { failure, type CheckResult } from '../conformance/core/rows.ts';
 
 const BUNDLED_FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures');
 

@@ -4,18 +4,34 @@
  * the trace records. The attention, indexer and model checks all read a folder through these
  * helpers, so a malformed folder fails the same way, with one clear reason, whichever check meets it.
  */
-import type { ModelConfig } from '../config.ts';
-import type { SafetensorsFile } from '../safetensors.ts';
-import type { CheckResult } from './types.ts';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { loadConfig, type ModelConfig } from '../../config.ts';
+import { openSafetensors, type SafetensorsFile } from '../../safetensors.ts';
+import type { CheckResult } from './rows.ts';
 
 /** Relative tolerance of the golden float comparisons: `max|a − b| ≤ 1e-4 · max(1, max|b|)` (fixtures README). */
 export const GOLDEN_RTOL = 1e-4;
 
+/** What a trace records per step and layer (fixtures/golden/README.md, "Files"). */
+export type TracedTensor =
+  | 'attn.in' | 'attn.qr' | 'indexer.score' | 'indexer.topk' | 'attn.out' | 'ffn.in' | 'gate.weights' | 'gate.indices' | 'ffn.out';
+
 /**
- * Distance (in float32 quantizer units, 448·2⁻²²) within which an e4m3 quantizer input counts as lying on a
- * rounding midpoint: float32 summation order can round such an element either way.
+ * The name of a recorded tensor in `trace.safetensors`: `stepS.expected.layerL.T`, or `stepS.expected.logits`
+ * for `layer` null.
+ *
+ * @example
+ * ```ts
+ * traceKey(1, 2, 'attn.out'); // => 'step1.expected.layer2.attn.out'
+ * traceKey(0, null, 'logits'); // => 'step0.expected.logits'
+ * ```
  */
-export const MIDPOINT_TOL = 448 * 2 ** -22;
+export function traceKey(step: number, layer: number, tensor: TracedTensor): string;
+export function traceKey(step: number, layer: null, tensor: 'logits'): string;
+export function traceKey(step: number, layer: number | null, tensor: TracedTensor | 'logits'): string {
+  return layer === null ? `step${step}.expected.logits` : `step${step}.expected.layer${layer}.${tensor}`;
+}
 
 /** One step of a trace: a prefill (length > 1) or a decode step (length 1) at `start_pos`. */
 export interface GoldenStep {
@@ -102,7 +118,7 @@ export function readTokens(trace: SafetensorsFile, steps: GoldenStep[], config: 
 
 /** True when the trace records layer `layer` at step `step` (its `attn.in` is present). */
 export function layerTraced(trace: SafetensorsFile, step: number, layer: number): boolean {
-  return trace.has(`step${step}.expected.layer${layer}.attn.in`);
+  return trace.has(traceKey(step, layer, 'attn.in'));
 }
 
 /**
@@ -122,4 +138,101 @@ export function skippedRow(caseName: string, check: string, step: number, layer:
 function describe(v: unknown): string {
   const s = JSON.stringify(v);
   return s === undefined ? String(v) : s.length > 120 ? `${s.slice(0, 117)}...` : s;
+}
+
+// --- Golden folders ---
+
+/**
+ * One golden fixture folder, as found on disk. `steps`, `maxSeqLen` and `tokens` are filled in by
+ * {@link validateGolden} (which {@link openGolden} calls); a hand-built fixture may leave them out and
+ * each check validates it on entry.
+ */
+export interface GoldenFixture {
+  /** folder name, used as the case name. */
+  name: string;
+  /** absolute folder path. */
+  dir: string;
+  /** parsed `manifest.json`. */
+  manifest: Record<string, unknown>;
+  /** folder that holds `config.json` and `model.safetensors` (the fixture's own, or `manifest.weights`). */
+  weightsDir: string;
+  /** manifest `steps`, validated (contiguous from position 0, length ≥ 1); empty for the RoPE-bug case (no `steps`). */
+  steps?: GoldenStep[];
+  /** manifest `max_seq_len`, else the config's `max_position_embeddings` (see `maxSeqLenOf`). */
+  maxSeqLen?: number;
+  /** `input.tokens`, covering every step; empty for the RoPE-bug case. */
+  tokens?: number[];
+}
+
+/** A golden fixture whose manifest and tokens passed {@link validateGolden}. */
+export type ValidGolden = GoldenFixture & { steps: GoldenStep[]; maxSeqLen: number; tokens: number[] };
+
+
+/**
+ * Validates a golden folder once for every check: `steps` (parseSteps), `max_seq_len` (maxSeqLenOf)
+ * and `input.tokens` (readTokens). A manifest without `steps` is the RoPE-bug case: `steps` and
+ * `tokens` are empty and `max_seq_len` comes from its own manifest, else the base folder's, else the
+ * config. Returns `fx` itself when it is already validated.
+ *
+ * @throws FixtureError for a malformed manifest or tokens; other errors (unreadable config or trace) as they come.
+ * @example
+ * ```ts
+ * const dir = 'fixtures/golden/public-fp32';
+ * validateGolden({ name: 'fp32', dir, weightsDir: dir, manifest: { max_seq_len: 64, steps: [{ step: 0, start_pos: 0, length: 3 }] } }).tokens.length; // => 44
+ * try {
+ *   validateGolden({ name: 'fp32', dir, weightsDir: dir, manifest: { steps: [{ step: 0, start_pos: 0, length: 0 }] } });
+ * } catch (e) {
+ *   (e as Error).message; // => 'manifest.json steps[0].length must be ≥ 1 but got 0'
+ * }
+ * ```
+ */
+export function validateGolden(fx: GoldenFixture): ValidGolden {
+  if (fx.steps && fx.maxSeqLen !== undefined && fx.tokens) return fx as ValidGolden;
+  const config = loadConfig(join(fx.weightsDir, 'config.json'));
+  if (fx.manifest.steps === undefined) {
+    let manifest = fx.manifest;
+    const baseManifest = join(fx.weightsDir, 'manifest.json');
+    if (manifest.max_seq_len === undefined && fx.weightsDir !== fx.dir && existsSync(baseManifest)) {
+      manifest = JSON.parse(readFileSync(baseManifest, 'utf8')) as Record<string, unknown>;
+    }
+    return { ...fx, steps: [], maxSeqLen: maxSeqLenOf(manifest, config), tokens: [] };
+  }
+  const steps = parseSteps(fx.manifest.steps);
+  const maxSeqLen = maxSeqLenOf(fx.manifest, config, steps);
+  const trace = openSafetensors(join(fx.dir, 'trace.safetensors'));
+  try {
+    return { ...fx, steps, maxSeqLen, tokens: readTokens(trace, steps, config) };
+  } finally {
+    trace.close();
+  }
+}
+
+/**
+ * Reads a golden folder's manifest, resolves its weights folder and validates it ({@link validateGolden}).
+ *
+ * @throws FixtureError for a malformed manifest; other errors for an unreadable manifest, config or trace.
+ */
+export function openGolden(c: { name: string; dir: string; type?: 'golden' }): ValidGolden {
+  return validateGolden(readGolden(c));
+}
+
+/**
+ * Reads a golden folder's `manifest.json` and resolves its weights folder (`manifest.weights` when it
+ * names a folder with a `config.json`, else the folder itself). Nothing is validated yet.
+ *
+ * @throws for an unreadable manifest, or one that is not a JSON object
+ */
+export function readGolden(c: { name: string; dir: string; type?: 'golden' }): GoldenFixture {
+  const manifest = JSON.parse(readFileSync(join(c.dir, 'manifest.json'), 'utf8')) as Record<string, unknown>;
+  if (typeof manifest !== 'object' || manifest === null || Array.isArray(manifest)) {
+    throw new TypeError(`manifest.json must be a JSON object`);
+  }
+  // `weights` is a folder pointer in derived cases (`"../public-fp32"`) and a plain description
+  // (`"float32"`) in base cases: it counts as a pointer only when it names a folder with weights.
+  let weightsDir = c.dir;
+  if (typeof manifest.weights === 'string') {
+    const target = resolve(c.dir, manifest.weights);
+    if (existsSync(join(target, 'config.json'))) weightsDir = target;
+  }
+  return { name: c.name, dir: c.dir, manifest, weightsDir };
 }
