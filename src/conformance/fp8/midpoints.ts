@@ -317,7 +317,8 @@ export function describeFlip(f: Flip, startPos: number): string {
  * ([T, width], from the recorded inputs) with the given rounding probe. The quantizer inputs on a midpoint
  * in the failing rows (every row up to the last failing one with `causal`, whose keys and latents those
  * rows read) are the candidates; the row passes only if one subset rounded the other way reproduces the
- * WHOLE recorded tensor, and its reason names the flips. Otherwise the row is returned failed, with what
+ * WHOLE recorded tensor; its errors are then those after the flip and its reason names the flips and the
+ * error before. Otherwise the row is returned failed, with what
  * was tried. The last evaluation is the kept one (the flips found, or none), so an evaluation that fills
  * a cache leaves it holding the official rounding.
  *
@@ -341,20 +342,23 @@ export function explainByFlips(
   for (let i = 0; i < expected.length; i++) if (!(Math.abs(base[i]! - expected[i]!) <= bound)) failing.add(Math.floor(i / width));
   const last = Math.max(...failing);
   const candidates = found.filter((f) => (causal ? f.token <= last : failing.has(f.token)));
-  let after = 0;
+  let after = { maxAbs: 0, maxRel: 0 };
   const subset = searchFlips(candidates, (s) => {
     const c = compareArrays(evaluate(roundingProbe(s)), expected, rtol);
-    after = c.maxRel;
+    after = c;
     return c.pass;
   });
   const rowsText = `rows [${[...failing].map((t) => startPos + t).join(', ')}]`;
   if (!subset) {
     if (candidates.length > 0) evaluate(roundingProbe([])); // a stateful evaluation (a cache) ends as it began
-    return { ...row, reason: `${row.reason ?? 'above tolerance'}; ${rowsText}: ${candidates.length} quantizer inputs on an e4m3 midpoint, no flip of the ${FLIP_SEARCH.tries} subsets tried reproduces the recorded tensor` };
+    const tried = candidates.length === 0
+      ? 'no quantizer input of these rows lies on an e4m3 midpoint'
+      : `${candidates.length} quantizer inputs on an e4m3 midpoint, no flip of ≤ ${FLIP_SEARCH.tries} subsets reproduces the recorded tensor`;
+    return { ...row, reason: `${row.reason ?? 'above tolerance'}; ${rowsText}: ${tried}` };
   }
   return {
-    ...row, pass: true,
+    ...row, pass: true, max_abs_err: after.maxAbs, max_rel_err: after.maxRel,
     reason: `FP8 midpoint (${rowsText}, max rel err ${row.max_rel_err?.toExponential(2)} before): ${subset.map((f) => describeFlip(f, startPos)).join('; ')}; ` +
-      `rounded the other way, the whole tensor matches (max rel err ${after.toExponential(2)})`,
+      `rounded the other way, the whole tensor matches (the errors of this row are after the flip)`,
   };
 }
