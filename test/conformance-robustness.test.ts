@@ -88,9 +88,9 @@ describeEachBackend('golden checks on malformed folders', () => {
       expect(viaRunner[0]).toMatchObject({ case: fx.name, check: 'manifest', step: null, layer: null, pass: false });
       expect(viaRunner[0]!.reason).toMatch(reason);
       expect(viaRunner[0]!.reason).not.toMatch(RAW);
-      // called directly: the attention side reports it once, the indexer side adds nothing
+      // called directly, each entry point opens (and validates) the case once and reports it once
       expect(await checkGoldenAttention(fx)).toEqual(viaRunner);
-      expect(await checkGoldenIndexer(fx)).toEqual([]);
+      expect(await checkGoldenIndexer(fx)).toEqual(viaRunner);
       expect(() => openGolden({ type: 'golden', name: fx.name, dir: fx.dir })).toThrow(reason);
     });
   }
