@@ -4,7 +4,7 @@
  * - Functions: in docs/equations.md and docs/tour.md, every function the text names is exported by
  *   the module it names (rules below, `functionRefs`).
  * - Clauses: every conformance clause id written in README.md or docs/*.md (a backticked
- *   `area.name` whose area is one of the registries') is registered in spec/<area>/clauses.yml.
+ *   `area.name` whose area is one of the registries') is the `id` of some spec file's frontmatter.
  * - Links: every relative markdown link of README.md and docs/*.md points to an existing file
  *   (http(s)/mailto links and pure `#anchor` links are not checked; `#anchor` suffixes are dropped).
  *
@@ -15,7 +15,7 @@ import { describe, it, expect } from 'vitest';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import ts from 'typescript';
-import { parse as parseYaml } from 'yaml';
+import { readClauses } from '../scripts/spec-index.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DOCS = readdirSync(join(ROOT, 'docs'))
@@ -244,16 +244,9 @@ function checkFunctions(md: string, file: string): Problem[] {
 
 // --- Clause ids ---
 
-/** Every registered clause id, from spec/<area>/clauses.yml. */
+/** Every registered clause id: the `id` of each spec file's frontmatter (scripts/spec-index.ts). */
 function registeredClauses(): Set<string> {
-  const ids = new Set<string>();
-  for (const area of readdirSync(join(ROOT, 'spec'))) {
-    const f = join(ROOT, 'spec', area, 'clauses.yml');
-    if (!existsSync(f)) continue;
-    const list = parseYaml(readFileSync(f, 'utf8')) as { id: string }[];
-    for (const c of list) ids.add(c.id);
-  }
-  return ids;
+  return new Set(readClauses().clauses.map((c) => c.id));
 }
 
 /** Backticked clause ids: `area.rest` with area one of `prefixes`, not a file name, no wildcard. */
@@ -271,7 +264,7 @@ function checkClauses(md: string, file: string, ids: ReadonlySet<string>): Probl
   const prefixes = new Set([...ids].map((id) => id.split('.')[0]!));
   return clauseRefs(md, prefixes)
     .filter((r) => !ids.has(r.id))
-    .map((r) => ({ where: `${relative(ROOT, file)}:${r.line}`, what: `clause \`${r.id}\` is not registered in spec/*/clauses.yml` }));
+    .map((r) => ({ where: `${relative(ROOT, file)}:${r.line}`, what: `clause \`${r.id}\` is not the id of any spec file (spec/*/*.spec.ts frontmatter)` }));
 }
 
 // --- Relative links ---
@@ -357,8 +350,8 @@ describe('docs lint catches mistakes (checkers on bad in-memory documents)', () 
   it('an unregistered clause id (file names and wildcards are not clause ids)', () => {
     const md = 'See `dsa.indexer.eq1-score`, `dsa.indexer.eq9-made-up`, `grpo.nope`, `moe.ts`, `encoding.*`, `indexer.score`.\n';
     expect(show(checkClauses(md, file, clauses))).toEqual([
-      'docs/bad.md:1: clause `dsa.indexer.eq9-made-up` is not registered in spec/*/clauses.yml',
-      'docs/bad.md:1: clause `grpo.nope` is not registered in spec/*/clauses.yml',
+      'docs/bad.md:1: clause `dsa.indexer.eq9-made-up` is not the id of any spec file (spec/*/*.spec.ts frontmatter)',
+      'docs/bad.md:1: clause `grpo.nope` is not the id of any spec file (spec/*/*.spec.ts frontmatter)',
     ]);
   });
 
