@@ -46,6 +46,25 @@ export const OFFICIAL_FILES: readonly string[] = [
   'encoding/encoding_dsv32.py', 'encoding/test_encoding_dsv32.py',
 ];
 
+/** Sections and equations of the DeepSeek-V3.2 paper (arXiv 2512.02556 v1) that a `paper:` anchor may name. */
+export const PAPER_SECTIONS: readonly string[] = ['1', '2', '2.1', '2.1.1', '2.2', '2.3', '3', '3.1', '3.2', '3.2.1', '3.2.2', '3.2.3'];
+export const PAPER_EQUATIONS = 9;
+
+/** What is wrong with a `paper:` anchor: it must start with a section, and every § and Eq. must exist in the paper. */
+export function paperAnchorProblems(paper: string): string[] {
+  const problems: string[] = [];
+  if (!/^§\d/.test(paper)) problems.push(`paper anchor '${paper}' does not start with a section (§n.m)`);
+  for (const m of paper.matchAll(/§(\d+(?:\.\d+)*)/g)) {
+    if (!PAPER_SECTIONS.includes(m[1]!)) problems.push(`paper anchor '${paper}' names §${m[1]}, which is not a section of the paper (${PAPER_SECTIONS.map((x) => `§${x}`).join(', ')})`);
+  }
+  for (const m of paper.matchAll(/Eqs?\.\s*\(?(\d+)\)?(?:\s*[–-]\s*\(?(\d+)\)?)?/g)) {
+    for (const n of [m[1], m[2]].filter((x): x is string => x !== undefined).map(Number)) {
+      if (n < 1 || n > PAPER_EQUATIONS) problems.push(`paper anchor '${paper}' names Eq. (${n}); the paper numbers Eq. (1)–(${PAPER_EQUATIONS})`);
+    }
+  }
+  return problems;
+}
+
 const REQUIRED = ['id', 'title', 'description'] as const;
 const OPTIONAL = ['paper', 'official', 'info', 'see'] as const;
 const KEYS: readonly string[] = [...REQUIRED, ...OPTIONAL];
@@ -119,7 +138,7 @@ export function parseFrontmatter(text: string, file: string): { clause?: Clause;
   const paper = str('paper');
   const official = str('official');
   if (!paper && !official) problems.push(`${file}: frontmatter names neither a paper anchor ('paper') nor an official symbol ('official')`);
-  if (paper && !/^§\d+(\.\d+)*(,|;|$| )/.test(paper)) problems.push(`${file}: paper anchor '${paper}' does not start with a section (§n.m)`);
+  if (paper) problems.push(...paperAnchorProblems(paper).map((p) => `${file}: ${p}`));
   if (official) {
     for (const part of splitOutsideParens(official)) {
       if (!OFFICIAL_FILES.some((f) => part === f || part.startsWith(`${f} `))) {
