@@ -11,7 +11,8 @@
  * - Citations, in every text file of src/, spec/, docs/, bench/, scripts/, test/ and README.md (comments,
  *   spec frontmatter, prose): no document outside the repository is cited (the research digests
  *   DSA.md, GRPO.md, PERF.md, STYLE.md); every `docs/x.md#anchor` names an existing document and
- *   heading; every clause id is registered.
+ *   heading; every path from the repository root (`spec/dsa/x.spec.ts`) exists; every clause id is
+ *   registered.
  *
  * Each checker is a plain function over a text; the last block runs them on hand-made bad documents
  * and on real files with a planted unresolved citation, so the lint can fail.
@@ -341,6 +342,9 @@ const FOREIGN_DOCS = /\b(?:DSA|GRPO|PERF|STYLE)\.md\b|\bspec digests?\b|\bshared
 /** `docs/<name>.md`, optionally `#anchor`, written as a path from the repository root (not inside a longer path). */
 const DOC_REFS = /(?<![\w./-])docs\/([\w.-]+\.md)(?:#([\w-]+))?/g;
 
+/** A path from the repository root written in any text (`spec/dsa/x.spec.ts`, `fixtures/vectors/y.json`); wildcards are skipped. */
+const REPO_PATHS = /(?<![\w./-])((?:src|spec|test|bench|docs|scripts|fixtures)\/[\w./*-]*[\w*])/g;
+
 /** Extensions that can not end a clause id: `context.ts`, `encoding.md` are files. */
 const FILE_EXT = /\.(ts|js|mjs|md|py|json|ya?ml|txt|svg|safetensors)$/;
 
@@ -373,11 +377,16 @@ function checkCitations(text: string, file: string, ids: ReadonlySet<string>): P
     const what = linkProblem(text, join(ROOT, 'x'), `docs/${m[1]}`, m[2]);
     if (what) problems.push({ where: where(m.index), what });
   }
+  for (const m of text.matchAll(REPO_PATHS)) {
+    if (m[1]!.includes('*') || /^docs\/[\w.-]+\.md$/.test(m[1]!) || existsSync(join(ROOT, m[1]!))) continue;
+    problems.push({ where: where(m.index), what: `path ${m[1]} does not exist in the repository` });
+  }
   const areas = new Set([...ids].map((id) => id.split('.')[0]!));
   for (const r of textClauseRefs(text, areas)) {
     if (!ids.has(r.id)) problems.push({ where: where(r.offset), what: `clause \`${r.id}\` is not the id of any spec file (spec/*/*.spec.ts frontmatter)` });
   }
-  return problems;
+  const line = (p: Problem): number => Number(p.where.slice(p.where.lastIndexOf(':') + 1));
+  return problems.sort((a, b) => line(a) - line(b));
 }
 
 /** Text files scanned for citations: src/, spec/, docs/, bench/, scripts/, test/ and README.md (generated site and bench output skipped). */
@@ -519,6 +528,7 @@ describe('docs lint catches mistakes (checkers on bad in-memory documents)', () 
       ' * Resolves: docs/spec-notes.md#activation-quantization, docs/deviations.md, paper §2.1 Eq. (1),',
       ' * clause dsa.selection.eq2-topk, `context.length`, context.ts, encoding.* and moe.ts.',
       ' * Does not: docs/spec-notes.md#no-such-section, docs/no-such-doc.md, clause dsa.selection.eq2-made-up,',
+      ' * spec/grpo/indexer-kl-dense-eq3.spec.ts (moved); fixtures/vectors/grpo-*.json is a pattern.',
       " * 'grpo.indexer-kl-dense-eq3' (renamed to dsa.indexer-loss.dense-eq3).",
       ' */',
     ].join('\n');
@@ -531,7 +541,8 @@ describe('docs lint catches mistakes (checkers on bad in-memory documents)', () 
       'src/bad.ts:6: docs/spec-notes.md has no heading with anchor #no-such-section',
       'src/bad.ts:6: link target docs/no-such-doc.md does not exist',
       'src/bad.ts:6: clause `dsa.selection.eq2-made-up` is not the id of any spec file (spec/*/*.spec.ts frontmatter)',
-      'src/bad.ts:7: clause `grpo.indexer-kl-dense-eq3` is not the id of any spec file (spec/*/*.spec.ts frontmatter)',
+      'src/bad.ts:7: path spec/grpo/indexer-kl-dense-eq3.spec.ts does not exist in the repository',
+      'src/bad.ts:8: clause `grpo.indexer-kl-dense-eq3` is not the id of any spec file (spec/*/*.spec.ts frontmatter)',
     ]);
   });
 
