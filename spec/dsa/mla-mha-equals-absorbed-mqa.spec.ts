@@ -4,7 +4,7 @@ title: MHA mode (per-head k/v from wkv_b) and absorbed MQA mode (W_UK into the q
 paper: §2.1
 official: inference/model.py MLA.forward (mask is not None → MHA branch; else → absorbed branch with weight_dequant(wkv_b))
 info: |
-  Therefore, we implement DSA based on the MQA mode of MLA, where each latent vector (the key-value
+  Therefore, we implement DSA based on the MQA […] mode of MLA […], where each latent vector (the key-value
   entry of MLA) will be shared across all query heads of the query token.
 description: MHA mode (keys/values expanded per head by wkv_b) and absorbed MQA mode (W_UK folded into the query, W_UV after attention) give the same MLA output; the official prefill uses the first, decode the second
 see: docs/spec-notes.md#mla; DeepSeek-V2 paper §2.1.2 (weight absorption)

@@ -5,7 +5,7 @@ paper: §2.1, Eq. (2)
 official: inference/model.py MLA.forward (index_mask = −inf except topk_indices, plus the causal mask)
 info: |
   Then, the attention output u_t is computed by applying the attention mechanism between the query token
-  h_t and the sparsely selected key-value entries {c_s}.
+  h_t and the sparsely selected key-value entries {c_s}:
 description: Core attention of query t runs over the selected latents { c_s | s ∈ S_t } only (softmax normalized over S_t); unselected and future positions never contribute, −1 padding slots contribute exp(−∞) = 0
 see: docs/spec-notes.md#selection
 ---*/
