@@ -7,7 +7,8 @@ see: docs/spec-notes.md#released-config
 ---*/
 import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import { CONFIG_671B, loadConfig } from '../../src/config.ts';
+import { CONFIG_671B } from '../../src/config.ts';
+import { loadConfig } from '../../src/node.ts';
 
 /** Keys of the released config.json (docs/spec-notes.md#released-config) that a DeepSeek-V3.2 forward pass needs. */
 const RELEASED_KEYS = [

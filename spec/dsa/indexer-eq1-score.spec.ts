@@ -12,8 +12,7 @@ see: docs/spec-notes.md#lightning-indexer; fixtures/golden/public-fp32
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, fp8Index, indexerScores } from '../../src/indexer.ts';
 import { assertClose, assertShape } from '../harness/index.ts';

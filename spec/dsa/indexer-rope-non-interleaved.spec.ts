@@ -8,8 +8,7 @@ see: docs/spec-notes.md#rope-layouts (fix of 2025-11-17, DeepSeek-V3.2-Exp commi
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores } from '../../src/indexer.ts';
 import { selectTopK } from '../../src/topk.ts';

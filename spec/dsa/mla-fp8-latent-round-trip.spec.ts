@@ -8,9 +8,8 @@ see: docs/spec-notes.md#mla (absent in V3.2-Exp, docs/spec-notes.md#v32-exp-and-
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
 import { e4m3Decode, e4m3Encode } from '../../src/fp8.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaForward, mlaLatent } from '../../src/mla.ts';
 

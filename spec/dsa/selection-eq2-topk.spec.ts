@@ -11,7 +11,7 @@ see: docs/spec-notes.md#selection
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { openSafetensors } from '../../src/safetensors.ts';
+import { openSafetensors } from '../../src/node.ts';
 import { selectTopK } from '../../src/topk.ts';
 import { assertSetEqual } from '../harness/index.ts';
 

@@ -7,7 +7,7 @@ see: docs/spec-notes.md#moe-gate (step 6)
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { openSafetensors } from '../../src/safetensors.ts';
+import { openSafetensors } from '../../src/node.ts';
 import { moeGate } from '../../src/moe.ts';
 import { assertClose } from '../harness/index.ts';
 

@@ -11,8 +11,7 @@ see: docs/spec-notes.md#keep-routing
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint } from '../../src/node.ts';
 import { loadModelWeights, disposeModelWeights, createModelCache, disposeModelCache, modelForward } from '../../src/model.ts';
 import { concatRoutingRecords } from '../../src/moe.ts';
 import { assertSetEqual } from '../harness/index.ts';
