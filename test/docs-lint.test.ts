@@ -11,8 +11,8 @@
  * - Citations, in every text file of src/, spec/, docs/, bench/, scripts/, test/ and README.md (comments,
  *   spec frontmatter, prose): no document outside the repository is cited (the research digests
  *   DSA.md, GRPO.md, PERF.md, STYLE.md); every `docs/x.md#anchor` names an existing document and
- *   heading; every path from the repository root (`spec/dsa/x.spec.ts`) exists; every clause id is
- *   registered.
+ *   heading; every cited spec, document or fixture path (`spec/dsa/x.spec.ts`) exists; every clause id
+ *   is registered.
  *
  * Each checker is a plain function over a text; the last block runs them on hand-made bad documents
  * and on real files with a planted unresolved citation, so the lint can fail.
@@ -342,8 +342,12 @@ const FOREIGN_DOCS = /\b(?:DSA|GRPO|PERF|STYLE)\.md\b|\bspec digests?\b|\bshared
 /** `docs/<name>.md`, optionally `#anchor`, written as a path from the repository root (not inside a longer path). */
 const DOC_REFS = /(?<![\w./-])docs\/([\w.-]+\.md)(?:#([\w-]+))?/g;
 
-/** A path from the repository root written in any text (`spec/dsa/x.spec.ts`, `fixtures/vectors/y.json`); wildcards are skipped. */
-const REPO_PATHS = /(?<![\w./-])((?:src|spec|test|bench|docs|scripts|fixtures)\/[\w./*-]*[\w*])/g;
+/**
+ * A cited path from the repository root: a spec file, a document or a fixture (`spec/dsa/x.spec.ts`,
+ * `fixtures/vectors/y.json`), written in any text; wildcards are skipped. (Paths into src/, test/ and
+ * bench/ are code references that the type checker and the tests follow, not citations.)
+ */
+const REPO_PATHS = /(?<![\w./-])((?:spec|docs|fixtures)\/[\w./*-]*[\w*])/g;
 
 /** Extensions that can not end a clause id: `context.ts`, `encoding.md` are files. */
 const FILE_EXT = /\.(ts|js|mjs|md|py|json|ya?ml|txt|svg|safetensors)$/;
@@ -365,7 +369,7 @@ function textClauseRefs(text: string, areas: ReadonlySet<string>): { id: string;
 
 /**
  * Citations in one file's text that do not resolve: names of documents outside the repository,
- * `docs/x.md#anchor` references to a missing document or heading, paths from the repository root that
+ * `docs/x.md#anchor` references to a missing document or heading, spec / document / fixture paths that
  * do not exist, and clause ids no spec file registers.
  */
 function checkCitations(text: string, file: string, ids: ReadonlySet<string>): Problem[] {
