@@ -198,7 +198,8 @@ export function renderIndex(clauses: readonly Clause[]): string {
     'clause registry); `test/spec-index.test.ts` fails when it is stale. "Paper" anchors point into DeepSeek-V3.2',
     '(arXiv 2512.02556); "official" names symbols of the official inference and encoding code; each spec file quotes',
     "the paper's sentence (`info`) where there is one. [docs/spec-notes.md](../docs/spec-notes.md) explains the",
-    'official code in our words.',
+    'official code in our words. The frontmatter fields of a new spec file are described in',
+    '[scripts/spec-index.ts](../scripts/spec-index.ts).',
   ];
   for (const { area, heading } of AREAS) {
     const rows = clauses.filter((c) => c.file.split('/')[0] === area).sort((a, b) => a.id.localeCompare(b.id));
