@@ -5,9 +5,10 @@
  */
 import { join } from 'node:path';
 import { tf } from '../../backend.ts';
-import { loadConfig, type ModelConfig } from '../../config.ts';
+import type { ModelConfig } from '../../config.ts';
 import { disposeModelWeights, loadModelWeights, type ModelWeights } from '../../model.ts';
-import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../../safetensors.ts';
+import type { SafetensorsFile } from '../../safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../node.ts';
 import { FixtureError, parseSteps, validateGolden, type GoldenFixture, type ValidGolden } from './fixture.ts';
 import { failure, type CheckResult } from './rows.ts';
 

@@ -6,8 +6,9 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { loadConfig, type ModelConfig } from '../../config.ts';
-import { openSafetensors, type SafetensorsFile } from '../../safetensors.ts';
+import type { ModelConfig } from '../../config.ts';
+import type { SafetensorsFile } from '../../safetensors.ts';
+import { loadConfig, openSafetensors } from '../../node.ts';
 import type { CheckResult } from './rows.ts';
 
 /** Relative tolerance of the golden float comparisons: `max|a − b| ≤ 1e-4 · max(1, max|b|)` (fixtures README). */
