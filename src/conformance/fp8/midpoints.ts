@@ -188,6 +188,8 @@ export interface Flip {
   element: number;
   /** |x/s − midpoint| when found. */
   dist: number;
+  /** the quantizer input x/s when found (its e4m3 quantum, and so the flip's effect, grows with |x/s|). */
+  y?: number;
   /** the first consumer seen (`wq_a`, `expert 3.w2`, ...), for the report. */
   linear: string;
 }
@@ -237,7 +239,7 @@ export function roundingProbe(flips: readonly Flip[], found?: Flip[], tol = MIDP
       const k = flipKey(key);
       if (found && m.dist <= tol && !seen.has(k)) {
         seen.add(k);
-        found.push({ ...key, ...(site.layer === undefined ? {} : { layer: site.layer }), dist: m.dist, linear: site.linear });
+        found.push({ ...key, ...(site.layer === undefined ? {} : { layer: site.layer }), dist: m.dist, y, linear: site.linear });
       }
       if (apply && wanted.has(k) && m.dist !== Infinity) {
         out ??= Float32Array.from(q.dataSync() as Float32Array);
@@ -275,9 +277,9 @@ export function* subsets<T>(items: readonly T[], maxSize = items.length): Genera
 export const FLIP_SEARCH = { candidates: 24, maxSize: 3, tries: 96 } as const;
 
 /**
- * The flip search: tries subsets of `candidates` ({@link subsets}; the {@link FLIP_SEARCH}.candidates
- * closest to their midpoint, at most `maxSize` at a time, at most `tries` evaluations) and returns the
- * first subset for which `reproduces` is true, or null.
+ * The flip search: tries subsets of `candidates` ({@link subsets}; the first {@link FLIP_SEARCH}.candidates
+ * in `order` — default: closest to their midpoint first —, at most `maxSize` at a time, at most `tries`
+ * evaluations) and returns the first subset for which `reproduces` is true, or null.
  *
  * @example
  * ```ts
@@ -286,9 +288,12 @@ export const FLIP_SEARCH = { candidates: 24, maxSize: 3, tries: 96 } as const;
  * searchFlips(c, () => false); // => null
  * ```
  */
-export function searchFlips(candidates: readonly Flip[], reproduces: (subset: Flip[]) => boolean, limits: Partial<typeof FLIP_SEARCH> = {}): Flip[] | null {
+export function searchFlips(
+  candidates: readonly Flip[], reproduces: (subset: Flip[]) => boolean, limits: Partial<typeof FLIP_SEARCH> = {},
+  order: (a: Flip, b: Flip) => number = (a, b) => a.dist - b.dist,
+): Flip[] | null {
   const { candidates: keep, maxSize, tries } = { ...FLIP_SEARCH, ...limits };
-  const closest = [...candidates].sort((a, b) => a.dist - b.dist).slice(0, keep);
+  const closest = [...candidates].sort(order).slice(0, keep);
   let n = 0;
   for (const subset of subsets(closest, maxSize)) {
     if (n++ >= tries) break;
