@@ -62,11 +62,8 @@ export const indexerCheck = {
  * @returns rows `indexer.score` / `indexer.topk` per step and layer, or the `rope_bug.*` rows.
  * @example
  * ```ts
- * import { openCase, closeCase } from '../core/case.ts';
- * import { readGolden } from '../core/fixture.ts';
- * const c = openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' }));
- * checkIndexer(c).every((r) => r.pass); // => true
- * closeCase(c);
+ * // on a case opened once (core/case.ts `openCase`), as checks/golden.ts does:
+ * // checkIndexer(openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' })));
  * ```
  */
 export function checkIndexer(c: GoldenCase): CheckResult[] {

@@ -31,11 +31,8 @@ const BUG_NAME = /^step(\d+)\.interleaved_bug\.layer(\d+)\.indexer\.topk$/;
  *
  * @example
  * ```ts
- * import { openCase, closeCase } from '../core/case.ts';
- * import { readGolden } from '../core/fixture.ts';
- * const c = openCase(readGolden({ name: 'bug', dir: 'fixtures/golden/public-fp32-indexer-rope-bug' }));
- * ropeBugEndToEnd(c).map((r) => r.pass); // => [true, true, true]
- * closeCase(c);
+ * // on a case opened once (core/case.ts `openCase`), as checks/golden.ts does:
+ * // ropeBugEndToEnd(openCase(readGolden({ name: 'bug', dir: 'fixtures/golden/public-fp32-indexer-rope-bug' })));
  * ```
  */
 export function ropeBugEndToEnd(fx: GoldenCase): CheckResult[] {
