@@ -25,7 +25,7 @@ import type { GlobalWeights, LayerWeights } from './checkpoint.ts';
 import { loadGlobalWeights, loadLayerWeights, disposeLayerWeights, disposeGlobalWeights } from './checkpoint.ts';
 import { type ModelConfig, scaleFmt } from './config.ts';
 import type { RoundingProbe } from './fp8.ts';
-import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache, type MlaOptions, type MlaOutput } from './mla.ts';
+import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache, type MlaOptions } from './mla.ts';
 import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
 import { rmsNormResidual } from './norms.ts';
 import type { Checkpoint } from './safetensors.ts';
@@ -248,48 +248,35 @@ export function blockForward(
   startPos: number,
   opts: ModelOptions & { routing?: LayerRouting; layer?: number },
 ): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null } {
-  const { config } = opts;
+  const eps = opts.config.rms_norm_eps;
   const layer = opts.layer ?? 0;
-  const observe = opts.probe?.rounding;
-  const rounding: RoundingProbe | undefined = observe && ((site, x, q, scale) => observe({ ...site, layer }, x, q, scale));
-  const eps = config.rms_norm_eps;
-  const n1 = rmsNormResidual(h, residual, w.attn_norm, eps);
-  const attnIn = n1.out as tf.Tensor2D;
-  let att: MlaOutput | null = null;
-  let n2: { out: tf.Tensor; residual: tf.Tensor } | null = null;
-  let out: tf.Tensor2D | null = null;
+  const rounding = roundingAt(opts.probe, layer);
   let routing: LayerRouting | null = null;
-  let returned = false;
-  try {
-    att = mlaForward(attnIn, w.attn, cache, startPos, {
-      config,
-      maxSeqLen: opts.maxSeqLen,
-      ...(opts.mode ? { mode: opts.mode } : {}),
-      ...(opts.attention ? { attention: opts.attention } : {}),
-      ...(opts.indexerRopeInterleaved !== undefined ? { indexerRopeInterleaved: opts.indexerRopeInterleaved } : {}),
-      ...(rounding ? { probe: rounding } : {}),
-    });
-    n2 = rmsNormResidual(att.out, n1.residual, w.ffn_norm, eps);
-    const ffnIn = n2.out as tf.Tensor2D;
-    if (w.ffn.kind === 'dense') {
-      out = swigluFfn(ffnIn, w.ffn.dense, scaleFmt(config), rounding ? { probe: rounding } : {});
-    } else {
-      const r = moe(ffnIn, w.ffn.moe, config, {
-        ...(opts.routing ? { routing: opts.routing } : {}),
-        ...(opts.combine ? { combine: opts.combine } : {}),
-        ...(rounding ? { probe: rounding } : {}),
-      });
-      out = r.out;
-      routing = r.routing;
-    }
-    opts.probe?.layer?.(layer, { attnIn, qr: att.qr, indexScores: att.indexScores, topk: att.topk, attnOut: att.out, ffnIn, ffnOut: out, routing });
-    returned = true;
-    return { out, residual: n2.residual as tf.Tensor2D, routing };
-  } finally {
-    // intermediates always; on a throw (from a hook, say) also what would have been returned
-    tf.dispose([attnIn, n1.residual, ...(att ? [att.out, att.qr, att.indexScores, att.topk] : []), ...(n2 ? [n2.out] : [])]);
-    if (!returned) tf.dispose([...(out ? [out] : []), ...(n2 ? [n2.residual] : [])]);
-  }
+  const block = tf.tidy(() => {
+    const n1 = rmsNormResidual(h, residual, w.attn_norm, eps); // r ← h + r;  x = attn_norm(r)
+    const att = mlaForward(n1.out as tf.Tensor2D, w.attn, cache, startPos, { ...opts, probe: rounding }); // a = MLA(x)
+    const n2 = rmsNormResidual(att.out, n1.residual, w.ffn_norm, eps); // r ← a + r;  x = ffn_norm(r)
+    const ffn = ffnForward(n2.out as tf.Tensor2D, w.ffn, opts, rounding); // f = FFN(x)
+    routing = ffn.routing;
+    const trace = { attnIn: n1.out, qr: att.qr, indexScores: att.indexScores, topk: att.topk, attnOut: att.out, ffnIn: n2.out, ffnOut: ffn.out, routing };
+    opts.probe?.layer?.(layer, trace as LayerTrace);
+    return { out: ffn.out, residual: n2.residual as tf.Tensor2D };
+  });
+  return { ...block, routing };
+}
+
+/** FFN(x) [T, D]: the dense SwiGLU of the first `first_k_dense_replace` layers, the MoE after (with its routing). */
+function ffnForward(
+  x: tf.Tensor2D, ffn: LayerWeights['ffn'], opts: ModelOptions & { routing?: LayerRouting }, probe: RoundingProbe | undefined,
+): { out: tf.Tensor2D; routing: LayerRouting | null } {
+  if (ffn.kind === 'dense') return { out: swigluFfn(x, ffn.dense, scaleFmt(opts.config), { probe }), routing: null };
+  return moe(x, ffn.moe, opts.config, { routing: opts.routing, combine: opts.combine, probe });
+}
+
+/** The model probe's rounding callback for one layer (the site told its layer), or undefined. */
+function roundingAt(probe: ForwardProbe | undefined, layer: number): RoundingProbe | undefined {
+  const rounding = probe?.rounding;
+  return rounding && ((site, x, q, scale) => rounding({ ...site, layer }, x, q, scale));
 }
 
 // --- Head (official Transformer.forward tail) ---
