@@ -44,6 +44,9 @@ export const MIDPOINT_TOL = 448 * 2 ** -22;
  */
 export const E2E_WINDOW = 8;
 
+/** 2^(e − 6) for e = 0..14: the lower ends of the e4m3 binades (2⁻⁶ … 2⁸). */
+const BINADE = Array.from({ length: 15 }, (_, e) => 2 ** (e - 6));
+
 /**
  * Distance from v (|v| < 448) to the nearest rounding midpoint of the e4m3 grid, and the e4m3 value on
  * the other side of that midpoint (the rounding a tiny perturbation of v could give instead).
@@ -59,7 +62,9 @@ export const E2E_WINDOW = 8;
 export function midpoint(v: number): { dist: number; other: number } {
   const a = Math.abs(v);
   if (a >= FP8_E4M3_MAX) return { dist: Infinity, other: v };
-  const ulp = 2 ** (Math.floor(Math.log2(Math.max(a, 2 ** -6))) - 3); // spacing of the e4m3 grid around a
+  let e = 0; // binade of a: 2^(e − 6) ≤ a < 2^(e − 5), subnormals in binade 0
+  while (e < 14 && a >= BINADE[e + 1]!) e++;
+  const ulp = BINADE[e]! / 8; // spacing of the e4m3 grid around a
   const lower = Math.floor(a / ulp) * ulp;
   const mid = lower + ulp / 2;
   const rounded = a - lower < ulp / 2 || (a - lower === ulp / 2 && (lower / ulp) % 2 === 0) ? lower : lower + ulp;
@@ -201,8 +206,8 @@ export function flipKey(f: Pick<Flip, 'layer' | 'input' | 'branch' | 'token' | '
 
 /**
  * A rounding probe (src/model.ts `ForwardProbe.rounding`) that rounds the elements named by `flips` to
- * their other e4m3 neighbour, and, with `found`, lists every element of every quantizer within `tol` of a
- * midpoint (each once, by {@link flipKey}).
+ * their other e4m3 neighbour, and, with `found`, lists every element within `tol` of a midpoint of every
+ * quantizer (of the inputs in `only`, when given), each once (by {@link flipKey}).
  *
  * @example
  * ```ts
@@ -215,13 +220,14 @@ export function flipKey(f: Pick<Flip, 'layer' | 'input' | 'branch' | 'token' | '
  * found.map((f) => f.element); // => [1]
  * ```
  */
-export function roundingProbe(flips: readonly Flip[], found?: Flip[], tol = MIDPOINT_TOL): RoundingProbe {
+export function roundingProbe(flips: readonly Flip[], found?: Flip[], tol = MIDPOINT_TOL, only?: ReadonlySet<QuantSite['input']>): RoundingProbe {
   const wanted = new Set(flips.map(flipKey));
   const inputs = new Set(flips.map((f) => f.input));
   const seen = new Set<string>();
   return (site, x, q, scale) => {
     const apply = inputs.has(site.input);
-    if (!apply && !found) return null;
+    const list = found !== undefined && (!only || only.has(site.input));
+    if (!apply && !list) return null;
     const xs = x.dataSync() as Float32Array;
     const ss = scale.dataSync() as Float32Array;
     const rows = x.shape[0] ?? 1;
@@ -232,12 +238,12 @@ export function roundingProbe(flips: readonly Flip[], found?: Flip[], tol = MIDP
     for (let i = 0; i < xs.length; i++) {
       const y = Math.fround(xs[i]! / ss[Math.floor(i / block)]!);
       const m = midpoint(y);
-      if (m.dist > tol && !apply) continue;
+      if (!apply && !(list && m.dist <= tol)) continue;
       const r = Math.floor(i / perRow);
       key.token = site.tokens ? site.tokens[r]! : r;
       key.element = i - r * perRow;
       const k = flipKey(key);
-      if (found && m.dist <= tol && !seen.has(k)) {
+      if (list && m.dist <= tol && !seen.has(k)) {
         seen.add(k);
         found.push({ ...key, ...(site.layer === undefined ? {} : { layer: site.layer }), dist: m.dist, y, linear: site.linear });
       }

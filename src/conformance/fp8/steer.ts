@@ -97,11 +97,11 @@ export function steeredBlock(
   opts: ModelOptions & { layer: number; routing?: LayerRouting }, record: LayerRecord, rtol: number,
 ): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null; snap: LayerSnapshot; steers: Steer[] } {
   const T = h.shape[0];
-  const run = (flips: readonly Flip[], found?: Flip[], tol?: number) => {
+  const run = (flips: readonly Flip[], found?: Flip[], tol?: number, only?: ReadonlySet<QuantSite['input']>) => {
     truncateMlaCache(cache, startPos);
     let snap: LayerSnapshot | null = null;
     const indexer: Pick<LayerSnapshot, 'indexerQ' | 'indexerK'> = { indexerQ: null, indexerK: null };
-    const flip = roundingProbe(flips, found, tol);
+    const flip = roundingProbe(flips, found, tol, only);
     const b = blockForward(h, residual, w, cache, startPos, {
       ...opts,
       probe: {
@@ -135,7 +135,7 @@ export function steeredBlock(
     const explains = (f: Flip) => Math.max(rows.get(f.token) ?? 0, KEY_SITES.has(f.input) ? (keys.get(f.token) ?? 0) : 0);
     // the candidates: quantizer inputs on a midpoint, upstream of the tensor, in the failing rows
     const found: Flip[] = [];
-    dispose(run(flips, found, E2E_WINDOW * MIDPOINT_TOL));
+    dispose(run(flips, found, E2E_WINDOW * MIDPOINT_TOL, sites));
     const taken = new Set(flips.map((f) => `${f.input}|${f.token}|${f.element}|${f.branch}`));
     const inRows = (f: Flip) => rows.has(f.token) || (KEY_SITES.has(f.input) && keys.has(f.token));
     const candidates = found.filter((f) => sites.has(f.input) && inRows(f) && !taken.has(`${f.input}|${f.token}|${f.element}|${f.branch}`));
