@@ -60,7 +60,7 @@ export interface ModelOptions {
 }
 
 /**
- * What one block computed, handed to an `onLayer` observer. The tensors are valid only during the
+ * What one block computed, handed to the `layer` callback of a {@link ForwardProbe}. The tensors are valid only during the
  * callback (they are disposed right after it).
  */
 export interface LayerTrace {

@@ -1,6 +1,6 @@
 /**
- * Robustness of the model-side golden checks (src/conformance/golden_model.ts), the --weights/--expect
- * run (weights.ts) and the midpoint flags (fp8_midpoints.ts) on malformed or partial fixtures: a missing
+ * Robustness of the model-side golden checks (src/conformance/checks/model.ts, checks/e2e.ts), the --weights/--expect
+ * run (weights.ts) and the midpoint flags (fp8/midpoints.ts) on malformed or partial fixtures: a missing
  * or misshapen tensor is a failed row naming it, never a lost run, a raw exception or a leaked tensor.
  *
  * The folders are small perturbed copies of fixtures/golden/public-fp32 (2 steps: the 40-token prefill

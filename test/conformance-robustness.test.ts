@@ -1,7 +1,7 @@
 /**
  * Robustness of the golden checks (attention + indexer side) and of the runner against malformed or
  * partial fixture folders: small perturbed copies of fixtures/golden/public-fp32 (2 steps: the 40-token
- * prefill and one decode step), written to a temp folder. The model side (golden_model.ts) has its own
+ * prefill and one decode step), written to a temp folder. The model side (checks/model.ts, checks/e2e.ts) has its own
  * file, test/conformance-robustness-model.test.ts.
  */
 import { it, expect, beforeAll, afterAll } from 'vitest';

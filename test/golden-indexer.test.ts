@@ -36,7 +36,7 @@ function doctored(edit: (t: Record<string, WritableTensor>) => void): GoldenFixt
 const tmpDirs: string[] = [];
 afterAll(() => tmpDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-describeEachBackend('golden indexer checks (src/conformance/golden_indexer.ts)', () => {
+describeEachBackend('golden indexer checks (src/conformance/checks/indexer.ts)', () => {
   it('public-fp32: every step and layer passes (scores and selections)', async () => {
     const rows = await checkGoldenIndexer(fixture('public-fp32'));
     expect(failures(rows)).toEqual([]);

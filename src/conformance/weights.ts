@@ -143,7 +143,7 @@ function step0Length(trace: SafetensorsFile, manifest: Record<string, unknown> |
     return first.length;
   }
   for (let l = 0; l < N; l++) {
-    const name = `step0.expected.layer${l}.attn.in`;
+    const name = traceKey(0, l, 'attn.in');
     if (trace.has(name)) return trace.info(name).shape.at(-2) ?? 1;
   }
   throw new FixtureError('the expect trace has no manifest.json `steps` and no `step0.expected.layerL.attn.in`: step 0\'s length is unknown');

@@ -41,7 +41,7 @@ import type { RoundingProbe } from '../../fp8.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache } from '../../indexer.ts';
 import { selectTopK } from '../../topk.ts';
 import type { GoldenCase } from '../core/case.ts';
-import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, traceKey, type GoldenStep } from '../core/fixture.ts';
+import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, traceKey, type GoldenStep, type TracedTensor } from '../core/fixture.ts';
 import { failure, numericRow, type CheckResult } from '../core/rows.ts';
 import { explainScoresByMidpoints, midpointRows } from '../fp8/midpoints.ts';
 
@@ -187,7 +187,7 @@ function runStep(
   L: number,
   maxSeqLen: number,
 ): { rows: CheckResult[]; ran: boolean } {
-  const p = `step${st.step}.expected.layer${L}`;
+  const key = (t: TracedTensor) => traceKey(st.step, L, t);
   const n = st.length;
   const S = st.start_pos + n;
   let x: tf.Tensor2D | undefined;
@@ -202,8 +202,8 @@ function runStep(
   const out: CheckResult[] = [];
   let stage = 'indexer.score';
   try {
-    x = readInput(trace, `${p}.attn.in`, n, config.hidden_size);
-    qr = readInput(trace, `${p}.attn.qr`, n, config.q_lora_rank);
+    x = readInput(trace, key('attn.in'), n, config.hidden_size);
+    qr = readInput(trace, key('attn.qr'), n, config.q_lora_rank);
     scores = indexerScores(x, qr, w, cache, st.start_pos, { config, maxSeqLen, probe });
     const ue8m0 = scaleFmt(config) === 'ue8m0';
     const flags = (input: string) => (quantized[input] ? midpointRows(quantized[input].values, quantized[input].scales, n, ue8m0) : new Array<boolean>(n).fill(false));
@@ -212,10 +212,10 @@ function runStep(
     const got = scores.dataSync() as Float32Array;
 
     let expScores: Float64Array | null = null;
-    if (!trace.has(`${p}.indexer.score`)) out.push(failure(name, 'indexer.score', `trace lacks ${p}.indexer.score`, st.step, L));
+    if (!trace.has(key('indexer.score'))) out.push(failure(name, 'indexer.score', `trace lacks ${key('indexer.score')}`, st.step, L));
     else {
-      const e = readMatrix(trace, `${p}.indexer.score`);
-      if (e.data.length !== n * S) out.push(failure(name, 'indexer.score', `${p}.indexer.score must hold ${n}×${S} values but holds ${e.data.length}`, st.step, L));
+      const e = readMatrix(trace, key('indexer.score'));
+      if (e.data.length !== n * S) out.push(failure(name, 'indexer.score', `${key('indexer.score')} must hold ${n}×${S} values but holds ${e.data.length}`, st.step, L));
       else {
         expScores = e.data;
         const row = numericRow(name, 'indexer.score', st.step, L, got, e.data, SCORE_RTOL);
@@ -225,9 +225,9 @@ function runStep(
 
     stage = 'indexer.topk';
     topk = selectTopK(scores, st.start_pos, config.index_topk);
-    if (!trace.has(`${p}.indexer.topk`)) out.push(failure(name, 'indexer.topk', `trace lacks ${p}.indexer.topk`, st.step, L));
+    if (!trace.has(key('indexer.topk'))) out.push(failure(name, 'indexer.topk', `trace lacks ${key('indexer.topk')}`, st.step, L));
     else {
-      const e = readMatrix(trace, `${p}.indexer.topk`);
+      const e = readMatrix(trace, key('indexer.topk'));
       const width = topk.shape[1];
       const c = compareTopk(topk.dataSync() as Int32Array, e.data, n, width, e.cols, st.start_pos, config.index_topk, expScores ?? got, S);
       out.push({ case: name, check: 'indexer.topk', step: st.step, layer: L, pass: c.pass, max_abs_err: c.differing, max_rel_err: null, reason: c.reason ?? 'as sets; max_abs_err = number of differing positions' });
@@ -299,7 +299,7 @@ function ropeBugStep(
   L: number,
   maxSeqLen: number,
 ): CheckResult[] {
-  const p = `step${st.step}.expected.layer${L}`;
+  const key = (t: TracedTensor) => traceKey(st.step, L, t);
   const bugName = `step${st.step}.interleaved_bug.layer${L}.indexer.topk`;
   const n = st.length;
   const S = st.start_pos + n;
@@ -307,8 +307,8 @@ function ropeBugStep(
   const owned: tf.Tensor[] = [];
   const own = <T extends tf.Tensor>(t: T): T => (owned.push(t), t);
   try {
-    const x = own(readInput(baseTrace, `${p}.attn.in`, n, config.hidden_size));
-    const qr = own(readInput(baseTrace, `${p}.attn.qr`, n, config.q_lora_rank));
+    const x = own(readInput(baseTrace, key('attn.in'), n, config.hidden_size));
+    const qr = own(readInput(baseTrace, key('attn.qr'), n, config.q_lora_rank));
     const good = own(indexerScores(x, qr, w, shipped, st.start_pos, { config, maxSeqLen }));
     const bad = own(indexerScores(x, qr, w, buggy, st.start_pos, { config, maxSeqLen, ropeInterleaved: true }));
     if (!bugTrace.has(bugName)) return []; // steps without a bug record only fill the caches
@@ -322,11 +322,11 @@ function ropeBugStep(
     const out: CheckResult[] = [];
     const badScores = bad.dataSync();
     if (L === 0) out.push(row('rope_bug.interleaved_reproduces_bug', compareTopk(badSel, bug.data, n, width, bug.cols, st.start_pos, k, badScores, S), 'interleaved indexer RoPE gives the recorded bug selections'));
-    if (baseTrace.has(`${p}.indexer.topk`)) {
-      const baseSel = readMatrix(baseTrace, `${p}.indexer.topk`);
-      const tie = baseTrace.has(`${p}.indexer.score`) ? readMatrix(baseTrace, `${p}.indexer.score`).data : good.dataSync();
+    if (baseTrace.has(key('indexer.topk'))) {
+      const baseSel = readMatrix(baseTrace, key('indexer.topk'));
+      const tie = baseTrace.has(key('indexer.score')) ? readMatrix(baseTrace, key('indexer.score')).data : good.dataSync();
       out.push(row('rope_bug.shipped_reproduces_base', compareTopk(goodSel, baseSel.data, n, width, baseSel.cols, st.start_pos, k, tie, S), 'shipped (non-interleaved) RoPE gives the base folder’s selections'));
-    } else out.push(failure(name, 'rope_bug.shipped_reproduces_base', `base trace lacks ${p}.indexer.topk`, st.step, L));
+    } else out.push(failure(name, 'rope_bug.shipped_reproduces_base', `base trace lacks ${key('indexer.topk')}`, st.step, L));
     // the case must discriminate: the shipped selections are not the bug's in at least one row
     const vsBug = compareTopk(goodSel, bug.data, n, width, bug.cols, st.start_pos, k, new Float64Array(n * S).fill(NaN), S);
     out.push({

@@ -280,7 +280,7 @@ export function* subsets<T>(items: readonly T[], maxSize = items.length): Genera
 }
 
 /** Limits of {@link searchFlips}: candidates kept (closest first), subset size, evaluations. */
-export const FLIP_SEARCH = { candidates: 24, maxSize: 3, tries: 96 } as const;
+export const FLIP_SEARCH: { readonly candidates: number; readonly maxSize: number; readonly tries: number } = { candidates: 24, maxSize: 3, tries: 96 };
 
 /**
  * The flip search: tries subsets of `candidates` ({@link subsets}; the first {@link FLIP_SEARCH}.candidates
