@@ -7,9 +7,10 @@
  * (`stepS.expected.layerL.attn.in` = x, `.attn.qr` = qr), so the indexer cache of step S holds the keys
  * the earlier steps computed from their recorded inputs. Compared per step and layer:
  * - `indexer.score` [1, n, end_pos]: `max|a−b| ≤ 1e-4 · max(1, max|b|)`. An element whose query row or
- *   key column had a q/k value within float32 noise of an e4m3 rounding midpoint (so that float32
- *   summation order alone can move it to the neighbouring e4m3 value) is counted instead of failed:
- *   it must only stay within 1e-2 of the same scale (one e4m3 quantum moves a score by ~1e-3).
+ *   key column had a q/k value on an e4m3 rounding midpoint (../fp8/midpoints.ts `midpointRows`, one
+ *   tolerance `MIDPOINT_TOL`; the q and k come from the model's rounding probe) is counted instead of
+ *   failed: it must only stay within 1e-2 of the same scale (`explainScoresByMidpoints`; one e4m3 quantum
+ *   moves a score by ~1e-3).
  * - `indexer.topk` [n, min(k, end_pos)]: as sets per row; a position may differ only where its
  *   recorded score equals the recorded k-th score within 1e-5 relative.
  *
@@ -41,7 +42,7 @@ import type { RoundingProbe } from '../../fp8.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache } from '../../indexer.ts';
 import { selectTopK } from '../../topk.ts';
 import type { GoldenCase } from '../core/case.ts';
-import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, traceKey, type GoldenStep, type TracedTensor } from '../core/fixture.ts';
+import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, traceKey, type GoldenStep, type TracedTensor, ropeBugKey, ropeBugRecord } from '../core/fixture.ts';
 import { failure, numericRow, type CheckResult } from '../core/rows.ts';
 import { explainScoresByMidpoints, midpointRows } from '../fp8/midpoints.ts';
 
@@ -69,7 +70,7 @@ export const indexerCheck = {
 export function checkIndexer(c: GoldenCase): CheckResult[] {
   try {
     if (c.steps.length > 0) return checkTraced(c);
-    if (c.trace.names().some((n) => /^step\d+\.interleaved_bug\.layer\d+\.indexer\.topk$/.test(n))) return checkRopeBug(c);
+    if (c.trace.names().some((n) => ropeBugRecord(n))) return checkRopeBug(c);
     return [failure(c.name, 'indexer', 'manifest.json has no `steps` and trace.safetensors holds no `stepS.interleaved_bug.layerL.indexer.topk`')];
   } catch (e) {
     return [failure(c.name, 'indexer', `check threw: ${(e as Error).message}`)];
@@ -256,7 +257,7 @@ function checkRopeBug(fx: GoldenCase): CheckResult[] {
   const steps = parseSteps(baseManifest.steps);
   const maxSeqLen = fx.maxSeqLen; // its own manifest's, else the base folder's (validateGolden)
   const bugNames = bugTrace.names();
-  const lastStep = Math.max(...bugNames.map((nm) => Number(/^step(\d+)\.interleaved_bug\./.exec(nm)?.[1] ?? -1)));
+  const lastStep = Math.max(...bugNames.map((nm) => ropeBugRecord(nm)?.step ?? -1));
   const baseTrace = openSafetensors(join(base, 'trace.safetensors'));
   try {
     // the bug trace's tokens must be a prefix of the base run's tokens
@@ -300,7 +301,7 @@ function ropeBugStep(
   maxSeqLen: number,
 ): CheckResult[] {
   const key = (t: TracedTensor) => traceKey(st.step, L, t);
-  const bugName = `step${st.step}.interleaved_bug.layer${L}.indexer.topk`;
+  const bugName = ropeBugKey(st.step, L);
   const n = st.length;
   const S = st.start_pos + n;
   const k = config.index_topk;

@@ -26,7 +26,7 @@ import type { QuantSite } from '../../fp8.ts';
 import { truncateMlaCache, type MlaCache } from '../../mla.ts';
 import { blockForward, type LayerTrace, type ModelOptions } from '../../model.ts';
 import type { LayerRouting } from '../../moe.ts';
-import { compareArrays } from '../core/rows.ts';
+import { compareArrays, setsRow } from '../core/rows.ts';
 import { describeFlip, E2E_WINDOW, MIDPOINT_TOL, roundingProbe, searchFlips, type Flip } from './midpoints.ts';
 import type { tf } from '../../backend.ts';
 
@@ -189,30 +189,12 @@ const ACTUAL = { 'attn.qr': 'qr', 'indexer.score': 'indexScores', 'attn.out': 'a
 function matches(tensor: (typeof ORDER)[number], snap: LayerSnapshot, record: LayerRecord, rtol: number): boolean {
   if (tensor === 'indexer.topk') {
     const r = record['indexer.topk'];
-    return !r || sameSets(snap.topk, snap.K, r.data, r.k);
+    return !r || setsRow('', tensor, null, null, snap.topk, r.data, r.k, snap.K).pass;
   }
   const expected = record[tensor];
   return !expected || compareArrays(snap[ACTUAL[tensor]], expected, rtol).pass;
 }
 
-/** Row-wise set equality of index lists ([rows, ka] and [rows, kb], −1 ignored). */
-export function sameSets(a: ArrayLike<number>, ka: number, b: ArrayLike<number>, kb: number): boolean {
-  const rows = b.length / kb;
-  if (a.length !== rows * ka) return false;
-  for (let r = 0; r < rows; r++) {
-    const x = new Set<number>();
-    for (let j = 0; j < ka; j++) if (Number(a[r * ka + j]) >= 0) x.add(Number(a[r * ka + j]));
-    let n = 0;
-    for (let j = 0; j < kb; j++) {
-      const v = Number(b[r * kb + j]);
-      if (v < 0) continue;
-      if (!x.has(v)) return false;
-      n++;
-    }
-    if (n !== x.size) return false;
-  }
-  return true;
-}
 
 /**
  * The call tokens whose quantizer inputs may explain a miss of `tensor` (empty when it matches), each with
