@@ -21,11 +21,18 @@ import { browserBundleErrors } from './helpers/browser-bundle.ts';
 const ROOT = join(import.meta.dirname, '..');
 const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 
-/** The environment without what `npm test` and the test runner add (npm_* settings, loaders in NODE_OPTIONS). */
+/** npm settings kept for the child npm: where the cache (and the user's npmrc) is. */
+const KEEP = new Set(['npm_config_cache', 'npm_config_userconfig']);
+
+/**
+ * The environment without what `npm test` and the test runner add (npm_* settings of this project,
+ * loaders in NODE_OPTIONS, the test's backend choice), so the consumer project runs as a user's would.
+ */
 function cleanEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!/^npm_/i.test(k) && k !== 'NODE_OPTIONS' && !k.startsWith('VITEST') && k !== 'DSV32_BACKEND') env[k] = v;
+    const dropped = (/^npm_/i.test(k) && !KEEP.has(k.toLowerCase())) || k === 'NODE_OPTIONS' || k.startsWith('VITEST') || k === 'DSV32_BACKEND';
+    if (!dropped) env[k] = v;
   }
   return env;
 }
