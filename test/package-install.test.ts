@@ -13,7 +13,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { browserBundleErrors } from './helpers/browser-bundle.ts';
@@ -43,10 +43,19 @@ interface RunResult {
   stderr: string;
 }
 
-/** Runs a command without blocking the test worker (a blocked worker misses the runner's heartbeats). */
+/**
+ * Runs a command without blocking the test worker (a blocked worker misses the runner's heartbeats),
+ * at low CPU priority (its children inherit it), so the build and install here slow down the test
+ * files running beside it as little as possible.
+ */
 function run(cmd: string, args: string[], cwd: string, timeoutMs = 300_000): Promise<RunResult> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { cwd, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      if (child.pid !== undefined) setPriority(child.pid, 15);
+    } catch {
+      // not permitted here: run at normal priority
+    }
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
