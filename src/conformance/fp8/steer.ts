@@ -27,7 +27,7 @@ import { truncateMlaCache, type MlaCache } from '../../mla.ts';
 import { blockForward, type LayerTrace, type ModelOptions } from '../../model.ts';
 import type { LayerRouting } from '../../moe.ts';
 import { compareArrays, setsRow } from '../core/rows.ts';
-import { describeFlip, E2E_WINDOW, MIDPOINT_TOL, roundingProbe, searchFlips, type Flip } from './midpoints.ts';
+import { describeFlip, E2E_WINDOW, flipKey, MIDPOINT_TOL, roundingProbe, searchFlips, type Flip } from './midpoints.ts';
 import type { tf } from '../../backend.ts';
 
 /** A block's tensors as plain arrays (copies; {@link LayerTrace} tensors die with the block call). */
@@ -136,9 +136,9 @@ export function steeredBlock(
     // the candidates: quantizer inputs on a midpoint, upstream of the tensor, in the failing rows
     const found: Flip[] = [];
     dispose(run(flips, found, E2E_WINDOW * MIDPOINT_TOL, sites));
-    const taken = new Set(flips.map((f) => `${f.input}|${f.token}|${f.element}|${f.branch}`));
+    const taken = new Set(flips.map(flipKey));
     const inRows = (f: Flip) => rows.has(f.token) || (KEY_SITES.has(f.input) && keys.has(f.token));
-    const candidates = found.filter((f) => sites.has(f.input) && inRows(f) && !taken.has(`${f.input}|${f.token}|${f.element}|${f.branch}`));
+    const candidates = found.filter((f) => sites.has(f.input) && inRows(f) && !taken.has(flipKey(f)));
     const upTo = ORDER.indexOf(tensor);
     let kept: ReturnType<typeof run> | null = null;
     let tried = false;
@@ -194,7 +194,6 @@ function matches(tensor: (typeof ORDER)[number], snap: LayerSnapshot, record: La
   const expected = record[tensor];
   return !expected || compareArrays(snap[ACTUAL[tensor]], expected, rtol).pass;
 }
-
 
 /**
  * The call tokens whose quantizer inputs may explain a miss of `tensor` (empty when it matches), each with
