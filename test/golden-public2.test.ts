@@ -6,6 +6,7 @@ import { it, expect } from 'vitest';
 import { resolve } from 'node:path';
 import { tf } from '../src/backend.ts';
 import { runGoldenCase } from '../src/conformance/run.ts';
+import { runWeightsConformance } from '../src/conformance/weights.ts';
 import { closeCase, openCase, recorded } from '../src/conformance/core/case.ts';
 import { readGolden, traceKey } from '../src/conformance/core/fixture.ts';
 import { compareArrays, type CheckResult } from '../src/conformance/core/rows.ts';
@@ -60,5 +61,13 @@ describeEachBackend('golden public2-fp8', (backend) => {
       closeCase(c);
     }
     expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('--weights --expect streams the layers with the same steering: every row passes, the wq_a steer is named on stream.attn.out', async () => {
+    const steered = (await all()).find((x) => x.check === 'e2e.attn.qr' && x.step === 0 && x.layer === 2)!.reason !== undefined;
+    const rows = await runWeightsConformance({ weightsDir: DIR, layers: [2], expectFile: resolve(DIR, 'trace.safetensors') });
+    expect(rows.filter((x) => !x.pass)).toEqual([]);
+    const out = rows.find((x) => x.check === 'stream.attn.out' && x.layer === 2)!;
+    expect(/attn\.in \(quantized before wq_a\) token \d+ element \d+/.test(out.reason ?? '')).toBe(steered);
   });
 });

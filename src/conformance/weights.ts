@@ -260,11 +260,13 @@ function stream(
         let stats = '';
         // follow the recorded rounding at verified FP8 midpoints of every quantizer (fp8/steer.ts)
         const b = steeredBlock(h, residual, w, cache, 0, { config, maxSeqLen, layer: l }, trace ? layerRecord(trace, l) : {}, GOLDEN_RTOL);
-        const note = (tensor: Steer['decidedBy']) => (r: CheckResult) => b.steers.filter((st) => st.decidedBy === tensor).reduce((row, st) => withNote(row, st.note), r);
+        // the stream reports attn.in, attn.out and ffn.out: a steer decided by attn.qr or the index scores is named on attn.out
+        const note = (...tensors: Steer['decidedBy'][]) => (r: CheckResult) =>
+          b.steers.filter((st) => tensors.includes(st.decidedBy)).reduce((row, st) => withNote(row, st.note), r);
         stats = `attn.out ${fmt(activationStats(b.snap.attnOut))} | ffn.out ${fmt(activationStats(b.snap.ffnOut))}`;
         if (chosen) {
           compare('stream.attn.in', l, b.snap.attnIn, key(l, 'attn.in'));
-          compare('stream.attn.out', l, b.snap.attnOut, key(l, 'attn.out'), note('attn.out'));
+          compare('stream.attn.out', l, b.snap.attnOut, key(l, 'attn.out'), note('attn.qr', 'indexer.score', 'attn.out'));
           compare('stream.ffn.out', l, b.snap.ffnOut, key(l, 'ffn.out'), note('ffn.out'));
         }
         h.dispose();
