@@ -43,7 +43,7 @@ import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCac
 import { selectTopK } from '../../topk.ts';
 import type { GoldenCase } from '../core/case.ts';
 import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, traceKey, type GoldenStep, type TracedTensor, ropeBugKey, ropeBugRecord } from '../core/fixture.ts';
-import { failure, numericRow, type CheckResult } from '../core/rows.ts';
+import { failure, numericRow, rowSetDiff, type CheckResult } from '../core/rows.ts';
 import { explainScoresByMidpoints, midpointRows } from '../fp8/midpoints.ts';
 
 /** Score tolerance of float32 weights (README): max|a−b| ≤ SCORE_RTOL · max(1, max|b|). */
@@ -121,9 +121,8 @@ function compareTopk(
   const examples: string[] = [];
   for (let i = 0; i < n; i++) {
     const t = start + i;
-    const a = new Set(Array.from(got.subarray(i * width, (i + 1) * width)).filter((s) => s >= 0));
-    const b = new Set(Array.from(exp.subarray(i * width, (i + 1) * width)).filter((s) => s >= 0));
-    const diff = [...a].filter((s) => !b.has(s)).concat([...b].filter((s) => !a.has(s)));
+    const { missing, extra } = rowSetDiff(got, width, exp, width, i);
+    const diff = [...extra, ...missing];
     if (diff.length === 0) continue;
     differing += diff.length;
     const row = Array.from({ length: t + 1 }, (_, s) => tieScores[i * S + s]!);
