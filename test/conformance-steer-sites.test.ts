@@ -4,7 +4,7 @@
 // tensors become the recorded ones. The steered block must find exactly that element, decide it with the
 // first recorded tensor it changes, and reproduce every recorded tensor (caches included: the next decode
 // step reads the flipped cache). The sites of the shipped fixtures cover only a few of these.
-import { it, expect, beforeAll, afterAll } from 'vitest';
+import { it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import { resolve } from 'node:path';
 import { tf } from '../src/backend.ts';
 import type { ModelConfig } from '../src/config.ts';
@@ -17,6 +17,9 @@ import { compareArrays, setsRow } from '../src/conformance/core/rows.ts';
 import { E2E_WINDOW, MIDPOINT_TOL, flipKey, roundingProbe, type Flip } from '../src/conformance/fp8/midpoints.ts';
 import { steeredBlock, type LayerRecord } from '../src/conformance/fp8/steer.ts';
 import { describeEachBackend } from './helpers/backends.ts';
+
+// long synchronous checks: let the worker answer the runner's messages between tests (vitest RPC timeout)
+beforeEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const T = 24;
 const RTOL = 1e-4;
