@@ -1,66 +1,41 @@
 /**
- * docs/performance.md generator and the target summary of issue #5 (benchmarks, not tests: the
- * numbers are reported as reached, nothing asserts a time).
+ * docs/performance.md and its plot, rendered from a saved `dsv32 bench --json` report (bench/render.ts;
+ * `npm run bench:doc -- FILE.json`). The numbers are what that run reached; nothing here measures.
  */
-import { attentionFlopsPerPair, DIMS_671B, indexerFlopsPerPair } from './flops.ts';
-import { exponentTable, resultsTable, seriesRows, type BenchReport } from './report.ts';
-import type { BenchResult } from './suite.ts';
-
-function find(report: BenchReport, backend: string, op: string, L: number, k?: number): BenchResult | undefined {
-  return report.results.find((r) => r.backend === backend && r.op === op && r.L === L && (k === undefined || r.k === k));
-}
+import { attentionFlopsPerPair, DIMS_671B, indexerFlopsPerPair } from '../src/bench/flops.ts';
+import { exponentTable, resultsTable, seriesRows, type BenchReport } from '../src/bench/report.ts';
+import type { BenchResult } from '../src/bench/suite.ts';
+import { targetSummary } from '../src/bench/targets.ts';
+import { plotLogLog, type PlotSeries } from './svg.ts';
 
 const f2 = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(2));
 
-/** One line per target of issue #5 with the value reached in this run. */
-export function targetSummary(report: BenchReport): string {
-  const b = report.backend;
+/** The log-log plot of time against L: dense vs sparse vs indexer (primary backend, one thread, and the peer). */
+export function timePlot(report: BenchReport): string {
   const g = report.grid;
-  const lines: string[] = [`Targets (backend ${b}, matmul ${f2(report.matmul_gflops)} GFLOP/s):`];
-  const e = report.exponents;
-  lines.push(`- exponent of time vs L: sparse (k=${g.k}, L ≥ ${2 * g.k}) ${f2(e.sparse)} (target ≤ 1.15); dense ${f2(e.dense)} (≈ 2); indexer ${f2(e.indexer)}`);
-  for (const L of [16384, 32768]) {
-    const d = find(report, b, 'dense', L);
-    const s = find(report, b, 'sparse', L, g.k);
-    if (d && s) {
-      const speedup = d.ms_median / s.ms_median;
-      const ratio = d.flops / s.flops;
-      lines.push(`- L=${L / 1024}K: sparse speedup over dense ${f2(speedup)}× vs FLOP ratio ${f2(ratio)}× → ${((100 * speedup) / ratio).toFixed(0)}% (target ≥ 80%)`);
-    } else lines.push(`- L=${L / 1024}K: speedup over dense not measured in this mode`);
-  }
-  const s64 = find(report, b, 'sparse', 65536, g.k);
-  lines.push(
-    s64
-      ? `- sparse at L=64K: ${f2(s64.ms_median)} ms, process peak RSS ${s64.peak_rss_mb.toFixed(0)} MB (target < 4096 MB)`
-      : '- sparse at L=64K: not run in this mode',
+  const b = report.backend;
+  const pts = (rows: BenchResult[]) => rows.map((r) => [r.L, r.ms_median] as const);
+  const series: PlotSeries[] = [
+    { label: `dense masked (${b})`, color: '#d62728', points: pts(seriesRows(report.results, b, 'dense', g)) },
+    { label: `sparse k=${g.k} (${b})`, color: '#1f77b4', points: pts(seriesRows(report.results, b, 'sparse', g)) },
+    { label: `sparse k=L/8 (${b})`, color: '#17becf', points: pts(seriesRows(report.results, b, 'sparse', g, true)) },
+    { label: `indexer (${b})`, color: '#2ca02c', points: pts(seriesRows(report.results, b, 'indexer', g)) },
+    { label: `top-k k=${g.k} (${b})`, color: '#9467bd', points: pts(seriesRows(report.results, b, 'topk', g)) },
+    { label: 'dense_decode (T = 1)', color: '#8c564b', points: pts(seriesRows(report.results, b, 'dense_decode', g)) },
+    { label: 'dsa_decode (T = 1)', color: '#e377c2', points: pts(seriesRows(report.results, b, 'dsa_decode', g)) },
+    { label: 'dense masked (torch)', color: '#d62728', dashed: true, points: pts(seriesRows(report.results, 'torch', 'dense', g)) },
+    { label: `sparse k=${g.k} (torch)`, color: '#1f77b4', dashed: true, points: pts(seriesRows(report.results, 'torch', 'sparse', g)) },
+  ].filter((s) => s.points.length > 0);
+  return plotLogLog(
+    `Time against context length L, one thread (H = ${g.heads}, HI = ${g.indexHeads})`,
+    'context length L (log₂)',
+    'median time (log₁₀)',
+    series,
   );
-  for (const op of ['dense', 'sparse', 'indexer']) {
-    const rows = seriesRows(report.results, b, op, g).filter((r) => r.gflops !== null && (op !== 'sparse' || r.L >= 2 * g.k));
-    if (!rows.length) continue;
-    const best = Math.max(...rows.map((r) => r.gflops!));
-    const last = rows[rows.length - 1]!;
-    lines.push(
-      `- ${op}: ${f2(last.gflops)} GFLOP/s at L=${last.L} (${((100 * last.gflops!) / report.matmul_gflops).toFixed(0)}% of matmul), best ${f2(best)} (${((100 * best) / report.matmul_gflops).toFixed(0)}%) (target ≥ 50%)`,
-    );
-  }
-  const peerRows = report.results.filter((r) => r.backend === 'torch');
-  if (peerRows.length) {
-    const ratios = peerRows
-      .map((p) => {
-        const ours = find(report, b, p.op, p.L, p.k);
-        return ours ? { op: p.op, L: p.L, x: p.ms_median / ours.ms_median } : null;
-      })
-      .filter((x): x is { op: string; L: number; x: number } => x !== null);
-    for (const op of ['dense', 'sparse']) {
-      const rs = ratios.filter((r) => r.op === op);
-      if (rs.length) lines.push(`- ${op} vs PyTorch peer (torch ms ÷ ${b} ms, ≥ 2 is the target): ${rs.map((r) => `${r.L / 1024}K ${f2(r.x)}×`).join(', ')}`);
-    }
-  } else lines.push(`- PyTorch peer: ${report.peer.reason ?? 'no rows'}`);
-  return lines.join('\n');
 }
 
 /** The whole docs/performance.md, from a report of this run. */
-export function performanceDoc(report: BenchReport, svgName: string): string {
+export function performanceDoc(report: BenchReport, svgName: string, others: BenchReport[] = []): string {
   const g = report.grid;
   const H = g.heads;
   const HI = g.indexHeads;
@@ -83,7 +58,7 @@ hand: rerun the bench. Nothing here is a test; the numbers are what this machine
 - **Dimensions:** the 671B head dims — latent C = ${DIMS_671B.C} + rope R = ${DIMS_671B.R} (D_qk = 576), value ${DIMS_671B.C}
   (MQA / absorbed mode), indexer DI = ${DIMS_671B.DI} — with head counts scaled down ${DIMS_671B.H / H}× to fit: H = ${H} attention heads
   (671B: ${DIMS_671B.H}) and HI = ${HI} indexer heads (671B: ${DIMS_671B.HI}), so the indexer-to-attention FLOP ratio is the 671B one.
-- **FLOP model (PERF.md §B6):** ${attentionFlopsPerPair(H)} FLOPs per attended pair for core attention
+- **FLOP model (src/bench/flops.ts):** ${attentionFlopsPerPair(H)} FLOPs per attended pair for core attention
   (2·H·(576 + 512)) and ${indexerFlopsPerPair(HI)} per scored pair for the indexer (HI·2·DI + 2·HI). Dense and indexer
   count every causal pair; sparse counts min(k, t + 1) pairs per query.
 - **Ops:** \`dense\` = dense masked attention (every key scored, top-k selection applied as a −∞ mask, the official

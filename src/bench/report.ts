@@ -1,14 +1,33 @@
 /**
- * The benchmark report: the JSON contract of issue #5, exponent fits, the console table, the SVG plot
- * and docs/performance.md.
+ * The benchmark report: the JSON contract of issues #5 and #17, exponent fits, the console tables and
+ * the target summary. (docs/performance.md and its plot are rendered from a saved report by bench/.)
  *
  * JSON contract (keep these fields): `{machine, backend, results: [{op, L, k, heads, ms_median, gflops,
- * peak_rss_mb}], exponents: {dense, sparse, indexer}, matmul_gflops}`; `backend` and `matmul_gflops`
- * are the primary backend's (wasm when it loads); every result also names its backend.
+ * peak_rss_mb, backend, threads}], exponents: {dense, sparse, indexer}, matmul_gflops,
+ * peer: {torch, blas, threads, coretype}}`; `backend` and `matmul_gflops` are the primary backend's
+ * (wasm when it loads); every result also names its backend and thread count.
  */
 import { fitExponent, type PowerFit } from './fit.ts';
-import { plotLogLog, type PlotSeries } from './svg.ts';
 import type { BackendRun, BenchResult, Grid } from './suite.ts';
+
+/** The PyTorch peer as its own process reported it (see src/bench/peer.ts). */
+export interface PeerInfo {
+  available: boolean;
+  /** torch.__version__ */
+  torch?: string;
+  /** the BLAS library loaded in the peer process, e.g. 'OpenBLAS 0.3.21 (…/openblas-pthread/libopenblasp-r0.3.21.so)'. */
+  blas?: string;
+  /** the largest thread count the peer ran with (each row carries its own). */
+  threads?: number;
+  /** OpenBLAS's kernel core ('SkylakeX', 'Haswell', …) and whether it was forced by OPENBLAS_CORETYPE. */
+  coretype?: string;
+  /** the peer's own 1024³ float32 matmul at one thread, GFLOP/s. */
+  matmul_gflops?: number;
+  /** false for a reference (unoptimized) BLAS: no speedup is computed against such a peer. */
+  fair?: boolean;
+  python?: string;
+  reason?: string;
+}
 
 /** The whole report, as written by `--json`. */
 export interface BenchReport {
@@ -20,7 +39,7 @@ export interface BenchReport {
   mode: Grid['mode'];
   grid: Grid;
   backends: { name: string; threads: number; matmul_gflops: number }[];
-  peer: { available: boolean; python?: string; torch?: string; reason?: string };
+  peer: PeerInfo;
   fits: Record<string, PowerFit | null>;
   seconds: number;
   date: string;
@@ -28,10 +47,14 @@ export interface BenchReport {
   load_avg?: { start: number; end: number; cpus: number };
 }
 
-/** Rows of one (backend, op) line against L; `scaled` picks the k = L/8 series, else fixed k. */
-export function seriesRows(results: readonly BenchResult[], backend: string, op: string, grid: Grid, scaled = false): BenchResult[] {
+/**
+ * Rows of one (backend, op) line against L at one thread count (default 1); `scaled` picks the k = L/8
+ * series, else fixed k.
+ */
+export function seriesRows(results: readonly BenchResult[], backend: string, op: string, grid: Grid, scaled = false, threads = 1): BenchResult[] {
   return results
-    .filter((r) => r.backend === backend && r.op === op && (op !== 'sparse' && op !== 'topk' ? true : scaled ? r.k === r.L / 8 : r.k === grid.k))
+    .filter((r) => r.backend === backend && r.op === op && (r.threads ?? 1) === threads)
+    .filter((r) => (op !== 'sparse' && op !== 'topk' ? true : scaled ? r.k === r.L / 8 : r.k === grid.k))
     .sort((a, b) => a.L - b.L);
 }
 
@@ -43,7 +66,7 @@ export function fitAll(results: readonly BenchResult[], grid: Grid): Record<stri
   const fits: Record<string, PowerFit | null> = {};
   const backends = [...new Set(results.map((r) => r.backend))];
   for (const b of backends) {
-    for (const op of ['dense', 'sparse', 'indexer', 'topk']) {
+    for (const op of ['dense', 'sparse', 'indexer', 'topk', 'dense_decode', 'dsa_decode']) {
       const fixed = seriesRows(results, b, op, grid).filter((r) => op !== 'sparse' || r.L >= 2 * grid.k);
       if (fixed.length) fits[`${b}/${op}${op === 'sparse' || op === 'topk' ? `/k=${grid.k}` : ''}`] = fitExponent(fixed.map((r) => [r.L, r.ms_median]));
       if (op === 'sparse' || op === 'topk') {
@@ -61,7 +84,7 @@ export function buildReport(
   grid: Grid,
   runs: BackendRun[],
   peerRows: BenchResult[],
-  peer: BenchReport['peer'],
+  peer: PeerInfo,
   seconds: number,
   loadAvg?: BenchReport['load_avg'],
 ): BenchReport {
@@ -92,18 +115,18 @@ function fmt(x: number | null, digits = 2): string {
   return x === null || !Number.isFinite(x) ? '–' : x.toFixed(digits);
 }
 
-/** Markdown table of every result (also printed to the console). */
+/** Markdown table of every result (also printed to the console); % of matmul is per thread (÷ threads). */
 export function resultsTable(report: BenchReport): string {
   const lines = [
-    '| backend | op | series | L | k | heads | T | median ms | GFLOP/s | % of matmul | runs | peak RSS MB | peak tfjs MB |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| backend | threads | op | series | L | k | heads | T | median ms | GFLOP/s | % of matmul | runs | peak RSS MB | peak tfjs MB |',
+    '|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   const mm = new Map(report.backends.map((b) => [b.name, b.matmul_gflops]));
   for (const r of report.results) {
-    const m = mm.get(r.backend);
-    const pct = r.gflops !== null && m ? `${((100 * r.gflops) / m).toFixed(0)}%` : '–';
+    const m = r.backend === 'torch' ? report.peer.matmul_gflops : mm.get(r.backend);
+    const pct = r.gflops !== null && m ? `${((100 * r.gflops) / (m * (r.threads ?? 1))).toFixed(0)}%` : '–';
     lines.push(
-      `| ${r.backend} | ${r.op} | ${r.series} | ${r.L} | ${r.k} | ${r.heads} | ${r.T} | ${fmt(r.ms_median, 1)} | ${fmt(r.gflops)} | ${pct} | ${r.runs} | ${fmt(r.peak_rss_mb, 0)} | ${r.backend === 'torch' ? '–' : fmt(r.peak_tfjs_mb, 0)} |`,
+      `| ${r.backend} | ${r.threads ?? 1} | ${r.op} | ${r.series} | ${r.L} | ${r.k} | ${r.heads} | ${r.T} | ${fmt(r.ms_median, 1)} | ${fmt(r.gflops)} | ${pct} | ${r.runs} | ${fmt(r.peak_rss_mb, 0)} | ${r.backend === 'torch' ? '–' : fmt(r.peak_tfjs_mb, 0)} |`,
     );
   }
   return lines.join('\n');
@@ -114,28 +137,4 @@ export function exponentTable(report: BenchReport): string {
   const lines = ['| backend / op / series | exponent of time vs L | R² | points |', '|---|---:|---:|---:|'];
   for (const [key, f] of Object.entries(report.fits)) lines.push(`| ${key} | ${fmt(f?.exponent ?? null)} | ${fmt(f?.r2 ?? null, 3)} | ${f?.points ?? 0} |`);
   return lines.join('\n');
-}
-
-// --- Plot ---
-
-/** The log-log plot of time against L: dense vs sparse vs indexer (primary backend and the peer). */
-export function timePlot(report: BenchReport): string {
-  const g = report.grid;
-  const b = report.backend;
-  const pts = (rows: BenchResult[]) => rows.map((r) => [r.L, r.ms_median] as const);
-  const series: PlotSeries[] = [
-    { label: `dense masked (${b})`, color: '#d62728', points: pts(seriesRows(report.results, b, 'dense', g)) },
-    { label: `sparse k=${g.k} (${b})`, color: '#1f77b4', points: pts(seriesRows(report.results, b, 'sparse', g)) },
-    { label: `sparse k=L/8 (${b})`, color: '#17becf', points: pts(seriesRows(report.results, b, 'sparse', g, true)) },
-    { label: `indexer (${b})`, color: '#2ca02c', points: pts(seriesRows(report.results, b, 'indexer', g)) },
-    { label: `top-k k=${g.k} (${b})`, color: '#9467bd', points: pts(seriesRows(report.results, b, 'topk', g)) },
-    { label: 'dense masked (torch)', color: '#d62728', dashed: true, points: pts(seriesRows(report.results, 'torch', 'dense', g)) },
-    { label: `sparse k=${g.k} (torch)`, color: '#1f77b4', dashed: true, points: pts(seriesRows(report.results, 'torch', 'sparse', g)) },
-  ].filter((s) => s.points.length > 0);
-  return plotLogLog(
-    `Time of the last L/${g.chunkDivisor} queries of a prefill of length L (H = ${g.heads}, HI = ${g.indexHeads})`,
-    'context length L (log₂)',
-    'median time (log₁₀)',
-    series,
-  );
 }

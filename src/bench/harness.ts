@@ -3,19 +3,29 @@
  * (process peak RSS, peak tfjs bytes of the warm-up run) and the 1024³ matmul reference rate.
  */
 import os from 'node:os';
-import { tf } from '../src/backend.ts';
-import { mulberry32 as rng } from '../test/helpers/random.ts';
+import { tf } from '../backend.ts';
 
 // --- Inputs ---
 
-
-/** Float32Array of n values, uniform with mean 0 and variance 1 (uniform on ±√3). */
+/** Float32Array of n values, uniform with mean 0 and variance 1 (uniform on ±√3; tfjs's seeded generator). */
 export function randomValues(n: number, seed: number): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
   const a = Math.sqrt(3);
-  for (let i = 0; i < n; i++) out[i] = (2 * r() - 1) * a;
-  return out;
+  return tf.tidy(() => tf.randomUniform([n], -a, a, 'float32', seed).dataSync() as Float32Array);
+}
+
+/** A seeded generator of uniform numbers in [0, 1), drawn in batches of 4096 from {@link randomValues}. */
+function uniformStream(seed: number): () => number {
+  let batch: Float32Array = new Float32Array(0);
+  let i = 0;
+  let s = seed;
+  const half = Math.sqrt(3);
+  return () => {
+    if (i === batch.length) {
+      batch = randomValues(4096, s++);
+      i = 0;
+    }
+    return Math.min((batch[i++]! + half) / (2 * half), 1 - 2 ** -24);
+  };
 }
 
 /**
@@ -23,7 +33,7 @@ export function randomValues(n: number, seed: number): Float32Array {
  * (query t = L − T + i) holds min(k, t + 1) distinct random positions ≤ t, ascending, then −1.
  */
 export function randomTopK(L: number, T: number, k: number, seed: number): tf.Tensor2D {
-  const r = rng(seed);
+  const r = uniformStream(seed);
   const width = Math.min(k, L);
   const out = new Int32Array(T * width).fill(-1);
   const pool = new Int32Array(L);
