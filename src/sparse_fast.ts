@@ -63,6 +63,11 @@ export interface FastGatherOptions extends FastOptions {
    * back only those (O(K·D) per query; the choice for decode). Default `'auto'`: host when T·K ≥ S.
    */
   rows?: 'auto' | 'host' | 'device';
+  /**
+   * When given (length 6, one thread only), accumulates the milliseconds spent per phase:
+   * gather, GEMM 1, softmax, transpose, GEMM 2, output (SPARSE_PHASES of src/sparse_kernels.ts).
+   */
+  profile?: Float64Array;
 }
 
 // --- Sparse attention, MQA / absorbed mode (Eq. 2 over the gathered latents) ---
@@ -124,6 +129,7 @@ export function sparseAttentionMqaFast(
     kv: pool ? (pool.shareTensor(kv) as Float32Array) : hostMode ? (kv.dataSync() as Float32Array) : null,
     pe: pool ? (pool.shareTensor(pe) as Float32Array) : hostMode ? (pe.dataSync() as Float32Array) : null,
     out: pool ? pool.allocFloat32(T * H * C) : new Float32Array(T * H * C),
+    profile: pool ? undefined : opts.profile,
   };
   if (pool) pool.run('sparse', args, T);
   else sparseUnits(args, callerEnv(new Map([[kv.id, kv], [pe.id, pe]])), 0, T);

@@ -47,6 +47,8 @@ export interface SparseArgs {
   kvId: number; peId: number;
   /** [T, H, C] output */
   out: Float32Array;
+  /** when given, accumulates milliseconds per phase: [gather, GEMM 1, softmax, transpose, GEMM 2, output]. */
+  profile?: Float64Array;
 }
 
 /**
@@ -55,6 +57,7 @@ export interface SparseArgs {
  */
 export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: number): void {
   const { H, C, R, K, S, startPos, scale, qL, qR, slots, out } = a;
+  const prof = a.profile;
   const D = C + R;
   const positions = new Int32Array(K);
   const G = new Float32Array(K * D); // [n, D]
@@ -73,6 +76,7 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
       out.fill(NaN, i * H * C, (i + 1) * H * C);
       continue;
     }
+    const t0 = prof ? performance.now() : 0;
     readRows(positions, n, G); // G = [c_s ; k_pe_s] for the n valid slots
     for (let h = 0; h < H; h++) {
       const ql = (i * H + h) * C;
@@ -80,16 +84,28 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
       for (let c = 0; c < C; c++) qT[c * H + h] = qL[ql + c]!;
       for (let r = 0; r < R; r++) qT[(C + r) * H + h] = qR[qr + r]!;
     }
+    const t1 = prof ? performance.now() : 0;
     const zT = matMulHost(G, qT, n, D, H); // [n, H] = G · qᵀ            (GEMM 1)
+    const t2 = prof ? performance.now() : 0;
     softmaxColumns(zT, n, H, scale, pT); // p[h, :] over the n slots, stored transposed [n, H]
+    const t3 = prof ? performance.now() : 0;
     transposeBlock(G, n, D, C, GcT); // Gcᵀ [C, n]
+    const t4 = prof ? performance.now() : 0;
     const oT = matMulHost(GcT, pT, C, n, H); // [C, H] = Gcᵀ · pᵀ         (GEMM 2)
+    const t5 = prof ? performance.now() : 0;
     for (let h = 0; h < H; h++) {
       const o = (i * H + h) * C;
       for (let c = 0; c < C; c++) out[o + c] = oT[c * H + h]!;
     }
+    if (prof) {
+      const t6 = performance.now();
+      [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5].forEach((ms, j) => (prof[j]! += ms));
+    }
   }
 }
+
+/** Phase names of {@link SparseArgs.profile}. */
+export const SPARSE_PHASES = ['gather', 'gemm1', 'softmax', 'transpose', 'gemm2', 'output'] as const;
 
 // --- Dense masked MQA attention: unit = (query block, head group) ---
 

@@ -10,7 +10,10 @@ import { tf } from '../backend.ts';
 /** Float32Array of n values, uniform with mean 0 and variance 1 (uniform on ±√3; tfjs's seeded generator). */
 export function randomValues(n: number, seed: number): Float32Array {
   const a = Math.sqrt(3);
-  return tf.tidy(() => tf.randomUniform([n], -a, a, 'float32', seed).dataSync() as Float32Array);
+  const t = tf.randomUniform([n], -a, a, 'float32', seed);
+  const data = t.dataSync() as Float32Array; // a copy (not returned from tf.tidy, which would walk its elements)
+  t.dispose();
+  return data;
 }
 
 /** A seeded generator of uniform numbers in [0, 1), drawn in batches of 4096 from {@link randomValues}. */

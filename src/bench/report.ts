@@ -8,7 +8,7 @@
  * (wasm when it loads); every result also names its backend and thread count.
  */
 import { fitExponent, type PowerFit } from './fit.ts';
-import type { BackendRun, BenchResult, Grid } from './suite.ts';
+import type { BackendRun, BenchResult, Grid, SparseProfile } from './suite.ts';
 
 /** The PyTorch peer as its own process reported it (see src/bench/peer.ts). */
 export interface PeerInfo {
@@ -43,6 +43,8 @@ export interface BenchReport {
   fits: Record<string, PowerFit | null>;
   seconds: number;
   date: string;
+  /** where the time of sparse attention goes (primary backend, one thread). */
+  sparse_profile?: SparseProfile;
   /** 1-minute load average at the start and the end of the run (the machine may be shared). */
   load_avg?: { start: number; end: number; cpus: number };
 }
@@ -105,6 +107,7 @@ export function buildReport(
     fits,
     seconds,
     date: new Date().toISOString(),
+    sparse_profile: primary.sparse_profile,
     load_avg: loadAvg,
   };
 }

@@ -15,6 +15,7 @@ import { denseAttentionMqa, sparseAttentionMqa } from '../sparse_attention.ts';
 import { denseAttentionMqaFast, indexerScoresFast, selectTopKFast, sparseAttentionMqaFast } from '../sparse_fast.ts';
 import { attentionFlopsPerPair, causalPairs, DIMS_671B, dsaDecodeFlops, indexerFlopsPerPair, sparsePairs } from './flops.ts';
 import type { KernelPool } from '../sparse_fast.ts';
+import { SPARSE_PHASES } from '../sparse_kernels.ts';
 import { machineDescription, matmulGflops, measure, randomTopK, randomValues } from './harness.ts';
 
 /** One row of the results (the JSON contract: op, L, k, heads, ms_median, gflops, peak_rss_mb, backend, threads + extras). */
@@ -56,6 +57,8 @@ export interface Grid {
   decodeL: number[];
   /** L values where the prefill ops also run on every core (the worker pool), besides one thread. */
   allCoreL: number[];
+  /** L of the per-phase time breakdown of sparse attention (one extra instrumented run). */
+  profileL: number;
   k: number;
   heads: number;
   indexHeads: number;
@@ -80,14 +83,14 @@ export function gridFor(mode: Grid['mode']): Grid {
   const base = { k: 2048, heads: 32, indexHeads: 16, chunkDivisor: 128, runs: 5, minRuns: 5, budgetMs: Infinity, matmulN: 1024, peerRuns: 5 };
   if (mode === 'smoke') {
     return {
-      ...base, mode, denseL: [256, 512], sparseL: [256, 512], scaledL: [512], referenceL: [256], secondaryL: [256], decodeL: [512], allCoreL: [512],
+      ...base, mode, denseL: [256, 512], sparseL: [256, 512], scaledL: [512], referenceL: [256], secondaryL: [256], decodeL: [512], allCoreL: [512], profileL: 512,
       k: 128, heads: 2, indexHeads: 2, runs: 1, minRuns: 1, matmulN: 256, peerDenseL: [256], peerSparseL: [256], peerRuns: 1,
     };
   }
   if (mode === 'quick') {
     return {
       ...base, mode, denseL: [1 * K, 2 * K, 4 * K], sparseL: [1 * K, 2 * K, 4 * K], scaledL: [4 * K], referenceL: [1 * K], secondaryL: [1 * K],
-      decodeL: [8 * K, 16 * K], allCoreL: [4 * K], peerDenseL: [1 * K, 2 * K], peerSparseL: [1 * K, 2 * K, 4 * K],
+      decodeL: [8 * K, 16 * K], allCoreL: [4 * K], profileL: 4 * K, peerDenseL: [1 * K, 2 * K], peerSparseL: [1 * K, 2 * K, 4 * K],
     };
   }
   return {
@@ -100,6 +103,7 @@ export function gridFor(mode: Grid['mode']): Grid {
     secondaryL: [1 * K, 2 * K],
     decodeL: [8 * K, 16 * K, 32 * K, 64 * K, 128 * K],
     allCoreL: [8 * K, 16 * K],
+    profileL: 16 * K,
     peerDenseL: [1 * K, 2 * K, 4 * K, 8 * K, 16 * K],
     peerSparseL: [1 * K, 2 * K, 4 * K, 8 * K, 16 * K, 32 * K],
     peerRuns: 3,
@@ -119,6 +123,21 @@ export interface BackendRun {
   threads: number;
   matmul_gflops: number;
   results: BenchResult[];
+  /** where the time of sparse attention goes (primary backend, one thread, at grid.profileL). */
+  sparse_profile?: SparseProfile;
+}
+
+/** Milliseconds per query in each phase of sparse attention (one instrumented run, one thread). */
+export interface SparseProfile {
+  L: number;
+  k: number;
+  T: number;
+  heads: number;
+  /** ms per query by phase: gather, gemm1, softmax, transpose, gemm2, output */
+  ms_per_query: Record<string, number>;
+  /** GFLOP/s of the two GEMMs alone (2·k·H·576 and 2·k·H·512 FLOPs per query) */
+  gemm1_gflops: number;
+  gemm2_gflops: number;
 }
 
 /**
@@ -159,6 +178,7 @@ export async function runBackend(
     ...(pool && primary && grid.allCoreL.includes(L) ? [{ threads: pool.threads, opts: { pool } }] : []),
   ];
 
+  let sparseProfile: SparseProfile | undefined;
   for (const L of limit(allL)) {
     const T = chunkSize(grid, L);
     const seed = L;
@@ -192,6 +212,7 @@ export async function runBackend(
       for (const { threads, opts } of threadOptions(k === grid.k ? L : -1)) {
         await record({ ...row, threads }, () => sparseAttentionMqaFast(qL, qR, kv, pe, topk, L - T, scale, opts));
       }
+      if (primary && k === grid.k && L === grid.profileL) sparseProfile = profileSparse(qL, qR, kv, pe, topk, L, T, k, scale);
       if (primary && grid.referenceL.includes(L)) {
         await record({ ...row, op: 'sparse_ref', threads: 1 }, () => sparseAttentionMqa(qL, qR, kv, pe, topk, L - T, scale));
       }
@@ -228,7 +249,21 @@ export async function runBackend(
     }
   }
   if (primary) for (const L of grid.decodeL) await decodeRows(L, grid, scale, record, threadOptions);
-  return { backend, threads: info.threads, matmul_gflops: matmul, results };
+  return { backend, threads: info.threads, matmul_gflops: matmul, results, sparse_profile: sparseProfile };
+}
+
+/** One instrumented run of sparse attention: milliseconds per query in each phase. */
+function profileSparse(qL: tf.Tensor3D, qR: tf.Tensor3D, kv: tf.Tensor2D, pe: tf.Tensor2D, topk: tf.Tensor2D, L: number, T: number, k: number, scale: number): SparseProfile {
+  const H = qL.shape[1];
+  const profile = new Float64Array(SPARSE_PHASES.length);
+  sparseAttentionMqaFast(qL, qR, kv, pe, topk, L - T, scale, { profile }).dispose();
+  const perQuery = Object.fromEntries(SPARSE_PHASES.map((name, i) => [name, profile[i]! / T]));
+  const n = Math.min(k, L - T + 1); // every query of the block has at least this many valid slots
+  return {
+    L, k, T, heads: H, ms_per_query: perQuery,
+    gemm1_gflops: (2 * n * H * (DIMS_671B.C + DIMS_671B.R)) / perQuery.gemm1! / 1e6,
+    gemm2_gflops: (2 * n * H * DIMS_671B.C) / perQuery.gemm2! / 1e6,
+  };
 }
 
 /**

@@ -49,6 +49,17 @@ export function targetSummary(report: BenchReport): string {
         `sparse ${f2(s.gflops)} vs dense ${f2(d.gflops)} GFLOP/s`,
     );
   }
+  const prof = report.sparse_profile;
+  if (prof) {
+    const ms = prof.ms_per_query;
+    const total = Object.values(ms).reduce((x, y) => x + y, 0);
+    const gemm = (ms.gemm1 ?? 0) + (ms.gemm2 ?? 0);
+    lines.push(
+      `- where sparse time goes at ${kL(prof.L)} (one instrumented run, ms per query): ` +
+        Object.entries(ms).map(([k, v]) => `${k} ${f2(v)}`).join(', ') +
+        ` → GEMMs ${((100 * gemm) / total).toFixed(0)}% (at ${f2(prof.gemm1_gflops)} and ${f2(prof.gemm2_gflops)} GFLOP/s), the rest ${((100 * (total - gemm)) / total).toFixed(0)}%`,
+    );
+  }
   for (const n of multiThreads(report, b)) {
     for (const op of ['dense', 'sparse', 'indexer']) {
       const L = 16384;
