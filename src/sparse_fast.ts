@@ -27,7 +27,7 @@
 import { tf } from './backend.ts';
 import { checkMqaInputs, checkTopk } from './sparse_attention.ts';
 import {
-  callerEnv, denseUnitCount, denseUnits, indexerUnitCount, indexerUnits, sparseUnits, topkUnits,
+  callerEnv, denseUnitCount, denseUnits, indexerUnitCount, indexerUnits, sparseUnits, topkUnits, transposeBlock,
   type KernelArgs, type KernelName,
 } from './sparse_kernels.ts';
 
@@ -181,18 +181,37 @@ export function denseAttentionMqaFast(
   const threads = opts.pool?.threads ?? 1;
   const groups = threads > blocks ? Math.min(H, Math.ceil(threads / blocks)) : 1;
   const pool = opts.pool && blocks * groups > 1 ? opts.pool : undefined;
+  // prefill (T > 1): one [kv ; pe]ᵀ per call, right operand of every block; decode: the cache untouched
+  const D = C + R;
+  let keysT: Float32Array | null = null;
+  if (T > 1) {
+    keysT = pool ? pool.allocFloat32(D * S) : new Float32Array(D * S);
+    transposeBlock(kv.dataSync() as Float32Array, S, C, C, keysT.subarray(0, C * S));
+    transposeBlock(pe.dataSync() as Float32Array, S, R, R, keysT.subarray(C * S));
+  }
+  const keysTId = keysT ? nextCallId-- : 0; // per-call operand ids are negative
   const args = {
-    T, H, C, R, S, K, startPos, scale, Tb, groups, kvId: kv.id, peId: pe.id,
+    T, H, C, R, S, K, startPos, scale, Tb, groups, kvId: kv.id, peId: pe.id, keysTId: keysT ? keysTId : -1,
     qL: hostData(qLatent, pool) as Float32Array,
     qR: hostData(qPe, pool) as Float32Array,
     slots: hostData(topk, pool) as Int32Array,
     kv: pool ? (pool.shareTensor(kv) as Float32Array) : null,
     pe: pool ? (pool.shareTensor(pe) as Float32Array) : null,
+    keysT: pool ? keysT : null,
     out: pool ? pool.allocFloat32(T * H * C) : new Float32Array(T * H * C),
   };
   const units = denseUnitCount(args);
   if (pool) pool.run('dense', args, units);
-  else denseUnits(args, callerEnv(new Map([[kv.id, kv], [pe.id, pe]])), 0, units);
+  else {
+    const keysTTensor = keysT ? tf.tensor2d(keysT, [D, S]) : undefined;
+    try {
+      const tensors = new Map<number, tf.Tensor2D>([[kv.id, kv], [pe.id, pe]]);
+      if (keysTTensor) tensors.set(keysTId, keysTTensor);
+      denseUnits(args, callerEnv(tensors), 0, units);
+    } finally {
+      keysTTensor?.dispose();
+    }
+  }
   return tf.tensor3d(args.out, [T, H, C]);
 }
 
@@ -299,6 +318,9 @@ export function selectTopKFast(scores: tf.Tensor2D, startPos: number, k: number,
 }
 
 // --- Helpers ---
+
+/** Ids of per-call operands (negative: never a tensor id). */
+let nextCallId = -2;
 
 /** The data of a (small, per-call) tensor: shared with the pool's threads, or the caller's own copy. */
 function hostData(t: tf.Tensor, pool: KernelPool | undefined): Float32Array | Int32Array {

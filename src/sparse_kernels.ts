@@ -18,6 +18,8 @@ import { tf } from './backend.ts';
 export interface TensorEnv {
   /** Rows [r0, r1) of the [rows, cols] matrix `data` (identified by `id`) as a tensor; the env owns it. */
   matrix(id: number, data: Float32Array | null, rows: number, cols: number, r0: number, r1: number): tf.Tensor2D;
+  /** Forgets the tensors of `id` (a per-call operand); a no-op for the calling thread's own tensors. */
+  release(id: number): void;
 }
 
 /** The env of the calling thread: its own tensors, whole (a unit asking for a row range gets a slice it must dispose). */
@@ -29,6 +31,7 @@ export function callerEnv(tensors: ReadonlyMap<number, tf.Tensor2D>): TensorEnv 
       if (r0 !== 0 || r1 !== rows) throw new Error(`callerEnv: rows [${r0}, ${r1}) of tensor ${id} are not the whole tensor`);
       return t;
     },
+    release() {},
   };
 }
 
@@ -117,6 +120,13 @@ export interface DenseArgs {
   /** [S, C], [S, R] (null on the calling thread, which passes its tensors through the env) */
   kv: Float32Array | null; pe: Float32Array | null;
   kvId: number; peId: number;
+  /**
+   * [D, S] = [kv ; pe]ᵀ built for this call (prefill; id keysTId ≤ −2), or null with keysTId = −1 (decode). With it a block computes
+   * Z = Q · [kv ; pe]ᵀ and the masked softmax on the backend (faster when Tb·H is large); without it
+   * Zᵀ = kv · Q̃ᵀ + pe · Q_peᵀ and the softmax in TypeScript (no per-call transform of the cache).
+   */
+  keysT: Float32Array | null;
+  keysTId: number;
   /** queries per block and head groups per block: unit u = block ⌊u / groups⌋, heads of group u mod groups */
   Tb: number; groups: number;
   out: Float32Array;
@@ -139,6 +149,10 @@ export function denseUnits(a: DenseArgs, env: TensorEnv, u0: number, u1: number)
   const { T, H, C, R, S, K, startPos, scale, qL, qR, slots, Tb, groups, out } = a;
   const hgMax = Math.ceil(H / groups);
   const kv = env.matrix(a.kvId, a.kv, S, C, 0, S);
+  if (a.keysTId !== -1) {
+    denseUnitsKeysT(a, env, kv, u0, u1);
+    return;
+  }
   const pe = env.matrix(a.peId, a.pe, S, R, 0, S);
   const QLT = new Float32Array(C * Tb * hgMax);
   const QRT = new Float32Array(R * Tb * hgMax);
@@ -182,6 +196,58 @@ export function denseUnits(a: DenseArgs, env: TensorEnv, u0: number, u1: number)
       }
     }
   }
+}
+
+/**
+ * The prefill arrangement of {@link denseUnits}: per block, Q [N, D] (N = tb·hg rows (i, h)),
+ * Z = Q · [kv ; pe]ᵀ [N, S] (the transposed keys are the right operand, packed once per call),
+ * P = softmax(scale · Z + M) on the backend, ō = P · kv [N, C].
+ */
+function denseUnitsKeysT(a: DenseArgs, env: TensorEnv, kv: tf.Tensor2D, u0: number, u1: number): void {
+  const { T, H, C, R, S, K, startPos, scale, qL, qR, slots, Tb, groups, out } = a;
+  const D = C + R;
+  const hgMax = Math.ceil(H / groups);
+  const keysT = env.matrix(a.keysTId, a.keysT, D, S, 0, D);
+  const Q = new Float32Array(Tb * hgMax * D);
+  const mask = new Float32Array(Tb * S);
+  for (let u = u0; u < u1; u++) {
+    const b0 = Math.floor(u / groups) * Tb;
+    const h0 = (u % groups) * hgMax;
+    const hg = Math.min(hgMax, H - h0);
+    const tb = Math.min(Tb, T - b0);
+    if (hg <= 0 || tb <= 0) continue;
+    for (let i = 0; i < tb; i++) {
+      for (let hh = 0; hh < hg; hh++) {
+        const row = (b0 + i) * H + h0 + hh;
+        const n = i * hg + hh;
+        Q.set(qL.subarray(row * C, row * C + C), n * D);
+        Q.set(qR.subarray(row * R, row * R + R), n * D + C);
+      }
+    }
+    mask.fill(-Infinity, 0, tb * S);
+    for (let i = 0; i < tb; i++) {
+      const t = startPos + b0 + i;
+      for (let j = 0; j < K; j++) {
+        const s = slots[(b0 + i) * K + j]!;
+        if (s >= 0 && s <= t) mask[i * S + s] = 0;
+      }
+    }
+    const o = readAndDispose(
+      tf.tidy(() => {
+        const Z = tf.matMul(tf.tensor2d(Q.subarray(0, tb * hg * D), [tb * hg, D]), keysT).mul(scale).reshape([tb, hg, S]);
+        const M = tf.tensor3d(mask.subarray(0, tb * S), [tb, 1, S]);
+        const P = tf.softmax(Z.add(M)).reshape([tb * hg, S]);
+        return tf.matMul(P, kv); // [tb·hg, C]
+      }),
+    );
+    for (let i = 0; i < tb; i++) {
+      for (let hh = 0; hh < hg; hh++) {
+        const n = i * hg + hh;
+        out.set(o.subarray(n * C, n * C + C), ((b0 + i) * H + h0 + hh) * C);
+      }
+    }
+  }
+  env.release(a.keysTId);
 }
 
 /**

@@ -2,7 +2,7 @@
  * One kernel worker of src/threads.ts: initialises its own tfjs backend, then waits on the shared
  * control array for work, runs the requested kernel of src/sparse_kernels.ts over its range of units,
  * replies (error or value) on its port and counts itself done. Big operands are turned into tensors
- * once per calling-thread tensor id and kept (least recently used first out, ≤ 2 GiB per worker).
+ * once per calling-thread tensor id and kept (least recently used first out, ≤ 1 GiB per worker).
  * @module
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
@@ -11,7 +11,7 @@ import { KERNELS, type KernelName, type TensorEnv } from './sparse_kernels.ts';
 import { CONTROL } from './threads.ts';
 
 const { backend, control, port, index } = workerData as { backend: BackendName; control: Int32Array; port: MessagePort; index: number };
-const CACHE_BYTES = 2 ** 31;
+const CACHE_BYTES = 2 ** 30;
 const cache = new Map<string, tf.Tensor2D>();
 let cachedBytes = 0;
 
@@ -35,6 +35,14 @@ const env: TensorEnv = {
     }
     cache.set(key, t);
     return t;
+  },
+  release(id) {
+    for (const [key, t] of cache) {
+      if (!key.startsWith(`${id}:`)) continue;
+      cache.delete(key);
+      cachedBytes -= 4 * t.size;
+      t.dispose();
+    }
   },
 };
 

@@ -122,7 +122,7 @@ describeEachBackend('kernel pool', (backend) => {
 
   it('reports a failing unit as one error naming the worker and the kernel', () => {
     const pool = pools[0]!;
-    const bad = { T: 2, H: 1, C: 1, R: 1, S: 2, K: 1, startPos: 0, scale: 1, qL: new Float32Array(2), qR: new Float32Array(2), slots: new Int32Array([0, 1]), kv: null, pe: null, kvId: -1, peId: -2, Tb: 1, groups: 1, out: pool.allocFloat32(2) };
+    const bad = { T: 2, H: 1, C: 1, R: 1, S: 2, K: 1, startPos: 0, scale: 1, qL: new Float32Array(2), qR: new Float32Array(2), slots: new Int32Array([0, 1]), kv: null, pe: null, kvId: -1, peId: -2, keysT: null, keysTId: -1, Tb: 1, groups: 1, out: pool.allocFloat32(2) };
     expect(() => pool.run('dense', bad, 2)).toThrow(/^kernel worker \d \(dense\): no data for tensor -1/);
   });
 });
