@@ -106,6 +106,11 @@ the machine was shared with other jobs, so the load average above says how much 
   **Peak RSS** is the process's peak resident set so far (\`process.resourceUsage().maxRSS\`, monotone over the run, so it
   bounds the op's own peak from above; worker threads share the process); **peak tfjs** is \`tf.profile\`'s peak tensor
   bytes of the warm-up run on the calling thread. **% of matmul** is GFLOP/s ÷ (threads × one-thread 1024³ matMul).
+- **Wall and CPU time:** \`median ms\` is wall time; \`CPU ms\` is the process's CPU time per run (every thread). On
+  one thread, CPU time is the time the op ran while it had a core, so on a machine shared with other jobs it is the
+  better estimate of the op's own cost, and the targets give ratios on both (marked "cpu"). On several threads CPU time
+  is the sum over threads, so speedups from threads are on wall time only — and a loaded machine does not give a job
+  two free cores, so those rows say little unless the load average was below the core count.
 
 ## Results
 

@@ -28,7 +28,7 @@ function fakePython(dir: string): string {
     `#!/bin/sh
 if [ "$1" = "-c" ]; then echo 9.9.9-fake; exit 0; fi
 echo '{"info": {"blas": "reference BLAS (/usr/lib/x86_64-linux-gnu/blas/libblas.so.3)", "coretype": "n/a", "fair": false, "torch": "9.9.9-fake", "threads": 1, "matmul_gflops": 5.5}}'
-echo '{"op": "sparse", "L": 256, "k": 128, "T": 2, "heads": 2, "threads": 1, "ms_median": 50.0, "runs": 1, "peak_rss_mb": 10}'
+echo '{"op": "sparse", "L": 256, "k": 128, "T": 2, "heads": 2, "threads": 1, "ms_median": 50.0, "cpu_ms_median": 49.0, "runs": 1, "peak_rss_mb": 10}'
 echo "OPENBLAS_CORETYPE=\${OPENBLAS_CORETYPE-unset} OPENBLAS_L2_SIZE=\${OPENBLAS_L2_SIZE-unset}" >> "${join(dir, 'peer-env.txt')}"
 echo '{"done": true}'
 `,
@@ -84,7 +84,7 @@ describe('dsv32 bench --json (smoke grid)', () => {
     for (const row of results) {
       expect(typeof row.op).toBe('string');
       expect(typeof row.backend).toBe('string');
-      for (const key of ['L', 'k', 'heads', 'ms_median', 'peak_rss_mb', 'threads']) expect(typeof row[key], key).toBe('number');
+      for (const key of ['L', 'k', 'heads', 'ms_median', 'cpu_ms_median', 'peak_rss_mb', 'threads']) expect(typeof row[key], key).toBe('number');
       expect(row.gflops === null || typeof row.gflops === 'number').toBe(true);
       expect(row.ms_median as number).toBeGreaterThan(0);
     }

@@ -67,7 +67,7 @@ export function runPeer(python: string, cases: PeerCase[], runs: number, threadC
     const lines = (r.stdout ?? '').split('\n').filter((l) => l.startsWith('{'));
     let got = 0;
     for (const line of lines) {
-      const o = JSON.parse(line) as { info?: PeerInfoLine; op?: string; L: number; k: number; T: number; heads: number; threads: number; ms_median: number; runs: number; peak_rss_mb: number };
+      const o = JSON.parse(line) as { info?: PeerInfoLine; op?: string; L: number; k: number; T: number; heads: number; threads: number; ms_median: number; cpu_ms_median?: number; runs: number; peak_rss_mb: number };
       if (o.info) {
         info = {
           available: true, python, torch: o.info.torch, blas: o.info.blas, coretype: o.info.coretype, fair: o.info.fair,
@@ -80,7 +80,7 @@ export function runPeer(python: string, cases: PeerCase[], runs: number, threadC
       const flops = pairs * attentionFlopsPerPair(o.heads);
       rows.push({
         backend: 'torch', threads: o.threads, op: o.op, series: o.k === fixedK || o.op === 'dense' ? `k=${fixedK}` : 'k=L/8', L: o.L, k: o.k, heads: o.heads, T: o.T,
-        ms_median: o.ms_median, runs: o.runs, gflops: flops / o.ms_median / 1e6, flops, peak_rss_mb: o.peak_rss_mb, peak_tfjs_mb: 0,
+        ms_median: o.ms_median, cpu_ms_median: o.cpu_ms_median ?? NaN, runs: o.runs, gflops: flops / o.ms_median / 1e6, flops, peak_rss_mb: o.peak_rss_mb, peak_tfjs_mb: 0,
       });
       got++;
     }

@@ -35,6 +35,8 @@ export interface BenchReport {
   backend: string;
   results: BenchResult[];
   exponents: { dense: number | null; sparse: number | null; indexer: number | null };
+  /** the same fits on CPU time per run (one thread: the load-free time of the op). */
+  exponents_cpu?: { dense: number | null; sparse: number | null; indexer: number | null };
   matmul_gflops: number;
   mode: Grid['mode'];
   grid: Grid;
@@ -70,10 +72,17 @@ export function fitAll(results: readonly BenchResult[], grid: Grid): Record<stri
   for (const b of backends) {
     for (const op of ['dense', 'sparse', 'indexer', 'topk', 'dense_decode', 'dsa_decode']) {
       const fixed = seriesRows(results, b, op, grid).filter((r) => op !== 'sparse' || r.L >= 2 * grid.k);
-      if (fixed.length) fits[`${b}/${op}${op === 'sparse' || op === 'topk' ? `/k=${grid.k}` : ''}`] = fitExponent(fixed.map((r) => [r.L, r.ms_median]));
+      const key = `${b}/${op}${op === 'sparse' || op === 'topk' ? `/k=${grid.k}` : ''}`;
+      if (fixed.length) {
+        fits[key] = fitExponent(fixed.map((r) => [r.L, r.ms_median]));
+        fits[`${key} (cpu)`] = fitExponent(fixed.map((r) => [r.L, r.cpu_ms_median]));
+      }
       if (op === 'sparse' || op === 'topk') {
         const scaled = seriesRows(results, b, op, grid, true);
-        if (scaled.length) fits[`${b}/${op}/k=L/8`] = fitExponent(scaled.map((r) => [r.L, r.ms_median]));
+        if (scaled.length) {
+          fits[`${b}/${op}/k=L/8`] = fitExponent(scaled.map((r) => [r.L, r.ms_median]));
+          fits[`${b}/${op}/k=L/8 (cpu)`] = fitExponent(scaled.map((r) => [r.L, r.cpu_ms_median]));
+        }
       }
     }
   }
@@ -99,6 +108,9 @@ export function buildReport(
     backend: primary.backend,
     results,
     exponents: { dense: e(`${primary.backend}/dense`), sparse: e(`${primary.backend}/sparse/k=${grid.k}`), indexer: e(`${primary.backend}/indexer`) },
+    exponents_cpu: {
+      dense: e(`${primary.backend}/dense (cpu)`), sparse: e(`${primary.backend}/sparse/k=${grid.k} (cpu)`), indexer: e(`${primary.backend}/indexer (cpu)`),
+    },
     matmul_gflops: primary.matmul_gflops,
     mode: grid.mode,
     grid,
@@ -118,18 +130,21 @@ function fmt(x: number | null, digits = 2): string {
   return x === null || !Number.isFinite(x) ? '–' : x.toFixed(digits);
 }
 
-/** Markdown table of every result (also printed to the console); % of matmul is per thread (÷ threads). */
+/**
+ * Markdown table of every result (also printed to the console). GFLOP/s is on wall time; % of matmul is per
+ * thread (÷ threads); CPU ms is the process's CPU time per run (all threads).
+ */
 export function resultsTable(report: BenchReport): string {
   const lines = [
-    '| backend | threads | op | series | L | k | heads | T | median ms | GFLOP/s | % of matmul | runs | peak RSS MB | peak tfjs MB |',
-    '|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| backend | threads | op | series | L | k | heads | T | median ms | CPU ms | GFLOP/s | % of matmul | runs | peak RSS MB | peak tfjs MB |',
+    '|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   const mm = new Map(report.backends.map((b) => [b.name, b.matmul_gflops]));
   for (const r of report.results) {
     const m = r.backend === 'torch' ? report.peer.matmul_gflops : mm.get(r.backend);
     const pct = r.gflops !== null && m ? `${((100 * r.gflops) / (m * (r.threads ?? 1))).toFixed(0)}%` : '–';
     lines.push(
-      `| ${r.backend} | ${r.threads ?? 1} | ${r.op} | ${r.series} | ${r.L} | ${r.k} | ${r.heads} | ${r.T} | ${fmt(r.ms_median, 1)} | ${fmt(r.gflops)} | ${pct} | ${r.runs} | ${fmt(r.peak_rss_mb, 0)} | ${r.backend === 'torch' ? '–' : fmt(r.peak_tfjs_mb, 0)} |`,
+      `| ${r.backend} | ${r.threads ?? 1} | ${r.op} | ${r.series} | ${r.L} | ${r.k} | ${r.heads} | ${r.T} | ${fmt(r.ms_median, 1)} | ${fmt(r.cpu_ms_median ?? null, 1)} | ${fmt(r.gflops)} | ${pct} | ${r.runs} | ${fmt(r.peak_rss_mb, 0)} | ${r.backend === 'torch' ? '–' : fmt(r.peak_tfjs_mb, 0)} |`,
     );
   }
   return lines.join('\n');

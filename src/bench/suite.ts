@@ -32,6 +32,11 @@ export interface BenchResult {
   /** queries in the measured block. */
   T: number;
   ms_median: number;
+  /**
+   * median CPU time of the process per run (every thread). On one thread it is the time the op took
+   * while it had a core, so it stays meaningful on a loaded machine; on n threads it is their sum.
+   */
+  cpu_ms_median: number;
   runs: number;
   /** FLOP/s by the model of src/bench/flops.ts, in GFLOP/s (null for top-k, which does no floating-point work). */
   gflops: number | null;
@@ -162,10 +167,10 @@ export async function runBackend(
   const scale = 0.1352; // softmax_scale of the 671B config (192^-0.5 · mscale²)
   const limit = (ls: number[]) => (primary ? ls : ls.filter((L) => grid.secondaryL.includes(L)));
   const allL = [...new Set([...grid.denseL, ...grid.sparseL, ...grid.scaledL])].sort((a, b) => a - b);
-  const record = async (row: Omit<BenchResult, 'ms_median' | 'runs' | 'gflops' | 'peak_rss_mb' | 'peak_tfjs_mb' | 'backend'>, fn: () => tf.Tensor) => {
+  const record = async (row: Omit<BenchResult, 'ms_median' | 'cpu_ms_median' | 'runs' | 'gflops' | 'peak_rss_mb' | 'peak_tfjs_mb' | 'backend'>, fn: () => tf.Tensor) => {
     const m = await measure(fn, grid);
     const full: BenchResult = {
-      backend, ...row, ms_median: m.ms_median, runs: m.runs,
+      backend, ...row, ms_median: m.ms_median, cpu_ms_median: m.cpu_ms_median, runs: m.runs,
       gflops: row.flops > 0 ? row.flops / m.ms_median / 1e6 : null,
       peak_rss_mb: m.peak_rss_mb, peak_tfjs_mb: m.peak_tfjs_mb,
     };
@@ -275,7 +280,7 @@ async function decodeRows(
   L: number,
   grid: Grid,
   scale: number,
-  record: (row: Omit<BenchResult, 'ms_median' | 'runs' | 'gflops' | 'peak_rss_mb' | 'peak_tfjs_mb' | 'backend'>, fn: () => tf.Tensor) => Promise<void>,
+  record: (row: Omit<BenchResult, 'ms_median' | 'cpu_ms_median' | 'runs' | 'gflops' | 'peak_rss_mb' | 'peak_tfjs_mb' | 'backend'>, fn: () => tf.Tensor) => Promise<void>,
   threadOptions: (L: number) => { threads: number; opts: { pool?: KernelPool } }[],
 ): Promise<void> {
   const { C, R, DI } = DIMS_671B;
@@ -313,7 +318,7 @@ export function formatRow(r: BenchResult): string {
   const g = r.gflops === null ? '     -' : r.gflops.toFixed(2).padStart(6);
   return (
     `[${r.backend}${r.threads > 1 ? ` ×${r.threads}` : ''}] ${r.op.padEnd(13)} ${r.series.padEnd(7)} L=${String(r.L).padStart(6)} k=${String(r.k).padStart(5)} ` +
-    `T=${String(r.T).padStart(4)} heads=${r.heads} ${r.ms_median.toFixed(1).padStart(9)} ms ${g} GFLOP/s ` +
+    `T=${String(r.T).padStart(4)} heads=${r.heads} ${r.ms_median.toFixed(1).padStart(9)} ms (cpu ${r.cpu_ms_median.toFixed(1)}) ${g} GFLOP/s ` +
     `(${r.runs} runs, rss ${r.peak_rss_mb.toFixed(0)} MB, tfjs ${r.peak_tfjs_mb.toFixed(0)} MB)`
   );
 }
