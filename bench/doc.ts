@@ -89,7 +89,7 @@ the machine was shared with other jobs, so the load average above says how much 
   (MQA / absorbed mode), indexer DI = ${DIMS_671B.DI} — with head counts scaled down ${DIMS_671B.H / H}× to fit: H = ${H} attention heads
   (671B: ${DIMS_671B.H}) and HI = ${HI} indexer heads (671B: ${DIMS_671B.HI}), so every FLOP ratio (indexer ÷ attention, dense ÷ DSA)
   is the 671B one.
-- **FLOP model (src/bench/flops.ts):** ${attentionFlopsPerPair(H)} FLOPs per attended pair for core attention
+- **FLOP model ([spec-notes.md](spec-notes.md#flop-model), src/bench/flops.ts):** ${attentionFlopsPerPair(H)} FLOPs per attended pair for core attention
   (2·H·(576 + 512), FlashMLA's \`tests/lib.py\` convention) and ${indexerFlopsPerPair(HI)} per scored pair for the indexer
   (HI·2·DI + 2·HI). Dense and indexer count every causal pair; sparse counts min(k, t + 1) pairs per query; a DSA
   decode step counts L indexer pairs + min(k, L) attention pairs.

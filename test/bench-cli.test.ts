@@ -97,7 +97,7 @@ describe('dsv32 bench --json (smoke grid)', () => {
     }
     const dsa = results.find((x) => x.op === 'dsa_decode' && x.L === 512)!;
     expect(dsa.flops).toBe(dsaDecodeFlops(512, 128, 2, 2));
-    // gflops is flops / time by the FLOP model of src/bench/flops.ts
+    // gflops is flops / time by the FLOP model of docs/spec-notes.md#flop-model
     const dense = results.find((x) => x.op === 'dense' && x.L === 512)!;
     const T = dense.T as number;
     expect(dense.flops).toBe(causalPairs(512, T) * attentionFlopsPerPair(2));
@@ -154,7 +154,7 @@ describe('bench FLOP model and exponent fit', () => {
     expect(sparsePairs(4, 2, 100)).toBe(causalPairs(4, 2));
   });
 
-  it('uses the per-pair constants of the 671B head counts (FlashMLA tests/lib.py convention)', () => {
+  it('uses the per-pair constants of docs/spec-notes.md#flop-model at the 671B head counts', () => {
     expect(attentionFlopsPerPair(128)).toBe(278_528);
     expect(indexerFlopsPerPair(64)).toBe(16_512);
   });

@@ -1,6 +1,6 @@
 /**
  * Worker threads of the fast kernels (src/threads.ts over src/sparse_kernels.ts): on every backend, each
- * kernel gives bit-identical results on 2 and 3 threads and on the calling thread alone (same units, same
+ * kernel gives bit-identical results on 3 threads (uneven ranges) and on the calling thread alone (same units, same
  * summation order), for prefill blocks and for decode (T = 1: head groups / key ranges); nothing leaks in
  * the calling thread or in the workers; failures and bad settings give one clear error.
  */
@@ -55,13 +55,13 @@ const shapeCase = fc.record({
 describeEachBackend('kernel pool', (backend) => {
   const pools: NodeKernelPool[] = [];
   beforeAll(async () => {
-    pools.push(await createKernelPool({ threads: 2, backend }), await createKernelPool({ threads: 3, backend }));
+    pools.push(await createKernelPool({ threads: 3, backend }));
   }, 120_000);
   afterAll(async () => {
     for (const p of pools) await p.close();
   });
 
-  it('sparse, dense, indexer and top-k on 2 and 3 threads ≡ one thread, bit for bit (prefill and decode)', async () => {
+  it('sparse, dense, indexer and top-k on 3 threads ≡ one thread, bit for bit (prefill and decode)', async () => {
     await fc.assert(
       fc.asyncProperty(shapeCase, async ({ T, extra, H, C, R, HI, DI, k, seed }) => {
         const S = T + extra;
@@ -85,7 +85,7 @@ describeEachBackend('kernel pool', (backend) => {
         }
         tf.dispose([...one, ...Object.values(x)]);
       }),
-      { numRuns: 25 },
+      { numRuns: 15 },
     );
   }, 120_000);
 

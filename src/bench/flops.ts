@@ -1,5 +1,6 @@
 /**
- * FLOP model of the benchmarked operations (FlashMLA `tests/lib.py` counting for attention; the indexer of Eq. 1).
+ * FLOP model of the benchmarked operations (docs/spec-notes.md#flop-model): FlashMLA `tests/lib.py` counting for
+ * attention, the indexer of Eq. 1.
  *
  * Counting 2 FLOPs per multiply-add, per attended (query, key) pair:
  *

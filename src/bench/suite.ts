@@ -38,7 +38,7 @@ export interface BenchResult {
    */
   cpu_ms_median: number;
   runs: number;
-  /** FLOP/s by the model of src/bench/flops.ts, in GFLOP/s (null for top-k, which does no floating-point work). */
+  /** FLOP/s by the FLOP model of docs/spec-notes.md#flop-model (src/bench/flops.ts), in GFLOP/s (null for top-k, which does no floating-point work). */
   gflops: number | null;
   flops: number;
   peak_rss_mb: number;
