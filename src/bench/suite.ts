@@ -47,7 +47,7 @@ export interface BenchResult {
 
 /** Grid sizes of one mode. */
 export interface Grid {
-  mode: 'full' | 'quick' | 'smoke';
+  mode: 'full' | 'quick' | 'targets' | 'smoke';
   /** L values of dense attention and the indexer. */
   denseL: number[];
   /** L values of sparse attention (and top-k). */
@@ -90,6 +90,14 @@ export function gridFor(mode: Grid['mode']): Grid {
     return {
       ...base, mode, denseL: [256, 512], sparseL: [256, 512], scaledL: [512], referenceL: [256], secondaryL: [256], decodeL: [512], allCoreL: [512], profileL: 512,
       k: 128, heads: 2, indexHeads: 2, runs: 1, minRuns: 1, matmulN: 256, peerDenseL: [256], peerSparseL: [256], peerRuns: 1,
+    };
+  }
+  if (mode === 'targets') {
+    // only the rows the targets of issue #17 read, with few timed runs: for a machine shared with other jobs
+    return {
+      ...base, mode, denseL: [4 * K, 8 * K, 16 * K, 32 * K], sparseL: [4 * K, 8 * K, 16 * K, 32 * K, 64 * K], scaledL: [], referenceL: [], secondaryL: [],
+      decodeL: [8 * K, 32 * K, 128 * K], allCoreL: [16 * K], profileL: 16 * K, peerDenseL: [8 * K, 16 * K], peerSparseL: [8 * K, 16 * K, 32 * K],
+      runs: 3, minRuns: 1, budgetMs: 30_000, peerRuns: 3,
     };
   }
   if (mode === 'quick') {

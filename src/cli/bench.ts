@@ -6,7 +6,8 @@
  * Writes nothing but the `--json` file. docs/performance.md and its plot are rendered from a saved
  * report by `npm run bench:doc -- FILE.json` (bench/render.ts).
  *
- * Options: `--quick` (small grid, a few minutes), `--json FILE`, `--backends wasm,cpu`, `--no-peer`,
+ * Options: `--quick` (small grid, a few minutes), `--targets` (only the rows the targets read, 8K–128K, few runs),
+ * `--json FILE`, `--backends wasm,cpu`, `--no-peer`,
  * `--threads N` (worker threads for the all-core rows; default `DSV32_THREADS`, else every core; 1 = none),
  * `--report FILE.json` (print the tables and targets of a saved report, measuring nothing).
  * Hidden: `--smoke` or `DSV32_BENCH_SMOKE=1` (tiny grid for the test suite).
@@ -21,10 +22,10 @@ import { chunkSize, gridFor, machineDescription, runBackend, type BackendRun, ty
 import { targetSummary } from '../bench/targets.ts';
 import { createKernelPool, defaultThreads, type NodeKernelPool } from '../threads.ts';
 
-const USAGE = `usage: dsv32 bench [--quick] [--json FILE] [--backends wasm,cpu] [--no-peer] [--threads N] [--report FILE.json]\n`;
+const USAGE = `usage: dsv32 bench [--quick | --targets] [--json FILE] [--backends wasm,cpu] [--no-peer] [--threads N] [--report FILE.json]\n`;
 
 interface Args {
-  mode: 'full' | 'quick' | 'smoke';
+  mode: 'full' | 'quick' | 'targets' | 'smoke';
   json?: string;
   backends: BackendName[];
   peer: boolean;
@@ -35,7 +36,8 @@ interface Args {
 
 function parseArgs(argv: string[]): Args | string {
   const smoke = argv.includes('--smoke') || process.env.DSV32_BENCH_SMOKE === '1';
-  const args: Args = { mode: smoke ? 'smoke' : argv.includes('--quick') ? 'quick' : 'full', backends: ['wasm', 'cpu'], peer: !smoke, threads: 0 };
+  const mode = smoke ? 'smoke' : argv.includes('--quick') ? 'quick' : argv.includes('--targets') ? 'targets' : 'full';
+  const args: Args = { mode, backends: ['wasm', 'cpu'], peer: !smoke, threads: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -43,7 +45,7 @@ function parseArgs(argv: string[]): Args | string {
       if (v === undefined || v.startsWith('--')) throw new Error(`bench: ${a} needs a value`);
       return v;
     };
-    if (a === '--quick' || a === '--smoke') continue;
+    if (a === '--quick' || a === '--smoke' || a === '--targets') continue;
     else if (a === '--json') args.json = value();
     else if (a === '--no-peer') args.peer = false;
     else if (a === '--peer') args.peer = true;
