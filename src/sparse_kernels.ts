@@ -174,14 +174,7 @@ export function denseUnits(a: DenseArgs, env: TensorEnv, u0: number, u1: number)
         for (let r = 0; r < R; r++) QRT[r * N + n] = qR[row * R + r]!;
       }
     }
-    mask.fill(-Infinity, 0, tb * S);
-    for (let i = 0; i < tb; i++) {
-      const t = startPos + b0 + i;
-      for (let j = 0; j < K; j++) {
-        const s = slots[(b0 + i) * K + j]!;
-        if (s >= 0 && s <= t) mask[i * S + s] = 0;
-      }
-    }
+    blockMask(mask, slots, K, S, startPos, b0, tb);
     const zT = readAndDispose(
       tf.tidy(() => tf.add(tf.matMul(kv, tf.tensor2d(QLT.subarray(0, C * N), [C, N])), tf.matMul(pe, tf.tensor2d(QRT.subarray(0, R * N), [R, N])))),
     ); // [S, N]
@@ -194,6 +187,18 @@ export function denseUnits(a: DenseArgs, env: TensorEnv, u0: number, u1: number)
         const dst = ((b0 + i) * H + h0 + hh) * C;
         for (let c = 0; c < C; c++) out[dst + c] = o[n * C + c]! * inv;
       }
+    }
+  }
+}
+
+/** mask[i, s] = 0 if query b0 + i (position startPos + b0 + i) selected s ≤ its position, else −∞; i < tb. */
+function blockMask(mask: Float32Array, slots: Int32Array, K: number, S: number, startPos: number, b0: number, tb: number): void {
+  mask.fill(-Infinity, 0, tb * S);
+  for (let i = 0; i < tb; i++) {
+    const t = startPos + b0 + i;
+    for (let j = 0; j < K; j++) {
+      const s = slots[(b0 + i) * K + j]!;
+      if (s >= 0 && s <= t) mask[i * S + s] = 0;
     }
   }
 }
@@ -224,14 +229,7 @@ function denseUnitsKeysT(a: DenseArgs, env: TensorEnv, kv: tf.Tensor2D, u0: numb
         Q.set(qR.subarray(row * R, row * R + R), n * D + C);
       }
     }
-    mask.fill(-Infinity, 0, tb * S);
-    for (let i = 0; i < tb; i++) {
-      const t = startPos + b0 + i;
-      for (let j = 0; j < K; j++) {
-        const s = slots[(b0 + i) * K + j]!;
-        if (s >= 0 && s <= t) mask[i * S + s] = 0;
-      }
-    }
+    blockMask(mask, slots, K, S, startPos, b0, tb);
     const o = readAndDispose(
       tf.tidy(() => {
         const Z = tf.matMul(tf.tensor2d(Q.subarray(0, tb * hg * D), [tb * hg, D]), keysT).mul(scale).reshape([tb, hg, S]);
