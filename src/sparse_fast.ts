@@ -5,12 +5,14 @@
  * fully-connected) — and everything else is a single pass in plain TypeScript.
  *
  * What tfjs-backend-wasm 4.22 offers (measured; docs/performance.md):
- * - `matMul(a [M, K], b [K, N])` with no transpose and no batch dimension runs on XNNPACK (≈ 15–20
- *   GFLOP/s on one core here). Any batch dimension or transpose flag falls back to a naive triple
- *   loop (< 1 GFLOP/s). XNNPACK repacks `b` whenever `b` is a new tensor (≈ 15–30 ns per element), so
- *   the big operand must be `a`, or a `b` that stays the same tensor for a whole call.
+ * - `matMul(a [M, K], b [K, N])` with no transpose and no batch dimension runs on XNNPACK (≈ 20–40
+ *   GFLOP/s of CPU time on one core here). Any batch dimension or transpose flag falls back to a naive
+ *   triple loop (< 1 GFLOP/s). XNNPACK repacks `b` whenever `b` is a new tensor (a few ns per element)
+ *   and keeps the packed form while that tensor lives, so the big operand must be `a`, or a `b` that
+ *   stays the same tensor across blocks and calls.
  * - `transpose` and `gather` (GatherV2) cost 20–100 ns per element; `gatherND` is a fast row copy.
- * - No threads in Node (tfjs issue #3830: `WASM_HAS_MULTITHREAD_SUPPORT` is false under Node).
+ * - No threads in Node (tfjs issue #3830: `WASM_HAS_MULTITHREAD_SUPPORT` is false under Node), hence
+ *   the pool below.
  *
  * Hence: gather each query's selected latents once in TypeScript (row copies), give them to XNNPACK as
  * the left operand for all H heads at once (MQA), do the softmax in TypeScript, and transpose the
@@ -61,6 +63,7 @@ export interface FastGatherOptions extends FastOptions {
    * Where the selected rows are read from. `'host'`: copy the whole cache to JS once per call (cheap
    * per query; O(S·D) per call). `'device'`: `gatherND` each query's rows on the backend and read
    * back only those (O(K·D) per query; the choice for decode). Default `'auto'`: host when T·K ≥ S.
+   * With a pool the rows are always read from the pool's shared copy of the cache (made once per tensor).
    */
   rows?: 'auto' | 'host' | 'device';
   /**
