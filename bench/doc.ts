@@ -193,7 +193,8 @@ test/sparse-fast.test.ts (wasm and cpu), and one thread against 2 and 3 by test/
 
 \`\`\`sh
 npx dsv32 bench --quick --json quick.json     # a few minutes; prints the tables; writes only quick.json
-npx dsv32 bench --json run1.json              # full grid (~30 minutes on 2 vCPUs)
+npx dsv32 bench --json run1.json              # full grid (~30 minutes on 2 idle vCPUs)
+npx dsv32 bench --targets --backends wasm --json t.json   # only the rows the targets read (4K–128K), few runs
 npm run bench:doc -- run1.json [run2.json]    # rewrites this file and ${svgName}
 DSV32_THREADS=1 npx dsv32 bench --json one.json   # one thread only
 \`\`\`
