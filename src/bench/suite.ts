@@ -96,7 +96,7 @@ export function gridFor(mode: Grid['mode']): Grid {
     // only the rows the targets of issue #17 read, with few timed runs: for a machine shared with other jobs
     return {
       ...base, mode, denseL: [4 * K, 8 * K, 16 * K, 32 * K], sparseL: [4 * K, 8 * K, 16 * K, 32 * K, 64 * K], scaledL: [], referenceL: [], secondaryL: [],
-      decodeL: [8 * K, 32 * K, 128 * K], allCoreL: [16 * K], profileL: 16 * K, peerDenseL: [8 * K, 16 * K], peerSparseL: [8 * K, 16 * K, 32 * K],
+      decodeL: [8 * K, 16 * K, 32 * K, 64 * K, 128 * K], allCoreL: [16 * K], profileL: 16 * K, peerDenseL: [8 * K, 16 * K], peerSparseL: [8 * K, 16 * K, 32 * K],
       runs: 3, minRuns: 1, budgetMs: 30_000, peerRuns: 3,
     };
   }
@@ -261,7 +261,9 @@ export async function runBackend(
       tf.dispose([q, w, keys, ks1, scores]);
     }
   }
-  if (primary) for (const L of grid.decodeL) await decodeRows(L, grid, scale, record, threadOptions);
+  // decode rows run on one thread and on every core at every decode L
+  const decodeThreads = () => [{ threads: 1, opts: {} }, ...(pool ? [{ threads: pool.threads, opts: { pool } }] : [])];
+  if (primary) for (const L of grid.decodeL) await decodeRows(L, grid, scale, record, decodeThreads);
   return { backend, threads: info.threads, matmul_gflops: matmul, results, sparse_profile: sparseProfile };
 }
 
@@ -289,7 +291,7 @@ async function decodeRows(
   grid: Grid,
   scale: number,
   record: (row: Omit<BenchResult, 'ms_median' | 'cpu_ms_median' | 'runs' | 'gflops' | 'peak_rss_mb' | 'peak_tfjs_mb' | 'backend'>, fn: () => tf.Tensor) => Promise<void>,
-  threadOptions: (L: number) => { threads: number; opts: { pool?: KernelPool } }[],
+  threadOptions: () => { threads: number; opts: { pool?: KernelPool } }[],
 ): Promise<void> {
   const { C, R, DI } = DIMS_671B;
   const H = grid.heads;
@@ -306,7 +308,7 @@ async function decodeRows(
   const wI = tf.tensor2d(randomValues(HI, seed + 8), [1, HI]);
   const all = tf.tensor2d(Int32Array.from({ length: L }, (_, s) => s), [1, L], 'int32'); // dense: every position
   const row = { L, k, heads: H, T: 1, series: `k=${k}` };
-  for (const { threads, opts } of threadOptions(L)) {
+  for (const { threads, opts } of threadOptions()) {
     await record({ ...row, op: 'dense_decode', threads, flops: L * attentionFlopsPerPair(H, C, R) }, () =>
       denseAttentionMqaFast(qL, qR, kv, pe, all, L - 1, scale, opts),
     );
