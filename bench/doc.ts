@@ -14,7 +14,8 @@ const f2 = (x: number | null | undefined) => (x === null || x === undefined || !
 export function timePlot(report: BenchReport): string {
   const g = report.grid;
   const b = report.backend;
-  const pts = (rows: BenchResult[]) => rows.map((r) => [r.L, r.ms_median] as const);
+  const cpu = wasLoaded(report); // a loaded machine: plot the CPU time of each run (one thread), which waiting does not inflate
+  const pts = (rows: BenchResult[]) => rows.map((r) => [r.L, cpu && Number.isFinite(r.cpu_ms_median) ? r.cpu_ms_median : r.ms_median] as const);
   const series: PlotSeries[] = [
     { label: `dense masked (${b})`, color: '#d62728', points: pts(seriesRows(report.results, b, 'dense', g)) },
     { label: `sparse k=${g.k} (${b})`, color: '#1f77b4', points: pts(seriesRows(report.results, b, 'sparse', g)) },
@@ -25,11 +26,11 @@ export function timePlot(report: BenchReport): string {
     { label: 'dsa_decode (T = 1)', color: '#e377c2', points: pts(seriesRows(report.results, b, 'dsa_decode', g)) },
     { label: 'dense masked (torch)', color: '#d62728', dashed: true, points: pts(seriesRows(report.results, 'torch', 'dense', g)) },
     { label: `sparse k=${g.k} (torch)`, color: '#1f77b4', dashed: true, points: pts(seriesRows(report.results, 'torch', 'sparse', g)) },
-  ].filter((s) => s.points.length > 0);
+  ].filter((s) => s.points.length > 1); // a lone point (e.g. the k = L/8 series when only k = L/8 = 2048 ran) is no line
   return plotLogLog(
     `Time against context length L, one thread (H = ${g.heads}, HI = ${g.indexHeads})`,
     'context length L (log₂)',
-    'median time (log₁₀)',
+    cpu ? 'median CPU time per run (log₁₀)' : 'median time (log₁₀)',
     series,
   );
 }
@@ -90,18 +91,18 @@ function whyText(report: BenchReport): string {
 }
 
 /** The whole docs/performance.md, from a report (and the target summaries of further runs). */
-export function performanceDoc(report: BenchReport, svgName: string, others: BenchReport[] = []): string {
+export function performanceDoc(report: BenchReport, svgName: string, others: BenchReport[] = [], sources: string[] = []): string {
   const g = report.grid;
   const H = g.heads;
   const HI = g.indexHeads;
   const backends = report.backends.map((x) => `${x.name} (1024³ matMul ${f2(x.matmul_gflops)} GFLOP/s on one thread)`).join('; ');
   const threadCounts = [...new Set(report.results.filter((r) => r.backend === report.backend).map((r) => r.threads ?? 1))].sort((a, b) => a - b);
   const otherRuns = others.length
-    ? `\n### Other runs of the same code\n\n${others.map((o) => `The ${runLine(o)}:\n\n${targetSummary(o)}`).join('\n\n')}\n`
+    ? `\n### Other runs\n\n${others.map((o) => `The ${runLine(o)}:\n\n${targetSummary(o)}`).join('\n\n')}\n`
     : '';
   return `# Performance of DeepSeek Sparse Attention on tfjs (CPU)
 
-Rendered by \`npm run bench:doc\` from the report of \`npx dsv32 bench --json FILE\`: ${runLine(report)}. Do not edit by
+Rendered by \`npm run bench:doc${sources.length ? ` -- ${sources.join(' ')}` : ''}\` from the report of \`npx dsv32 bench --json FILE\`: ${runLine(report)}. Do not edit by
 hand: rerun the bench. Nothing here is a test; every number is what this machine reached in the run named here, and
 the machine was shared with other jobs, so the load average above says how much to trust single rows.
 
@@ -166,8 +167,8 @@ ${otherRuns}
 ## The PyTorch peer on Debian
 
 Debian's \`python3-torch\` is built with \`BLAS_INFO=generic\`: it calls whatever \`libblas.so.3\` the system's
-alternatives point to. Without an optimized BLAS that is the reference BLAS (≈ 5 GFLOP/s on a 1024³ matmul), which is
-not a fair peer. Set it up with
+alternatives point to. Without an optimized BLAS that is the reference BLAS, which is not a fair peer (the report says
+which BLAS the peer loaded, and its 1024³ matmul rate). Set it up with
 
 \`\`\`sh
 apt-get install python3-torch libopenblas0-pthread   # OpenBLAS becomes libblas.so.3
@@ -175,7 +176,7 @@ apt-get install python3-torch libopenblas0-pthread   # OpenBLAS becomes libblas.
 
 The bench runs the peer with /usr/bin/python3 (or \`DSV32_PYTHON\`), once per thread count, with \`OPENBLAS_CORETYPE\`
 and \`OPENBLAS_L2_SIZE\` removed from the peer's environment only (this process and the tests keep the machine's
-settings): a forced older core such as \`Haswell\` on an AVX-512 machine runs OpenBLAS at well under half its speed. The
+settings): a forced older core such as \`Haswell\` on an AVX-512 machine makes OpenBLAS use narrower kernels. The
 peer reports which BLAS it loaded (\`/proc/self/maps\`, \`openblas_get_config\`, \`openblas_get_corename\`); the report
 labels a reference BLAS "reference BLAS — not a fair peer" and computes no speedup against it.
 
@@ -185,7 +186,7 @@ tfjs-backend-wasm 4.22 runs one kernel fast: a **2-D, untransposed \`matMul\`** 
 
 - A \`matMul\` with a batch dimension or a transpose flag falls back to a naive triple loop (< 1 GFLOP/s): the
   reference paths' batched \`[Tb, H, D] × [Tb, D, K]ᵀ\` products run there. **Missing kernel: batched GEMM on XNNPACK.**
-- XNNPACK repacks the right operand whenever it is a new tensor (≈ 3 ns per element here) and keeps the packed form
+- XNNPACK repacks the right operand whenever it is a new tensor and keeps the packed form
   while that tensor lives, so a freshly gathered \`[K, C]\` block must never be the right operand, and a long-lived cache
   tensor may be. **Missing: a GEMM that takes its weights unpacked.**
 - \`transpose\` and \`gather\` (GatherV2) cost 20–100 ns per element; \`gatherND\` is a fast row copy.
@@ -220,7 +221,7 @@ test/sparse-fast.test.ts (wasm and cpu), and one thread against 2 and 3 by test/
 
 \`\`\`sh
 npx dsv32 bench --quick --json quick.json     # a few minutes; prints the tables; writes only quick.json
-npx dsv32 bench --json run1.json              # full grid (~30 minutes on 2 idle vCPUs)
+npx dsv32 bench --json run1.json              # full grid: 1K–128K, wasm and cpu backends
 npx dsv32 bench --targets --backends wasm --json t.json   # only the rows the targets read (4K–128K), few runs
 npm run bench:doc -- run1.json [run2.json]    # rewrites this file and ${svgName}
 DSV32_THREADS=1 npx dsv32 bench --json one.json   # one thread only

@@ -36,7 +36,7 @@ function main(argv: string[]): number {
   const svgPath = doc.replace(/\.md$/, '') + '-time-vs-L.svg';
   fs.mkdirSync(path.dirname(path.resolve(doc)), { recursive: true });
   fs.writeFileSync(svgPath, timePlot(reports[0]!));
-  fs.writeFileSync(doc, performanceDoc(reports[0]!, path.basename(svgPath), reports.slice(1)));
+  fs.writeFileSync(doc, performanceDoc(reports[0]!, path.basename(svgPath), reports.slice(1), files));
   process.stdout.write(`wrote ${doc} and ${svgPath}\n`);
   return 0;
 }

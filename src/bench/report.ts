@@ -131,20 +131,21 @@ function fmt(x: number | null, digits = 2): string {
 }
 
 /**
- * Markdown table of every result (also printed to the console). GFLOP/s is on wall time; % of matmul is per
- * thread (÷ threads); CPU ms is the process's CPU time per run (all threads).
+ * Markdown table of every result (also printed to the console). GFLOP/s is on wall time, "of CPU time" on the
+ * process's CPU time per run (all threads: on n threads, n × the per-thread rate); % of matmul is wall GFLOP/s
+ * per thread (÷ threads) over the one-thread 1024³ matmul.
  */
 export function resultsTable(report: BenchReport): string {
   const lines = [
-    '| backend | threads | op | series | L | k | heads | T | median ms | CPU ms | GFLOP/s | % of matmul | runs | peak RSS MB | peak tfjs MB |',
-    '|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| backend | threads | op | series | L | k | heads | T | median ms | CPU ms | GFLOP/s | GFLOP/s of CPU time | % of matmul | runs | peak RSS MB | peak tfjs MB |',
+    '|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   const mm = new Map(report.backends.map((b) => [b.name, b.matmul_gflops]));
   for (const r of report.results) {
     const m = r.backend === 'torch' ? report.peer.matmul_gflops : mm.get(r.backend);
     const pct = r.gflops !== null && m ? `${((100 * r.gflops) / (m * (r.threads ?? 1))).toFixed(0)}%` : '–';
     lines.push(
-      `| ${r.backend} | ${r.threads ?? 1} | ${r.op} | ${r.series} | ${r.L} | ${r.k} | ${r.heads} | ${r.T} | ${fmt(r.ms_median, 1)} | ${fmt(r.cpu_ms_median ?? null, 1)} | ${fmt(r.gflops)} | ${pct} | ${r.runs} | ${fmt(r.peak_rss_mb, 0)} | ${r.backend === 'torch' ? '–' : fmt(r.peak_tfjs_mb, 0)} |`,
+      `| ${r.backend} | ${r.threads ?? 1} | ${r.op} | ${r.series} | ${r.L} | ${r.k} | ${r.heads} | ${r.T} | ${fmt(r.ms_median, 1)} | ${fmt(r.cpu_ms_median ?? null, 1)} | ${fmt(r.gflops)} | ${r.gflops === null || !r.cpu_ms_median ? '–' : fmt(r.flops / r.cpu_ms_median / 1e6)} | ${pct} | ${r.runs} | ${fmt(r.peak_rss_mb, 0)} | ${r.backend === 'torch' ? '–' : fmt(r.peak_tfjs_mb, 0)} |`,
     );
   }
   return lines.join('\n');
