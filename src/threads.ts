@@ -76,7 +76,8 @@ export async function createKernelPool(opts: { threads?: number; backend?: Backe
   if (missing) throw new Error(`createKernelPool(): worker threads are unavailable here: ${missing}`);
   const backend = opts.backend ?? (tf.getBackend() as BackendName);
   const control = new Int32Array(new SharedArrayBuffer(4 * 4));
-  const workerUrl = new URL('./threads_worker.mjs', import.meta.url);
+  // from the sources (tsx, vitest) the .mjs entry registers tsx; the compiled package runs threads_worker.js
+  const workerUrl = new URL(import.meta.url.endsWith('.ts') ? './threads_worker.mjs' : './threads_worker.js', import.meta.url);
   const handles: WorkerHandle[] = [];
   try {
     for (let i = 0; i < threads; i++) {

@@ -8,6 +8,7 @@
  * the CPU it finds; a forced older core (e.g. Haswell on an AVX-512 machine) runs at well under half speed.
  */
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { attentionFlopsPerPair, causalPairs, sparsePairs } from './flops.ts';
@@ -25,6 +26,16 @@ export interface PeerCase {
 
 /** Environment variables removed from the peer's environment (and only from it). */
 export const PEER_UNSET_ENV = ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'] as const;
+
+/** bench/peer/attention_peer.py of this package: from src/bench/ (sources) or dist/src/bench/ (compiled). */
+export function peerScript(): string | null {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const up of [['..', '..'], ['..', '..', '..']]) {
+    const candidate = path.join(here, ...up, 'bench', 'peer', 'attention_peer.py');
+    if (fs.existsSync(candidate)) return candidate;
+  }
+  return null;
+}
 
 /** Which Python (if any) can import torch, and its version. */
 export function findTorch(): { python: string; version: string } | null {
@@ -58,7 +69,8 @@ interface PeerInfoLine {
  * Throws when the peer fails before producing a row.
  */
 export function runPeer(python: string, cases: PeerCase[], runs: number, threadCounts: number[], timeoutMs: number, fixedK: number): { rows: BenchResult[]; info: PeerInfo } {
-  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'peer', 'attention_peer.py');
+  const script = peerScript();
+  if (!script) throw new Error(`the peer script bench/peer/attention_peer.py is not in this installation`);
   const rows: BenchResult[] = [];
   let info: PeerInfo = { available: false, python };
   for (const threads of threadCounts) {
