@@ -108,7 +108,13 @@ export async function run(argv: string[]): Promise<number> {
   for (const backend of args.backends) {
     let pool: NodeKernelPool | undefined;
     try {
-      if (threads > 1 && runs.length === 0) pool = await createKernelPool({ threads, backend });
+      if (threads > 1 && runs.length === 0) {
+        try {
+          pool = await createKernelPool({ threads, backend });
+        } catch (e) {
+          log(`[${backend}] one thread only: ${(e as Error).message}`);
+        }
+      }
       runs.push(await runBackend(backend, grid, runs.length === 0, log, pool));
     } catch (e) {
       log(`[${backend}] skipped: ${(e as Error).message}`);
