@@ -174,7 +174,8 @@ which BLAS the peer loaded, and its 1024³ matmul rate). Set it up with
 apt-get install python3-torch libopenblas0-pthread   # OpenBLAS becomes libblas.so.3
 \`\`\`
 
-The bench runs the peer with /usr/bin/python3 (or \`DSV32_PYTHON\`), once per thread count, with \`OPENBLAS_CORETYPE\`
+The peer script lives in the repository (bench/peer/), not in the npm package. The bench runs it with /usr/bin/python3
+(or \`DSV32_PYTHON\`), once per thread count, with \`OPENBLAS_CORETYPE\`
 and \`OPENBLAS_L2_SIZE\` removed from the peer's environment only (this process and the tests keep the machine's
 settings): a forced older core such as \`Haswell\` on an AVX-512 machine makes OpenBLAS use narrower kernels. The
 peer reports which BLAS it loaded (\`/proc/self/maps\`, \`openblas_get_config\`, \`openblas_get_corename\`); the report

@@ -99,7 +99,11 @@ export async function createKernelPool(opts: { threads?: number; backend?: Backe
     await Promise.all(handles.map((h) => h.worker.terminate()));
     throw new Error(`createKernelPool(): a worker failed to start: ${(e as Error).message}`);
   }
-  for (const h of handles) h.worker.removeAllListeners();
+  for (const h of handles) {
+    h.worker.removeAllListeners();
+    h.worker.unref(); // a pool that is never closed does not keep the process alive
+    h.port.unref();
+  }
   return makePool(threads, control, handles);
 }
 

@@ -2,9 +2,14 @@
  * Worker threads of the fast kernels (src/threads.ts over src/sparse_kernels.ts): on every backend, each
  * kernel gives bit-identical results on 3 threads (uneven ranges) and on the calling thread alone (same units, same
  * summation order), for prefill blocks and for decode (T = 1: head groups / key ranges); nothing leaks in
- * the calling thread or in the workers; failures and bad settings give one clear error.
+ * the calling thread or in the workers; a pool left open does not hold the process; failures and bad
+ * settings give one clear error.
  */
 import { it, expect, beforeAll, afterAll, vi } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { tf } from '../src/backend.ts';
 import { denseAttentionMqaFast, indexerScoresFast, selectTopKFast, sparseAttentionMqaFast } from '../src/sparse_fast.ts';
@@ -144,3 +149,17 @@ it('a closed pool refuses to run; bad thread counts and missing shared memory ar
     vi.unstubAllGlobals();
   }
 }, 60_000);
+
+it('a pool left open does not keep the process alive', () => {
+  const root = resolve(__dirname, '..');
+  const file = join(mkdtempSync(join(tmpdir(), 'dsv32-pool-')), 'open-pool.mts');
+  writeFileSync(
+    file,
+    `import { createKernelPool } from ${JSON.stringify(join(root, 'src', 'threads.ts'))};\n` +
+      `import { initBackend } from ${JSON.stringify(join(root, 'src', 'backend.ts'))};\n` +
+      `await initBackend('cpu');\nconst pool = await createKernelPool({ threads: 2 });\nconsole.log('open pool of', pool.threads);\n`,
+  );
+  const r = spawnSync(process.execPath, ['--import', 'tsx', file], { encoding: 'utf8', cwd: root, timeout: 120_000 });
+  expect(r.stdout).toContain('open pool of 2');
+  expect(r.status).toBe(0); // a hang would end in the timeout with status null
+}, 150_000);

@@ -70,7 +70,7 @@ interface PeerInfoLine {
  */
 export function runPeer(python: string, cases: PeerCase[], runs: number, threadCounts: number[], timeoutMs: number, fixedK: number): { rows: BenchResult[]; info: PeerInfo } {
   const script = peerScript();
-  if (!script) throw new Error(`the peer script bench/peer/attention_peer.py is not in this installation`);
+  if (!script) throw new Error(`the peer script bench/peer/attention_peer.py is not in this installation (it ships with a clone of the repository, not with the npm package)`);
   const rows: BenchResult[] = [];
   let info: PeerInfo = { available: false, python };
   for (const threads of threadCounts) {
