@@ -84,7 +84,9 @@ function whyText(report: BenchReport): string {
   if (wasLoaded(report)) {
     parts.push(
       'This run shared the machine with other jobs (load average above the vCPU count), so wall times mostly measure waiting ' +
-        'for a core: the one-thread verdicts use CPU time, and thread speedups (which need free cores) are not measurable here.',
+        'for a core: the one-thread verdicts use CPU time, and thread speedups (which need free cores) are not measurable here. ' +
+        'CPU time still includes memory stalls caused by the other jobs; dense decode, which streams the whole cache every step, ' +
+        'is the op most exposed to them, so its ratios vary most between runs.',
     );
   }
   return parts.join('\n\n');
