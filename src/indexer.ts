@@ -31,6 +31,7 @@ import { actQuant, linear } from './fp8.ts';
 import { hadamard } from './hadamard.ts';
 import { layerNorm } from './norms.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
+import type { WeightMatrix } from './weight_matrix.ts';
 
 /** LayerNorm eps of `k_norm` (official `LayerNorm(head_dim)` default). */
 export const INDEXER_K_NORM_EPS = 1e-6;
@@ -223,7 +224,7 @@ function ropeFirst(v: tf.Tensor, cos: tf.Tensor2D, sin: tf.Tensor2D, R: number, 
 export function indexerScores(
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
-  w: IndexerWeights,
+  w: IndexerWeights<WeightMatrix>,
   cache: IndexerCache,
   startPos: number,
   opts: IndexerOptions,
@@ -327,7 +328,7 @@ export function indexerScores(
 export function indexerScoresExact(
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
-  w: IndexerWeights,
+  w: IndexerWeights<WeightMatrix>,
   cache: IndexerCache,
   startPos: number,
   opts: Omit<IndexerOptions, 'exact'>,
@@ -337,7 +338,7 @@ export function indexerScoresExact(
 
 // --- Argument checks ---
 
-function shapeOf(t: tf.Tensor): string {
+function shapeOf(t: { shape: number[] }): string {
   return `[${t.shape.join(', ')}]`;
 }
 
@@ -345,7 +346,7 @@ function checkArguments(
   fn: string,
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
-  w: IndexerWeights,
+  w: IndexerWeights<WeightMatrix>,
   cache: IndexerCache,
   startPos: number,
   opts: IndexerOptions,
@@ -368,8 +369,8 @@ function checkArguments(
   const T = x.shape[0];
   if (T < 1) throw new RangeError(`${fn}(): x must hold at least one token but got ${shapeOf(x)}`);
   if (qr.shape[0] !== T) throw new RangeError(`${fn}(): qr must have T = ${T} rows like x but got ${shapeOf(qr)}`);
-  const expectShape = (name: string, t: tf.Tensor, shape: number[]): void => {
-    if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+  const expectShape = (name: string, t: { shape: number[] }, shape: number[]): void => {
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new RangeError(`${fn}(): w.${name} must be [${shape.join(', ')}] but got ${shapeOf(t)}`);
     }
   };

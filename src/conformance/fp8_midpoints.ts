@@ -23,6 +23,7 @@ import { FP8_E4M3_MAX, actQuant } from '../fp8.ts';
 import type { LayerRouting } from '../moe.ts';
 import type { CheckResult } from './types.ts';
 import { MIDPOINT_TOL } from './fixture.ts';
+import { matMulWeightT, type WeightMatrix } from '../weight_matrix.ts';
 
 /** At most this many re-evaluations per token row. */
 const MAX_TRIES = 512;
@@ -79,7 +80,7 @@ function quantRow(v: tf.Tensor2D, fmt: 'ue8m0' | null, site: Candidate['site']):
 
 /** One FFN branch of one token: (quantized) x → W1, W3 → SwiGLU → (quantized) → W2. */
 interface Branch {
-  w: FfnWeights;
+  w: FfnWeights<WeightMatrix>;
   coef: number;
 }
 
@@ -90,8 +91,8 @@ function evalToken(xq: Float32Array, branches: Branch[], fmt: 'ue8m0' | null, fl
   let y: Float32Array | null = null;
   branches.forEach((b, bi) => {
     const a = tf.tidy(() => {
-      const h1 = tf.matMul(xt, b.w.w1.weight, false, true);
-      const h3 = tf.matMul(xt, b.w.w3.weight, false, true);
+      const h1 = matMulWeightT(xt, b.w.w1.weight);
+      const h3 = matMulWeightT(xt, b.w.w3.weight);
       return tf.mul(tf.mul(h1, tf.sigmoid(h1)), h3) as tf.Tensor2D; // [1, F]
     });
     let act: Float32Array;
@@ -102,7 +103,7 @@ function evalToken(xq: Float32Array, branches: Branch[], fmt: 'ue8m0' | null, fl
     } else act = Float32Array.from(a.dataSync());
     a.dispose();
     for (const f of flips) if (f.site === bi) act[f.index] = f.flipped;
-    const out = tf.tidy(() => tf.matMul(tf.tensor2d(act, [1, act.length]), b.w.w2.weight, false, true).dataSync() as Float32Array);
+    const out = tf.tidy(() => matMulWeightT(tf.tensor2d(act, [1, act.length]), b.w.w2.weight).dataSync() as Float32Array);
     if (!y) y = new Float32Array(out.length);
     for (let d = 0; d < out.length; d++) y[d] = y[d]! + b.coef * out[d]!;
   });
@@ -144,7 +145,7 @@ function* subsets<T>(c: T[], limit: number): Generator<T[]> {
 export function explainFfnByMidpoints(
   row: CheckResult,
   x: tf.Tensor2D,
-  ffn: { kind: 'dense'; dense: FfnWeights } | { kind: 'moe'; experts: FfnWeights[]; shared: FfnWeights | null; routing: LayerRouting },
+  ffn: { kind: 'dense'; dense: FfnWeights<WeightMatrix> } | { kind: 'moe'; experts: FfnWeights<WeightMatrix>[]; shared: FfnWeights<WeightMatrix> | null; routing: LayerRouting },
   fmt: 'ue8m0' | null,
   actual: ArrayLike<number>,
   expected: ArrayLike<number>,
@@ -335,7 +336,7 @@ const MAX_STEER_FLIPS = 4;
  * ```
  */
 export function steerLatentMidpoints(
-  config: ModelConfig, maxSeqLen: number, w: AttentionWeights, call: Parameters<AttentionHook>[0], expected: Float32Array, rtol: number,
+  config: ModelConfig, maxSeqLen: number, w: AttentionWeights<WeightMatrix>, call: Parameters<AttentionHook>[0], expected: Float32Array, rtol: number,
 ): { out: tf.Tensor2D; flips: string; note: string } | null {
   const { x, att, cache, startPos } = call;
   // a length mismatch is a malformed record, not a rounding question: no flip can fix it
