@@ -259,15 +259,14 @@ function guarded<T>(loader: Loader, build: () => T): T {
  * applies the block scales inside `fp8_gemm`); see docs/deviations.md "Config and checkpoints".
  * @deviation the MoE gate bias (`e_score_correction_bias`) is loaded whenever `topk_method` is `noaux_tc`
  * (the official `Gate` creates it only when dim = 7168, i.e. for the 671B model).
- * @param ckpt an open checkpoint ({@link safetensors!openCheckpoint})
+ * @param ckpt an open checkpoint ({@link node!openCheckpoint})
  * @param config its validated config
  * @param layer block index
  * @returns the records; free them with {@link disposeLayerWeights}
  * @throws CheckpointError naming the tensor, the expected and the actual shape/dtype, or that it is missing
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const w = loadLayerWeights(ckpt, loadConfig('fixtures/golden/public-fp8/config.json'), 1);
  * w.attn.wkv_a.weight.shape; // => [160, 256]
@@ -297,8 +296,7 @@ export function loadLayerWeights(ckpt: Checkpoint, config: ModelConfig, layer: n
  * @returns the records (their matrices are {@link weight_matrix!WeightMatrix}); free with {@link disposeLayerWeights}
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * import { isDeferred } from 'dsv32/weight_matrix';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const w = loadResidentLayer(ckpt, loadConfig('fixtures/golden/public-fp8/config.json'), 1);
@@ -376,8 +374,7 @@ function buildLayer(L: Loader, fn: string, config: ModelConfig, layer: number): 
  *
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const g = loadGlobalWeights(ckpt, loadConfig('fixtures/golden/public-fp8/config.json'));
  * g.head.shape; // => [512, 256]
@@ -396,8 +393,7 @@ export function loadGlobalWeights(ckpt: Checkpoint, config: ModelConfig): Global
  *
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const g = loadResidentGlobals(ckpt, loadConfig('fixtures/golden/public-fp8/config.json'));
  * g.head.shape; // => [512, 256]
@@ -427,8 +423,7 @@ function buildGlobals(L: Loader, config: ModelConfig): ResidentGlobalWeights {
  *
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp32');
  * const w = loadLayerWeights(ckpt, loadConfig('fixtures/golden/public-fp32/config.json'), 0);
  * // 2 norms + 7 MLA tensors + 5 indexer tensors + 3 dense FFN weights
@@ -466,8 +461,7 @@ function layerParts(w: ResidentLayerWeights): (tf.Tensor | DeferredMatrix)[] {
  *
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp32');
  * const config = loadConfig('fixtures/golden/public-fp32/config.json');
  * const before = tf.memory().numTensors;
@@ -485,8 +479,7 @@ export function disposeLayerWeights(w: ResidentLayerWeights): void {
  *
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp32');
  * const g = loadGlobalWeights(ckpt, loadConfig('fixtures/golden/public-fp32/config.json'));
  * disposeGlobalWeights(g);

@@ -10,7 +10,9 @@
  *   those modules).
  *
  * Each module is also its own entry point, `dsv32/<file>` (package.json `exports`), which is what
- * the docs import. Modules in paper order: DSA (indexer → topk → sparse_attention → mla, and the
+ * the docs import. This entry and every module in it are browser-safe (no Node built-in); the
+ * functions that read and write files (`loadConfig`, `openSafetensors`, `openCheckpoint`,
+ * `writeSafetensors`) come from the Node-only entry `dsv32/node`. Modules in paper order: DSA (indexer → topk → sparse_attention → mla, and the
  * same math arranged for speed in sparse_fast), MoE and
  * Keep Routing (moe, model), training math (grpo, sampling_mask, indexer_loss), context management
  * (context, encoding). docs/tour.md walks them.
@@ -37,6 +39,9 @@ export * from './safetensors.ts';
 export * as safetensors from './safetensors.ts';
 export * from './checkpoint.ts';
 export * as checkpoint from './checkpoint.ts';
+export * from './weight_matrix.ts';
+export * from './resident.ts';
+export * from './weight_budget.ts';
 
 // --- Numerics of the official kernels ---
 export * from './fp8.ts';
@@ -63,6 +68,7 @@ export * as sparseFast from './sparse_fast.ts';
 export * from './moe.ts';
 export * from './model.ts';
 export * as model from './model.ts';
+export * from './layer_stream.ts';
 
 // --- Training-side math (paper §2.1.1 Eq. 3–4, §3.1 Eq. 5–9) ---
 export * from './grpo.ts';

@@ -100,8 +100,7 @@ export function disposeStreamState(s: StreamState): void {
  * @throws CheckpointError for a missing or misshapen tensor (nothing stays allocated but the caches)
  * @example
  * ```ts
- * import { openCheckpoint } from 'dsv32/safetensors';
- * import { loadConfig } from 'dsv32/config';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const config = loadConfig('fixtures/golden/public-fp8/config.json');
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const state = createStreamState(config.num_hidden_layers - 1);

@@ -163,7 +163,7 @@ function floats(ckpt: Checkpoint, name: string): Float32Array {
  * @param meter counts the held bytes (and samples when a band is dequantized)
  * @example
  * ```ts
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const p = 'model.layers.0.self_attn.kv_a_proj_with_mqa';
  * const m = residentMatrix({ ckpt, name: `${p}.weight`, scale: { name: `${p}.weight_scale_inv`, block: [128, 128] } });
@@ -198,7 +198,7 @@ export function residentMatrix(t: StoredTensor, meter: MemoryMeter | null = null
  *
  * @example
  * ```ts
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const embed = onDemandMatrix({ ckpt, name: 'model.embed_tokens.weight' });
  * embed.rows(5, 1).shape; // => [1, 256]

@@ -5,8 +5,9 @@
  */
 import { it, expect, beforeAll, afterAll } from 'vitest';
 import { tf } from '../src/backend.ts';
-import { loadConfig, type ModelConfig } from '../src/config.ts';
-import { openCheckpoint, type Checkpoint } from '../src/safetensors.ts';
+import type { ModelConfig } from '../src/config.ts';
+import type { Checkpoint } from '../src/safetensors.ts';
+import { loadConfig, openCheckpoint } from '../src/node.ts';
 import {
   disposeGlobalWeights, disposeLayerWeights, loadGlobalWeights, loadLayerWeights, loadResidentGlobals, loadResidentLayer,
   type LayerWeights, type ResidentLayerWeights,

@@ -19,8 +19,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { tf } from '../backend.ts';
-import { loadConfig, type ModelConfig } from '../config.ts';
-import { openCheckpoint, openSafetensors, type Checkpoint, type SafetensorsFile } from '../safetensors.ts';
+import type { ModelConfig } from '../config.ts';
+import type { Checkpoint, SafetensorsFile } from '../safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
 import { createStreamState, disposeStreamState, streamCall, type StreamState } from '../layer_stream.ts';
 import { MemoryMeter } from '../resident.ts';
 import { TraceChecks } from './weights_trace.ts';
