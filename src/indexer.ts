@@ -152,6 +152,19 @@ export interface IndexerRecord {
  */
 export function fp8Index(q8: tf.Tensor3D, weights: tf.Tensor2D, keys: tf.Tensor2D, keyScales: tf.Tensor1D): tf.Tensor2D {
   const [T, HI, DI] = q8.shape;
+  // a long prefill goes in blocks of query rows, so that the [rows, HI, S] intermediates stay within
+  // 2²⁴ elements (64 MB); each row's scores are computed on their own, so no value changes
+  const rows = Math.max(1, Math.floor(2 ** 24 / (HI * Math.max(1, keys.shape[0]))));
+  if (T > rows) {
+    return tf.tidy(() => {
+      const blocks: tf.Tensor2D[] = [];
+      for (let t = 0; t < T; t += rows) {
+        const n = Math.min(rows, T - t);
+        blocks.push(fp8Index(tf.slice(q8, [t, 0, 0], [n, -1, -1]), tf.slice(weights, [t, 0], [n, -1]), keys, keyScales));
+      }
+      return tf.concat(blocks, 0) as tf.Tensor2D;
+    });
+  }
   return tf.tidy(() => {
     const logits = tf.matMul(tf.reshape(q8, [T * HI, DI]), keys, false, true); // [T·HI, S]
     const S = keys.shape[0];
