@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { CONFIG_671B, parseConfig, type ModelConfig } from '../src/config.ts';
 import type { Dtype } from '../src/safetensors.ts';
+import { mulberry32 } from '../test/helpers/random.ts';
 
 /**
  * The 671B config with its real widths (hidden 7168, 128 heads, q_lora 1536, kv_lora 512, indexer
@@ -46,16 +47,10 @@ interface Planned {
   fill: (out: Uint8Array, offset: number) => void;
 }
 
-/** mulberry32: a small seeded 32-bit PRNG. */
+/** seeded uniform 32-bit integers (mulberry32's outputs, exact: its [0, 1) values are multiples of 2⁻³²) */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
+  const next = mulberry32(seed);
+  return () => next() * 4294967296;
 }
 
 const F32 = new Float32Array(1);
