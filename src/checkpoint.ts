@@ -1,7 +1,8 @@
 /**
  * Checkpoint → weight records. Reads a released-format DeepSeek-V3.2 checkpoint (Hugging Face tensor
  * names) into plain records named as the official inference code names its modules
- * (`inference/convert.py` mapping, docs/spec-notes.md#checkpoint-names), dequantizing FP8 weights on the way.
+ * (`inference/convert.py` mapping, docs/spec-notes.md#checkpoint-names), dequantizing FP8 weights on the way
+ * ({@link loadLayerWeights}) or keeping them as stored, dequantized per use ({@link loadResidentLayer}).
  *
  * | HF name (`model.layers.N.` prefix)              | record                    |
  * |-------------------------------------------------|---------------------------|

@@ -99,7 +99,6 @@ function expectManifest(expectFile: string): Record<string, unknown> | null {
   return m as Record<string, unknown>;
 }
 
-
 /**
  * The steps of an expect trace: the manifest's, else one prefill whose length is the rows of the first
  * recorded `step0.expected.layerL.attn.in`.
