@@ -63,7 +63,9 @@ describeEachBackend('streamed resident run ≡ whole-layer float32 run (syntheti
   });
   afterAll(() => ckpt.close());
 
-  it('prefill (T > index_topk) + a decode step: same logits; each layer within its resident budget', () => {
+  it('prefill (T > index_topk) + a decode step: same logits; each layer within its resident budget', async () => {
+    /** lets the test runner's worker answer between long synchronous phases */
+    const breathe = () => new Promise((r) => setImmediate(r));
     const N = config.num_hidden_layers;
     // streamed, resident
     const state = createStreamState(N - 1);
@@ -83,6 +85,7 @@ describeEachBackend('streamed resident run ≡ whole-layer float32 run (syntheti
         };
         streamed.push(streamCall(ckpt, tokens, state, opts).logits!);
         peaks.push(step);
+        await breathe();
       }
     } finally {
       disposeStreamState(state);
@@ -98,6 +101,7 @@ describeEachBackend('streamed resident run ≡ whole-layer float32 run (syntheti
         const { logits } = modelForward(tokens, weights, cache, start, { config, maxSeqLen: MAX_SEQ_LEN });
         whole.push(Float32Array.from(logits.dataSync()));
         logits.dispose();
+        await breathe();
       }
     } finally {
       disposeModelCache(cache);
