@@ -10,7 +10,7 @@
  *
  * ```
  * npx tsx bench/weights-671b.ts --dir /tmp/dsv32-671b --tokens 64 --steps 1 --keep   # writes the checkpoint first if absent
- * npx tsx bench/weights-671b.ts --dir /tmp/dsv32-671b --tokens 2100 --steps 1 --attention fast
+ * npx tsx bench/weights-671b.ts --dir /tmp/dsv32-671b --tokens 2100 --steps 1 --attention fast --chunk 256
  * ```
  *
  * Prints the per-layer log (peak bytes held per layer and step), the rows, wall time, peak RSS and the
@@ -47,6 +47,7 @@ async function main(argv: string[]): Promise<void> {
   const steps = int(argv, '--steps', 1);
   const experts = int(argv, '--experts', 32);
   const attention = (arg(argv, '--attention') ?? 'sparse') as 'sparse' | 'dense' | 'fast';
+  const chunk = arg(argv, '--chunk') === undefined ? undefined : int(argv, '--chunk', 0);
   const backendName = (arg(argv, '--backend') ?? 'wasm') as 'wasm' | 'cpu';
   const keep = argv.includes('--keep');
   const json = arg(argv, '--json');
@@ -62,7 +63,7 @@ async function main(argv: string[]): Promise<void> {
     const t0 = performance.now();
     const lines: string[] = [];
     const rows = await runWeightsConformance({
-      weightsDir: dir, layers: [0, 1], tokens, steps, attention,
+      weightsDir: dir, layers: [0, 1], tokens, steps, attention, ...(chunk ? { prefillChunk: chunk } : {}),
       log: (l) => {
         lines.push(l);
         process.stdout.write(`${l}\n`);
@@ -71,7 +72,7 @@ async function main(argv: string[]): Promise<void> {
     const seconds = (performance.now() - t0) / 1000;
     const maxRss = process.resourceUsage().maxRSS * 1024;
     const result = {
-      backend: backendName, tokens: T, steps, experts, attention, seconds,
+      backend: backendName, tokens: T, steps, experts, attention, chunk: chunk ?? null, seconds,
       peak_rss_bytes: maxRss, wasm_memory_bytes: wasmMemoryBytes(),
       layers: rows.filter((r) => r.check === 'weights.finite').map((r) => ({ step: r.step, layer: r.layer, pass: r.pass, peak_bytes: r.peak_bytes })),
       failed: rows.filter((r) => !r.pass).map((r) => `${r.check}: ${r.reason}`),

@@ -54,6 +54,13 @@ export interface StreamOptions {
   logits: boolean;
   /** attention kernels (src/mla.ts `MlaOptions.attention`); default 'sparse' */
   attention?: MlaOptions['attention'];
+  /**
+   * At most this many tokens per block call: a longer prefill runs, layer by layer, as consecutive
+   * prefills over the same cache with the layer's weights loaded once (prefill of n ≡ prefill of m +
+   * prefill of n − m, src/mla.ts), which bounds its activations. `onTrace` then sees each chunk.
+   * Default: the whole call at once.
+   */
+  chunk?: number;
   meter?: MemoryMeter;
   /** sees the block's internals while its weights are loaded (tensors valid during the callback) */
   onTrace?: (layer: number, w: ResidentLayerWeights, t: LayerTrace) => void;
@@ -128,13 +135,15 @@ export function streamCall(ckpt: Checkpoint, tokens: number[], state: StreamStat
     for (let l = 0; l <= last; l++) {
       const w = loadResidentLayer(ckpt, config, l, meter);
       try {
-        const b = blockForward(h, residual, w, state.caches[l]!, startPos, {
-          config,
-          maxSeqLen: opts.maxSeqLen,
-          ...(opts.attention ? { attention: opts.attention } : {}),
-          ...(opts.onTrace ? { onTrace: (t: LayerTrace) => opts.onTrace!(l, w, t) } : {}),
-          ...(opts.onAttention ? { onAttention: (c: Parameters<AttentionHook>[0]) => opts.onAttention!(l, w, c) } : {}),
-        });
+        const b = chunkedBlock(h, residual, startPos, opts.chunk ?? tokens.length, (x, r, pos) =>
+          blockForward(x, r, w, state.caches[l]!, pos, {
+            config,
+            maxSeqLen: opts.maxSeqLen,
+            ...(opts.attention ? { attention: opts.attention } : {}),
+            ...(opts.onTrace ? { onTrace: (t: LayerTrace) => opts.onTrace!(l, w, t) } : {}),
+            ...(opts.onAttention ? { onAttention: (c: Parameters<AttentionHook>[0]) => opts.onAttention!(l, w, c) } : {}),
+          }),
+        );
         h.dispose();
         residual?.dispose();
         h = b.out;
@@ -155,5 +164,36 @@ export function streamCall(ckpt: Checkpoint, tokens: number[], state: StreamStat
     h?.dispose();
     residual?.dispose();
     disposeGlobalWeights(globals);
+  }
+}
+
+/**
+ * One block over T rows in consecutive chunks of at most `chunk` rows at positions startPos + a:
+ * `out` and `residual` [T, D] are the chunks' outputs in order.
+ */
+function chunkedBlock(
+  h: tf.Tensor2D, residual: tf.Tensor2D | null, startPos: number, chunk: number,
+  block: (x: tf.Tensor2D, r: tf.Tensor2D | null, pos: number) => { out: tf.Tensor2D; residual: tf.Tensor2D },
+): { out: tf.Tensor2D; residual: tf.Tensor2D } {
+  const T = h.shape[0];
+  if (T <= chunk) return block(h, residual, startPos);
+  const outs: tf.Tensor2D[] = [];
+  const residuals: tf.Tensor2D[] = [];
+  try {
+    for (let a = 0; a < T; a += chunk) {
+      const n = Math.min(chunk, T - a);
+      const x = tf.slice(h, [a, 0], [n, -1]) as tf.Tensor2D;
+      const r = residual ? (tf.slice(residual, [a, 0], [n, -1]) as tf.Tensor2D) : null;
+      try {
+        const b = block(x, r, startPos + a);
+        outs.push(b.out);
+        residuals.push(b.residual);
+      } finally {
+        tf.dispose([x, ...(r ? [r] : [])]);
+      }
+    }
+    return { out: tf.concat(outs, 0) as tf.Tensor2D, residual: tf.concat(residuals, 0) as tf.Tensor2D };
+  } finally {
+    tf.dispose([...outs, ...residuals]);
   }
 }

@@ -47,6 +47,9 @@ export interface WeightsConformanceOptions {
   steps?: number;
   /** attention kernels (src/mla.ts `MlaOptions.attention`); default 'sparse', as the golden checks. */
   attention?: 'sparse' | 'dense' | 'fast';
+  /** run a long prefill in chunks of at most this many tokens (src/layer_stream.ts `StreamOptions.chunk`);
+   *  not with `expectFile`, whose comparisons take each step whole. */
+  prefillChunk?: number;
   /** inference-time max sequence length (YaRN, softmax scale); default the expect trace's manifest.json
    *  `max_seq_len` when there is one, else `max_position_embeddings`. */
   maxSeqLen?: number;
@@ -160,6 +163,10 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
   const greedy = opts.steps ?? 0;
   if (!Number.isInteger(greedy) || greedy < 0) return [failure(name, 'weights.args', `steps must be an integer ≥ 0 but got ${opts.steps}`)];
   if (greedy > 0 && opts.expectFile) return [failure(name, 'weights.args', 'steps and an expect trace exclude each other: the trace gives the steps')];
+  const chunk = opts.prefillChunk;
+  if (chunk !== undefined && (!Number.isInteger(chunk) || chunk < 1 || opts.expectFile)) {
+    return [failure(name, 'weights.args', `prefillChunk must be an integer ≥ 1, without an expect trace, but got ${chunk}${opts.expectFile ? ' with one' : ''}`)];
+  }
 
   let trace: SafetensorsFile | null = null;
   let ckpt: Checkpoint | null = null;
@@ -206,7 +213,7 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
     ckpt = openCheckpoint(opts.weightsDir);
     const last = greedy > 0 ? N - 1 : layers[layers.length - 1]!;
     const plan: Plan = { steps, tokens, greedy, last, maxSeqLen };
-    rows.push(...run(ckpt, config, layers, plan, trace, name, opts.attention, log));
+    rows.push(...run(ckpt, config, layers, plan, trace, name, { attention: opts.attention, chunk }, log));
   } catch (e) {
     rows.push(failure(name, 'weights.load', (e as Error).message));
   } finally {
@@ -219,7 +226,7 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
 /** Runs the plan's steps (and greedy steps) streamed; rows per chosen layer and step, and the comparisons. */
 function run(
   ckpt: Checkpoint, config: ModelConfig, layers: number[], plan: Plan, trace: SafetensorsFile | null, name: string,
-  attention: WeightsConformanceOptions['attention'], log: (line: string) => void,
+  kernels: { attention: WeightsConformanceOptions['attention']; chunk: number | undefined }, log: (line: string) => void,
 ): CheckResult[] {
   const N = config.num_hidden_layers;
   const logits = plan.last === N - 1;
@@ -237,7 +244,8 @@ function run(
       let stats = '';
       const { logits: values } = streamCall(ckpt, stepTokens, state, {
         config, maxSeqLen: plan.maxSeqLen, last: plan.last, logits, meter,
-        ...(attention ? { attention } : {}),
+        ...(kernels.attention ? { attention: kernels.attention } : {}),
+        ...(kernels.chunk ? { chunk: kernels.chunk } : {}),
         ...(checks ? { onAttention: (l, w, call) => (layers.includes(l) ? checks.attentionHook(s.step, l, w, call) : null) } : {}),
         onTrace: (l, w, t) => {
           stats = `attn.out ${fmt(activationStats(t.attnOut))} | ffn.out ${fmt(activationStats(t.ffnOut))}`;
