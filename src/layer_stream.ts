@@ -57,8 +57,8 @@ export interface StreamOptions {
   /**
    * At most this many tokens per block call: a longer prefill runs, layer by layer, as consecutive
    * prefills over the same cache with the layer's weights loaded once (prefill of n ≡ prefill of m +
-   * prefill of n − m, src/mla.ts), which bounds its activations. `onTrace` then sees each chunk.
-   * Default: the whole call at once.
+   * prefill of n − m, src/mla.ts), which bounds its activations. `onTrace` then sees each chunk, and
+   * the MoE reads its picked experts once per chunk. Default: the whole call at once.
    */
   chunk?: number;
   meter?: MemoryMeter;
