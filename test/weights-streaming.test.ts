@@ -230,6 +230,12 @@ describe('runWeightsConformance on a synthetic sharded FP8 checkpoint', () => {
     expect(r1).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: 'layers must be integers in [0, 2) but got [2]' })]);
     const r2 = await runWeightsConformance({ weightsDir: dir, tokens: [1, 64] });
     expect(r2).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: 'tokens must be ≥ 1 integers in [0, 64) but tokens[1] = 64' })]);
+    const r4 = await runWeightsConformance({ weightsDir: dir, steps: 1.5 });
+    expect(r4).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: 'steps must be an integer ≥ 0 but got 1.5' })]);
+    const r5 = await runWeightsConformance({ weightsDir: dir, prefillChunk: 0 });
+    expect(r5).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: 'prefillChunk must be an integer ≥ 1, without an expect trace, but got 0' })]);
+    const r6 = await runWeightsConformance({ weightsDir: dir, tokens: [1, 2], steps: 8191 });
+    expect(r6).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: '2 tokens + 8191 steps exceed max_seq_len 8192' })]);
     const r3 = await runWeightsConformance({ weightsDir: join(root, 'nowhere') });
     expect(r3[0]!.check).toBe('weights.config');
   });
