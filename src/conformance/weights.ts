@@ -213,7 +213,7 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
     ckpt = openCheckpoint(opts.weightsDir);
     const last = greedy > 0 ? N - 1 : layers[layers.length - 1]!;
     const plan: Plan = { steps, tokens, greedy, last, maxSeqLen };
-    rows.push(...run(ckpt, config, layers, plan, trace, name, { attention: opts.attention, chunk }, log));
+    run(ckpt, config, layers, plan, trace, name, { attention: opts.attention, chunk }, log, rows);
   } catch (e) {
     rows.push(failure(name, 'weights.load', (e as Error).message));
   } finally {
@@ -223,15 +223,18 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
   return rows;
 }
 
-/** Runs the plan's steps (and greedy steps) streamed; rows per chosen layer and step, and the comparisons. */
+/**
+ * Runs the plan's steps (and greedy steps) streamed, pushing onto `rows` the rows per chosen layer and
+ * step and the comparisons (also those made before a failure, which it rethrows).
+ */
 function run(
   ckpt: Checkpoint, config: ModelConfig, layers: number[], plan: Plan, trace: SafetensorsFile | null, name: string,
   kernels: { attention: WeightsConformanceOptions['attention']; chunk: number | undefined }, log: (line: string) => void,
-): CheckResult[] {
+  rows: CheckResult[],
+): void {
   const N = config.num_hidden_layers;
   const logits = plan.last === N - 1;
   const checks = trace ? new TraceChecks(trace, config, plan.maxSeqLen, name) : null;
-  const rows: CheckResult[] = [];
   const state: StreamState = createStreamState(plan.last);
   const meter = new MemoryMeter();
   const tokens = [...plan.tokens];
@@ -278,8 +281,8 @@ function run(
   } finally {
     disposeStreamState(state);
     checks?.dispose();
+    rows.push(...(checks?.rows ?? []));
   }
-  return [...rows, ...(checks?.rows ?? [])];
 }
 
 function argmax(v: Float32Array): number {
