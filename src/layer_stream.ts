@@ -24,7 +24,7 @@ import { tf } from './backend.ts';
 import { disposeGlobalWeights, disposeLayerWeights, loadResidentGlobals, loadResidentLayer, type ResidentLayerWeights } from './checkpoint.ts';
 import type { ModelConfig } from './config.ts';
 import { createMlaCache, disposeMlaCache, mlaCacheLength, type MlaCache, type MlaOptions } from './mla.ts';
-import { blockForward, embedTokens, headLogits, type AttentionHook, type LayerTrace } from './model.ts';
+import { blockForward, embedTokens, headLogits, type LayerTrace } from './model.ts';
 import { MemoryMeter } from './resident.ts';
 import type { Checkpoint } from './safetensors.ts';
 
@@ -64,8 +64,11 @@ export interface StreamOptions {
   meter?: MemoryMeter;
   /** sees the block's internals while its weights are loaded (tensors valid during the callback) */
   onTrace?: (layer: number, w: ResidentLayerWeights, t: LayerTrace) => void;
-  /** may replace a layer's attention output (src/model.ts {@link model!AttentionHook}) */
-  onAttention?: (layer: number, w: ResidentLayerWeights, call: Parameters<AttentionHook>[0]) => tf.Tensor2D | null | undefined;
+  /**
+   * Runs one block instead of {@link model!blockForward} (same contract; e.g. the conformance run's
+   * steered block, src/conformance/fp8/steer.ts). `onTrace` is then not called.
+   */
+  block?: (layer: number, w: ResidentLayerWeights, h: tf.Tensor2D, residual: tf.Tensor2D | null, cache: MlaCache, startPos: number) => { out: tf.Tensor2D; residual: tf.Tensor2D };
   /** after each layer, with its weights still loaded */
   onLayer?: (w: ResidentLayerWeights, done: StreamedLayer) => void;
 }
@@ -135,14 +138,16 @@ export function streamCall(ckpt: Checkpoint, tokens: number[], state: StreamStat
     for (let l = 0; l <= last; l++) {
       const w = loadResidentLayer(ckpt, config, l, meter);
       try {
+        const cache = state.caches[l]!;
         const b = chunkedBlock(h, residual, startPos, opts.chunk ?? tokens.length, (x, r, pos) =>
-          blockForward(x, r, w, state.caches[l]!, pos, {
-            config,
-            maxSeqLen: opts.maxSeqLen,
-            ...(opts.attention ? { attention: opts.attention } : {}),
-            ...(opts.onTrace ? { onTrace: (t: LayerTrace) => opts.onTrace!(l, w, t) } : {}),
-            ...(opts.onAttention ? { onAttention: (c: Parameters<AttentionHook>[0]) => opts.onAttention!(l, w, c) } : {}),
-          }),
+          opts.block
+            ? opts.block(l, w, x, r, cache, pos)
+            : blockForward(x, r, w, cache, pos, {
+                config,
+                maxSeqLen: opts.maxSeqLen,
+                ...(opts.attention ? { attention: opts.attention } : {}),
+                ...(opts.onTrace ? { probe: { layer: (_l: number, t: LayerTrace) => opts.onTrace!(l, w, t) } } : {}),
+              }),
         );
         h.dispose();
         residual?.dispose();

@@ -25,9 +25,9 @@ import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
 import { createStreamState, disposeStreamState, streamCall, type StreamState } from '../layer_stream.ts';
 import { MemoryMeter } from '../resident.ts';
 import { TraceChecks } from './weights_trace.ts';
-import type { CheckResult } from './types.ts';
-import { failure } from './run.ts';
-import { FixtureError, maxSeqLenOf, parseSteps, readTokens, type GoldenStep } from './fixture.ts';
+import { steeredBlock } from './fp8/steer.ts';
+import { failure, type CheckResult } from './core/rows.ts';
+import { FixtureError, GOLDEN_RTOL, maxSeqLenOf, parseSteps, readTokens, type GoldenStep } from './core/fixture.ts';
 
 /** Token ids used when none are given (spread over the vocabulary, reduced modulo V). */
 export const DEFAULT_TOKENS: readonly number[] = [0, 1, 100, 1000, 5000, 20000, 64000, 128000];
@@ -239,6 +239,7 @@ function run(
   const meter = new MemoryMeter();
   const tokens = [...plan.tokens];
   const steps = [...plan.steps];
+  const attention = kernels.attention ? { attention: kernels.attention } : {};
   for (let g = 1; g <= plan.greedy; g++) steps.push({ step: g, start_pos: tokens.length + g - 1, length: 1 });
   try {
     for (const s of steps) {
@@ -247,12 +248,15 @@ function run(
       let stats = '';
       const { logits: values } = streamCall(ckpt, stepTokens, state, {
         config, maxSeqLen: plan.maxSeqLen, last: plan.last, logits, meter,
-        ...(kernels.attention ? { attention: kernels.attention } : {}),
+        ...attention,
         ...(kernels.chunk ? { chunk: kernels.chunk } : {}),
-        ...(checks ? { onAttention: (l, w, call) => (layers.includes(l) ? checks.attentionHook(s.step, l, w, call) : null) } : {}),
-        onTrace: (l, w, t) => {
-          stats = `attn.out ${fmt(activationStats(t.attnOut))} | ffn.out ${fmt(activationStats(t.ffnOut))}`;
-          if (checks && layers.includes(l)) checks.streamed(s.step, l, w, t);
+        // each block follows the recorded rounding at verified FP8 midpoints of its quantizers (fp8/steer.ts)
+        block: (l, w, h, residual, cache, pos) => {
+          const record = checks && layers.includes(l) ? checks.record(s.step, l) : {};
+          const b = steeredBlock(h, residual, w, cache, pos, { config, maxSeqLen: plan.maxSeqLen, layer: l, ...attention }, record, GOLDEN_RTOL);
+          stats = `attn.out ${fmt(activationStats(b.snap.attnOut))} | ffn.out ${fmt(activationStats(b.snap.ffnOut))}`;
+          if (checks && layers.includes(l)) checks.streamed(s.step, l, b.snap, b.steers);
+          return b;
         },
         onLayer: (w, done) => {
           const l = done.layer;

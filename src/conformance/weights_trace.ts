@@ -11,21 +11,25 @@
  *   a decode step sees what the official run's cache held — and `ffn.out`, `gate.indices` (as sets),
  *   `gate.weights` (matched by expert id) from `ffn.in`.
  *
- * Tolerance `1e−4 · max(1, max|b|)` (GOLDEN_RTOL), with the FP8-midpoint handling of the golden checks
- * (src/conformance/fp8_midpoints.ts; docs/deviations.md "MoE, Keep Routing, model").
+ * Tolerance `1e−4 · max(1, max|b|)` (GOLDEN_RTOL), with the FP8-midpoint handling of the golden checks:
+ * the streamed run is steered at verified midpoints (src/conformance/fp8/steer.ts), a teacher-forced miss
+ * is re-examined by the flip search (src/conformance/fp8/midpoints.ts; docs/deviations.md "MoE, Keep
+ * Routing, model").
  *
  * @module
  */
 import { tf } from '../backend.ts';
 import type { ResidentLayerWeights } from '../checkpoint.ts';
 import { scaleFmt, type ModelConfig } from '../config.ts';
-import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache } from '../mla.ts';
+import type { RoundingProbe } from '../fp8.ts';
+import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, truncateMlaCache, type MlaCache } from '../mla.ts';
 import { moe, swigluFfn, type LayerRouting } from '../moe.ts';
-import type { AttentionHook, LayerTrace } from '../model.ts';
 import type { SafetensorsFile } from '../safetensors.ts';
-import { explainFfnByMidpoints, steerLatentMidpoints } from './fp8_midpoints.ts';
-import { FixtureError, GOLDEN_RTOL, skippedRow } from './fixture.ts';
-import { compareArrays, type CheckResult } from './types.ts';
+import { explainByFlips } from './fp8/midpoints.ts';
+import type { LayerRecord, LayerSnapshot, Steer } from './fp8/steer.ts';
+import { compareArrays, setsRow, withNote, type CheckResult } from './core/rows.ts';
+import { FixtureError, GOLDEN_RTOL, skippedRow, traceKey, type TracedTensor } from './core/fixture.ts';
+import { gateRows } from './checks/gate.ts';
 
 type Explain = (row: CheckResult, expected: Float32Array, actual: ArrayLike<number>) => CheckResult;
 
@@ -34,8 +38,6 @@ export class TraceChecks {
   readonly rows: CheckResult[] = [];
   /** per chosen layer: the cache fed with the recorded `attn.in` of every step so far */
   private readonly teacherCaches = new Map<number, MlaCache>();
-  /** FP8-midpoint note of the steered attention of the current step, per layer */
-  private readonly steerNotes = new Map<number, string | null>();
 
   constructor(
     readonly trace: SafetensorsFile,
@@ -44,51 +46,37 @@ export class TraceChecks {
     readonly name: string,
   ) {}
 
-  private key(step: number, layer: number | null, what: string): string {
-    return layer === null ? `step${step}.expected.${what}` : `step${step}.expected.layer${layer}.${what}`;
-  }
-
   private compare(check: string, step: number, layer: number | null, actual: ArrayLike<number>, key: string, explain?: Explain): void {
     if (!this.trace.has(key)) return;
     const expected = this.trace.read(key) as Float32Array;
     const c = compareArrays(actual, expected, GOLDEN_RTOL);
     const r: CheckResult = { case: this.name, check, step, layer, pass: c.pass, max_abs_err: c.maxAbs, max_rel_err: c.maxRel, ...(c.reason ? { reason: c.reason } : {}) };
-    this.rows.push(explain && !c.pass && !c.reason ? explain(r, expected, actual) : r);
+    this.rows.push(explain && !c.reason ? explain(r, expected, actual) : r);
   }
 
-  /**
-   * The attention hook of layer `layer` at step `step`: follows the recorded rounding at a verified FP8
-   * midpoint of the KV latent (fp8_midpoints.ts), as the golden end-to-end check does.
-   */
-  attentionHook(step: number, layer: number, w: ResidentLayerWeights, call: Parameters<AttentionHook>[0]): tf.Tensor2D | null {
-    const key = this.key(step, layer, 'attn.out');
-    if (!this.trace.has(key)) return null;
-    const s = steerLatentMidpoints(this.config, this.maxSeqLen, w.attn, call, this.trace.read(key) as Float32Array, GOLDEN_RTOL);
-    this.steerNotes.set(layer, s?.note ?? null);
-    return s?.out ?? null;
+  /** The recorded tensors of a step and layer that decide steers of the streamed run (fp8/steer.ts). */
+  record(step: number, layer: number): LayerRecord {
+    const out: LayerRecord = {};
+    for (const t of ['attn.qr', 'indexer.score', 'attn.out', 'ffn.in', 'ffn.out'] as const) {
+      const k = traceKey(step, layer, t);
+      if (this.trace.has(k)) out[t] = this.trace.read(k) as Float32Array;
+    }
+    const k = traceKey(step, layer, 'indexer.topk');
+    if (this.trace.has(k)) out['indexer.topk'] = { data: Array.from(this.trace.read(k), Number), k: this.trace.info(k).shape.at(-1)! };
+    return out;
   }
 
-  /** `stream.*` rows of a chosen layer from the block's internals. */
-  streamed(step: number, layer: number, w: ResidentLayerWeights, t: LayerTrace): void {
-    this.compare('stream.attn.in', step, layer, t.attnIn.dataSync(), this.key(step, layer, 'attn.in'));
-    this.compare('stream.attn.out', step, layer, t.attnOut.dataSync(), this.key(step, layer, 'attn.out'));
-    const note = this.steerNotes.get(layer);
-    if (note && this.rows.at(-1)?.check === 'stream.attn.out') this.rows.at(-1)!.reason = note;
-    this.steerNotes.delete(layer);
-    this.compare('stream.ffn.out', step, layer, t.ffnOut.dataSync(), this.key(step, layer, 'ffn.out'), this.ffnExplainer(w, t.ffnIn, t.routing));
+  /** `stream.*` rows of a chosen layer from the (steered) block's snapshot; steer notes on the rows they decided. */
+  streamed(step: number, layer: number, snap: LayerSnapshot, steers: Steer[]): void {
+    const note = (tensor: Steer['decidedBy']): Explain => (r) => steers.filter((st) => st.decidedBy === tensor).reduce((row, st) => withNote(row, st.note), r);
+    this.compare('stream.attn.in', step, layer, snap.attnIn, traceKey(step, layer, 'attn.in'));
+    this.compare('stream.attn.out', step, layer, snap.attnOut, traceKey(step, layer, 'attn.out'), note('attn.out'));
+    this.compare('stream.ffn.out', step, layer, snap.ffnOut, traceKey(step, layer, 'ffn.out'), note('ffn.out'));
   }
 
   /** `stream.logits` of a step. */
   logits(step: number, values: Float32Array): void {
-    this.compare('stream.logits', step, null, values, this.key(step, null, 'logits'));
-  }
-
-  /** Re-examines a failed FFN row for FP8 rounding midpoints (fp8_midpoints.ts). */
-  private ffnExplainer(w: ResidentLayerWeights, x: tf.Tensor2D, routing: LayerRouting | null): Explain {
-    return (row, expected, actual) => {
-      const spec = w.ffn.kind === 'dense' ? w.ffn : { kind: 'moe' as const, experts: w.ffn.moe.experts, shared: w.ffn.moe.shared, routing: routing! };
-      return explainFfnByMidpoints(row, x, spec, scaleFmt(this.config), actual, expected, GOLDEN_RTOL);
-    };
+    this.compare('stream.logits', step, null, values, traceKey(step, null, 'logits'));
   }
 
   /** A recorded [1, n, D] input as [n, D]. @throws FixtureError when its last dimension is not D. */
@@ -105,7 +93,7 @@ export class TraceChecks {
    * from the recorded `attn.in` through this layer's teacher cache, FFN and gate from `ffn.in`.
    */
   teacherForced(step: number, startPos: number, layer: number, w: ResidentLayerWeights): void {
-    const key = (what: string) => this.key(step, layer, what);
+    const key = (what: TracedTensor) => traceKey(step, layer, what);
     if (this.trace.has(key('attn.in'))) {
       if (startPos === 0) this.resetTeacherCache(layer);
       const cache = this.teacherCaches.get(layer);
@@ -125,71 +113,55 @@ export class TraceChecks {
   }
 
   private attention(step: number, startPos: number, layer: number, w: ResidentLayerWeights, cache: MlaCache): void {
-    const key = (what: string) => this.key(step, layer, what);
+    const key = (what: TracedTensor) => traceKey(step, layer, what);
     const x = this.recordedInput(key('attn.in'));
     try {
       const { config, maxSeqLen } = this;
-      const a = mlaForward(x, w.attn, cache, startPos, { config, maxSeqLen });
-      this.compare('attn.qr', step, layer, a.qr.dataSync(), key('attn.qr'));
-      this.compare('attn.out', step, layer, a.out.dataSync(), key('attn.out'), (r, expected) => {
-        const s = steerLatentMidpoints(config, maxSeqLen, w.attn, { x, att: a, cache, startPos }, expected, GOLDEN_RTOL);
-        if (!s) return r;
-        s.out.dispose();
-        return { ...r, pass: true, reason: `FP8-midpoint elements exempted: ${s.flips}` };
-      });
-      if (this.trace.has(key('indexer.topk'))) this.topkRow(step, layer, a.topk, key('indexer.topk'));
-      tf.dispose([a.out, a.qr, a.indexScores, a.topk]);
+      const T = x.shape[0];
+      // each run starts from the cache as the earlier steps left it; the last run is the kept one
+      const attend = (probe?: RoundingProbe) => {
+        truncateMlaCache(cache, startPos);
+        const a = mlaForward(x, w.attn, cache, startPos, { config, maxSeqLen, ...(probe ? { probe } : {}) });
+        const got = { qr: a.qr.dataSync() as Float32Array, out: a.out.dataSync() as Float32Array, topk: a.topk.dataSync() as Int32Array, k: a.topk.shape[1] };
+        tf.dispose([a.out, a.qr, a.indexScores, a.topk]);
+        return got;
+      };
+      const a = attend();
+      this.compare('attn.qr', step, layer, a.qr, key('attn.qr'));
+      this.compare('attn.out', step, layer, a.out, key('attn.out'), (r, expected) => explainByFlips(r, (probe) => attend(probe).out, expected, T, startPos, GOLDEN_RTOL, true));
+      if (this.trace.has(key('indexer.topk'))) {
+        const want = Array.from(this.trace.read(key('indexer.topk')), Number);
+        this.rows.push(setsRow(this.name, 'indexer.topk', step, layer, a.topk, want, this.trace.info(key('indexer.topk')).shape.at(-1)!, a.k));
+      }
     } finally {
       x.dispose();
     }
-  }
-
-  private topkRow(step: number, layer: number, topk: tf.Tensor2D, key: string): void {
-    const k = topk.shape[1];
-    const got = topk.dataSync();
-    const want = Array.from(this.trace.read(key), Number);
-    const asSet = (v: ArrayLike<number>, r: number) => new Set(Array.from(v).slice(r * k, r * k + k).filter((p) => p >= 0));
-    const bad = Array.from({ length: topk.shape[0] }, (_, r) => r).filter((r) => {
-      const s1 = asSet(got, r);
-      const s2 = asSet(want, r);
-      return s1.size !== s2.size || [...s2].some((v) => !s1.has(v));
-    });
-    const pass = bad.length === 0 && want.length === got.length;
-    this.rows.push({
-      case: this.name, check: 'indexer.topk', step, layer, pass, max_abs_err: null, max_rel_err: null,
-      ...(pass ? {} : { reason: bad.length ? `${bad.length} rows differ as sets (first: row ${bad[0]})` : `${got.length} ids, expected ${want.length}` }),
-    });
   }
 
   private ffn(step: number, layer: number, w: ResidentLayerWeights): void {
-    const key = (what: string) => this.key(step, layer, what);
-    const x = this.recordedInput(key('ffn.in'));
+    const x = this.recordedInput(traceKey(step, layer, 'ffn.in'));
     try {
+      const fmt = scaleFmt(this.config);
       let y: tf.Tensor2D;
       let routing: LayerRouting | null = null;
-      if (w.ffn.kind === 'dense') y = swigluFfn(x, w.ffn.dense, scaleFmt(this.config));
+      if (w.ffn.kind === 'dense') y = swigluFfn(x, w.ffn.dense, fmt);
       else ({ out: y, routing } = moe(x, w.ffn.moe, this.config));
-      this.compare('ffn.out', step, layer, y.dataSync(), key('ffn.out'), this.ffnExplainer(w, x, routing));
+      const actual = y.dataSync() as Float32Array;
       y.dispose();
-      if (routing && this.trace.has(key('gate.indices'))) this.gateRows(step, layer, routing, key);
+      const fixed = routing as LayerRouting | null;
+      const ffn = (probe: RoundingProbe) => {
+        const out = w.ffn.kind === 'dense'
+          ? swigluFfn(x, w.ffn.dense, fmt, { probe })
+          : moe(x, w.ffn.moe, this.config, { ...(fixed ? { routing: fixed, combine: 'replay' as const } : {}), probe }).out;
+        const v = out.dataSync() as Float32Array;
+        out.dispose();
+        return v;
+      };
+      this.compare('ffn.out', step, layer, actual, traceKey(step, layer, 'ffn.out'), (r, expected) => explainByFlips(r, ffn, expected, x.shape[0], 0, GOLDEN_RTOL));
+      if (fixed && this.trace.has(traceKey(step, layer, 'gate.indices'))) this.rows.push(...gateRows({ name: this.name, trace: this.trace }, '', step, layer, fixed));
     } finally {
       x.dispose();
     }
-  }
-
-  private gateRows(step: number, layer: number, routing: LayerRouting, key: (what: string) => string): void {
-    const ids = Array.from(this.trace.read(key('gate.indices')), Number);
-    const k = routing.experts;
-    const aligned = new Float32Array(ids.length);
-    let sameSets = ids.length === routing.indices.length;
-    for (let i = 0; i < ids.length && sameSets; i++) {
-      const t = Math.floor(i / k);
-      const at = routing.indices.subarray(t * k, t * k + k).indexOf(ids[i]!);
-      if (at < 0) sameSets = false;
-      else aligned[i] = routing.weights[t * k + at]!;
-    }
-    this.rows.push({ case: this.name, check: 'gate.indices', step, layer, pass: sameSets, max_abs_err: null, max_rel_err: null, ...(sameSets ? {} : { reason: 'expert id sets differ' }) });
-    if (sameSets) this.compare('gate.weights', step, layer, aligned, key('gate.weights'));
   }
 
   /** Frees the teacher caches. */
