@@ -1,7 +1,9 @@
 /**
  * Resident weights (src/resident.ts, src/weight_matrix.ts): a layer held as stored bytes and
  * dequantized band by band gives the same rows and the same block outputs as the layer dequantized
- * whole to float32 (src/checkpoint.ts); routed experts are read only when the gate picks them.
+ * whole to float32 (src/checkpoint.ts); routed experts are read only when the gate picks them; the
+ * model streamed one layer at a time over them (src/layer_stream.ts) equals `modelForward`, and a
+ * prefill in chunks equals the prefill whole.
  */
 import { it, expect, beforeAll, afterAll } from 'vitest';
 import { tf } from '../src/backend.ts';
@@ -13,12 +15,16 @@ import {
   type LayerWeights, type ResidentLayerWeights,
 } from '../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache } from '../src/mla.ts';
-import { blockForward, embedTokens, headLogits } from '../src/model.ts';
+import { blockForward, createModelCache, disposeModelCache, disposeModelWeights, embedTokens, headLogits, loadModelWeights, modelForward } from '../src/model.ts';
+import { createStreamState, disposeStreamState, streamCall } from '../src/layer_stream.ts';
 import { bandRowsFor, BAND_BYTES, MemoryMeter } from '../src/resident.ts';
 import { gatherRows, isDeferred, matMulWeightT, type DeferredMatrix } from '../src/weight_matrix.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 const MAX_SEQ_LEN = 8192;
+const STREAM_TOKENS = [17, 301, 5, 99, 260, 42, 7, 480, 3, 11];
+const maxRel = (a: Float32Array, b: Float32Array) =>
+  Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i]!))) / Math.max(1, ...Array.from(b, Math.abs));
 
 /** A checkpoint that counts the bytes read per tensor name. */
 function counting(ckpt: Checkpoint): { ckpt: Checkpoint; bytesRead: Map<string, number> } {
@@ -198,6 +204,43 @@ for (const fixture of ['public-fp8', 'public-fp32']) {
         expect(meter.held).toBe(0);
       });
     }
+
+    /** logits of a prefill of STREAM_TOKENS and one decode step, streamed */
+    const streamed = (chunk?: number) => {
+      const state = createStreamState(config.num_hidden_layers - 1);
+      const opts = { config, maxSeqLen: 8192, last: config.num_hidden_layers - 1, logits: true, ...(chunk ? { chunk } : {}) };
+      try {
+        return [streamCall(ckpt, STREAM_TOKENS, state, opts).logits!, streamCall(ckpt, [9], state, opts).logits!];
+      } finally {
+        disposeStreamState(state);
+      }
+    };
+
+    it('prefill + decode step: the logits of modelForward with every layer loaded', () => {
+      const before = tf.memory().numTensors;
+      const got = streamed();
+      expect(tf.memory().numTensors).toBe(before);
+      const w = loadModelWeights(ckpt, config);
+      const cache = createModelCache(config);
+      try {
+        const want = [modelForward(STREAM_TOKENS, w, cache, 0, { config, maxSeqLen: 8192 }), modelForward([9], w, cache, STREAM_TOKENS.length, { config, maxSeqLen: 8192 })]
+          .map((r) => {
+            const v = Float32Array.from(r.logits.dataSync());
+            r.logits.dispose();
+            return v;
+          });
+        for (let s = 0; s < 2; s++) expect(maxRel(got[s]!, want[s]!)).toBeLessThan(1e-5);
+      } finally {
+        disposeModelCache(cache);
+        disposeModelWeights(w);
+      }
+    });
+
+    it('a prefill in chunks of 3 (consecutive prefills over the same caches) gives the whole prefill\'s logits', () => {
+      const whole = streamed();
+      const chunked = streamed(3);
+      for (let s = 0; s < 2; s++) expect(maxRel(chunked[s]!, whole[s]!)).toBeLessThan(1e-4);
+    });
 
     it('does not leak tensors', async () => {
       const x = tf.randomNormal([4, config.hidden_size], 0, 1, 'float32', 2) as tf.Tensor2D;
