@@ -8,16 +8,16 @@
  *   restricted to S_t and renormalised, the softmax taken over S_t only.
  *
  * The indexer input is detached from the main model: the indexer is trained only by Lᴵ and the main model only
- * by the LM loss. Here the target is built from {@link stopGradient}(A), so `tf.grad` of Lᴵ gives exactly zero
- * for the main-attention probabilities (and for anything upstream of them); detach the hidden states fed to the
- * indexer (`stopGradient(h)`) in a full model.
+ * by the LM loss. Here the target is built from `stopGradient(A)` (src/internal/stop_gradient.ts), so `tf.grad`
+ * of Lᴵ gives exactly zero for the main-attention probabilities (and for anything upstream of them); detach the
+ * hidden states fed to the indexer (`stopGradient(h)`) in a full model.
  *
  * Shapes: H main-attention heads, T query positions = key positions (a prefill from position 0: query t sees s ≤ t).
  *
  * @module
  */
 import { tf } from './backend.ts';
-import { stopGradient } from './grpo.ts';
+import { stopGradient } from './internal/stop_gradient.ts';
 import { maskedLogSoftmax } from './sampling_mask.ts';
 
 function checkSquare(fn: string, name: string, x: tf.Tensor, rank: number): void {

@@ -6,7 +6,7 @@ import { it, expect } from 'vitest';
 import fc from 'fast-check';
 import { tf } from '../src/backend.ts';
 import { indexerTarget, indexerSelection, indexerKlDense, indexerKlSparse } from '../src/indexer_loss.ts';
-import { stopGradient } from '../src/grpo.ts';
+import { stopGradient } from '../src/internal/stop_gradient.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 type Mat = number[][];
