@@ -16,7 +16,9 @@ import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';
 import { scaleFmt } from './config.ts';
 import type { FfnWeights, MoeWeights } from './checkpoint.ts';
+import type { Deviations } from './deviations.ts';
 import { linear } from './fp8.ts';
+import { asActivation, type Precision } from './precision.ts';
 
 /** The config keys the gate reads (verbatim `config.json` names). */
 export type GateConfig = Pick<
@@ -63,6 +65,14 @@ export interface KeepRoutingOptions {
    * reach the gate weight. `replay`: the recorded combine weights are used as they are.
    */
   combine?: 'recompute' | 'replay';
+}
+
+/** Options of {@link moe}: Keep Routing, precision and catalogue deviations. */
+export interface MoeOptions extends KeepRoutingOptions {
+  /** activation precision (src/precision.ts); default 'fp32'. */
+  precision?: Precision | undefined;
+  /** catalogue deviations (src/deviations.ts): `moe-bias-in-weights`, `moe-group-fill-zero`. */
+  deviations?: Deviations | undefined;
 }
 
 /**
@@ -153,8 +163,10 @@ export function moeGate(
   x: tf.Tensor2D,
   gate: MoeWeights['gate'],
   config: GateConfig,
-  opts: KeepRoutingOptions = {},
+  opts: KeepRoutingOptions & Pick<MoeOptions, 'deviations'> = {},
 ): { weights: tf.Tensor2D; indices: tf.Tensor2D } {
+  const biasInWeights = opts.deviations?.has('moe-bias-in-weights') ?? false; // deviation: σ + b weighs the experts
+  const droppedGroupScore = opts.deviations?.has('moe-group-fill-zero') ? 0 : -Infinity; // deviation: 0.0 (HF, mlx-lm)
   const { n_routed_experts: E, num_experts_per_tok: Ek, n_group: G, topk_group } = config;
   checkGateArgs(x, gate, config, opts.routing);
   const T = x.shape[0];
@@ -180,7 +192,7 @@ export function moeGate(
         const groupScores = gate.bias ? tf.sum(tf.topk(grouped, 2).values, -1) : tf.max(grouped, -1); // [T, G]
         const keptGroups = tf.topk(groupScores, topk_group).indices; // [T, topk_group]
         const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G), 1), 0); // [T, G] bool
-        const masked = tf.where(tf.expandDims(kept, -1), grouped, tf.scalar(-Infinity)); // [T, G, E/G]
+        const masked = tf.where(tf.expandDims(kept, -1), grouped, tf.scalar(droppedGroupScore)); // [T, G, E/G]
         biased = tf.reshape(masked, [T, E]);
       }
       // 4. top-Ek experts, gate order
@@ -190,7 +202,8 @@ export function moeGate(
     // 5. combine weights from the unbiased scores
     // σ[ids] as a one-hot contraction (exact: one product by 1, the rest by 0), which keeps the
     // gradient path free of gather (whose gradient kernel the wasm backend lacks)
-    const picked = tf.mul(tf.expandDims(scores, 1), tf.oneHot(indices, E)); // [T, Ek, E]
+    const combineScores = biasInWeights && gate.bias ? tf.add(scores, gate.bias) : scores; // [T, E]
+    const picked = tf.mul(tf.expandDims(combineScores, 1), tf.oneHot(indices, E)); // [T, Ek, E]
     let weights = tf.sum(picked, -1) as tf.Tensor2D; // [T, Ek]
     if (config.scoring_func === 'sigmoid') weights = tf.div(weights, tf.sum(weights, -1, true));
     weights = tf.mul(weights, tf.scalar(config.routed_scaling_factor));
@@ -258,12 +271,13 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync(); // => [[1.4621172, 0]]
  * ```
  */
-export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null): tf.Tensor2D {
+export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null, precision?: Precision): tf.Tensor2D {
+  const act = (t: tf.Tensor) => asActivation(t, precision); // bf16 mode: the official tensor dtype
   return tf.tidy(() => {
-    const h1 = linear(x, w.w1, fmt); // [T, F]
-    const h3 = linear(x, w.w3, fmt); // [T, F]
-    const act = tf.mul(tf.mul(h1, tf.sigmoid(h1)), h3); // [T, F]
-    return linear(act, w.w2, fmt) as tf.Tensor2D; // [T, D]
+    const h1 = act(linear(x, w.w1, fmt)); // [T, F]
+    const h3 = act(linear(x, w.w3, fmt)); // [T, F]
+    const gated = act(tf.mul(tf.mul(h1, tf.sigmoid(h1)), h3)); // [T, F], silu and product in float32
+    return act(linear(gated, w.w2, fmt)) as tf.Tensor2D; // [T, D]
   });
 }
 
@@ -311,8 +325,9 @@ export function moe(
   x: tf.Tensor2D,
   w: MoeWeights,
   config: ModelConfig,
-  opts: KeepRoutingOptions = {},
+  opts: MoeOptions = {},
 ): { out: tf.Tensor2D; routing: LayerRouting } {
+  const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
   const E = config.n_routed_experts;
   if (w.experts.length !== E) {
     throw new RangeError(`moe(): weights must hold n_routed_experts=${E} experts but hold ${w.experts.length}`);
@@ -321,7 +336,9 @@ export function moe(
   let routing: LayerRouting | undefined;
   const out = tf.tidy(() => {
     const [T, D] = x.shape;
-    const { weights, indices } = moeGate(x, w.gate, config, opts);
+    const gate = moeGate(x, w.gate, config, opts);
+    const indices = gate.indices;
+    const weights = act(gate.weights); // official `weights.type_as(x)`
     const Ek = indices.shape[1];
     const ids = indices.dataSync() as Int32Array;
     routing = { tokens: T, experts: Ek, indices: Int32Array.from(ids), weights: Float32Array.from(weights.dataSync()) };
@@ -345,13 +362,13 @@ export function moe(
     for (let e = 0; e < E; e++) {
       const count = rowsOf[e]!.length;
       if (count === 0) continue;
-      outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, fmt)); // [n_e, D]
+      outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, fmt, opts.precision)); // [n_e, D]
       n += count;
     }
     const expertOut = outputs.length === 1 ? outputs[0]! : (tf.concat(outputs, 0) as tf.Tensor2D); // [T·Ek, D], expert order
     const perSlot = tf.reshape(permuteRows(expertOut, slotRow, order), [T, Ek, D]); // [T, Ek, D], gate order
     const y = tf.sum(tf.mul(perSlot, tf.expandDims(weights, -1)), 1) as tf.Tensor2D; // [T, D], float32
-    return w.shared ? (tf.add(y, swigluFfn(x, w.shared, fmt)) as tf.Tensor2D) : y;
+    return act(w.shared ? tf.add(y, swigluFfn(x, w.shared, fmt, opts.precision)) : y) as tf.Tensor2D;
   });
   return { out, routing: routing! };
 }
