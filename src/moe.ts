@@ -166,8 +166,7 @@ export function moeGate(
   opts: KeepRoutingOptions & Pick<MoeOptions, 'deviations'> = {},
 ): { weights: tf.Tensor2D; indices: tf.Tensor2D } {
   const biasInWeights = opts.deviations?.has('moe-bias-in-weights') ?? false; // deviation: σ + b weighs the experts
-  const droppedGroupScore = opts.deviations?.has('moe-group-fill-zero') ? 0 : -Infinity; // deviation: 0.0 (HF, mlx-lm)
-  const { n_routed_experts: E, num_experts_per_tok: Ek, n_group: G, topk_group } = config;
+  const { n_routed_experts: E, num_experts_per_tok: Ek } = config;
   checkGateArgs(x, gate, config, opts.routing);
   const T = x.shape[0];
   return tf.tidy(() => {
@@ -185,18 +184,10 @@ export function moeGate(
       // 2. biased scores, for selection only. The selection is discrete: it runs on a detached copy of
       // the scores, so no gradient tape reaches top-k (which has no gradient in tfjs)
       const detached = tf.tensor2d(scores.dataSync() as Float32Array, [T, E]);
-      let biased = (gate.bias ? tf.add(detached, gate.bias) : detached) as tf.Tensor2D;
       // 3. group-limited routing
-      if (G > 1) {
-        const grouped = tf.reshape(biased, [T, G, E / G]); // [T, G, E/G]
-        const groupScores = gate.bias ? tf.sum(tf.topk(grouped, 2).values, -1) : tf.max(grouped, -1); // [T, G]
-        const keptGroups = tf.topk(groupScores, topk_group).indices; // [T, topk_group]
-        const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G), 1), 0); // [T, G] bool
-        const masked = tf.where(tf.expandDims(kept, -1), grouped, tf.scalar(droppedGroupScore)); // [T, G, E/G]
-        biased = tf.reshape(masked, [T, E]);
-      }
+      const { selection } = routingScores(detached, gate, config, opts.deviations);
       // 4. top-Ek experts, gate order
-      indices = tf.topk(biased, Ek).indices as tf.Tensor2D; // [T, Ek] int32
+      indices = tf.topk(selection, Ek).indices as tf.Tensor2D; // [T, Ek] int32
     }
 
     // 5. combine weights from the unbiased scores
@@ -208,6 +199,46 @@ export function moeGate(
     if (config.scoring_func === 'sigmoid') weights = tf.div(weights, tf.sum(weights, -1, true));
     weights = tf.mul(weights, tf.scalar(config.routed_scaling_factor));
     return { weights, indices };
+  });
+}
+
+/**
+ * Selection scores of the gate (steps 2–3 of {@link moeGate}): `σ_b = σ + b`; with G = `n_group` > 1,
+ * group score = sum of the top-2 σ_b of each group of E/G experts (max σ without a bias), and every
+ * expert outside the `topk_group` best groups gets −∞ (0.0 under the deviation `moe-group-fill-zero`).
+ *
+ * @param scores [T, E] gate scores σ
+ * @param gate the gate weights (only `bias` is read)
+ * @param config gate keys of the model config
+ * @param deviations catalogue deviations (src/deviations.ts)
+ * @returns `biased` [T, E] σ_b, `groupScores` [T, G] (null when G = 1), `selection` [T, E] (σ_b with dropped groups masked)
+ * @example
+ * ```ts
+ * const cfg = { n_routed_experts: 4, num_experts_per_tok: 1, n_group: 2, topk_group: 1, routed_scaling_factor: 1, scoring_func: 'sigmoid' };
+ * const gate = { weight: tf.zeros([4, 1]) as tf.Tensor2D, bias: tf.tensor1d([-0.9, -0.9, -0.7, -0.7]) };
+ * routingScores(tf.fill([1, 4], 0.5) as tf.Tensor2D, gate, cfg).selection.arraySync(); // => [[-Infinity, -Infinity, -0.2, -0.2]]
+ * routingScores(tf.fill([1, 4], 0.5) as tf.Tensor2D, gate, cfg, new Set(['moe-group-fill-zero'])).selection.arraySync(); // => [[0, 0, -0.2, -0.2]]
+ * ```
+ */
+export function routingScores(
+  scores: tf.Tensor2D,
+  gate: MoeWeights['gate'],
+  config: GateConfig,
+  deviations?: Deviations,
+): { biased: tf.Tensor2D; groupScores: tf.Tensor2D | null; selection: tf.Tensor2D } {
+  const { n_routed_experts: E, n_group: G, topk_group } = config;
+  const droppedGroupScore = deviations?.has('moe-group-fill-zero') ? 0 : -Infinity; // deviation: 0.0 (HF, mlx-lm)
+  const [T] = scores.shape;
+  const biasedScores = () => (gate.bias ? tf.add(scores, gate.bias) : scores.clone()) as tf.Tensor2D; // [T, E]
+  if (G <= 1) return { ...tf.tidy(() => ({ biased: biasedScores(), selection: biasedScores() })), groupScores: null };
+  return tf.tidy(() => {
+    const biased = biasedScores();
+    const grouped = tf.reshape(biased, [T, G, E / G]); // [T, G, E/G]
+    const groupScores = (gate.bias ? tf.sum(tf.topk(grouped, 2).values, -1) : tf.max(grouped, -1)) as tf.Tensor2D; // [T, G]
+    const keptGroups = tf.topk(groupScores, topk_group).indices; // [T, topk_group]
+    const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G), 1), 0); // [T, G] bool
+    const masked = tf.where(tf.expandDims(kept, -1), grouped, tf.scalar(droppedGroupScore)); // [T, G, E/G]
+    return { biased, groupScores, selection: tf.reshape(masked, [T, E]) as tf.Tensor2D };
   });
 }
 
