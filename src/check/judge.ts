@@ -31,7 +31,7 @@ import { headLogits, type ModelWeights } from '../model.ts';
 import { moe, moeGate, routingScores, swigluFfn } from '../moe.ts';
 import { rmsNorm } from '../norms.ts';
 import { selectTopK } from '../topk.ts';
-import { floatErrors, fmt, selectionErrors } from './metrics.ts';
+import { floatErrors, fmt, selectionErrors, type FloatErrors, type SelectionErrors } from './metrics.ts';
 import type { CheckRow } from './report.ts';
 import type { FloatCheck, Thresholds } from './thresholds.ts';
 import { traceName, type OpenedTrace } from './trace.ts';
@@ -62,6 +62,27 @@ interface LayerState {
 }
 
 /**
+ * A value as the trace has it (`t`: the recorded tensor, or the reference where the trace lacks it) and
+ * with every failed tensor upstream replaced by the reference (`s`). `t === s` when nothing upstream
+ * failed. A module passes when its recorded output matches the reference applied to either: a wrong
+ * recorded input (a bug upstream) does not fail the modules after it, whether they consumed the wrong
+ * value (a real deviation) or the right one (a dump of one tensor gone wrong).
+ */
+interface Pair {
+  t: tf.Tensor2D;
+  s: tf.Tensor2D;
+}
+type Side = keyof Pair;
+
+const isDirty = (...pairs: Pair[]): boolean => pairs.some((p) => p.t !== p.s);
+const samePair = (x: tf.Tensor2D): Pair => ({ t: x, s: x });
+/** `f` on both sides (once when the inputs are clean). */
+function both(inputs: Pair[], f: (side: Side) => tf.Tensor2D): Pair {
+  const t = f('t');
+  return isDirty(...inputs) ? { t, s: f('s') } : samePair(t);
+}
+
+/**
  * Judges every tensor the trace holds, module by module (see the module comment). Returns one row per
  * traced tensor, in forward order.
  *
@@ -76,24 +97,20 @@ export function judgeTrace(fixture: JudgeFixture, trace: OpenedTrace, opts: Judg
   const states: LayerState[] = Array.from({ length: L }, () => ({ kv: null, pe: null, indexer: createIndexerCache() }));
   try {
     for (const st of fixture.steps) {
-      let resid = tf.tidy(() => tf.gather(weights.global.embed, Int32Array.from(fixture.tokens.slice(st.start_pos, st.start_pos + st.length))) as tf.Tensor2D);
-      let lastFfn: tf.Tensor2D | null = null;
-      let lastResid: tf.Tensor2D | null = null;
-      for (let l = 0; l < L; l++) {
-        const out = judgeLayer(fixture, trace, opts, st, l, resid, states[l]!, rows);
-        resid.dispose();
-        lastFfn?.dispose();
-        lastResid?.dispose();
-        [resid, lastFfn, lastResid] = [out.next, out.ffnOut, out.resid];
-      }
-      if (L === config.num_hidden_layers && lastFfn && lastResid) {
-        const [f, r] = [lastFfn, lastResid];
-        tf.tidy(() => {
-          const ref = headLogits(f, r, weights.global, config.rms_norm_eps, 'last');
-          judgeFloat(trace, opts, rows, st.step, null, 'logits', ref);
-        });
-      }
-      tf.dispose([resid, ...(lastFfn ? [lastFfn] : []), ...(lastResid ? [lastResid] : [])]);
+      tf.tidy(() => {
+        const ids = Int32Array.from(fixture.tokens.slice(st.start_pos, st.start_pos + st.length));
+        let resid = samePair(tf.gather(weights.global.embed, ids) as tf.Tensor2D); // r_0 = embed(tokens)
+        let last: { f: Pair; r2: Pair } | null = null;
+        for (let l = 0; l < L; l++) {
+          last = judgeLayer(fixture, trace, opts, st, l, resid, states[l]!, rows);
+          const { f, r2 } = last;
+          resid = both([f, r2], (v) => tf.add(r2[v], f[v]) as tf.Tensor2D); // r_{l+1} = r_l + a + f
+        }
+        if (L === config.num_hidden_layers && last) {
+          const { f, r2 } = last;
+          judgeFloat(trace, opts, rows, st.step, null, 'logits', [f, r2], (v) => headLogits(f[v], r2[v], weights.global, config.rms_norm_eps, 'last'));
+        }
+      });
     }
   } finally {
     for (const s of states) {
@@ -104,58 +121,69 @@ export function judgeTrace(fixture: JudgeFixture, trace: OpenedTrace, opts: Judg
   return rows;
 }
 
-/** One layer of one step; returns the next residual r_{l+1}, this layer's FFN output and r_l + a (kept). */
+/** One layer of one step (inside the caller's tidy); returns the FFN output f and r_l + a. */
 function judgeLayer(
   fixture: JudgeFixture,
   trace: OpenedTrace,
   opts: JudgeOptions,
   st: { step: number; start_pos: number; length: number },
   l: number,
-  resid: tf.Tensor2D,
+  resid: Pair,
   state: LayerState,
   rows: CheckRow[],
-): { next: tf.Tensor2D; ffnOut: tf.Tensor2D; resid: tf.Tensor2D } {
+): { f: Pair; r2: Pair } {
   const { config, maxSeqLen, weights } = fixture;
   const w = weights.layers[l]!;
   const { step, start_pos: startPos, length: T } = st;
   const deviations = opts.deviations;
   const mla = { config, maxSeqLen, deviations: deviations ?? new Set() };
   const eps = config.rms_norm_eps;
-  return tf.tidy(() => {
-    // --- attention: x, qr, indexer, top-k, attn.out ---
-    const x = judgeFloat(trace, opts, rows, step, l, 'attn.in', rmsNorm(resid, w.attn_norm, eps) as tf.Tensor2D);
-    const { qr: qrRef, qNope, qPe } = mlaQuery(x, w.attn, startPos, mla);
-    const qr = judgeFloat(trace, opts, rows, step, l, 'attn.qr', qrRef);
-    const { latent, kPe } = mlaLatent(x, w.attn, startPos, mla);
-    state.kv = appendKept(state.kv, latent);
-    state.pe = appendKept(state.pe, kPe);
-    const scores = indexerScores(x, qr, w.attn.indexer, state.indexer, startPos, { config, maxSeqLen, deviations });
-    const S = startPos + T;
-    judgeFloat(trace, opts, rows, step, l, 'indexer.score', scores, (i) => i % S <= startPos + Math.floor(i / S));
-    const topk = judgeTopk(trace, opts, rows, step, l, scores, startPos, config.index_topk);
-    const mode = T > 1 ? 'mha' : 'mqa';
-    const a = judgeFloat(trace, opts, rows, step, l, 'attn.out', mlaAttend(qNope, qPe, state.kv, state.pe, topk, w.attn, startPos, { ...mla, mode }));
+  const judge = (check: FloatCheck, inputs: Pair[], refOf: (side: Side) => tf.Tensor2D, include?: (i: number) => boolean) =>
+    judgeFloat(trace, opts, rows, step, l, check, inputs, refOf, include);
 
-    // --- FFN: ffn.in, gate, ffn.out ---
-    const r2 = tf.add(resid, a) as tf.Tensor2D;
-    const fx = judgeFloat(trace, opts, rows, step, l, 'ffn.in', rmsNorm(r2, w.ffn_norm, eps) as tf.Tensor2D);
-    let f: tf.Tensor2D;
-    if (w.ffn.kind === 'dense') {
-      f = swigluFfn(fx, w.ffn.dense, scaleFmt(config));
-    } else {
-      const routing = judgeGate(trace, opts, rows, step, l, fx, w.ffn.moe.gate, config);
-      f = moe(fx, w.ffn.moe, config, { routing, combine: 'replay' }).out;
-    }
-    const ffnOut = judgeFloat(trace, opts, rows, step, l, 'ffn.out', f);
-    return { next: tf.add(r2, ffnOut) as tf.Tensor2D, ffnOut: ffnOut.clone(), resid: r2 };
-  });
+  // --- attention: x, qr, indexer scores and top-k, attn.out ---
+  const x = judge('attn.in', [resid], (v) => rmsNorm(resid[v], w.attn_norm, eps) as tf.Tensor2D);
+  const query = { t: mlaQuery(x.t, w.attn, startPos, mla), s: isDirty(x) ? mlaQuery(x.s, w.attn, startPos, mla) : null };
+  const q = (v: Side) => (v === 's' && query.s ? query.s : query.t);
+  const qr = judge('attn.qr', [x], (v) => q(v).qr);
+  const before = isDirty(x, qr) ? cloneIndexerCache(state.indexer) : null; // the cache as the s side sees it
+  const scoresT = indexerScores(x.t, qr.t, w.attn.indexer, state.indexer, startPos, { config, maxSeqLen, deviations });
+  const scores: Pair = before
+    ? { t: scoresT, s: indexerScores(x.s, qr.s, w.attn.indexer, before, startPos, { config, maxSeqLen, deviations }) }
+    : samePair(scoresT);
+  if (before) disposeIndexerCache(before);
+  const S = startPos + T;
+  judge('indexer.score', [x, qr], (v) => scores[v], (i) => i % S <= startPos + Math.floor(i / S));
+  const topk = judgeTopk(trace, opts, rows, step, l, scores, startPos, config.index_topk);
+  const cacheRows = { t: mlaLatent(x.t, w.attn, startPos, mla), s: isDirty(x) ? mlaLatent(x.s, w.attn, startPos, mla) : null };
+  const latent = both([x], (v) => (v === 's' && cacheRows.s ? cacheRows.s : cacheRows.t).latent);
+  const kPe = both([x], (v) => (v === 's' && cacheRows.s ? cacheRows.s : cacheRows.t).kPe);
+  const kv = both([latent], (v) => (state.kv ? tf.concat([state.kv, latent[v]], 0) : latent[v]) as tf.Tensor2D);
+  const pe = both([kPe], (v) => (state.pe ? tf.concat([state.pe, kPe[v]], 0) : kPe[v]) as tf.Tensor2D);
+  tf.dispose([state.kv, state.pe].filter((t): t is tf.Tensor2D => t !== null));
+  [state.kv, state.pe] = [tf.keep(kv.t.clone()), tf.keep(pe.t.clone())];
+  const mode = T > 1 ? 'mha' : 'mqa';
+  const a = judge('attn.out', [x, kv], (v) => mlaAttend(q(v).qNope, q(v).qPe, kv[v], pe[v], topk, w.attn, startPos, { ...mla, mode }));
+
+  // --- FFN: ffn.in, gate, ffn.out ---
+  const r2 = both([resid, a], (v) => tf.add(resid[v], a[v]) as tf.Tensor2D);
+  const fx = judge('ffn.in', [r2], (v) => rmsNorm(r2[v], w.ffn_norm, eps) as tf.Tensor2D);
+  if (w.ffn.kind === 'dense') {
+    const dense = w.ffn.dense;
+    return { f: judge('ffn.out', [fx], (v) => swigluFfn(fx[v], dense, scaleFmt(config))), r2 };
+  }
+  const moeWeights = w.ffn.moe;
+  const routing = judgeGate(trace, opts, rows, step, l, fx, moeWeights.gate, config);
+  const f = judge('ffn.out', [fx, routing.weights], (v) => moe(fx[v], moeWeights, config, {
+    routing: { ...routing.ids, weights: Float32Array.from(routing.weights[v].dataSync() as Float32Array) },
+    combine: 'replay',
+  }).out);
+  return { f, r2 };
 }
 
-/** Appends rows to a kept cache tensor (disposing the old one); returns the new kept tensor. */
-function appendKept(cache: tf.Tensor2D | null, rows: tf.Tensor2D): tf.Tensor2D {
-  const next = tf.keep(cache ? (tf.concat([cache, rows], 0) as tf.Tensor2D) : rows.clone());
-  cache?.dispose();
-  return next;
+/** A copy of an indexer cache (its own tensors, kept; dispose with disposeIndexerCache). */
+function cloneIndexerCache(c: IndexerCache): IndexerCache {
+  return { keys: c.keys ? tf.keep(c.keys.clone()) : null, scales: c.scales ? tf.keep(c.scales.clone()) : null, mode: c.mode };
 }
 
 function row(opts: JudgeOptions, step: number, layer: number | null, check: string, fields: Partial<CheckRow> & { pass: boolean; reason: string }): CheckRow {
@@ -163,8 +191,8 @@ function row(opts: JudgeOptions, step: number, layer: number | null, check: stri
 }
 
 /**
- * Compares the trace's tensor (when present) with the reference `ref` [rows, cols]; returns what the
- * modules downstream use: the trace's values when they passed, else the reference.
+ * Compares the trace's tensor (when present) with the reference `refOf('t')` [rows, cols], and, when that
+ * fails and an input is dirty, with `refOf('s')`; returns the pair the modules downstream use.
  */
 function judgeFloat(
   trace: OpenedTrace,
@@ -173,26 +201,64 @@ function judgeFloat(
   step: number,
   layer: number | null,
   check: FloatCheck,
-  ref: tf.Tensor2D,
+  inputs: Pair[],
+  refOf: (side: Side) => tf.Tensor2D,
   include?: (i: number) => boolean,
-): tf.Tensor2D {
+): Pair {
+  const refT = refOf('t');
+  let refS: tf.Tensor2D | undefined;
+  const sideS = () => (refS ??= isDirty(...inputs) ? refOf('s') : refT);
   const traced = trace.get(traceName(step, layer, check)) as Float32Array | undefined;
-  if (!traced) return ref;
-  const e = floatErrors(traced, ref.dataSync() as Float32Array, include);
+  if (!traced) return { t: refT, s: sideS() };
   const t = opts.thresholds.float[check];
-  const pass = e.nonFinite === 0 && e.maxRel <= t.maxRel && e.cosDiff <= t.cosDiff;
+  const ok = (e: FloatErrors) => e.nonFinite === 0 && e.maxRel <= t.maxRel && e.cosDiff <= t.cosDiff;
+  let e = floatErrors(traced, refT.dataSync() as Float32Array, include);
+  let pass = ok(e);
+  let note = '';
+  if (!pass && isDirty(...inputs)) {
+    const e2 = floatErrors(traced, sideS().dataSync() as Float32Array, include);
+    if (ok(e2)) [e, pass, note] = [e2, true, ' (computed from the reference value of a failed tensor upstream)'];
+  }
   const why = e.nonFinite ? `${e.nonFinite} NaN/inf value(s) where the reference is finite; ` : '';
   rows.push(row(opts, step, layer, check, {
     pass, max_abs_err: e.maxAbs, max_rel_err: e.maxRel, cos_diff: e.cosDiff,
-    reason: `${why}${pass ? 'within' : 'outside'} max_rel_err ≤ ${fmt(t.maxRel)}, cos_diff ≤ ${fmt(t.cosDiff)}`,
+    reason: `${why}${pass ? 'within' : 'outside'} max_rel_err ≤ ${fmt(t.maxRel)}, cos_diff ≤ ${fmt(t.cosDiff)}${note}`,
   }));
-  return pass ? (tf.tensor2d(traced, ref.shape) as tf.Tensor2D) : ref;
+  const recorded = tf.tensor2d(traced, refT.shape) as tf.Tensor2D;
+  return pass ? samePair(recorded) : { t: recorded, s: sideS() };
 }
 
 /** Rows of an [T, K] id matrix. */
 function idRows(ids: ArrayLike<number>, T: number): number[][] {
   const K = ids.length / T;
   return Array.from({ length: T }, (_, t) => Array.from({ length: K }, (_, j) => ids[t * K + j]!));
+}
+
+/**
+ * Pushes the row of a selection check: `compare(side)` judges the trace's ids against the reference of one
+ * side; the `s` side is tried when the `t` side fails and an input is dirty.
+ */
+function selectionRow(
+  opts: JudgeOptions,
+  rows: CheckRow[],
+  step: number,
+  layer: number,
+  check: 'indexer.topk' | 'gate.indices',
+  inputs: Pair[],
+  compare: (side: Side) => { e: SelectionErrors; gap: number; scale: number },
+): void {
+  let { e, gap, scale } = compare('t');
+  let note = '';
+  if (e.unexplained > 0 && isDirty(...inputs)) {
+    const retry = compare('s');
+    if (retry.e.unexplained === 0) [{ e, gap, scale }, note] = [retry, ' (computed from the reference value of a failed tensor upstream)'];
+  }
+  const pass = e.unexplained === 0;
+  const what = check === 'indexer.topk' ? 'position(s)' : 'expert(s)';
+  rows.push(row(opts, step, layer, check, {
+    pass, recall: e.recall, max_abs_err: e.maxGap, max_rel_err: scale > 0 ? e.maxGap / scale : e.maxGap,
+    reason: (pass ? `${e.nearTies} ${what} differ within the score gap ${fmt(gap)}` : `${e.unexplained} ${what} differ beyond the score gap ${fmt(gap)}; ${e.example}`) + note,
+  }));
 }
 
 /**
@@ -206,31 +272,29 @@ function judgeTopk(
   rows: CheckRow[],
   step: number,
   layer: number,
-  scores: tf.Tensor2D,
+  scores: Pair,
   startPos: number,
   k: number,
 ): tf.Tensor2D {
-  const ref = selectTopK(scores, startPos, k);
+  const ref = selectTopK(scores.t, startPos, k);
   const traced = trace.get(traceName(step, layer, 'indexer.topk')) as Int32Array | undefined;
   if (!traced) return ref;
-  const [T, S] = scores.shape;
-  const values = scores.dataSync() as Float32Array;
-  const bad = Array.from(traced).findIndex((s, i) => s < -1 || s > startPos + Math.floor(i / ref.shape[1]));
+  const [T, S] = scores.t.shape;
+  const K = ref.shape[1];
+  const bad = Array.from(traced).findIndex((s, i) => s < -1 || s > startPos + Math.floor(i / K));
   if (bad >= 0) {
-    rows.push(row(opts, step, layer, 'indexer.topk', { pass: false, reason: `position ${traced[bad]} at [${Math.floor(bad / ref.shape[1])}, ${bad % ref.shape[1]}] is not a causal position (−1 pads)` }));
+    rows.push(row(opts, step, layer, 'indexer.topk', { pass: false, reason: `position ${traced[bad]} at [${Math.floor(bad / K)}, ${bad % K}] is not a causal position (−1 pads)` }));
     return ref;
   }
-  let maxScore = 0;
-  for (let t = 0; t < T; t++) for (let s = 0; s <= startPos + t; s++) maxScore = Math.max(maxScore, Math.abs(values[t * S + s]!));
-  const gap = opts.thresholds.topkGap * maxScore;
-  const e = selectionErrors(idRows(traced, T), idRows(ref.dataSync() as Int32Array, T), (t, s) => (s <= startPos + t ? values[t * S + s]! : -Infinity), gap);
-  const pass = e.unexplained === 0;
-  rows.push(row(opts, step, layer, 'indexer.topk', {
-    pass, recall: e.recall, max_abs_err: e.maxGap, max_rel_err: maxScore > 0 ? e.maxGap / maxScore : e.maxGap,
-    reason: pass
-      ? `${e.nearTies} position(s) differ within the score gap ${fmt(gap)} (${fmt(opts.thresholds.topkGap)} · max|score|)`
-      : `${e.unexplained} position(s) differ beyond the score gap ${fmt(gap)}; ${e.example}`,
-  }));
+  selectionRow(opts, rows, step, layer, 'indexer.topk', [scores], (side) => {
+    const values = scores[side].dataSync() as Float32Array;
+    const refIds = (side === 't' ? ref : selectTopK(scores[side], startPos, k)).dataSync() as Int32Array;
+    let maxScore = 0;
+    for (let t = 0; t < T; t++) for (let s = 0; s <= startPos + t; s++) maxScore = Math.max(maxScore, Math.abs(values[t * S + s]!));
+    const gap = opts.thresholds.topkGap * maxScore;
+    const score = (t: number, s: number) => (s <= startPos + t ? values[t * S + s]! : -Infinity);
+    return { e: selectionErrors(idRows(traced, T), idRows(refIds, T), score, gap), gap, scale: maxScore };
+  });
   return tf.tensor2d(traced, ref.shape, 'int32');
 }
 
@@ -238,7 +302,7 @@ function judgeTopk(
  * `gate.indices` and `gate.weights`: the trace's experts against top-Ek of the reference σ_b (a differing
  * expert passes when its σ_b, or its group's score when a group swapped, is within `gateGap` of the cut),
  * and the trace's combine weights against the reference weights for the trace's own experts. Returns the
- * routing `ffn.out` is judged with.
+ * expert ids and the weights `ffn.out` is judged with.
  */
 function judgeGate(
   trace: OpenedTrace,
@@ -246,45 +310,38 @@ function judgeGate(
   rows: CheckRow[],
   step: number,
   layer: number,
-  fx: tf.Tensor2D,
+  fx: Pair,
   gate: Parameters<typeof moeGate>[1],
   config: ModelConfig,
-): { tokens: number; experts: number; indices: Int32Array; weights: Float32Array } {
-  const [T] = fx.shape;
+): { ids: { tokens: number; experts: number; indices: Int32Array }; weights: Pair } {
+  const [T] = fx.t.shape;
   const Ek = config.num_experts_per_tok;
   const E = config.n_routed_experts;
   const deviations = opts.deviations;
-  const free = moeGate(fx, gate, config, { deviations });
-  const refIds = free.indices.dataSync() as Int32Array;
-  let ids = Int32Array.from(refIds);
+  const refIds = (side: Side) => moeGate(fx[side], gate, config, { deviations }).indices.dataSync() as Int32Array;
+  let ids = refIds('t');
   const traced = trace.get(traceName(step, layer, 'gate.indices')) as Int32Array | undefined;
-  if (traced) {
-    const bad = Array.from(traced).findIndex((e) => e < 0 || e >= E);
-    if (bad >= 0) {
-      rows.push(row(opts, step, layer, 'gate.indices', { pass: false, reason: `expert id ${traced[bad]} at [${Math.floor(bad / Ek)}, ${bad % Ek}] is not in [0, ${E})` }));
-    } else {
-      const sigma = tf.sigmoid(tf.matMul(fx, gate.weight, false, true)) as tf.Tensor2D; // [T, E] (sigmoid gate, noaux_tc)
+  const bad = traced ? Array.from(traced).findIndex((e) => e < 0 || e >= E) : -1;
+  if (traced && bad >= 0) {
+    rows.push(row(opts, step, layer, 'gate.indices', { pass: false, reason: `expert id ${traced[bad]} at [${Math.floor(bad / Ek)}, ${bad % Ek}] is not in [0, ${E})` }));
+  } else if (traced) {
+    selectionRow(opts, rows, step, layer, 'gate.indices', [fx], (side) => {
+      const sigma = tf.sigmoid(tf.matMul(fx[side], gate.weight, false, true)) as tf.Tensor2D; // [T, E] (sigmoid gate, noaux_tc)
       const { biased, selection } = routingScores(sigma, gate, config, deviations);
       const b = biased.dataSync() as Float32Array;
       const m = selection.dataSync() as Float32Array;
       // a differing expert of a dropped group counts with its σ_b only when its group nearly made the cut
       const groupNearCut = (t: number, e: number) => groupGap(b, t, e, config) <= opts.thresholds.gateGap;
-      const score = (t: number, e: number) => (Number.isFinite(m[t * E + e]!) || groupNearCut(t, e) ? b[t * E + e]! : -Infinity);
-      const sel = selectionErrors(idRows(traced, T), idRows(refIds, T), score, opts.thresholds.gateGap);
-      const pass = sel.unexplained === 0;
-      rows.push(row(opts, step, layer, 'gate.indices', {
-        pass, recall: sel.recall, max_abs_err: sel.maxGap, max_rel_err: sel.maxGap,
-        reason: pass
-          ? `${sel.nearTies} expert(s) differ within the score gap ${fmt(opts.thresholds.gateGap)}`
-          : `${sel.unexplained} expert(s) differ beyond the score gap ${fmt(opts.thresholds.gateGap)}; ${sel.example}`,
-      }));
-      ids = Int32Array.from(traced);
-    }
+      const score = (t: number, e: number) => (Number.isFinite(m[t * E + e]!) ? m[t * E + e]! : groupNearCut(t, e) ? b[t * E + e]! : -Infinity);
+      const gap = opts.thresholds.gateGap;
+      return { e: selectionErrors(idRows(traced, T), idRows(side === 't' ? ids : refIds(side), T), score, gap), gap, scale: 1 };
+    });
+    ids = Int32Array.from(traced);
   }
-  const recorded = { tokens: T, experts: Ek, indices: ids, weights: new Float32Array(T * Ek) };
-  const refWeights = moeGate(fx, gate, config, { routing: recorded, deviations }).weights;
-  const weights = judgeFloat(trace, opts, rows, step, layer, 'gate.weights', refWeights);
-  return { ...recorded, weights: Float32Array.from(weights.dataSync() as Float32Array) };
+  const recorded = { tokens: T, experts: Ek, indices: ids };
+  const weights = judgeFloat(trace, opts, rows, step, layer, 'gate.weights', [fx], (side) =>
+    moeGate(fx[side], gate, config, { routing: { ...recorded, weights: new Float32Array(T * Ek) }, deviations }).weights);
+  return { ids: recorded, weights };
 }
 
 /** How far expert e's group is below the `topk_group`-th group score in row t (0 when kept; σ_b group score = sum of its top 2). */
