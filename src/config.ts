@@ -7,9 +7,11 @@
  * Every invalid or inconsistent value is a {@link ConfigError} that names the key, what was expected and
  * what was found.
  *
+ * Browser-safe: {@link parseConfig} validates an object already parsed from JSON; reading the file
+ * is `loadConfig` in the Node-only module `dsv32/node` (src/node.ts).
+ *
  * @module
  */
-import { readFileSync } from 'node:fs';
 import { yarnMscale } from './rope.ts';
 
 // --- Types ---
@@ -335,36 +337,6 @@ function checkConsistency(c: ModelConfig): void {
         throw new ConfigError(key, `a multiple of ${ACT_BLOCK} with FP8 quantization_config (act_quant blocks)`, show(w));
       }
     }
-  }
-}
-
-/**
- * Reads and validates a `config.json` file.
- *
- * @param path path of `config.json`
- * @example
- * ```ts
- * loadConfig('fixtures/golden/public-fp8/config.json').hidden_size; // => 256
- * ```
- */
-export function loadConfig(path: string): ModelConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError('(file)', `a readable file at ${path}`, (e as Error).message, 'loadConfig()');
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError('(file)', `valid JSON in ${path}`, (e as Error).message, 'loadConfig()');
-  }
-  try {
-    return parseConfig(json);
-  } catch (e) {
-    if (e instanceof ConfigError) e.message = `${e.message} (in ${path})`;
-    throw e;
   }
 }
 

@@ -154,8 +154,7 @@ export interface MlaOutput {
  * @returns qr [T, Dq], qNope [T, H, Dn], qPe [T, H, R] (caller disposes)
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * import { loadLayerWeights } from 'dsv32/checkpoint';
  * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
  * const config = loadConfig(`${dir}/config.json`);
@@ -204,8 +203,7 @@ export function mlaQuery(
  * @returns normalized c [T, C] (before the round trip, for diagnostics), latent [T, C], kPe [T, R]
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * import { loadLayerWeights } from 'dsv32/checkpoint';
  * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
  * const config = loadConfig(`${dir}/config.json`);
@@ -270,8 +268,7 @@ export function mlaLatent(
  * @returns out [T, D]
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * import { loadLayerWeights } from 'dsv32/checkpoint';
  * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
  * const config = loadConfig(`${dir}/config.json`);
@@ -361,8 +358,7 @@ export function mlaAttend(
  *   startPos + T > maxSeqLen; TypeError for an unknown mode or attention
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * import { loadLayerWeights } from 'dsv32/checkpoint';
  * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
  * const config = loadConfig(`${dir}/config.json`);

@@ -5,13 +5,13 @@ import { describe, expect, it } from 'vitest';
 import {
   CONFIG_671B,
   ConfigError,
-  loadConfig,
   parseConfig,
   qkHeadDim,
   scaleFmt,
   softmaxScale,
   type ModelConfig,
 } from '../src/config.ts';
+import { loadConfig } from '../src/node.ts';
 
 const FP8_DIR = 'fixtures/golden/public-fp8';
 const FP32_DIR = 'fixtures/golden/public-fp32';

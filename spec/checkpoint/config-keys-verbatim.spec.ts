@@ -5,7 +5,8 @@ source: config.json of deepseek-ai/DeepSeek-V3.2; DSA.md §7.4
 ---*/
 import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import { CONFIG_671B, loadConfig } from '../../src/config.ts';
+import { CONFIG_671B } from '../../src/config.ts';
+import { loadConfig } from '../../src/node.ts';
 
 /** Keys of the released config.json (DSA.md §7.4) that a DeepSeek-V3.2 forward pass needs. */
 const RELEASED_KEYS = [

@@ -13,8 +13,7 @@ import {
   loadLayerWeights,
   type LayerWeights,
 } from '../../src/checkpoint.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint } from '../../src/node.ts';
 
 const DIR = 'fixtures/golden/public-fp32';
 

@@ -6,9 +6,8 @@ source: inference/kernel.py weight_dequant (ceil-divided scale grid); DSA.md §7
 import { beforeAll, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.ts';
 import { disposeLayerWeights, loadLayerWeights } from '../../src/checkpoint.ts';
-import { loadConfig } from '../../src/config.ts';
 import { e4m3Decode } from '../../src/fp8.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 
 const DIR = 'fixtures/golden/public-fp8';
 const NAME = 'model.layers.1.self_attn.kv_a_proj_with_mqa';

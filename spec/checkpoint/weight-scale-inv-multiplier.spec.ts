@@ -6,9 +6,9 @@ source: inference/model.py Linear, MLP.forward; inference/kernel.py weight_dequa
 import { beforeAll, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
 import { disposeLayerWeights, loadLayerWeights } from '../../src/checkpoint.ts';
-import { loadConfig, scaleFmt } from '../../src/config.ts';
+import { scaleFmt } from '../../src/config.ts';
 import { e4m3Decode, linear } from '../../src/fp8.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { assertClose } from '../harness/index.ts';
 
 const DIR = 'fixtures/golden/public-fp8';

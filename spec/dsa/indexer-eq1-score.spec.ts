@@ -6,8 +6,7 @@ source: DeepSeek-V3.2 paper §2.1 Eq. (1); inference/model.py Indexer.forward, k
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, fp8Index, indexerScores } from '../../src/indexer.ts';
 import { assertClose, assertShape } from '../harness/index.ts';

@@ -6,9 +6,8 @@ source: DeepSeek-V3.2 inference/model.py MLA.forward ("we use fp8 kv cache in ac
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
 import { e4m3Decode, e4m3Encode } from '../../src/fp8.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaForward, mlaLatent } from '../../src/mla.ts';
 

@@ -6,8 +6,7 @@ source: DeepSeek-V3.2 inference/model.py MLA.forward (kv_cache[:, start_pos:end_
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaForward } from '../../src/mla.ts';
 import { assertClose, assertShape } from '../harness/index.ts';

@@ -5,8 +5,8 @@ source: DeepSeek-V3.2 inference/model.py MLA.__init__ (softmax_scale, mscale) an
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { CONFIG_671B, loadConfig, softmaxScale } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { CONFIG_671B, softmaxScale } from '../../src/config.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaAttend, mlaForward, mlaQuery } from '../../src/mla.ts';
 import { assertClose } from '../harness/index.ts';

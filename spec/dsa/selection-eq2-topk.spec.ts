@@ -5,7 +5,7 @@ source: DeepSeek-V3.2 paper §2.1 Eq. (2); inference/model.py Indexer.forward (t
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { openSafetensors } from '../../src/safetensors.ts';
+import { openSafetensors } from '../../src/node.ts';
 import { selectTopK } from '../../src/topk.ts';
 import { assertSetEqual } from '../harness/index.ts';
 

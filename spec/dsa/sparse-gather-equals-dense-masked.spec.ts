@@ -6,8 +6,7 @@ source: DeepSeek-V3.2 paper §2.1 Eq. (2), §2.3 (masked MHA mode simulating DSA
 import { beforeAll, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaForward } from '../../src/mla.ts';
 import { denseAttentionMqa, sparseAttentionMqa, denseAttentionMha, sparseAttentionMha } from '../../src/sparse_attention.ts';

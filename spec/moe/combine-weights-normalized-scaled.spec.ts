@@ -5,7 +5,7 @@ source: DeepSeek-V3.2 inference/model.py Gate.forward; DSA.md §4.1
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { openSafetensors } from '../../src/safetensors.ts';
+import { openSafetensors } from '../../src/node.ts';
 import { moeGate } from '../../src/moe.ts';
 import { assertClose } from '../harness/index.ts';
 

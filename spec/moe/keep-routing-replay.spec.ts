@@ -5,8 +5,7 @@ source: DeepSeek-V3.2 paper §3.1 (Keep Routing); DSA.md §4.2
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint } from '../../src/node.ts';
 import { loadModelWeights, disposeModelWeights, createModelCache, disposeModelCache, modelForward } from '../../src/model.ts';
 import { concatRoutingRecords } from '../../src/moe.ts';
 import { assertSetEqual } from '../harness/index.ts';

@@ -5,8 +5,8 @@ source: DeepSeek-V3.2 inference/model.py MoE.forward; DSA.md §4.1
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig, scaleFmt } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { scaleFmt } from '../../src/config.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { moe, swigluFfn } from '../../src/moe.ts';
 import { assertClose } from '../harness/index.ts';

@@ -32,8 +32,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../backend.ts';
-import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
-import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
+import { scaleFmt, type ModelConfig } from '../config.ts';
+import type { SafetensorsFile } from '../safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
 import { loadLayerWeights, disposeLayerWeights, type IndexerWeights } from '../checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache, type IndexerRecord } from '../indexer.ts';
 import { selectTopK } from '../topk.ts';
