@@ -10,7 +10,8 @@ import { tf } from '../backend.ts';
 import type { Deviations } from '../deviations.ts';
 import { createModelCache, disposeModelCache, modelForward, type LayerTrace } from '../model.ts';
 import type { Precision } from '../precision.ts';
-import { writeSafetensors, type WritableTensor } from '../safetensors.ts';
+import { writeSafetensors } from '../node.ts';
+import type { WritableTensor } from '../safetensors.ts';
 import type { JudgeFixture } from './judge.ts';
 import { traceName } from './trace.ts';
 

@@ -55,10 +55,21 @@ export interface JudgeOptions {
   lastLayer?: number;
 }
 
+/**
+ * The caches of one layer across steps, for both sides of {@link Pair}: `s` is null while the two sides
+ * agree (no cached position came from a failed tensor), else a cache of its own.
+ */
 interface LayerState {
-  kv: tf.Tensor2D | null;
-  pe: tf.Tensor2D | null;
-  indexer: IndexerCache;
+  t: { kv: tf.Tensor2D | null; pe: tf.Tensor2D | null; indexer: IndexerCache };
+  s: { kv: tf.Tensor2D | null; pe: tf.Tensor2D | null; indexer: IndexerCache } | null;
+}
+
+function disposeLayerState(state: LayerState): void {
+  for (const c of [state.t, state.s]) {
+    if (!c) continue;
+    tf.dispose([c.kv, c.pe].filter((t): t is tf.Tensor2D => t !== null));
+    disposeIndexerCache(c.indexer);
+  }
 }
 
 /**
@@ -94,7 +105,7 @@ export function judgeTrace(fixture: JudgeFixture, trace: OpenedTrace, opts: Judg
   const { config, weights } = fixture;
   const L = Math.min(config.num_hidden_layers, (opts.lastLayer ?? Infinity) + 1);
   const rows: CheckRow[] = [];
-  const states: LayerState[] = Array.from({ length: L }, () => ({ kv: null, pe: null, indexer: createIndexerCache() }));
+  const states: LayerState[] = Array.from({ length: L }, () => ({ t: { kv: null, pe: null, indexer: createIndexerCache() }, s: null }));
   try {
     for (const st of fixture.steps) {
       tf.tidy(() => {
@@ -113,10 +124,7 @@ export function judgeTrace(fixture: JudgeFixture, trace: OpenedTrace, opts: Judg
       });
     }
   } finally {
-    for (const s of states) {
-      tf.dispose([s.kv, s.pe].filter((t): t is tf.Tensor2D => t !== null));
-      disposeIndexerCache(s.indexer);
-    }
+    states.forEach(disposeLayerState);
   }
   return rows;
 }
@@ -146,22 +154,32 @@ function judgeLayer(
   const query = { t: mlaQuery(x.t, w.attn, startPos, mla), s: isDirty(x) ? mlaQuery(x.s, w.attn, startPos, mla) : null };
   const q = (v: Side) => (v === 's' && query.s ? query.s : query.t);
   const qr = judge('attn.qr', [x], (v) => q(v).qr);
-  const before = isDirty(x, qr) ? cloneIndexerCache(state.indexer) : null; // the cache as the s side sees it
-  const scoresT = indexerScores(x.t, qr.t, w.attn.indexer, state.indexer, startPos, { config, maxSeqLen, deviations });
-  const scores: Pair = before
-    ? { t: scoresT, s: indexerScores(x.s, qr.s, w.attn.indexer, before, startPos, { config, maxSeqLen, deviations }) }
+  // the s side gets caches of its own from the first step where it differs
+  if (!state.s && isDirty(x, qr)) {
+    const c = state.t;
+    state.s = { kv: c.kv && tf.keep(c.kv.clone()), pe: c.pe && tf.keep(c.pe.clone()), indexer: cloneIndexerCache(c.indexer) };
+  }
+  const caches = { t: state.t, s: state.s ?? state.t };
+  const scoresT = indexerScores(x.t, qr.t, w.attn.indexer, caches.t.indexer, startPos, { config, maxSeqLen, deviations });
+  const scores: Pair = state.s
+    ? { t: scoresT, s: indexerScores(x.s, qr.s, w.attn.indexer, state.s.indexer, startPos, { config, maxSeqLen, deviations }) }
     : samePair(scoresT);
-  if (before) disposeIndexerCache(before);
   const S = startPos + T;
   judge('indexer.score', [x, qr], (v) => scores[v], (i) => i % S <= startPos + Math.floor(i / S));
   const topk = judgeTopk(trace, opts, rows, step, l, scores, startPos, config.index_topk);
   const cacheRows = { t: mlaLatent(x.t, w.attn, startPos, mla), s: isDirty(x) ? mlaLatent(x.s, w.attn, startPos, mla) : null };
   const latent = both([x], (v) => (v === 's' && cacheRows.s ? cacheRows.s : cacheRows.t).latent);
   const kPe = both([x], (v) => (v === 's' && cacheRows.s ? cacheRows.s : cacheRows.t).kPe);
-  const kv = both([latent], (v) => (state.kv ? tf.concat([state.kv, latent[v]], 0) : latent[v]) as tf.Tensor2D);
-  const pe = both([kPe], (v) => (state.pe ? tf.concat([state.pe, kPe[v]], 0) : kPe[v]) as tf.Tensor2D);
-  tf.dispose([state.kv, state.pe].filter((t): t is tf.Tensor2D => t !== null));
-  [state.kv, state.pe] = [tf.keep(kv.t.clone()), tf.keep(pe.t.clone())];
+  const grown = (cached: tf.Tensor2D | null, rows: tf.Tensor2D) => (cached ? tf.concat([cached, rows], 0) : rows) as tf.Tensor2D;
+  const sides = [latent, kPe, scores]; // dirty when x is, or when the s side has caches of its own
+  const kv = both(sides, (v) => grown(caches[v].kv, latent[v]));
+  const pe = both(sides, (v) => grown(caches[v].pe, kPe[v]));
+  for (const v of ['t', 's'] as const) {
+    const c = state[v];
+    if (!c) continue;
+    tf.dispose([c.kv, c.pe].filter((t): t is tf.Tensor2D => t !== null));
+    [c.kv, c.pe] = [tf.keep(kv[v].clone()), tf.keep(pe[v].clone())];
+  }
   const mode = T > 1 ? 'mha' : 'mqa';
   const a = judge('attn.out', [x, kv], (v) => mlaAttend(q(v).qNope, q(v).qPe, kv[v], pe[v], topk, w.attn, startPos, { ...mla, mode }));
 

@@ -8,11 +8,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { loadConfig } from '../config.ts';
 import { maxSeqLenOf, parseSteps, readTokens } from '../conformance/fixture.ts';
 import { disposeModelWeights, loadModelWeights } from '../model.ts';
 import type { Precision } from '../precision.ts';
-import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
+import type { SafetensorsFile } from '../safetensors.ts';
 import { diagnose } from './diagnosis.ts';
 import { judgeTrace, type JudgeFixture } from './judge.ts';
 import { firstFailure, sortRows, type CheckReport } from './report.ts';

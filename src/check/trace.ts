@@ -8,7 +8,8 @@
  * @module
  */
 import type { Precision } from '../precision.ts';
-import { openSafetensors, type Dtype, type SafetensorsFile } from '../safetensors.ts';
+import { openSafetensors } from '../node.ts';
+import type { Dtype, SafetensorsFile } from '../safetensors.ts';
 import type { CheckRow } from './report.ts';
 
 /** What a trace records per step and layer, in forward order (names as in the fixture trace). */
