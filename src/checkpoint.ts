@@ -1,7 +1,7 @@
 /**
  * Checkpoint → weight records. Reads a released-format DeepSeek-V3.2 checkpoint (Hugging Face tensor
- * names, DSA.md §7.1) into plain records named as the official inference code names its modules
- * (convert.py mapping, DSA.md §7.2), dequantizing FP8 weights on the way.
+ * names) into plain records named as the official inference code names its modules
+ * (`inference/convert.py` mapping, docs/spec-notes.md#checkpoint-names), dequantizing FP8 weights on the way.
  *
  * | HF name (`model.layers.N.` prefix)              | record                    |
  * |-------------------------------------------------|---------------------------|

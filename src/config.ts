@@ -16,7 +16,7 @@ import { yarnMscale } from './rope.ts';
 
 // --- Types ---
 
-/** `rope_scaling` of config.json: YaRN context extension (DSA.md §1.4). */
+/** `rope_scaling` of config.json: YaRN context extension (docs/spec-notes.md#rope-and-yarn). */
 export interface RopeScaling {
   /** always `"yarn"` (HF also spells the key `rope_type`; both are read). */
   type: 'yarn';
@@ -343,7 +343,7 @@ function checkConsistency(c: ModelConfig): void {
 // --- The released model ---
 
 /**
- * The released DeepSeek-V3.2 (671B) `config.json` values that dsv32 reads (DSA.md §1.1, §7.4;
+ * The released DeepSeek-V3.2 (671B) `config.json` values that dsv32 reads (docs/spec-notes.md#released-config;
  * huggingface.co/deepseek-ai/DeepSeek-V3.2 `config.json`). Frozen.
  *
  * @example

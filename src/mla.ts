@@ -1,6 +1,7 @@
 /**
  * Multi-head Latent Attention (MLA) of DeepSeek-V3.2 with DeepSeek Sparse Attention, as the official
- * inference demo computes it (`inference/model.py` MLA.forward, V3.2 final) [DSA.md §1, §3].
+ * inference demo computes it (`inference/model.py` MLA.forward, V3.2 final) [paper §2.1; docs/spec-notes.md#mla,
+ * docs/spec-notes.md#selection].
  *
  * Per call (T new tokens at absolute positions startPos .. startPos+T−1, S = end_pos = startPos + T):
  *

@@ -1,6 +1,6 @@
 /**
  * The DeepSeek-V3.2 transformer as the official inference demo runs it (`inference/model.py`
- * `Block.forward`, `Transformer.forward`; spec digest §1.7):
+ * `Block.forward`, `Transformer.forward`; docs/spec-notes.md#block):
  *
  * ```
  * h, r = embed(tokens), None

@@ -65,7 +65,7 @@ describe('loadConfig on the golden fixtures', () => {
 });
 
 describe('CONFIG_671B', () => {
-  it('holds the released DeepSeek-V3.2 values (DSA.md §1.1, §7.4)', () => {
+  it('holds the released DeepSeek-V3.2 values (docs/spec-notes.md#released-config)', () => {
     const c = CONFIG_671B;
     expect([c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.q_lora_rank, c.kv_lora_rank]).toEqual([
       7168, 61, 128, 1536, 512,

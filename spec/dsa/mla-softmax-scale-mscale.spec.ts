@@ -1,7 +1,9 @@
 /*---
 id: dsa.mla.softmax-scale-mscale
+title: Softmax scale Dqk^-1/2 · (0.1·mscale·ln(factor) + 1)² under YaRN, Dqk^-1/2 otherwise
+official: inference/model.py MLA.__init__ (softmax_scale, mscale), precompute_freqs_cis
 description: The attention softmax scale is Dqk^-1/2 times mscale² (mscale = 0.1·mscale·ln(factor) + 1) when max_seq_len exceeds original_max_position_embeddings; cos/sin are not scaled
-source: DeepSeek-V3.2 inference/model.py MLA.__init__ (softmax_scale, mscale) and precompute_freqs_cis
+see: docs/spec-notes.md#mla
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

@@ -1,7 +1,13 @@
 /*---
 id: dsa.sparse.gather-equals-dense-masked
+title: The O(T·k) gather path equals the official −∞-masked dense score matrix
+paper: §2.1, Eq. (2); §2.3
+official: inference/model.py MLA.forward (index_mask)
+info: |
+  Note that for short-sequence prefilling, we specially implement a masked MHA mode to simulate DSA,
+  which can achieve higher efficiency under short-context conditions.
 description: The O(T·k) gather of the selected latents equals the official dense computation with a −∞ selection + causal mask over the full [T, S] score matrix (same set, same softmax normalization)
-source: DeepSeek-V3.2 paper §2.1 Eq. (2), §2.3 (masked MHA mode simulating DSA); inference/model.py MLA.forward (index_mask); FlashMLA sparse MQA kernels (gather semantics)
+see: docs/spec-notes.md#selection; FlashMLA sparse MQA kernels (gather semantics)
 ---*/
 import { beforeAll, it } from 'vitest';
 import { readFileSync } from 'node:fs';
