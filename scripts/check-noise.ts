@@ -28,6 +28,7 @@ const OPEN: Thresholds = {
   gateGap: Infinity,
 };
 const CHECKS = [...LAYER_CHECKS, 'logits'];
+const TRACES = 'fixtures/traces';
 
 function judge(path: string, fixture: JudgeFixture, expected: SafetensorsFile): CheckRow[] {
   const trace = openTrace(path, expected, 'noise');
@@ -101,7 +102,7 @@ async function main(): Promise<void> {
       ];
       let official: CheckRow[] = [];
       if (name === 'public-fp8') {
-        official = judge('fixtures/traces/public-fp8.bf16.official.safetensors', fixture, expected);
+        official = judge(join(TRACES, 'public-fp8.bf16.official.safetensors'), fixture, expected);
         columns.push(['official bf16', worst(official)], ['official bf16, step 0', worst(official, (r) => r.step === 0)]);
       }
       table(`${name}: worst max_rel_err / cos_diff per tensor (selections: min recall, max gap / max|score|), teacher-forced`, columns);
@@ -109,7 +110,7 @@ async function main(): Promise<void> {
       console.log(`\n#### ${name}: deviation signals (largest multiple of the worst bf16 noise of the same tensor)\n`);
       if (name === 'public-fp8') {
         for (const id of ['indexer-rope-interleaved', 'softmax-no-mscale']) {
-          console.log(`- official bf16 \`${id}\`: ${signal(judge(`fixtures/traces/public-fp8.bf16.${id}.safetensors`, fixture, expected), noise)}`);
+          console.log(`- official bf16 \`${id}\`: ${signal(judge(join(TRACES, `public-fp8.bf16.${id}.safetensors`), fixture, expected), noise)}`);
         }
       }
       for (const id of DEVIATION_IDS) console.log(`- dsv32 bf16 \`${id}\`: ${signal(own('bf16', [id]), noise)}`);

@@ -69,16 +69,8 @@ export function dumpTrace(fixture: JudgeFixture, opts: DumpOptions = {}): Record
 }
 
 /**
- * {@link dumpTrace} written to `path` (metadata: precision and deviations).
- *
- * @example
- * ```ts
- * import { tmpdir } from 'node:os';
- * import { openCheckFixture } from './run.ts';
- * const { fixture, expected } = openCheckFixture('fixtures/golden/public-fp32');
- * writeTrace(`${tmpdir()}/dsv32-dump-${process.pid}.safetensors`, fixture, { precision: 'bf16' });
- * expected.close();
- * ```
+ * {@link dumpTrace} written to `path` (metadata: producer, precision and deviations). test/check.test.ts
+ * writes its traces this way.
  */
 export function writeTrace(path: string, fixture: JudgeFixture, opts: DumpOptions = {}): void {
   writeSafetensors(path, dumpTrace(fixture, opts), {
