@@ -5,24 +5,17 @@
  * @module
  */
 import type { DeviationId } from '../deviations.ts';
+import type { CheckResult } from '../conformance/types.ts';
 import type { Precision } from '../precision.ts';
 import { LAYER_CHECKS } from './trace.ts';
 
-/** One judged tensor (or one problem of the trace file). */
-export interface CheckRow {
-  /** the trace file name without `.safetensors`. */
-  case: string;
-  /** the fixture's tensor name without the `stepS.expected.layerL.` prefix (`attn.out`, `logits`), or `trace` / `input.tokens`. */
-  check: string;
-  /** step of the trace, null for the file itself. */
-  step: number | null;
-  /** layer, null for `logits` and for the file itself. */
-  layer: number | null;
-  pass: boolean;
-  /** max |trace − reference| (null when nothing was compared). */
-  max_abs_err: number | null;
-  /** max |trace − reference| / max |reference| over the tensor (null when nothing was compared). */
-  max_rel_err: number | null;
+/**
+ * One judged tensor (or one problem of the trace file): the row of `dsv32 conformance` (`case`, `check`
+ * without the `stepS.expected.layerL.` prefix, `step`, `layer` — null for `logits` and for the file —,
+ * `pass`, `max_abs_err`, `max_rel_err` = max |trace − reference| / max |reference|), plus the cosine
+ * difference of float tensors and the recall of selections.
+ */
+export interface CheckRow extends Omit<CheckResult, 'reason'> {
   /** 1 − 2⟨x, y⟩ / (|x|² + |y|²) in float64, for float tensors (null otherwise). */
   cos_diff: number | null;
   /** mean fraction of the reference's selections the trace also made, for `indexer.topk` and `gate.indices`. */

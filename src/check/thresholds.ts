@@ -37,27 +37,15 @@ export interface Thresholds {
  * fixtures; fp32 = the golden float32 traces judged against dsv32's float32 reference.
  * `[max_rel_err, cos_diff]` per tensor.
  */
-const MEASURED: Readonly<Record<Precision, Record<FloatCheck, [number, number]>>> = {
-  bf16: {
-    'attn.in': [4.9e-3, 4.1e-6],
-    'attn.qr': [6.7e-3, 3.7e-6],
-    'indexer.score': [4.8e-2, 6.6e-4],
-    'attn.out': [7.8e-2, 2.3e-3],
-    'ffn.in': [7.5e-3, 5.8e-6],
-    'gate.weights': [2.8e-3, 4.5e-6],
-    'ffn.out': [4.3e-2, 5.1e-4],
-    logits: [5.2e-3, 8.6e-6],
-  },
-  fp32: {
-    'attn.in': [3.3e-7, 3.0e-14],
-    'attn.qr': [7.9e-7, 6.3e-14],
-    'indexer.score': [1.8e-4, 1.1e-9],
-    'attn.out': [1.4e-3, 7.4e-8],
-    'ffn.in': [3.1e-7, 2.7e-14],
-    'gate.weights': [1.9e-7, 1.1e-14],
-    'ffn.out': [1.5e-4, 5.1e-10],
-    logits: [8.7e-7, 8.3e-14],
-  },
+const MEASURED: Readonly<Record<FloatCheck, Record<Precision, [number, number]>>> = {
+  'attn.in': { bf16: [4.9e-3, 4.1e-6], fp32: [3.3e-7, 3.0e-14] },
+  'attn.qr': { bf16: [6.7e-3, 3.7e-6], fp32: [7.9e-7, 6.3e-14] },
+  'indexer.score': { bf16: [4.8e-2, 6.6e-4], fp32: [1.8e-4, 1.1e-9] },
+  'attn.out': { bf16: [7.8e-2, 2.3e-3], fp32: [1.4e-3, 7.4e-8] },
+  'ffn.in': { bf16: [7.5e-3, 5.8e-6], fp32: [3.1e-7, 2.7e-14] },
+  'gate.weights': { bf16: [2.8e-3, 4.5e-6], fp32: [1.9e-7, 1.1e-14] },
+  'ffn.out': { bf16: [4.3e-2, 5.1e-4], fp32: [1.5e-4, 5.1e-10] },
+  logits: { bf16: [5.2e-3, 8.6e-6], fp32: [8.7e-7, 8.3e-14] },
 };
 
 /**
@@ -69,7 +57,8 @@ const AMPLITUDE_MARGIN = 2;
 
 function fromMeasured(precision: Precision, floorRel: number, floorCos: number): Record<FloatCheck, FloatThreshold> {
   const out = {} as Record<FloatCheck, FloatThreshold>;
-  for (const [check, [rel, cos]] of Object.entries(MEASURED[precision]) as [FloatCheck, [number, number]][]) {
+  for (const [check, measured] of Object.entries(MEASURED) as [FloatCheck, Record<Precision, [number, number]>][]) {
+    const [rel, cos] = measured[precision];
     out[check] = { maxRel: Math.max(floorRel, AMPLITUDE_MARGIN * rel), cosDiff: Math.max(floorCos, AMPLITUDE_MARGIN ** 2 * cos) };
   }
   return out;
