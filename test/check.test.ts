@@ -220,6 +220,21 @@ describeEachBackend('dsv32 check: bad input is a failed row, never a crash', () 
     expect(report.rows[0]!.reason).toMatch(/input\.tokens differ from the fixture's/);
   });
 
+  it('a trace of another configuration (no tokens, no tensor of the fixture\'s shapes): one row', () => {
+    const path = join(dir, 'other-config.safetensors');
+    writeSafetensors(path, {
+      'step0.expected.layer0.attn.in': { dtype: 'BF16', shape: [1, 40, 512], data: new Float32Array(40 * 512) },
+      'step0.expected.layer0.attn.out': { dtype: 'BF16', shape: [1, 40, 512], data: new Float32Array(40 * 512) },
+    });
+    const report = checkTrace(path, FP32);
+    expect(report.rows).toHaveLength(1);
+    expect(report.rows[0]).toMatchObject({ check: 'trace', step: null, layer: null, pass: false });
+    expect(report.rows[0]!.reason).toBe(
+      'no tensor of the trace fits the fixture (another fixture?): 2 misfit(s), first: tensor step0.expected.layer0.attn.in has shape [1, 40, 512] but the fixture\'s is [1, 40, 256]',
+    );
+    expect(report.first_failure).toEqual({ check: 'trace', step: null, layer: null });
+  });
+
   it('indices out of range and a float dtype for indices are failed rows', () => {
     const path = join(dir, 'bad-ids.safetensors');
     rewrite(join(FP32, 'trace.safetensors'), path, (n, t) => {
