@@ -16,9 +16,11 @@
  *   r_{l+1} = r_l + a + f;   logits = head(norm(r_L))[last]
  * ```
  *
- * A tensor the trace lacks, and a float tensor that failed its own check, is replaced by the reference
- * value downstream (a failure is not smeared over the modules after it); selections are always the
- * trace's own when they are well-formed (attention and experts are judged for the choices the trace made).
+ * A tensor the trace lacks is replaced by the reference value. A module whose recorded input failed its
+ * own check passes when its recorded output matches the reference applied to the recorded input OR to the
+ * reference value in its place (the two sides of a `Pair`, src/check/compare.ts): a failure is not smeared
+ * over the modules after it. Selections are always the trace's own when they are well-formed (attention
+ * and experts are judged for the choices the trace made).
  *
  * @module
  */
@@ -28,13 +30,13 @@ import type { Deviations } from '../deviations.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache } from '../indexer.ts';
 import { mlaAttend, mlaLatent, mlaQuery } from '../mla.ts';
 import { headLogits, type ModelWeights } from '../model.ts';
-import { moe, moeGate, routingScores, swigluFfn } from '../moe.ts';
+import { moe, swigluFfn } from '../moe.ts';
 import { rmsNorm } from '../norms.ts';
-import { selectTopK } from '../topk.ts';
-import { floatErrors, fmt, selectionErrors, type FloatErrors, type SelectionErrors } from './metrics.ts';
+import { both, isDirty, judgeFloat, samePair, type Pair, type Side } from './compare.ts';
 import type { CheckRow } from './report.ts';
+import { judgeGate, judgeTopk } from './selections.ts';
 import type { FloatCheck, Thresholds } from './thresholds.ts';
-import { traceName, type OpenedTrace } from './trace.ts';
+import type { OpenedTrace } from './trace.ts';
 
 /** A fixture opened for judging: everything the reference forward needs. */
 export interface JudgeFixture {
@@ -54,7 +56,6 @@ export interface JudgeOptions {
   /** judge layers 0..lastLayer only (and no logits unless it is the last layer); default all. */
   lastLayer?: number;
 }
-
 /**
  * The caches of one layer across steps, for both sides of {@link Pair}: `s` is null while the two sides
  * agree (no cached position came from a failed tensor), else a cache of its own.
@@ -70,27 +71,6 @@ function disposeLayerState(state: LayerState): void {
     tf.dispose([c.kv, c.pe].filter((t): t is tf.Tensor2D => t !== null));
     disposeIndexerCache(c.indexer);
   }
-}
-
-/**
- * A value as the trace has it (`t`: the recorded tensor, or the reference where the trace lacks it) and
- * with every failed tensor upstream replaced by the reference (`s`). `t === s` when nothing upstream
- * failed. A module passes when its recorded output matches the reference applied to either: a wrong
- * recorded input (a bug upstream) does not fail the modules after it, whether they consumed the wrong
- * value (a real deviation) or the right one (a dump of one tensor gone wrong).
- */
-interface Pair {
-  t: tf.Tensor2D;
-  s: tf.Tensor2D;
-}
-type Side = keyof Pair;
-
-const isDirty = (...pairs: Pair[]): boolean => pairs.some((p) => p.t !== p.s);
-const samePair = (x: tf.Tensor2D): Pair => ({ t: x, s: x });
-/** `f` on both sides (once when the inputs are clean). */
-function both(inputs: Pair[], f: (side: Side) => tf.Tensor2D): Pair {
-  const t = f('t');
-  return isDirty(...inputs) ? { t, s: f('s') } : samePair(t);
 }
 
 /**
@@ -203,176 +183,3 @@ function judgeLayer(
 function cloneIndexerCache(c: IndexerCache): IndexerCache {
   return { keys: c.keys ? tf.keep(c.keys.clone()) : null, scales: c.scales ? tf.keep(c.scales.clone()) : null, mode: c.mode };
 }
-
-function row(opts: JudgeOptions, step: number, layer: number | null, check: string, fields: Partial<CheckRow> & { pass: boolean; reason: string }): CheckRow {
-  return { case: opts.caseName, check, step, layer, max_abs_err: null, max_rel_err: null, cos_diff: null, recall: null, ...fields };
-}
-
-/**
- * Compares the trace's tensor (when present) with the reference `refOf('t')` [rows, cols], and, when that
- * fails and an input is dirty, with `refOf('s')`; returns the pair the modules downstream use.
- */
-function judgeFloat(
-  trace: OpenedTrace,
-  opts: JudgeOptions,
-  rows: CheckRow[],
-  step: number,
-  layer: number | null,
-  check: FloatCheck,
-  inputs: Pair[],
-  refOf: (side: Side) => tf.Tensor2D,
-  include?: (i: number) => boolean,
-): Pair {
-  const refT = refOf('t');
-  let refS: tf.Tensor2D | undefined;
-  const sideS = () => (refS ??= isDirty(...inputs) ? refOf('s') : refT);
-  const traced = trace.get(traceName(step, layer, check)) as Float32Array | undefined;
-  if (!traced) return { t: refT, s: sideS() };
-  const t = opts.thresholds.float[check];
-  const ok = (e: FloatErrors) => e.nonFinite === 0 && e.maxRel <= t.maxRel && e.cosDiff <= t.cosDiff;
-  let e = floatErrors(traced, refT.dataSync() as Float32Array, include);
-  let pass = ok(e);
-  let note = '';
-  if (!pass && isDirty(...inputs)) {
-    const e2 = floatErrors(traced, sideS().dataSync() as Float32Array, include);
-    if (ok(e2)) [e, pass, note] = [e2, true, ' (computed from the reference value of a failed tensor upstream)'];
-  }
-  const why = e.nonFinite ? `${e.nonFinite} NaN/inf value(s) where the reference is finite; ` : '';
-  rows.push(row(opts, step, layer, check, {
-    pass, max_abs_err: e.maxAbs, max_rel_err: e.maxRel, cos_diff: e.cosDiff,
-    reason: `${why}${pass ? 'within' : 'outside'} max_rel_err ≤ ${fmt(t.maxRel)}, cos_diff ≤ ${fmt(t.cosDiff)}${note}`,
-  }));
-  const recorded = tf.tensor2d(traced, refT.shape) as tf.Tensor2D;
-  return pass ? samePair(recorded) : { t: recorded, s: sideS() };
-}
-
-/** Rows of an [T, K] id matrix. */
-function idRows(ids: ArrayLike<number>, T: number): number[][] {
-  const K = ids.length / T;
-  return Array.from({ length: T }, (_, t) => Array.from({ length: K }, (_, j) => ids[t * K + j]!));
-}
-
-/**
- * Pushes the row of a selection check: `compare(side)` judges the trace's ids against the reference of one
- * side; the `s` side is tried when the `t` side fails and an input is dirty.
- */
-function selectionRow(
-  opts: JudgeOptions,
-  rows: CheckRow[],
-  step: number,
-  layer: number,
-  check: 'indexer.topk' | 'gate.indices',
-  inputs: Pair[],
-  compare: (side: Side) => { e: SelectionErrors; gap: number; scale: number },
-): void {
-  let { e, gap, scale } = compare('t');
-  let note = '';
-  if (e.unexplained > 0 && isDirty(...inputs)) {
-    const retry = compare('s');
-    if (retry.e.unexplained === 0) [{ e, gap, scale }, note] = [retry, ' (computed from the reference value of a failed tensor upstream)'];
-  }
-  const pass = e.unexplained === 0;
-  const what = check === 'indexer.topk' ? 'position(s)' : 'expert(s)';
-  rows.push(row(opts, step, layer, check, {
-    pass, recall: e.recall, max_abs_err: e.maxGap, max_rel_err: scale > 0 ? e.maxGap / scale : e.maxGap,
-    reason: (pass ? `${e.nearTies} ${what} differ within the score gap ${fmt(gap)}` : `${e.unexplained} ${what} differ beyond the score gap ${fmt(gap)}; ${e.example}`) + note,
-  }));
-}
-
-/**
- * `indexer.topk`: the trace's selections against top-k of the reference scores; a differing position
- * passes when its reference score is within `topkGap · max|score|` of the row's cut. Returns the
- * selections attention uses (the trace's when well-formed, else the reference's).
- */
-function judgeTopk(
-  trace: OpenedTrace,
-  opts: JudgeOptions,
-  rows: CheckRow[],
-  step: number,
-  layer: number,
-  scores: Pair,
-  startPos: number,
-  k: number,
-): tf.Tensor2D {
-  const ref = selectTopK(scores.t, startPos, k);
-  const traced = trace.get(traceName(step, layer, 'indexer.topk')) as Int32Array | undefined;
-  if (!traced) return ref;
-  const [T, S] = scores.t.shape;
-  const K = ref.shape[1];
-  const bad = Array.from(traced).findIndex((s, i) => s < -1 || s > startPos + Math.floor(i / K));
-  if (bad >= 0) {
-    rows.push(row(opts, step, layer, 'indexer.topk', { pass: false, reason: `position ${traced[bad]} at [${Math.floor(bad / K)}, ${bad % K}] is not a causal position (−1 pads)` }));
-    return ref;
-  }
-  selectionRow(opts, rows, step, layer, 'indexer.topk', [scores], (side) => {
-    const values = scores[side].dataSync() as Float32Array;
-    const refIds = (side === 't' ? ref : selectTopK(scores[side], startPos, k)).dataSync() as Int32Array;
-    let maxScore = 0;
-    for (let t = 0; t < T; t++) for (let s = 0; s <= startPos + t; s++) maxScore = Math.max(maxScore, Math.abs(values[t * S + s]!));
-    const gap = opts.thresholds.topkGap * maxScore;
-    const score = (t: number, s: number) => (s <= startPos + t ? values[t * S + s]! : -Infinity);
-    return { e: selectionErrors(idRows(traced, T), idRows(refIds, T), score, gap), gap, scale: maxScore };
-  });
-  return tf.tensor2d(traced, ref.shape, 'int32');
-}
-
-/**
- * `gate.indices` and `gate.weights`: the trace's experts against top-Ek of the reference σ_b (a differing
- * expert passes when its σ_b, or its group's score when a group swapped, is within `gateGap` of the cut),
- * and the trace's combine weights against the reference weights for the trace's own experts. Returns the
- * expert ids and the weights `ffn.out` is judged with.
- */
-function judgeGate(
-  trace: OpenedTrace,
-  opts: JudgeOptions,
-  rows: CheckRow[],
-  step: number,
-  layer: number,
-  fx: Pair,
-  gate: Parameters<typeof moeGate>[1],
-  config: ModelConfig,
-): { ids: { tokens: number; experts: number; indices: Int32Array }; weights: Pair } {
-  const [T] = fx.t.shape;
-  const Ek = config.num_experts_per_tok;
-  const E = config.n_routed_experts;
-  const deviations = opts.deviations;
-  const refIds = (side: Side) => moeGate(fx[side], gate, config, { deviations }).indices.dataSync() as Int32Array;
-  let ids = refIds('t');
-  const traced = trace.get(traceName(step, layer, 'gate.indices')) as Int32Array | undefined;
-  const bad = traced ? Array.from(traced).findIndex((e) => e < 0 || e >= E) : -1;
-  if (traced && bad >= 0) {
-    rows.push(row(opts, step, layer, 'gate.indices', { pass: false, reason: `expert id ${traced[bad]} at [${Math.floor(bad / Ek)}, ${bad % Ek}] is not in [0, ${E})` }));
-  } else if (traced) {
-    selectionRow(opts, rows, step, layer, 'gate.indices', [fx], (side) => {
-      const sigma = tf.sigmoid(tf.matMul(fx[side], gate.weight, false, true)) as tf.Tensor2D; // [T, E] (sigmoid gate, noaux_tc)
-      const { biased, selection } = routingScores(sigma, gate, config, deviations);
-      const b = biased.dataSync() as Float32Array;
-      const m = selection.dataSync() as Float32Array;
-      // a differing expert of a dropped group counts with its σ_b only when its group nearly made the cut
-      const groupNearCut = (t: number, e: number) => groupGap(b, t, e, config) <= opts.thresholds.gateGap;
-      const score = (t: number, e: number) => (Number.isFinite(m[t * E + e]!) ? m[t * E + e]! : groupNearCut(t, e) ? b[t * E + e]! : -Infinity);
-      const gap = opts.thresholds.gateGap;
-      return { e: selectionErrors(idRows(traced, T), idRows(side === 't' ? ids : refIds(side), T), score, gap), gap, scale: 1 };
-    });
-    ids = Int32Array.from(traced);
-  }
-  const recorded = { tokens: T, experts: Ek, indices: ids };
-  const weights = judgeFloat(trace, opts, rows, step, layer, 'gate.weights', [fx], (side) =>
-    moeGate(fx[side], gate, config, { routing: { ...recorded, weights: new Float32Array(T * Ek) }, deviations }).weights);
-  return { ids: recorded, weights };
-}
-
-/** How far expert e's group is below the `topk_group`-th group score in row t (0 when kept; σ_b group score = sum of its top 2). */
-function groupGap(biased: Float32Array, t: number, e: number, config: ModelConfig): number {
-  const { n_routed_experts: E, n_group: G, topk_group } = config;
-  if (G <= 1) return 0;
-  const size = E / G;
-  const groupScore = (g: number) => {
-    const v = Array.from(biased.subarray(t * E + g * size, t * E + (g + 1) * size)).sort((p, q) => q - p);
-    return v[0]! + (v[1] ?? 0);
-  };
-  const scores = Array.from({ length: G }, (_, g) => groupScore(g));
-  const cut = [...scores].sort((p, q) => q - p)[topk_group - 1]!;
-  return Math.max(0, cut - scores[Math.floor(e / size)]!);
-}
-
