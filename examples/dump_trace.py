@@ -35,24 +35,37 @@ def dump_trace(model, tokens, steps, path):
         out[key] = t.detach().to("cpu").contiguous()
 
     hooks = []
+
+    def hook(module, record):
+        # a forward hook must return None (a returned value would replace the module's output)
+        def run(m, args, res):
+            record(args, res)
+        hooks.append(module.register_forward_hook(run))
+
     for layer, block in enumerate(model.layers):
-        # attn.in = MLA input (after attn_norm); attn.out = MLA output (after wo)
-        hooks.append(block.attn.register_forward_hook(
-            lambda m, args, res, l=layer: (keep(name(l, "attn.in"), args[0]), keep(name(l, "attn.out"), res))))
-        # attn.qr = q_norm(wq_a(x)) (the output of q_norm)
-        hooks.append(block.attn.q_norm.register_forward_hook(lambda m, args, res, l=layer: keep(name(l, "attn.qr"), res)))
-        # ffn.in = FFN input (after ffn_norm); ffn.out = FFN output
-        hooks.append(block.ffn.register_forward_hook(
-            lambda m, args, res, l=layer: (keep(name(l, "ffn.in"), args[0]), keep(name(l, "ffn.out"), res))))
+        def attn(args, res, l=layer):  # attn.in = MLA input (after attn_norm); attn.out = MLA output (after wo)
+            keep(name(l, "attn.in"), args[0])
+            keep(name(l, "attn.out"), res)
+
+        def ffn(args, res, l=layer):  # ffn.in = FFN input (after ffn_norm); ffn.out = FFN output
+            keep(name(l, "ffn.in"), args[0])
+            keep(name(l, "ffn.out"), res)
+
+        def gate(args, res, l=layer):  # (weights [n, k], indices [n, k]) in gate order
+            keep(name(l, "gate.weights"), res[0])
+            keep(name(l, "gate.indices"), res[1].to(torch.int64))
+
+        def indexer(args, res, l=layer):  # Indexer.forward(x, qr, start_pos, ...) returns the top-k indices
+            keep(name(l, "indexer.topk"), canonical_topk(res, args[2]))
+
+        hook(block.attn, attn)
+        hook(block.attn.q_norm, lambda args, res, l=layer: keep(name(l, "attn.qr"), res))  # q_norm(wq_a(x))
+        hook(block.ffn, ffn)
         if hasattr(block.ffn, "gate"):
-            # gate returns (weights [n, k], indices [n, k]) in gate order
-            hooks.append(block.ffn.gate.register_forward_hook(
-                lambda m, args, res, l=layer: (keep(name(l, "gate.weights"), res[0]), keep(name(l, "gate.indices"), res[1].to(torch.int64)))))
-        # indexer.score / indexer.topk: the official Indexer returns only the top-k indices; the score before the
-        # causal mask is a local variable, so either patch your indexer to expose it or dump only the selections.
-        # indexer.topk rows hold the selected positions s <= t, ascending, -1 padded ([n, min(k, end_pos)]).
-        hooks.append(block.attn.indexer.register_forward_hook(
-            lambda m, args, res, l=layer: keep(name(l, "indexer.topk"), canonical_topk(res, args[2]))))
+            hook(block.ffn.gate, gate)
+        # indexer.score (the score before the causal mask) is a local variable of the official Indexer.forward:
+        # patch your indexer to expose it, or dump only the selections.
+        hook(block.attn.indexer, indexer)
 
     try:
         with torch.inference_mode():

@@ -213,6 +213,14 @@ describeEachBackend('dsv32 check: bad input is a failed row, never a crash', () 
     expect(report.rows.length).toBe(130);
   });
 
+  it('a leading batch dimension of 1 may be left out', () => {
+    const path = join(dir, 'no-batch.safetensors');
+    rewrite(join(FP32, 'trace.safetensors'), path, (n, t) => (t.shape[0] === 1 && t.shape.length === 3 ? { ...t, shape: t.shape.slice(1) } : t));
+    const report = checkTrace(path, FP32, { noDiagnosis: true });
+    expect(report.rows.filter((r) => !r.pass)).toEqual([]);
+    expect(report.rows.length).toBe(130);
+  });
+
   it('a trace of another fixture (other tokens)', () => {
     const report = checkTrace(join(TRACES, 'public-fp8.bf16.official.safetensors'), FP32);
     expect(report.rows).toHaveLength(1);

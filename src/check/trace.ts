@@ -63,7 +63,7 @@ export interface OpenedTrace {
 
 /**
  * Opens `path` and validates it against the fixture trace `expected` (the fixture's `trace.safetensors`):
- * every tensor name must be one of the fixture's, with the same shape, a float dtype (F32/BF16/F16) for
+ * every tensor name must be one of the fixture's, with the same shape (up to leading 1s), a float dtype (F32/BF16/F16) for
  * float tensors and I64/I32 for `indexer.topk` / `gate.indices`; `input.tokens`, when present, must equal
  * the fixture's. A file that cannot be read, whose tokens differ, or none of whose tensors fit the fixture
  * is one fatal row; each other misfit is a row of its own and the tensor is treated as absent.
@@ -122,7 +122,7 @@ function validate(
     const info = file.info(name);
     const want = expected.info(name).shape;
     const isIndex = where !== null && INDEX_CHECKS.has(where.check);
-    if (info.shape.join() !== want.join()) {
+    if (squeezed(info.shape) !== squeezed(want)) {
       row(`tensor ${name} has shape [${info.shape.join(', ')}] but the fixture's is [${want.join(', ')}]`);
       continue;
     }
@@ -144,6 +144,12 @@ function validate(
     return fatal(fail('trace', `no tensor of the trace fits the fixture (another fixture?): ${problems.length} misfit(s), first: ${first}`));
   }
   return { get: (name) => values.get(name), precision, problems, fatal: false };
+}
+
+/** A shape without its leading 1s: `[1, n, D]` and `[n, D]` are the same tensor (engines drop the batch dim). */
+function squeezed(shape: readonly number[]): string {
+  const first = shape.findIndex((d) => d !== 1);
+  return (first < 0 ? [] : shape.slice(first)).join();
 }
 
 /** `{step, layer, check}` of a trace name, or null when it does not follow the naming scheme. */
