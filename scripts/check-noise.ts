@@ -18,7 +18,8 @@ import { judgeTrace, type JudgeFixture } from '../src/check/judge.ts';
 import type { CheckRow } from '../src/check/report.ts';
 import { openCheckFixture } from '../src/check/run.ts';
 import type { Thresholds } from '../src/check/thresholds.ts';
-import { LAYER_CHECKS, openTrace } from '../src/check/trace.ts';
+import { LAYER_CHECKS } from '../src/check/names.ts';
+import { openTrace } from '../src/check/trace.ts';
 import type { Precision } from '../src/precision.ts';
 import type { SafetensorsFile } from '../src/safetensors.ts';
 

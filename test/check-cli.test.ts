@@ -2,7 +2,7 @@
  * The `dsv32 check` command line (a public contract): arguments, exit codes, the `--json` report's
  * fields, and one-line errors for a bad command line or fixture folder.
  */
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -13,9 +13,14 @@ const ROOT = resolve(import.meta.dirname, '..');
 const dir = mkdtempSync(join(tmpdir(), 'dsv32-check-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'dsv32.js'), 'check', ...args], { encoding: 'utf8', cwd: ROOT, timeout: 180_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+/** Runs `dsv32 check ARGS` in a child process (asynchronously: the worker's event loop stays free). */
+function cli(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    execFile(process.execPath, [join(ROOT, 'bin', 'dsv32.js'), 'check', ...args], { encoding: 'utf8', cwd: ROOT, timeout: 180_000 }, (err, stdout, stderr) => {
+      const status = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+      done({ status, stdout, stderr });
+    });
+  });
 }
 
 describe('dsv32 check command line', () => {
@@ -27,9 +32,9 @@ describe('dsv32 check command line', () => {
     expect(parseCheckArgs(['t.safetensors', '--fixture', 'fx', '--verbose'])).toBe("check: unknown option '--verbose'");
   });
 
-  it('exit 0 and the JSON report for the official bf16 run', () => {
+  it('exit 0 and the JSON report for the official bf16 run', async () => {
     const out = join(dir, 'official.json');
-    const r = cli(['fixtures/traces/public-fp8.bf16.official.safetensors', '--fixture', 'fixtures/golden/public-fp8', '--json', out]);
+    const r = await cli(['fixtures/traces/public-fp8.bf16.official.safetensors', '--fixture', 'fixtures/golden/public-fp8', '--json', out]);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^verdict: pass {3}precision: bf16 {3}rows: 130\n/);
     const report = JSON.parse(readFileSync(out, 'utf8'));
@@ -44,9 +49,9 @@ describe('dsv32 check command line', () => {
     expect(topk.recall).toBeGreaterThan(0.9);
   });
 
-  it('exit 1 with the first failure and the diagnosis for a deviation; --precision overrides the dtype', () => {
+  it('exit 1 with the first failure and the diagnosis for a deviation; --precision overrides the dtype', async () => {
     const out = join(dir, 'rope.json');
-    const r = cli(['fixtures/traces/public-fp8.bf16.indexer-rope-interleaved.safetensors', '--fixture', 'fixtures/golden/public-fp8', '--json', out]);
+    const r = await cli(['fixtures/traces/public-fp8.bf16.indexer-rope-interleaved.safetensors', '--fixture', 'fixtures/golden/public-fp8', '--json', out]);
     expect(r.status).toBe(1);
     expect(r.stdout).toContain('first failure: indexer.score step 0 layer 0');
     expect(r.stdout).toContain('diagnosis: indexer-rope-interleaved (layers 0, 1, 2)');
@@ -54,21 +59,21 @@ describe('dsv32 check command line', () => {
     expect(report.first_failure).toEqual({ check: 'indexer.score', step: 0, layer: 0 });
     expect(report.diagnosis[0].id).toBe('indexer-rope-interleaved');
     // the official run judged with float32 thresholds fails (bf16 noise is not float32 noise)
-    const strict = cli(['fixtures/traces/public-fp8.bf16.official.safetensors', '--fixture', 'fixtures/golden/public-fp8', '--precision', 'fp32']);
+    const strict = await cli(['fixtures/traces/public-fp8.bf16.official.safetensors', '--fixture', 'fixtures/golden/public-fp8', '--precision', 'fp32']);
     expect(strict.status).toBe(1);
     expect(strict.stdout).toMatch(/^verdict: fail {3}precision: fp32/);
   });
 
-  it('exit 2 with one line for a bad command line or an unusable fixture folder; a broken trace is a failed row', () => {
-    const usage = cli(['fixtures/traces/public-fp8.bf16.official.safetensors']);
+  it('exit 2 with one line for a bad command line or an unusable fixture folder; a broken trace is a failed row', async () => {
+    const usage = await cli(['fixtures/traces/public-fp8.bf16.official.safetensors']);
     expect(usage.status).toBe(2);
     expect(usage.stderr.split('\n')[0]).toBe('dsv32 check: --fixture DIR is required');
-    const noFixture = cli(['fixtures/traces/public-fp8.bf16.official.safetensors', '--fixture', '/nonexistent/dsv32-fx']);
+    const noFixture = await cli(['fixtures/traces/public-fp8.bf16.official.safetensors', '--fixture', '/nonexistent/dsv32-fx']);
     expect(noFixture.status).toBe(2);
     expect(noFixture.stderr).toMatch(/^dsv32 check: --fixture \/nonexistent\/dsv32-fx: .*\n$/);
     const garbage = join(dir, 'garbage.safetensors');
     writeFileSync(garbage, 'not a safetensors file');
-    const broken = cli([garbage, '--fixture', 'fixtures/golden/public-fp32']);
+    const broken = await cli([garbage, '--fixture', 'fixtures/golden/public-fp32']);
     expect(broken.status).toBe(1);
     expect(broken.stderr).toBe('');
     expect(broken.stdout).toContain('first failure: trace');

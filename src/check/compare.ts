@@ -8,7 +8,8 @@ import { tf } from '../backend.ts';
 import { floatErrors, fmt, type FloatErrors, type SelectionErrors } from './metrics.ts';
 import type { CheckRow } from './report.ts';
 import type { FloatCheck, Thresholds } from './thresholds.ts';
-import { traceName, type OpenedTrace } from './trace.ts';
+import { traceName } from './names.ts';
+import type { OpenedTrace } from './trace.ts';
 
 /** What the comparisons need of the judge's options. */
 export interface RowContext {

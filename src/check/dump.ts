@@ -13,7 +13,7 @@ import type { Precision } from '../precision.ts';
 import { writeSafetensors } from '../node.ts';
 import type { WritableTensor } from '../safetensors.ts';
 import type { JudgeFixture } from './judge.ts';
-import { traceName } from './trace.ts';
+import { traceName } from './names.ts';
 
 /** Options of {@link dumpTrace}. */
 export interface DumpOptions {

@@ -7,7 +7,7 @@
 import type { DeviationId } from '../deviations.ts';
 import type { CheckResult } from '../conformance/types.ts';
 import type { Precision } from '../precision.ts';
-import { LAYER_CHECKS } from './trace.ts';
+import { LAYER_CHECKS } from './names.ts';
 
 /**
  * One judged tensor (or one problem of the trace file): the row of `dsv32 conformance` (`case`, `check`

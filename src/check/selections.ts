@@ -13,7 +13,8 @@ import { selectTopK } from '../topk.ts';
 import { isDirty, judgeFloat, row, selectionRow, type Pair, type RowContext, type Side } from './compare.ts';
 import { selectionErrors } from './metrics.ts';
 import type { CheckRow } from './report.ts';
-import { traceName, type OpenedTrace } from './trace.ts';
+import { traceName } from './names.ts';
+import type { OpenedTrace } from './trace.ts';
 
 function idRows(ids: ArrayLike<number>, T: number): number[][] {
   const K = ids.length / T;

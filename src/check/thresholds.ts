@@ -11,7 +11,7 @@
  * @module
  */
 import type { Precision } from '../precision.ts';
-import type { LayerCheck } from './trace.ts';
+import type { LayerCheck } from './names.ts';
 
 /** Float checks (every check except the two selections). */
 export type FloatCheck = Exclude<LayerCheck, 'indexer.topk' | 'gate.indices'> | 'logits';
