@@ -17,6 +17,7 @@ import { writeTrace } from '../src/check/dump.ts';
 import { judgeTrace, type JudgeFixture } from '../src/check/judge.ts';
 import type { CheckRow } from '../src/check/report.ts';
 import { openCheckFixture } from '../src/check/run.ts';
+import { closeCase } from '../src/conformance/core/case.ts';
 import type { Thresholds } from '../src/check/thresholds.ts';
 import { LAYER_CHECKS } from '../src/check/names.ts';
 import { openTrace } from '../src/check/trace.ts';
@@ -86,7 +87,8 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'dsv32-noise-'));
   try {
     for (const name of ['public-fp8', 'public-fp32']) {
-      const { fixture, expected } = openCheckFixture(`fixtures/golden/${name}`);
+      const fixture = openCheckFixture(`fixtures/golden/${name}`);
+      const expected = fixture.trace;
       const own = (precision: Precision, deviations: DeviationId[] = []) => {
         const path = join(dir, `${name}.${precision}.${deviations.join('+') || 'spec'}.safetensors`);
         writeTrace(path, fixture, { precision, deviations: new Set(deviations) });
@@ -115,7 +117,7 @@ async function main(): Promise<void> {
         }
       }
       for (const id of DEVIATION_IDS) console.log(`- dsv32 bf16 \`${id}\`: ${signal(own('bf16', [id]), noise)}`);
-      expected.close();
+      closeCase(fixture);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

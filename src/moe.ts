@@ -18,7 +18,7 @@ import type { ModelConfig } from './config.ts';
 import { scaleFmt } from './config.ts';
 import type { FfnWeights, MoeWeights } from './checkpoint.ts';
 import type { Deviations } from './deviations.ts';
-import { linear } from './fp8.ts';
+import { linear, probeAt, type RoundingProbe } from './fp8.ts';
 import { asActivation, type Precision } from './precision.ts';
 
 /** The config keys the gate reads (verbatim `config.json` names). */
@@ -74,6 +74,8 @@ export interface MoeOptions extends KeepRoutingOptions {
   precision?: Precision | undefined;
   /** catalogue deviations (src/deviations.ts): `moe-bias-in-weights`, `moe-group-fill-zero`. */
   deviations?: Deviations | undefined;
+  /** conformance seam: the rounding probe of every expert's quantizers ({@link FfnProbe}). */
+  probe?: RoundingProbe;
 }
 
 /**
@@ -295,6 +297,9 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * @param x [T, D]
  * @param w `{ w1 [F, D], w2 [D, F], w3 [F, D] }` (F = inter dim).
  * @param fmt activation scale format, `scaleFmt(config)`.
+ * @param at conformance seam: a rounding probe of the two quantizers (`ffn.in` before W1 and W3, `ffn.act`
+ *   before W2; src/fp8.ts `QuantSite`), the FFN `branch` it reports and the call token of each row; and
+ *   `precision` ('bf16' rounds the linear outputs and the SwiGLU product to bf16, src/precision.ts).
  * @returns [T, D]
  * @example
  * ```ts
@@ -303,14 +308,30 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync(); // => [[1.4621172, 0]]
  * ```
  */
-export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null, precision?: Precision): tf.Tensor2D {
-  const act = (t: tf.Tensor) => asActivation(t, precision); // bf16 mode: the official tensor dtype
+export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null, at: FfnOptions = {}): tf.Tensor2D {
+  const site = (input: 'ffn.in' | 'ffn.act', name: string) =>
+    probeAt(at.probe, { input, linear: `${at.branch ?? 'dense'}.${name}`, branch: at.branch ?? 'dense', ...(at.tokens ? { tokens: at.tokens } : {}) });
+  const act = (t: tf.Tensor) => asActivation(t, at.precision); // bf16 mode: the official tensor dtype
   return tf.tidy(() => {
-    const h1 = act(linear(x, w.w1, fmt)); // [T, F]
-    const h3 = act(linear(x, w.w3, fmt)); // [T, F]
+    const h1 = act(linear(x, w.w1, fmt, site('ffn.in', 'w1'))); // [T, F]
+    const h3 = act(linear(x, w.w3, fmt, site('ffn.in', 'w3'))); // [T, F]
     const gated = act(tf.mul(tf.mul(h1, tf.sigmoid(h1)), h3)); // [T, F], silu and product in float32
-    return act(linear(gated, w.w2, fmt)) as tf.Tensor2D; // [T, D]
+    return act(linear(gated, w.w2, fmt, site('ffn.act', 'w2'))) as tf.Tensor2D; // [T, D]
   });
+}
+
+/** The conformance seam of {@link swigluFfn}: a rounding probe, the branch name and the token of each row. */
+export interface FfnProbe {
+  probe?: RoundingProbe;
+  /** `dense` (default), `shared` or `expert E`. */
+  branch?: string;
+  /** call token of each row of x (default row r = token r). */
+  tokens?: ArrayLike<number>;
+}
+
+/** Options of {@link swigluFfn}: the conformance seam and the activation precision (src/precision.ts). */
+export interface FfnOptions extends FfnProbe {
+  precision?: Precision | undefined;
 }
 
 // --- MoE layer (official MoE.forward; spec §4.1 step 7) ---
@@ -337,7 +358,8 @@ function permuteRows(a: tf.Tensor2D, perm: Int32Array, inverse: Int32Array): tf.
  * @param x [T, D] FFN input (after `ffn_norm`).
  * @param w gate, E experts, shared expert (null when `n_shared_experts` = 0).
  * @param config model config (gate keys and `quantization_config.scale_fmt`).
- * @param opts Keep Routing record and combine mode (see {@link moeGate}).
+ * @param opts Keep Routing record and combine mode (see {@link moeGate}); `probe`: the rounding probe of
+ *   every expert's quantizers (conformance seam, {@link FfnProbe}).
  * @returns `out` [T, D]; `routing` the ids and combine weights used.
  * @example
  * ```ts
@@ -394,13 +416,15 @@ export function moe(
     for (let e = 0; e < E; e++) {
       const count = rowsOf[e]!.length;
       if (count === 0) continue;
-      outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, fmt, opts.precision)); // [n_e, D]
+      const at = { precision: opts.precision, ...(opts.probe ? { probe: opts.probe, branch: `expert ${e}`, tokens: rowsOf[e]! } : {}) };
+      outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, fmt, at)); // [n_e, D]
       n += count;
     }
     const expertOut = outputs.length === 1 ? outputs[0]! : (tf.concat(outputs, 0) as tf.Tensor2D); // [T·Ek, D], expert order
     const perSlot = tf.reshape(permuteRows(expertOut, slotRow, order), [T, Ek, D]); // [T, Ek, D], gate order
     const y = tf.sum(tf.mul(perSlot, tf.expandDims(weights, -1)), 1) as tf.Tensor2D; // [T, D], float32
-    return act(w.shared ? tf.add(y, swigluFfn(x, w.shared, fmt, opts.precision)) : y) as tf.Tensor2D;
+    const shared = (s: FfnWeights) => swigluFfn(x, s, fmt, { precision: opts.precision, ...(opts.probe ? { probe: opts.probe, branch: 'shared' } : {}) });
+    return act(w.shared ? tf.add(y, shared(w.shared)) : y) as tf.Tensor2D;
   });
   return { out, routing: routing! };
 }

@@ -11,7 +11,7 @@ import { initBackend, tf } from '../src/backend.ts';
 import { writeTrace } from '../src/check/dump.ts';
 import { checkTrace, openCheckFixture } from '../src/check/run.ts';
 import { DEVIATION_IDS, type DeviationId } from '../src/deviations.ts';
-import { disposeModelWeights } from '../src/model.ts';
+import { closeCase } from '../src/conformance/core/case.ts';
 import { openSafetensors, writeSafetensors } from '../src/node.ts';
 import type { Precision } from '../src/precision.ts';
 import type { WritableTensor } from '../src/safetensors.ts';
@@ -49,12 +49,11 @@ function describeFirstBackend(title: string, body: () => void): void {
 /** A trace of dsv32's own forward on a fixture (written to the temp dir). */
 function ownTrace(fixtureDir: string, precision: Precision, deviations: DeviationId[] = []): string {
   const path = join(dir, `${fixtureDir.split('/').pop()}.${precision}.${deviations.join('+') || 'spec'}.${Math.random().toString(36).slice(2)}.safetensors`);
-  const { fixture, expected } = openCheckFixture(fixtureDir);
+  const fixture = openCheckFixture(fixtureDir);
   try {
     writeTrace(path, fixture, { precision, deviations: new Set(deviations) });
   } finally {
-    expected.close();
-    disposeModelWeights(fixture.weights);
+    closeCase(fixture);
   }
   return path;
 }

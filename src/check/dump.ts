@@ -55,7 +55,7 @@ export function dumpTrace(fixture: JudgeFixture, opts: DumpOptions = {}): Record
         out[name('ffn.out')] = float(t.ffnOut, [1, T, config.hidden_size]);
       };
       const { logits } = modelForward(tokens.slice(st.start_pos, st.start_pos + T), weights, cache, st.start_pos, {
-        config, maxSeqLen, onLayer,
+        config, maxSeqLen, probe: { layer: onLayer },
         ...(opts.precision ? { precision: opts.precision } : {}),
         ...(opts.deviations ? { deviations: opts.deviations } : {}),
       });

@@ -4,9 +4,10 @@
  *
  * @module
  */
+import { traceKey, type TracedTensor } from '../conformance/core/fixture.ts';
 
-/** What a trace records per step and layer, in forward order (names as in the fixture trace). */
-export const LAYER_CHECKS = [
+/** What a trace records per step and layer, in forward order (the fixture's names, src/conformance/core/fixture.ts). */
+export const LAYER_CHECKS: readonly TracedTensor[] = [
   'attn.in',
   'attn.qr',
   'indexer.score',
@@ -16,16 +17,17 @@ export const LAYER_CHECKS = [
   'gate.weights',
   'gate.indices',
   'ffn.out',
-] as const;
+];
 
 /** One per-layer check name. */
-export type LayerCheck = (typeof LAYER_CHECKS)[number];
+export type LayerCheck = TracedTensor;
 
 /** Every check name of a row: the per-layer ones, the per-step `logits`, and `trace` / `input.tokens` for the file itself. */
 export type CheckName = LayerCheck | 'logits' | 'trace' | 'input.tokens';
 
 /**
- * Name of a traced tensor: `stepS.expected.layerL.CHECK`, or `stepS.expected.logits` when `layer` is null.
+ * Name of a traced tensor (`traceKey` of src/conformance/core/fixture.ts) for a layer's check or, with
+ * `layer` null, the step's `logits`.
  *
  * @example
  * ```ts
@@ -34,7 +36,7 @@ export type CheckName = LayerCheck | 'logits' | 'trace' | 'input.tokens';
  * ```
  */
 export function traceName(step: number, layer: number | null, check: LayerCheck | 'logits'): string {
-  return layer === null ? `step${step}.expected.${check}` : `step${step}.expected.layer${layer}.${check}`;
+  return layer === null || check === 'logits' ? traceKey(step, null, 'logits') : traceKey(step, layer, check);
 }
 
 /** `{step, layer, check}` of a trace name, or null when it does not follow the naming scheme. */

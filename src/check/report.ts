@@ -5,7 +5,7 @@
  * @module
  */
 import type { DeviationId } from '../deviations.ts';
-import type { CheckResult } from '../conformance/types.ts';
+import type { CheckResult } from '../conformance/core/rows.ts';
 import type { Precision } from '../precision.ts';
 import { LAYER_CHECKS } from './names.ts';
 

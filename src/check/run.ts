@@ -6,15 +6,12 @@
  *
  * @module
  */
-import { readFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { maxSeqLenOf, parseSteps, readTokens } from '../conformance/fixture.ts';
-import { disposeModelWeights, loadModelWeights } from '../model.ts';
+import { basename } from 'node:path';
+import { closeCase, openCase, type GoldenCase } from '../conformance/core/case.ts';
+import { readGolden } from '../conformance/core/fixture.ts';
 import type { Precision } from '../precision.ts';
-import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
-import type { SafetensorsFile } from '../safetensors.ts';
 import { diagnose } from './diagnosis.ts';
-import { judgeTrace, type JudgeFixture } from './judge.ts';
+import { judgeTrace } from './judge.ts';
 import { firstFailure, sortRows, type CheckReport } from './report.ts';
 import { THRESHOLDS } from './thresholds.ts';
 import { openTrace } from './trace.ts';
@@ -33,31 +30,24 @@ export interface CheckOptions {
 }
 
 /**
- * Opens a fixture folder for judging: config.json, manifest.json (`steps`, `max_seq_len`),
- * model.safetensors and trace.safetensors (names, shapes and tokens of the expected trace).
- * The caller closes `expected` and disposes `fixture.weights`.
+ * Opens a fixture folder once for judging (src/conformance/core/case.ts `openCase`): config.json,
+ * manifest.json (`steps`, `max_seq_len`), the weights and trace.safetensors (names, shapes and tokens of
+ * the expected trace). Release it with `closeCase`.
  *
  * @throws CheckFixtureError naming the folder and the problem
  */
-export function openCheckFixture(dir: string): { fixture: JudgeFixture; expected: SafetensorsFile } {
-  let expected: SafetensorsFile | undefined;
+export function openCheckFixture(dir: string): GoldenCase {
+  let c: GoldenCase;
   try {
-    const config = loadConfig(join(dir, 'config.json'));
-    const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Record<string, unknown>;
-    const steps = parseSteps(manifest.steps);
-    const maxSeqLen = maxSeqLenOf(manifest, config, steps);
-    expected = openSafetensors(join(dir, 'trace.safetensors'));
-    const tokens = readTokens(expected, steps, config);
-    const ckpt = openCheckpoint(dir);
-    try {
-      return { fixture: { config, maxSeqLen, steps, tokens, weights: loadModelWeights(ckpt, config) }, expected };
-    } finally {
-      ckpt.close();
-    }
+    c = openCase(readGolden({ name: basename(dir), dir }));
   } catch (e) {
-    expected?.close();
     throw new CheckFixtureError(`--fixture ${dir}: ${(e as Error).message}`);
   }
+  if (c.steps.length === 0) {
+    closeCase(c);
+    throw new CheckFixtureError(`--fixture ${dir}: manifest.json has no \`steps\` (not a fixture with a trace of its own)`);
+  }
+  return c;
 }
 
 /**
@@ -74,9 +64,9 @@ export function openCheckFixture(dir: string): { fixture: JudgeFixture; expected
  */
 export function checkTrace(tracePath: string, fixtureDir: string, opts: CheckOptions = {}): CheckReport {
   const caseName = basename(tracePath).replace(/\.safetensors$/, '');
-  const { fixture, expected } = openCheckFixture(fixtureDir);
+  const fixture = openCheckFixture(fixtureDir);
   try {
-    const trace = openTrace(tracePath, expected, caseName);
+    const trace = openTrace(tracePath, fixture.trace, caseName);
     const precision = opts.precision ?? trace.precision;
     const thresholds = THRESHOLDS[precision];
     if (trace.fatal) return { verdict: 'fail', precision, first_failure: firstFailure(trace.problems), diagnosis: [], rows: trace.problems };
@@ -90,7 +80,6 @@ export function checkTrace(tracePath: string, fixtureDir: string, opts: CheckOpt
     const pass = rows.every((r) => r.pass);
     return { verdict: pass ? 'pass' : 'fail', precision, first_failure: firstFailure(rows), diagnosis, rows };
   } finally {
-    expected.close();
-    disposeModelWeights(fixture.weights);
+    closeCase(fixture);
   }
 }
