@@ -86,7 +86,7 @@ async function main(): Promise<void> {
   await initBackend(backend);
   const dir = mkdtempSync(join(tmpdir(), 'dsv32-noise-'));
   try {
-    for (const name of ['public-fp8', 'public-fp32']) {
+    for (const name of ['public-fp8', 'public-fp32', 'public2-fp8']) {
       const fixture = openCheckFixture(`fixtures/golden/${name}`);
       const expected = fixture.trace;
       const own = (precision: Precision, deviations: DeviationId[] = []) => {

@@ -20,6 +20,7 @@ import { describeEachBackend, expectNoTensorLeak, TEST_BACKENDS } from './helper
 const ROOT = resolve(import.meta.dirname, '..');
 const FP8 = join(ROOT, 'fixtures/golden/public-fp8');
 const FP32 = join(ROOT, 'fixtures/golden/public-fp32');
+const FP8_2 = join(ROOT, 'fixtures/golden/public2-fp8');
 const TRACES = join(ROOT, 'fixtures/traces');
 let dir: string;
 
@@ -111,7 +112,7 @@ describeEachBackend('dsv32 check: the official bf16 traces (fixtures/traces)', (
 
 describeEachBackend('dsv32 check: float32 traces', () => {
   it('the fixtures\' own float32 traces pass at fp32 precision', () => {
-    for (const fx of [FP32, FP8]) {
+    for (const fx of [FP32, FP8, FP8_2]) {
       const report = checkTrace(join(fx, 'trace.safetensors'), fx);
       expect(report.precision).toBe('fp32');
       expect(report.rows.filter((r) => !r.pass)).toEqual([]);
@@ -156,8 +157,8 @@ describeFirstBackend('dsv32 check: the catalogue on traces of dsv32\'s own forwa
     expect(report.diagnosis.map((d) => d.id)).toEqual(['kv-latent-no-fp8-roundtrip']);
   });
 
-  it('the spec in bf16 passes on both fixtures', () => {
-    for (const fx of [FP8, FP32]) {
+  it('the spec in bf16 passes on every bundled fixture', () => {
+    for (const fx of [FP8, FP32, FP8_2]) {
       const report = checkTrace(ownTrace(fx, 'bf16'), fx);
       expect(report.precision).toBe('bf16');
       expect(report.rows.filter((r) => !r.pass)).toEqual([]);

@@ -33,17 +33,17 @@ export interface Thresholds {
 
 /**
  * Worst values measured by scripts/check-noise.ts (wasm), teacher-forced, over every step and layer of
- * public-fp8 and public-fp32: bf16 = the official bf16 trace of public-fp8 and dsv32's bf16 mode on both
- * fixtures; fp32 = the golden float32 traces judged against dsv32's float32 reference.
+ * public-fp8, public-fp32 and public2-fp8: bf16 = the official bf16 trace of public-fp8 and dsv32's bf16
+ * mode on the three fixtures; fp32 = the golden float32 traces judged against dsv32's float32 reference.
  * `[max_rel_err, cos_diff]` per tensor.
  */
 const MEASURED: Readonly<Record<FloatCheck, Record<Precision, [number, number]>>> = {
-  'attn.in': { bf16: [4.9e-3, 4.1e-6], fp32: [3.3e-7, 3.0e-14] },
+  'attn.in': { bf16: [7.0e-3, 5.7e-6], fp32: [6.4e-7, 1.9e-13] },
   'attn.qr': { bf16: [6.7e-3, 3.7e-6], fp32: [7.9e-7, 6.3e-14] },
-  'indexer.score': { bf16: [4.8e-2, 6.6e-4], fp32: [1.8e-4, 1.1e-9] },
-  'attn.out': { bf16: [7.8e-2, 2.3e-3], fp32: [1.4e-3, 7.4e-8] },
-  'ffn.in': { bf16: [7.5e-3, 5.8e-6], fp32: [3.1e-7, 2.7e-14] },
-  'gate.weights': { bf16: [2.8e-3, 4.5e-6], fp32: [1.9e-7, 1.1e-14] },
+  'indexer.score': { bf16: [6.5e-2, 9.6e-4], fp32: [4.8e-4, 7.8e-9] },
+  'attn.out': { bf16: [7.8e-2, 2.4e-3], fp32: [1.4e-3, 7.4e-8] },
+  'ffn.in': { bf16: [7.5e-3, 7.2e-6], fp32: [5.3e-7, 1.2e-13] },
+  'gate.weights': { bf16: [3.3e-3, 4.5e-6], fp32: [3.3e-7, 3.5e-14] },
   'ffn.out': { bf16: [4.3e-2, 5.1e-4], fp32: [1.5e-4, 5.1e-10] },
   logits: { bf16: [5.2e-3, 8.6e-6], fp32: [8.7e-7, 8.3e-14] },
 };
@@ -68,12 +68,12 @@ function fromMeasured(precision: Precision, floorRel: number, floorCos: number):
  * The thresholds. fp32: a trace of float32 activations (float32 summation order and FP8 rounding
  * midpoints are the only noise). bf16: bf16 activations, as a GPU engine runs them.
  *
- * Selections: top-k swaps measured up to 2.2e-2 · max|score| apart (bf16; fp32 traces never swap, and
- * their scores differ by up to 1.8e-4 relative); no expert swap was measured in either precision (the
+ * Selections: top-k swaps measured up to 2.4e-2 · max|score| apart (bf16; fp32 traces never swap, and
+ * their scores differ by up to 4.8e-4 relative); no expert swap was measured in either precision (the
  * official gate computes σ in float32 from the recorded input), so `gateGap` allows for an engine whose
  * router logits are bf16 (2⁻⁸ relative on logits of magnitude ≲ 2 moves σ by ≲ 2e-3; × 5).
  */
 export const THRESHOLDS: Readonly<Record<Precision, Thresholds>> = {
-  fp32: { float: fromMeasured('fp32', 1e-3, 1e-9), topkGap: 2 * 1.8e-4, gateGap: 1e-5 },
-  bf16: { float: fromMeasured('bf16', 0, 0), topkGap: 2 * 2.2e-2, gateGap: 1e-2 },
+  fp32: { float: fromMeasured('fp32', 1e-3, 1e-9), topkGap: 2 * 4.8e-4, gateGap: 1e-5 },
+  bf16: { float: fromMeasured('bf16', 0, 0), topkGap: 2 * 2.4e-2, gateGap: 1e-2 },
 };
