@@ -84,7 +84,6 @@ export function judgeFloat(
   return pass ? samePair(recorded) : { t: recorded, s: sideS() };
 }
 
-/** Rows of an [T, K] id matrix. */
 /**
  * Pushes the row of a selection check: `compare(side)` judges the trace's ids against the reference of one
  * side; the `s` side is tried when the `t` side fails and an input is dirty.

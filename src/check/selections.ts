@@ -16,6 +16,7 @@ import type { CheckRow } from './report.ts';
 import { traceName } from './names.ts';
 import type { OpenedTrace } from './trace.ts';
 
+/** Rows of a [T, K] id matrix. */
 function idRows(ids: ArrayLike<number>, T: number): number[][] {
   const K = ids.length / T;
   return Array.from({ length: T }, (_, t) => Array.from({ length: K }, (_, j) => ids[t * K + j]!));
