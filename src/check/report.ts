@@ -13,7 +13,9 @@ import { LAYER_CHECKS } from './names.ts';
  * One judged tensor (or one problem of the trace file): the row of `dsv32 conformance` (`case`, `check`
  * without the `stepS.expected.layerL.` prefix, `step`, `layer` — null for `logits` and for the file —,
  * `pass`, `max_abs_err`, `max_rel_err` = max |trace − reference| / max |reference|), plus the cosine
- * difference of float tensors and the recall of selections.
+ * difference of float tensors and the recall of selections. For a selection (`indexer.topk`,
+ * `gate.indices`) `max_abs_err` / `max_rel_err` hold the largest score gap of a differing selection
+ * (absolute / over max |score|).
  */
 export interface CheckRow extends Omit<CheckResult, 'reason'> {
   /** 1 − 2⟨x, y⟩ / (|x|² + |y|²) in float64, for float tensors (null otherwise). */
