@@ -31,6 +31,7 @@ import type { Deviations } from './deviations.ts';
 import { rmsNormResidual } from './norms.ts';
 import { asActivation, type Precision } from './precision.ts';
 import type { Checkpoint } from './safetensors.ts';
+import { gatherRows, matMulWeightT, type WeightMatrix } from './weight_matrix.ts';
 
 /** Every weight of the model. */
 export interface ModelWeights {
@@ -203,7 +204,7 @@ export function disposeModelWeights(w: ModelWeights): void {
  * embedTokens([1, 0], tf.tensor2d([[1, 2], [3, 4]])).arraySync(); // => [[3, 4], [1, 2]]
  * ```
  */
-export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.Tensor2D {
+export function embedTokens(tokens: ArrayLike<number>, embed: WeightMatrix): tf.Tensor2D {
   const V = embed.shape[0];
   const ids = Int32Array.from(tokens as ArrayLike<number>);
   for (let i = 0; i < tokens.length; i++) {
@@ -212,7 +213,7 @@ export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.T
       throw new RangeError(`embedTokens(): token ids must be integers in [0, ${V}) but tokens[${i}] = ${t}`);
     }
   }
-  return tf.tidy(() => tf.gather(embed, ids) as tf.Tensor2D);
+  return tf.tidy(() => gatherRows(embed, ids));
 }
 
 // --- Block (official Block.forward) ---
@@ -249,7 +250,7 @@ export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.T
 export function blockForward(
   h: tf.Tensor2D,
   residual: tf.Tensor2D | null,
-  w: LayerWeights,
+  w: LayerWeights<WeightMatrix>,
   cache: MlaCache,
   startPos: number,
   opts: ModelOptions & { routing?: LayerRouting; layer?: number },
@@ -343,7 +344,7 @@ function normInActivationDtype(
 export function headLogits(
   h: tf.Tensor2D,
   residual: tf.Tensor2D,
-  global: GlobalWeights,
+  global: GlobalWeights<WeightMatrix>,
   eps: number,
   positions: 'last' | 'all' = 'last',
   precision: Precision = 'fp32',
@@ -352,7 +353,7 @@ export function headLogits(
     const out = asActivation(rmsNormResidual(h, residual, global.norm, eps).out, precision);
     const T = out.shape[0]!;
     const x = positions === 'last' ? tf.slice(out, [T - 1, 0], [1, -1]) : out; // [1 or T, D]
-    return tf.matMul(x as tf.Tensor2D, global.head, false, true); // [1 or T, V]
+    return matMulWeightT(x as tf.Tensor2D, global.head); // [1 or T, V]
   });
 }
 

@@ -20,6 +20,7 @@ import type { FfnWeights, MoeWeights } from './checkpoint.ts';
 import type { Deviations } from './deviations.ts';
 import { linear, probeAt, type RoundingProbe } from './fp8.ts';
 import { asActivation, type Precision } from './precision.ts';
+import type { WeightMatrix } from './weight_matrix.ts';
 
 /** The config keys the gate reads (verbatim `config.json` names). */
 export type GateConfig = Pick<
@@ -308,7 +309,7 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync(); // => [[1.4621172, 0]]
  * ```
  */
-export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null, at: FfnOptions = {}): tf.Tensor2D {
+export function swigluFfn(x: tf.Tensor2D, w: FfnWeights<WeightMatrix>, fmt: 'ue8m0' | null, at: FfnOptions = {}): tf.Tensor2D {
   const site = (input: 'ffn.in' | 'ffn.act', name: string) =>
     probeAt(at.probe, { input, linear: `${at.branch ?? 'dense'}.${name}`, branch: at.branch ?? 'dense', ...(at.tokens ? { tokens: at.tokens } : {}) });
   const act = (t: tf.Tensor) => asActivation(t, at.precision); // bf16 mode: the official tensor dtype
@@ -377,7 +378,7 @@ function permuteRows(a: tf.Tensor2D, perm: Int32Array, inverse: Int32Array): tf.
  */
 export function moe(
   x: tf.Tensor2D,
-  w: MoeWeights,
+  w: MoeWeights<WeightMatrix>,
   config: ModelConfig,
   opts: MoeOptions = {},
 ): { out: tf.Tensor2D; routing: LayerRouting } {
@@ -423,7 +424,7 @@ export function moe(
     const expertOut = outputs.length === 1 ? outputs[0]! : (tf.concat(outputs, 0) as tf.Tensor2D); // [T·Ek, D], expert order
     const perSlot = tf.reshape(permuteRows(expertOut, slotRow, order), [T, Ek, D]); // [T, Ek, D], gate order
     const y = tf.sum(tf.mul(perSlot, tf.expandDims(weights, -1)), 1) as tf.Tensor2D; // [T, D], float32
-    const shared = (s: FfnWeights) => swigluFfn(x, s, fmt, { precision: opts.precision, ...(opts.probe ? { probe: opts.probe, branch: 'shared' } : {}) });
+    const shared = (s: FfnWeights<WeightMatrix>) => swigluFfn(x, s, fmt, { precision: opts.precision, ...(opts.probe ? { probe: opts.probe, branch: 'shared' } : {}) });
     return act(w.shared ? tf.add(y, shared(w.shared)) : y) as tf.Tensor2D;
   });
   return { out, routing: routing! };

@@ -1,13 +1,15 @@
 /**
- * `dsv32 conformance [DIR ...] [--json FILE] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE]]`
+ * `dsv32 conformance [DIR ...] [--json FILE] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]`
  *
  * Without `--weights`: finds every golden fixture folder and vector file under the given
  * directories (default: the bundled `fixtures/`), runs every check it knows, prints a table and
  * exits 0 only if every check passed. `--json FILE` writes the same rows as a JSON array of
- * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?}` (a public contract).
+ * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?, peak_bytes?}` (a public contract).
  *
  * With `--weights DIR`: runs the chosen layers of a released checkpoint directory one layer at a
- * time on the given token ids, printing activation statistics, and compares with `--expect`.
+ * time, weights resident as stored (docs/weights-streaming.md), on the given token ids, printing
+ * activation statistics and the peak bytes each layer held; compares every step of an `--expect`
+ * trace (prefill and decode steps), or runs `--steps N` greedy decode steps after the prefill.
  */
 import { existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -33,6 +35,7 @@ export interface ConformanceArgs {
   layers?: number[];
   tokens?: string;
   expect?: string;
+  steps?: number;
   quiet: boolean;
 }
 
@@ -51,6 +54,12 @@ export function parseConformanceArgs(argv: string[]): ConformanceArgs {
     else if (a === '--tokens') args.tokens = value();
     else if (a === '--expect') args.expect = value();
     else if (a === '--quiet' || a === '-q') args.quiet = true;
+    else if (a === '--steps') {
+      const v = value();
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new UsageError(`conformance: --steps expects an integer ≥ 0 (greedy decode steps) but got '${v}'`);
+      args.steps = n;
+    }
     else if (a === '--layers') {
       const v = value();
       const layers = v.split(',').map((s) => Number(s.trim()));
@@ -61,9 +70,10 @@ export function parseConformanceArgs(argv: string[]): ConformanceArgs {
     } else if (a.startsWith('--')) throw new UsageError(`conformance: unknown option '${a}'`);
     else args.dirs.push(a);
   }
-  if (!args.weights && (args.layers || args.tokens || args.expect)) {
-    throw new UsageError('conformance: --layers, --tokens and --expect need --weights DIR');
+  if (!args.weights && (args.layers || args.tokens || args.expect || args.steps !== undefined)) {
+    throw new UsageError('conformance: --layers, --tokens, --expect and --steps need --weights DIR');
   }
+  if (args.expect && args.steps !== undefined) throw new UsageError('conformance: --steps and --expect exclude each other (the trace gives the steps)');
   return args;
 }
 
@@ -143,6 +153,7 @@ async function runWeights(args: ConformanceArgs): Promise<CheckResult[]> {
     ...(args.layers ? { layers: args.layers } : {}),
     ...(tokens ? { tokens } : {}),
     ...(args.expect ? { expectFile: args.expect } : {}),
+    ...(args.steps !== undefined ? { steps: args.steps } : {}),
     log: (line: string) => process.stdout.write(line + '\n'),
   });
 }
@@ -182,6 +193,7 @@ export async function run(argv: string[]): Promise<number> {
       max_abs_err: r.max_abs_err === null || Number.isFinite(r.max_abs_err) ? r.max_abs_err : null,
       max_rel_err: r.max_rel_err === null || Number.isFinite(r.max_rel_err) ? r.max_rel_err : null,
       ...(r.reason ? { reason: r.reason } : {}),
+      ...(r.peak_bytes !== undefined ? { peak_bytes: r.peak_bytes } : {}),
     }));
     writeFileSync(args.json, JSON.stringify(out, null, 2) + '\n');
   }
