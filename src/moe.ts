@@ -170,9 +170,11 @@ export function moeGate(
         return { weights: tf.tensor2d(opts.routing.weights, [T, Ek], 'float32'), indices };
       }
     } else {
-      // 2. biased scores, for selection only. The selection is discrete: it runs on a detached copy of
-      // the scores, so no gradient tape reaches top-k (which has no gradient in tfjs)
-      const detached = tf.tensor2d(scores.dataSync() as Float32Array, [T, E]);
+      // 2. biased scores, for selection only. The selection is discrete: it runs on a detached view of
+      // the scores (the same data, a tensor the gradient tape did not record), so no gradient tape
+      // reaches top-k (which has no gradient in tfjs). No read-back: the values stay on the backend,
+      // which matters on GPU backends (WebGPU under SwiftShader has no working synchronous read).
+      const detached = detachedView(scores as tf.Tensor2D);
       let biased = (gate.bias ? tf.add(detached, gate.bias) : detached) as tf.Tensor2D;
       // 3. group-limited routing
       if (G > 1) {
@@ -196,6 +198,17 @@ export function moeGate(
     weights = tf.mul(weights, tf.scalar(config.routed_scaling_factor));
     return { weights, indices };
   });
+}
+
+/**
+ * A second tensor over the same data as `x` that the gradient tape has not recorded (tfjs has no
+ * stop-gradient op): the engine makes a tensor from `x`'s data id and the backend counts one more
+ * reference to that data, so disposing either tensor leaves the other valid.
+ */
+function detachedView(x: tf.Tensor2D): tf.Tensor2D {
+  const backend = tf.backend();
+  backend.incRef(x.dataId);
+  return tf.engine().makeTensorFromDataId(x.dataId, x.shape, x.dtype, backend) as tf.Tensor2D;
 }
 
 function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfig, routing: LayerRouting | undefined): void {

@@ -1,0 +1,65 @@
+/**
+ * Opens a golden fixture over HTTP in the page: fetches `config.json`, `manifest.json`,
+ * `model.safetensors` and `trace.safetensors` of `fixtures/golden/NAME/` (same origin, relative to
+ * the page), and for `public-fp32` also the RoPE-bug trace of `public-fp32-indexer-rope-bug/`.
+ *
+ * Browser-safe. TEMPORARY (issue #15): the bytes are handed to the file readers through the in-memory
+ * file table of memfs_shim.ts; once the core reads safetensors from bytes, this module calls that.
+ *
+ * @module
+ */
+import { parseConfig } from '../config.ts';
+import { loadLayerWeights, type LayerWeights } from '../checkpoint.ts';
+import { openCheckpoint, openSafetensors } from '../safetensors.ts';
+import { registerFile } from './memfs_shim.ts';
+import type { OpenFixture } from './compute.ts';
+
+/** Fixtures the page offers (folders under fixtures/golden/). */
+export const FIXTURES = ['public-fp32', 'public-fp8'] as const;
+/** The RoPE-bug trace and the fixture whose weights it was recorded with. */
+const BUG = { fixture: 'public-fp32', dir: 'public-fp32-indexer-rope-bug' };
+
+async function fetchBytes(url: URL): Promise<Uint8Array> {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`cannot load ${url.pathname}: HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+/**
+ * Fetches and opens `fixtures/golden/NAME/` relative to `base` (the page URL).
+ *
+ * @throws Error naming the file that could not be fetched or parsed
+ */
+export async function loadFixture(name: string, base: string): Promise<OpenFixture> {
+  const root = new URL(`fixtures/golden/${name}/`, base);
+  const dir = `/fixtures/golden/${name}`;
+  const files = ['config.json', 'manifest.json', 'model.safetensors', 'trace.safetensors'];
+  const bytes = await Promise.all(files.map((f) => fetchBytes(new URL(f, root))));
+  files.forEach((f, i) => registerFile(`${dir}/${f}`, bytes[i]!));
+  const text = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as unknown;
+  const config = parseConfig(text(bytes[0]!));
+  const manifest = text(bytes[1]!) as OpenFixture['manifest'];
+  let bugTrace: OpenFixture['bugTrace'];
+  if (name === BUG.fixture) {
+    const bugPath = `/fixtures/golden/${BUG.dir}/trace.safetensors`;
+    registerFile(bugPath, await fetchBytes(new URL(`fixtures/golden/${BUG.dir}/trace.safetensors`, base)));
+    bugTrace = openSafetensors(bugPath);
+  }
+  const ckpt = openCheckpoint(dir);
+  const layers = new Map<number, LayerWeights>();
+  return {
+    name,
+    config,
+    manifest,
+    trace: openSafetensors(`${dir}/trace.safetensors`),
+    bugTrace,
+    layer(L: number): LayerWeights {
+      let w = layers.get(L);
+      if (!w) {
+        w = loadLayerWeights(ckpt, config, L);
+        layers.set(L, w);
+      }
+      return w;
+    },
+  };
+}
