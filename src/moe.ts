@@ -181,7 +181,10 @@ export function moeGate(
         const grouped = tf.reshape(biased, [T, G, E / G]); // [T, G, E/G]
         const groupScores = gate.bias ? tf.sum(tf.topk(grouped, 2).values, -1) : tf.max(grouped, -1); // [T, G]
         const keptGroups = tf.topk(groupScores, topk_group).indices; // [T, topk_group]
-        const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G), 1), 0); // [T, G] bool
+        // a float32 one-hot (counts 0/1 are exact): on tfjs-backend-webgpu 4.22 an int32 one-hot, or one
+        // cast from int32 (a relabelling there, not a conversion), breaks the transpose that the sum
+        // over axis 1 runs (a WGSL type error; docs/deviations.md)
+        const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G, 1, 0, 'float32'), 1), 0); // [T, G] bool
         const masked = tf.where(tf.expandDims(kept, -1), grouped, tf.scalar(-Infinity)); // [T, G, E/G]
         biased = tf.reshape(masked, [T, E]);
       }
