@@ -6,8 +6,9 @@
 import { it, expect, beforeAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { loadConfig, type ModelConfig } from '../src/config.ts';
-import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../src/safetensors.ts';
+import type { ModelConfig } from '../src/config.ts';
+import type { SafetensorsFile } from '../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../src/node.ts';
 import { loadLayerWeights, type LayerWeights } from '../src/checkpoint.ts';
 import { computeView, type OpenFixture } from '../src/browser/compute.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';

@@ -3,15 +3,13 @@
  * `model.safetensors` and `trace.safetensors` of `fixtures/golden/NAME/` (same origin, relative to
  * the page), and for `public-fp32` also the RoPE-bug trace of `public-fp32-indexer-rope-bug/`.
  *
- * Browser-safe. TEMPORARY (issue #15): the bytes are handed to the file readers through the in-memory
- * file table of memfs_shim.ts; once the core reads safetensors from bytes, this module calls that.
+ * Browser-safe: the bytes are parsed in memory (`parseConfig`, `safetensorsFromBytes`).
  *
  * @module
  */
 import { parseConfig } from '../config.ts';
 import { loadLayerWeights, type LayerWeights } from '../checkpoint.ts';
-import { openCheckpoint, openSafetensors } from '../safetensors.ts';
-import { registerFile } from './memfs_shim.ts';
+import { safetensorsFromBytes } from '../safetensors.ts';
 import type { OpenFixture } from './compute.ts';
 
 /** Fixtures the page offers (folders under fixtures/golden/). */
@@ -32,31 +30,28 @@ async function fetchBytes(url: URL): Promise<Uint8Array> {
  */
 export async function loadFixture(name: string, base: string): Promise<OpenFixture> {
   const root = new URL(`fixtures/golden/${name}/`, base);
-  const dir = `/fixtures/golden/${name}`;
   const files = ['config.json', 'manifest.json', 'model.safetensors', 'trace.safetensors'];
   const bytes = await Promise.all(files.map((f) => fetchBytes(new URL(f, root))));
-  files.forEach((f, i) => registerFile(`${dir}/${f}`, bytes[i]!));
   const text = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b)) as unknown;
   const config = parseConfig(text(bytes[0]!));
   const manifest = text(bytes[1]!) as OpenFixture['manifest'];
+  const weights = safetensorsFromBytes(bytes[2]!, `${name}/model.safetensors`);
   let bugTrace: OpenFixture['bugTrace'];
   if (name === BUG.fixture) {
-    const bugPath = `/fixtures/golden/${BUG.dir}/trace.safetensors`;
-    registerFile(bugPath, await fetchBytes(new URL(`fixtures/golden/${BUG.dir}/trace.safetensors`, base)));
-    bugTrace = openSafetensors(bugPath);
+    const bugBytes = await fetchBytes(new URL(`fixtures/golden/${BUG.dir}/trace.safetensors`, base));
+    bugTrace = safetensorsFromBytes(bugBytes, `${BUG.dir}/trace.safetensors`);
   }
-  const ckpt = openCheckpoint(dir);
   const layers = new Map<number, LayerWeights>();
   return {
     name,
     config,
     manifest,
-    trace: openSafetensors(`${dir}/trace.safetensors`),
+    trace: safetensorsFromBytes(bytes[3]!, `${name}/trace.safetensors`),
     bugTrace,
     layer(L: number): LayerWeights {
       let w = layers.get(L);
       if (!w) {
-        w = loadLayerWeights(ckpt, config, L);
+        w = loadLayerWeights(weights, config, L);
         layers.set(L, w);
       }
       return w;

@@ -24,16 +24,10 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', 
 
 const WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'];
 
-/**
- * TEMPORARY (until issue #15's browser-safe core is merged): `node:fs` and `node:path`, which
- * src/config.ts and src/safetensors.ts still import, resolve to the page's in-memory file table
- * (src/browser/memfs_shim.ts). Any other Node built-in is an error, so nothing Node-only slips in.
- */
-const temporaryNodeShim: esbuild.Plugin = {
-  name: 'dsv32-temporary-node-shim',
+/** Any Node built-in reaching the page bundle is an error naming the importer (the page must stay browser-safe). */
+const noNodeBuiltins: esbuild.Plugin = {
+  name: 'dsv32-no-node-builtins',
   setup(build) {
-    const shim = join(REPO_ROOT, 'src', 'browser', 'memfs_shim.ts');
-    build.onResolve({ filter: /^node:(fs|path)$/ }, () => ({ path: shim }));
     build.onResolve({ filter: /^node:/ }, (args) => ({
       errors: [{ text: `${args.path} imported by ${args.importer}: Node built-ins cannot run in the page` }],
     }));
@@ -59,9 +53,8 @@ export async function buildExplorer(outDir: string): Promise<{ outDir: string; f
     sourcemap: true,
     minify: false,
     logLevel: 'silent',
-    // backend.ts reads DSV32_BACKEND only when no backend is named; the page always names one
-    define: { 'process.env.DSV32_BACKEND': 'undefined', 'process.env.NODE_ENV': '"production"' },
-    plugins: [temporaryNodeShim],
+    define: { 'process.env.NODE_ENV': '"production"' },
+    plugins: [noNodeBuiltins],
   });
   const require = createRequire(import.meta.url);
   const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
