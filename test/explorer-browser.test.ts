@@ -135,3 +135,29 @@ for (const backend of ['webgpu', 'webgl', 'wasm']) {
     }, 600_000);
   });
 }
+
+describe('static build (scripts/build-explorer.ts layout) [wasm]', () => {
+  it('served alone, it loads public-fp8 and shows the official layer 0 selections', async () => {
+    const dir = join(OUT, 'explorer-static');
+    const { execFileSync } = await import('node:child_process');
+    execFileSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'scripts', 'build-explorer.ts'), dir], { stdio: 'pipe' });
+    const alone = await serveStatic({ '/': dir });
+    try {
+      const page = await browser.newPage();
+      const problems: string[] = [];
+      page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
+      page.on('request', (r) => !r.url().startsWith(alone.url) && !r.url().startsWith('data:') && problems.push(`external request: ${r.url()}`));
+      await page.goto(`${alone.url}?backend=wasm&fixture=public-fp8&layer=0`);
+      const state = await settled(page, 0);
+      await page.close();
+      expect(state.error).toBeUndefined();
+      expect(problems).toEqual([]);
+      const fp8 = openSafetensors(join(GOLDEN, 'public-fp8', 'trace.safetensors'));
+      expect(state.view!.fixture).toBe('public-fp8');
+      expect(state.view!.topk.map(asSet)).toEqual(rowsOf(fp8, 'step0.expected.layer0.indexer.topk').map(asSet));
+      expect(state.view!.officialBugTopk).toBeNull(); // the RoPE-bug trace belongs to public-fp32
+    } finally {
+      await alone.close();
+    }
+  }, 300_000);
+});
