@@ -17,6 +17,7 @@ import '@tensorflow/tfjs-backend-webgpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { computeView, type ExplorerView, type OpenFixture } from './compute.ts';
 import { FIXTURES, loadFixture } from './load.ts';
+import { describeAdapter } from './adapter.ts';
 import { attentionHtml, backendHtml, drawHeatmap, routingHtml, selectionHtml } from './render.ts';
 
 /** Backends the page can run on. */
@@ -37,22 +38,6 @@ const params = new URL(location.href).searchParams;
 
 function options(select: HTMLSelectElement, values: readonly (string | number)[], selected: string | number, label = (v: string | number) => String(v)): void {
   select.innerHTML = values.map((v) => `<option value="${v}"${String(v) === String(selected) ? ' selected' : ''}>${label(v)}</option>`).join('');
-}
-
-/** What the adapter is: WebGPU adapter info, the WebGL renderer string, or the wasm features. */
-async function describeAdapter(backend: string): Promise<string> {
-  if (backend === 'webgpu') {
-    const gpu = (navigator as unknown as { gpu?: { requestAdapter(): Promise<{ info?: Record<string, string> } | null> } }).gpu;
-    const info = (await gpu?.requestAdapter())?.info;
-    return info ? `WebGPU adapter: ${[info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' / ')}` : 'WebGPU adapter: (no info)';
-  }
-  if (backend === 'webgl') {
-    const gl = document.createElement('canvas').getContext('webgl2');
-    const ext = gl?.getExtension('WEBGL_debug_renderer_info');
-    return `WebGL ${tf.env().getNumber('WEBGL_VERSION')}: ${ext ? gl!.getParameter(ext.UNMASKED_RENDERER_WEBGL) : gl?.getParameter(gl.RENDERER) ?? 'unknown'}`;
-  }
-  if (backend === 'wasm') return `WebAssembly, SIMD ${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'on' : 'off'}, threads ${tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'on' : 'off'}`;
-  return 'plain JavaScript';
 }
 
 async function startBackend(): Promise<string> {

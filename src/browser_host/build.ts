@@ -4,7 +4,9 @@
  *
  * ```
  * OUT/index.html        the explorer page
- * OUT/explorer.js       the bundle (dsv32 + TensorFlow.js with the webgpu, webgl, wasm and cpu backends)
+ * OUT/explorer.js       its bundle (dsv32 + TensorFlow.js with the webgpu, webgl, wasm and cpu backends)
+ * OUT/runner.html       the conformance page (driven by `dsv32 conformance --backend`)
+ * OUT/runner.js         its bundle (the conformance engine over an in-memory file table)
  * OUT/wasm/*.wasm       the wasm backend's binaries (loaded from here, never from a CDN)
  * ```
  *
@@ -24,41 +26,52 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', 
 
 const WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'];
 
-/** Any Node built-in reaching the page bundle is an error naming the importer (the page must stay browser-safe). */
-const noNodeBuiltins: esbuild.Plugin = {
-  name: 'dsv32-no-node-builtins',
-  setup(build) {
-    build.onResolve({ filter: /^node:/ }, (args) => ({
-      errors: [{ text: `${args.path} imported by ${args.importer}: Node built-ins cannot run in the page` }],
-    }));
-  },
-};
+/**
+ * Node built-ins in a page bundle: in the explorer, any is an error naming the importer (the page and
+ * the library it uses are browser-safe); in the conformance page, `node:fs` and `node:path` resolve to
+ * the in-memory file table of src/browser/memory_fs.ts (the engine reads fixtures as files) and any
+ * other is an error.
+ */
+function nodeBuiltins(memoryFs: boolean): esbuild.Plugin {
+  return {
+    name: 'dsv32-node-builtins',
+    setup(build) {
+      if (memoryFs) build.onResolve({ filter: /^node:(fs|path)$/ }, () => ({ path: join(REPO_ROOT, 'src', 'browser', 'memory_fs.ts') }));
+      build.onResolve({ filter: /^node:/ }, (args) => ({
+        errors: [{ text: `${args.path} imported by ${args.importer}: Node built-ins cannot run in the page` }],
+      }));
+    },
+  };
+}
 
 /**
- * Bundles src/browser/explorer.ts into `outDir/explorer.js` and writes `index.html` and the wasm binaries.
+ * Bundles the explorer (src/browser/explorer.ts) and the conformance page (src/browser/runner.ts) into
+ * `outDir` with their HTML and the wasm binaries.
  *
  * @param outDir output folder (created)
- * @returns the paths written
- * @throws Error with esbuild's message when the bundle does not build
+ * @returns the files written, relative to `outDir`
+ * @throws Error with esbuild's message when a bundle does not build
  */
 export async function buildExplorer(outDir: string): Promise<{ outDir: string; files: string[] }> {
   mkdirSync(join(outDir, 'wasm'), { recursive: true });
-  await esbuild.build({
-    entryPoints: [join(REPO_ROOT, 'src', 'browser', 'explorer.ts')],
-    outfile: join(outDir, 'explorer.js'),
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    sourcemap: true,
-    minify: false,
-    logLevel: 'silent',
-    define: { 'process.env.NODE_ENV': '"production"' },
-    plugins: [noNodeBuiltins],
-  });
+  const pages = [{ name: 'explorer', html: 'index.html', memoryFs: false }, { name: 'runner', html: 'runner.html', memoryFs: true }];
+  for (const page of pages) {
+    await esbuild.build({
+      entryPoints: [join(REPO_ROOT, 'src', 'browser', `${page.name}.ts`)],
+      outfile: join(outDir, `${page.name}.js`),
+      bundle: true,
+      format: 'esm',
+      platform: 'browser',
+      target: 'es2022',
+      sourcemap: true,
+      logLevel: 'silent',
+      define: { 'process.env.NODE_ENV': '"production"' },
+      plugins: [nodeBuiltins(page.memoryFs)],
+    });
+    writeFileSync(join(outDir, page.html), readFileSync(join(REPO_ROOT, 'src', 'browser', page.html)));
+  }
   const require = createRequire(import.meta.url);
   const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
   for (const f of WASM_FILES) copyFileSync(join(wasmDir, 'dist', f), join(outDir, 'wasm', f));
-  writeFileSync(join(outDir, 'index.html'), readFileSync(join(REPO_ROOT, 'src', 'browser', 'index.html')));
-  return { outDir, files: ['index.html', 'explorer.js', ...WASM_FILES.map((f) => `wasm/${f}`)] };
+  return { outDir, files: [...pages.flatMap((p) => [p.html, `${p.name}.js`]), ...WASM_FILES.map((f) => `wasm/${f}`)] };
 }

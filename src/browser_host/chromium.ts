@@ -68,22 +68,26 @@ export const CHROMIUM_FLAGS = [
 ];
 
 /**
- * Starts headless Chromium (a fresh temporary profile, removed on close).
+ * Starts Chromium (a fresh temporary profile, removed on close), headless unless told otherwise.
  *
- * @param opts `executablePath` (default {@link findChromium}), `width`/`height` of the window (default 1280×800)
+ * @param opts `executablePath` (default {@link findChromium}), `width`/`height` of the window (default
+ *   1280×800), `headless` (default true), `display` (X display for a window, e.g. `:99`), `extraArgs`
  * @throws ChromiumError when none is found or it does not start
  */
-export async function launchChromium(opts: { executablePath?: string; width?: number; height?: number } = {}): Promise<Browser> {
+export async function launchChromium(
+  opts: { executablePath?: string; width?: number; height?: number; headless?: boolean; display?: string; extraArgs?: string[] } = {},
+): Promise<Browser> {
   const executablePath = opts.executablePath ?? findChromium();
   const width = opts.width ?? 1280;
   const height = opts.height ?? 800;
   try {
     return await puppeteer.launch({
       executablePath,
-      headless: true,
-      args: [...CHROMIUM_FLAGS, `--window-size=${width},${height}`],
+      headless: opts.headless ?? true,
+      args: [...CHROMIUM_FLAGS, `--window-size=${width},${height}`, ...(opts.extraArgs ?? [])],
       defaultViewport: { width, height },
-      protocolTimeout: 900_000,
+      protocolTimeout: 1_800_000,
+      ...(opts.display ? { env: { ...process.env, DISPLAY: opts.display } } : {}),
     });
   } catch (e) {
     throw new ChromiumError(`could not start ${executablePath}: ${(e as Error).message.split('\n')[0]}`);
