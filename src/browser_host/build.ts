@@ -15,14 +15,19 @@
  *
  * @module
  */
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as esbuild from 'esbuild';
+import type * as esbuild from 'esbuild';
 
-/** Repository root (two folders above this file). */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** Package root: the nearest folder above this file with a package.json (also from the compiled dist/src/). */
+export const REPO_ROOT = ((): string => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  if (basename(dir) === 'dist') dir = dirname(dir);
+  return dir;
+})();
 
 const WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'];
 
@@ -53,10 +58,16 @@ function nodeBuiltins(memoryFs: boolean): esbuild.Plugin {
  * @throws Error with esbuild's message when a bundle does not build
  */
 export async function buildExplorer(outDir: string): Promise<{ outDir: string; files: string[] }> {
+  let bundler: typeof esbuild;
+  try {
+    bundler = await import('esbuild');
+  } catch {
+    throw new Error('the browser pages are bundled with esbuild, a development dependency: run from a clone after `npm ci`, or `npm install esbuild`');
+  }
   mkdirSync(join(outDir, 'wasm'), { recursive: true });
   const pages = [{ name: 'explorer', html: 'index.html', memoryFs: false }, { name: 'runner', html: 'runner.html', memoryFs: true }];
   for (const page of pages) {
-    await esbuild.build({
+    await bundler.build({
       entryPoints: [join(REPO_ROOT, 'src', 'browser', `${page.name}.ts`)],
       outfile: join(outDir, `${page.name}.js`),
       bundle: true,
