@@ -1,6 +1,6 @@
 /**
  * Opens a golden fixture over HTTP in the page: fetches `config.json`, `manifest.json`,
- * `model.safetensors` and `trace.safetensors` of `fixtures/golden/NAME/` (same origin, relative to
+ * `model.safetensors` and `trace.safetensors` of the golden fixture folder `name` (same origin, relative to
  * the page), and for `public-fp32` also the RoPE-bug trace of `public-fp32-indexer-rope-bug/`.
  *
  * Browser-safe: the bytes are parsed in memory (`parseConfig`, `safetensorsFromBytes`).
@@ -24,7 +24,7 @@ async function fetchBytes(url: URL): Promise<Uint8Array> {
 }
 
 /**
- * Fetches and opens `fixtures/golden/NAME/` relative to `base` (the page URL).
+ * Fetches and opens the golden fixture folder `name` (`fixtures/golden/<name>/`) relative to `base` (the page URL).
  *
  * @throws Error naming the file that could not be fetched or parsed
  */

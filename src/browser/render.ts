@@ -96,7 +96,7 @@ export function selectionHtml(v: ExplorerView, row: number): string {
         <span class="${v.bugDiffers[row] ? 'warn' : 'ok'}">${v.bugDiffers[row] ? `${v.bugTopk[row]!.filter((s) => s >= 0 && !v.topk[row]!.includes(s)).length} positions differ from the shipped selection` : 'same set as shipped'}</span></dd>
       <dt>official bug run</dt><dd data-testid="official-bug-topk">${officialBug
         ? `${list(officialBug)} ${ok(list(officialBug) === list(v.bugTopk[row]!))} <small>(${bugMatches}/${v.T} rows)</small>`
-        : '<small>recorded for layer 0, step 0 of public-fp32 only (later layers of the bug run saw other inputs)</small>'}</dd>
+        : '<small>compared at layer 0, step 0 of public-fp32 only: later layers of the bug run saw inputs changed by its own selections</small>'}</dd>
     </dl>`;
 }
 
