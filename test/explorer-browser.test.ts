@@ -20,6 +20,7 @@ import { buildExplorer, REPO_ROOT } from '../src/browser_host/build.ts';
 import { serveStatic, type StaticServer } from '../src/browser_host/server.ts';
 import { launchChromium } from '../src/browser_host/chromium.ts';
 import type { ExplorerView } from '../src/browser/compute.ts';
+import { asSet, expectLayer0Step0Official, rowsOf } from './helpers/explorer-golden.ts';
 
 const OUT = resolve('test/.out');
 const GOLDEN = resolve('fixtures/golden');
@@ -43,13 +44,6 @@ afterAll(async () => {
   await server?.close();
 });
 
-const rowsOf = (f: SafetensorsFile, name: string): number[][] => {
-  const shape = f.info(name).shape;
-  const w = shape[shape.length - 1]!;
-  const v = Array.from(f.read(name) as ArrayLike<number | bigint>, Number);
-  return Array.from({ length: v.length / w }, (_, i) => v.slice(i * w, (i + 1) * w));
-};
-const asSet = (r: number[]) => r.filter((s) => s >= 0).sort((a, b) => a - b);
 
 interface PageState { status: string; error?: string; backend?: string; adapter?: string; view?: ExplorerView }
 
@@ -105,16 +99,7 @@ for (const backend of ['webgpu', 'webgl', 'wasm']) {
 
     it('layer 0, step 0 of public-fp32: the scores and selections it shows equal the official ones', async () => {
       const v = state.view!;
-      const score = rowsOf(trace, 'step0.expected.layer0.indexer.score');
-      let maxErr = 0;
-      let maxRef = 0;
-      v.scores.forEach((row, t) => row.slice(0, t + 1).forEach((x, s) => {
-        maxErr = Math.max(maxErr, Math.abs(x - score[t]![s]!));
-        maxRef = Math.max(maxRef, Math.abs(score[t]![s]!));
-      }));
-      expect(maxErr / Math.max(1, maxRef)).toBeLessThanOrEqual(1e-4);
-      expect(v.topk.map(asSet)).toEqual(rowsOf(trace, 'step0.expected.layer0.indexer.topk').map(asSet));
-      expect(v.bugTopk.map(asSet)).toEqual(rowsOf(bugTrace, 'step0.interleaved_bug.layer0.indexer.topk').map(asSet));
+      expectLayer0Step0Official(v, trace, bugTrace);
       // what the DOM shows for the outlined query row (t = 39): dsv32's selection, the official one marked as matching
       const shown = await page.$eval('[data-testid="topk"]', (e) => ({ row: Number(e.getAttribute('data-row')), text: e.textContent ?? '' }));
       expect(shown.row).toBe(39);

@@ -11,6 +11,7 @@ import type { SafetensorsFile } from '../src/safetensors.ts';
 import { loadConfig, openCheckpoint, openSafetensors } from '../src/node.ts';
 import { loadLayerWeights, type LayerWeights } from '../src/checkpoint.ts';
 import { computeView, type OpenFixture } from '../src/browser/compute.ts';
+import { asSet, expectLayer0Step0Official, rowsOf } from './helpers/explorer-golden.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 const DIR = resolve('fixtures/golden/public-fp32');
@@ -39,28 +40,12 @@ function fixture(overrides: Partial<OpenFixture> = {}): OpenFixture {
   };
 }
 
-const rowsOf = (f: SafetensorsFile, name: string): number[][] => {
-  const shape = f.info(name).shape;
-  const w = shape[shape.length - 1]!;
-  const v = Array.from(f.read(name) as ArrayLike<number | bigint>, Number);
-  return Array.from({ length: v.length / w }, (_, i) => v.slice(i * w, (i + 1) * w));
-};
-const asSet = (r: number[]) => [...r.filter((s) => s >= 0)].sort((a, b) => a - b);
 
 describeEachBackend('explorer view model (src/browser/compute.ts)', () => {
   it('layer 0, step 0: scores, selections and the RoPE-bug selections equal the official ones', async () => {
     const v = await computeView(fixture(), 0, 0, 0);
     expect([v.T, v.S, v.startPos]).toEqual([40, 40, 0]);
-    const score = rowsOf(trace, 'step0.expected.layer0.indexer.score');
-    let maxErr = 0;
-    let maxRef = 0;
-    v.scores.forEach((row, t) => row.slice(0, t + 1).forEach((x, s) => {
-      maxErr = Math.max(maxErr, Math.abs(x - score[t]![s]!));
-      maxRef = Math.max(maxRef, Math.abs(score[t]![s]!));
-    }));
-    expect(maxErr / Math.max(1, maxRef)).toBeLessThanOrEqual(1e-4);
-    expect(v.topk.map(asSet)).toEqual(rowsOf(trace, 'step0.expected.layer0.indexer.topk').map(asSet));
-    expect(v.bugTopk.map(asSet)).toEqual(rowsOf(bugTrace, 'step0.interleaved_bug.layer0.indexer.topk').map(asSet));
+    expectLayer0Step0Official(v, trace, bugTrace);
     expect(v.topkMatch.every(Boolean)).toBe(true);
     expect(v.bugDiffers.some(Boolean)).toBe(true); // the bug changes some selections
     expect(v.officialBugTopk).not.toBeNull();
