@@ -207,10 +207,12 @@ export function moeGate(
 /**
  * A second tensor over the same data as `x` that the gradient tape has not recorded (tfjs has no
  * stop-gradient op): the engine makes a tensor from `x`'s data id and the backend counts one more
- * reference to that data, so disposing either tensor leaves the other valid.
+ * reference to that data, so disposing either tensor leaves the other valid. A backend without
+ * reference counting gets a copy read back from it instead.
  */
 function detachedView(x: tf.Tensor2D): tf.Tensor2D {
   const backend = tf.backend();
+  if (typeof backend.incRef !== 'function') return tf.tensor2d(x.dataSync() as Float32Array, x.shape);
   backend.incRef(x.dataId);
   return tf.engine().makeTensorFromDataId(x.dataId, x.shape, x.dtype, backend) as tf.Tensor2D;
 }

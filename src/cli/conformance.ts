@@ -6,8 +6,9 @@
  * exits 0 only if every check passed. `--json FILE` writes the same rows as a JSON array of
  * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?}` (a public contract).
  *
- * With `--backend webgpu|webgl`: the same cases and rows, computed in headless Chromium on that
- * TensorFlow.js backend (src/browser_host/conformance.ts); the summary line names the adapter.
+ * With `--backend webgpu|webgl`: the same cases and rows, computed in Chromium on that TensorFlow.js
+ * backend (src/browser_host/conformance.ts: headless for webgl, in a window for webgpu); the summary
+ * line names the adapter.
  *
  * With `--weights DIR`: runs the chosen layers of a released checkpoint directory one layer at a
  * time on the given token ids, printing activation statistics, and compares with `--expect`.
