@@ -17,8 +17,8 @@ import { existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../backend.ts';
-import { discoverCases, runGoldenCase, runVectorCase, failure, type Case } from '../conformance/run.ts';
-import type { CheckResult } from '../conformance/types.ts';
+import { discoverCases, runGoldenCase, runVectorCase, type Case } from '../conformance/run.ts';
+import { failure, type CheckResult } from '../conformance/core/rows.ts';
 
 /** The package root: the nearest folder above this file with a package.json (src/cli/ runs from a clone, dist/src/cli/ when installed). */
 function packageRoot(): string {
