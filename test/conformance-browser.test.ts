@@ -11,7 +11,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { initBackend } from '../src/backend.ts';
 import { runConformance } from '../src/cli/conformance.ts';
-import type { CheckResult } from '../src/conformance/types.ts';
+import type { CheckResult } from '../src/conformance/core/rows.ts';
 
 const ROOT = resolve('.');
 const OUT = resolve('test/.out');

@@ -15,7 +15,7 @@ import { tf } from '../backend.ts';
 import '@tensorflow/tfjs-backend-webgpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { runGoldenCase, runVectorCase, type Case } from '../conformance/run.ts';
-import type { CheckResult } from '../conformance/types.ts';
+import type { CheckResult } from '../conformance/core/rows.ts';
 import { registerFile } from './memory_fs.ts';
 import { describeAdapter } from './adapter.ts';
 

@@ -17,8 +17,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } 
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Browser } from 'puppeteer-core';
-import { discoverCases, failure, type Case } from '../conformance/run.ts';
-import type { CheckResult } from '../conformance/types.ts';
+import { discoverCases, type Case } from '../conformance/run.ts';
+import { failure } from '../conformance/core/rows.ts';
+import type { CheckResult } from '../conformance/core/rows.ts';
 import { buildExplorer } from './build.ts';
 import { ChromiumError, launchChromium } from './chromium.ts';
 import { serveStatic } from './server.ts';
