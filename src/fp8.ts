@@ -13,13 +13,15 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { matMulWeightT, weightShape, type WeightMatrix } from './weight_matrix.ts';
 
 /**
- * The `Linear` record of src/checkpoint.ts, structurally: `weight` [out, in] float32 (dequantized),
+ * The `Linear` record of src/checkpoint.ts, structurally: `weight` [out, in] float32 (a tensor, or held
+ * as stored and dequantized per use, src/weight_matrix.ts),
  * `fp8` true when the checkpoint stored the weight as F8_E4M3 (then activations are block-quantized first).
  */
 export interface LinearLike {
-  weight: tf.Tensor2D;
+  weight: WeightMatrix;
   fp8: boolean;
 }
 
@@ -416,13 +418,13 @@ export function weightDequant(w8: tf.Tensor, scaleInv: tf.Tensor, block = FP8_BL
  * ```
  */
 export function linear(x: tf.Tensor, w: LinearLike, scaleFmt: ScaleFmt, probe?: QuantProbe): tf.Tensor {
-  const [out, inDim] = w.weight.shape as [number, number];
+  const [out, inDim] = weightShape(w.weight);
   if (x.rank < 1 || x.shape[x.rank - 1] !== inDim) {
     throw new RangeError(`linear(): last dim of x must be in = ${inDim} (weight [${out}, ${inDim}]) but got shape [${x.shape}]`);
   }
   return tf.tidy(() => {
     const xin = w.fp8 ? actQuantDequant(x, scaleFmt, FP8_BLOCK, probe) : x;
-    const y = tf.matMul(tf.reshape(xin, [-1, inDim]), w.weight, false, true); // [M, out]
+    const y = matMulWeightT(tf.reshape(xin, [-1, inDim]) as tf.Tensor2D, w.weight); // [M, out]
     return tf.reshape(y, [...x.shape.slice(0, -1), out]);
   });
 }

@@ -31,6 +31,7 @@ import { actQuant, linear, probeAt, type RoundingProbe } from './fp8.ts';
 import { hadamard } from './hadamard.ts';
 import { layerNorm } from './norms.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
+import type { WeightMatrix } from './weight_matrix.ts';
 
 /** LayerNorm eps of `k_norm` (official `LayerNorm(head_dim)` default). */
 export const INDEXER_K_NORM_EPS = 1e-6;
@@ -138,6 +139,19 @@ export interface IndexerOptions {
  */
 export function fp8Index(q8: tf.Tensor3D, weights: tf.Tensor2D, keys: tf.Tensor2D, keyScales: tf.Tensor1D): tf.Tensor2D {
   const [T, HI, DI] = q8.shape;
+  // a long prefill goes in blocks of query rows, so that the [rows, HI, S] intermediates stay within
+  // 2²⁴ elements (64 MB); each row's scores are computed on their own, so no value changes
+  const rows = Math.max(1, Math.floor(2 ** 24 / (HI * Math.max(1, keys.shape[0]))));
+  if (T > rows) {
+    return tf.tidy(() => {
+      const blocks: tf.Tensor2D[] = [];
+      for (let t = 0; t < T; t += rows) {
+        const n = Math.min(rows, T - t);
+        blocks.push(fp8Index(tf.slice(q8, [t, 0, 0], [n, -1, -1]), tf.slice(weights, [t, 0], [n, -1]), keys, keyScales));
+      }
+      return tf.concat(blocks, 0) as tf.Tensor2D;
+    });
+  }
   return tf.tidy(() => {
     const logits = tf.matMul(tf.reshape(q8, [T * HI, DI]), keys, false, true); // [T·HI, S]
     const S = keys.shape[0];
@@ -210,7 +224,7 @@ function ropeFirst(v: tf.Tensor, cos: tf.Tensor2D, sin: tf.Tensor2D, R: number, 
 export function indexerScores(
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
-  w: IndexerWeights,
+  w: IndexerWeights<WeightMatrix>,
   cache: IndexerCache,
   startPos: number,
   opts: IndexerOptions,
@@ -310,7 +324,7 @@ export function indexerScores(
 export function indexerScoresExact(
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
-  w: IndexerWeights,
+  w: IndexerWeights<WeightMatrix>,
   cache: IndexerCache,
   startPos: number,
   opts: Omit<IndexerOptions, 'exact'>,
@@ -320,7 +334,7 @@ export function indexerScoresExact(
 
 // --- Argument checks ---
 
-function shapeOf(t: tf.Tensor): string {
+function shapeOf(t: { shape: number[] }): string {
   return `[${t.shape.join(', ')}]`;
 }
 
@@ -328,7 +342,7 @@ function checkArguments(
   fn: string,
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
-  w: IndexerWeights,
+  w: IndexerWeights<WeightMatrix>,
   cache: IndexerCache,
   startPos: number,
   opts: IndexerOptions,
@@ -351,8 +365,8 @@ function checkArguments(
   const T = x.shape[0];
   if (T < 1) throw new RangeError(`${fn}(): x must hold at least one token but got ${shapeOf(x)}`);
   if (qr.shape[0] !== T) throw new RangeError(`${fn}(): qr must have T = ${T} rows like x but got ${shapeOf(qr)}`);
-  const expectShape = (name: string, t: tf.Tensor, shape: number[]): void => {
-    if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+  const expectShape = (name: string, t: { shape: number[] }, shape: number[]): void => {
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new RangeError(`${fn}(): w.${name} must be [${shape.join(', ')}] but got ${shapeOf(t)}`);
     }
   };

@@ -38,6 +38,7 @@ import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
 import { denseAttentionMha, denseAttentionMqa, sparseAttentionMha, sparseAttentionMqa } from './sparse_attention.ts';
 import { selectTopKFast, sparseAttentionMqaFast } from './sparse_fast.ts';
 import { selectTopK } from './topk.ts';
+import { materialize, type WeightMatrix } from './weight_matrix.ts';
 
 /** Block size of the FP8 round trip of the latent (official `block_size`). */
 const LATENT_BLOCK = 128;
@@ -209,7 +210,7 @@ export interface MlaOutput {
  */
 export function mlaQuery(
   x: tf.Tensor2D,
-  w: AttentionWeights,
+  w: AttentionWeights<WeightMatrix>,
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'probe'>,
 ): { qr: tf.Tensor2D; qNope: tf.Tensor3D; qPe: tf.Tensor3D } {
@@ -257,7 +258,7 @@ export function mlaQuery(
  */
 export function mlaLatent(
   x: tf.Tensor2D,
-  w: AttentionWeights,
+  w: AttentionWeights<WeightMatrix>,
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'probe'>,
 ): { normalized: tf.Tensor2D; latent: tf.Tensor2D; kPe: tf.Tensor2D } {
@@ -328,7 +329,7 @@ export function mlaAttend(
   kv: tf.Tensor2D,
   pe: tf.Tensor2D,
   topk: tf.Tensor2D,
-  w: AttentionWeights,
+  w: AttentionWeights<WeightMatrix>,
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention' | 'probe'> & { mode: 'mha' | 'mqa' },
 ): tf.Tensor2D {
@@ -353,7 +354,7 @@ export function mlaAttend(
         ? sparseAttentionMha(q, k, v, topk, startPos, scale)
         : denseAttentionMha(q, k, v, topk, startPos, scale);
     } else {
-      const wkvB = w.wkv_b.weight.reshape([H, Dn + Dv, C]); // [H, Dn + Dv, C], dequantized, no act_quant
+      const wkvB = materialize(w.wkv_b.weight).reshape([H, Dn + Dv, C]); // [H, Dn + Dv, C], dequantized, no act_quant
       const wUK = wkvB.slice([0, 0, 0], [H, Dn, C]); // [H, Dn, C]
       const wUV = wkvB.slice([0, Dn, 0], [H, Dv, C]); // [H, Dv, C]
       const qLatent = tf.matMul(qNope.transpose([1, 0, 2]), wUK).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, C]
@@ -412,7 +413,7 @@ export function mlaAttend(
  */
 export function mlaForward(
   x: tf.Tensor2D,
-  w: AttentionWeights,
+  w: AttentionWeights<WeightMatrix>,
   cache: MlaCache,
   startPos: number,
   opts: MlaOptions,
@@ -483,7 +484,7 @@ function appendCache(cache: MlaCache, latent: tf.Tensor2D, kPe: tf.Tensor2D): vo
 }
 
 /** Validates everything {@link mlaForward} can check before computing; returns T. */
-function checkInputs(x: tf.Tensor2D, w: AttentionWeights, cache: MlaCache, startPos: number, opts: MlaOptions): number {
+function checkInputs(x: tf.Tensor2D, w: AttentionWeights<WeightMatrix>, cache: MlaCache, startPos: number, opts: MlaOptions): number {
   const fn = 'mlaForward()';
   const { config, maxSeqLen } = opts;
   const D = config.hidden_size;
@@ -516,7 +517,7 @@ function checkInputs(x: tf.Tensor2D, w: AttentionWeights, cache: MlaCache, start
   if (C > LATENT_BLOCK && C % LATENT_BLOCK !== 0) {
     throw new RangeError(`${fn}: config.kv_lora_rank must be < ${LATENT_BLOCK} or divisible by ${LATENT_BLOCK} (FP8 latent block) but got ${C}`);
   }
-  const expectShape = (name: string, t: tf.Tensor, shape: number[]) => {
+  const expectShape = (name: string, t: { shape: number[] }, shape: number[]) => {
     if (t.shape.join() !== shape.join()) {
       throw new RangeError(`${fn}: weight ${name} must have shape [${shape.join(', ')}] (from the config) but got [${t.shape.join(', ')}]`);
     }

@@ -29,6 +29,7 @@ import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCa
 import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
 import { rmsNormResidual } from './norms.ts';
 import type { Checkpoint } from './safetensors.ts';
+import { gatherRows, matMulWeightT, type WeightMatrix } from './weight_matrix.ts';
 
 /** Every weight of the model. */
 export interface ModelWeights {
@@ -197,7 +198,7 @@ export function disposeModelWeights(w: ModelWeights): void {
  * embedTokens([1, 0], tf.tensor2d([[1, 2], [3, 4]])).arraySync(); // => [[3, 4], [1, 2]]
  * ```
  */
-export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.Tensor2D {
+export function embedTokens(tokens: ArrayLike<number>, embed: WeightMatrix): tf.Tensor2D {
   const V = embed.shape[0];
   const ids = Int32Array.from(tokens as ArrayLike<number>);
   for (let i = 0; i < tokens.length; i++) {
@@ -206,7 +207,7 @@ export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.T
       throw new RangeError(`embedTokens(): token ids must be integers in [0, ${V}) but tokens[${i}] = ${t}`);
     }
   }
-  return tf.tidy(() => tf.gather(embed, ids) as tf.Tensor2D);
+  return tf.tidy(() => gatherRows(embed, ids));
 }
 
 // --- Block (official Block.forward) ---
@@ -243,7 +244,7 @@ export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.T
 export function blockForward(
   h: tf.Tensor2D,
   residual: tf.Tensor2D | null,
-  w: LayerWeights,
+  w: LayerWeights<WeightMatrix>,
   cache: MlaCache,
   startPos: number,
   opts: ModelOptions & { routing?: LayerRouting; layer?: number },
@@ -313,7 +314,7 @@ export function blockForward(
 export function headLogits(
   h: tf.Tensor2D,
   residual: tf.Tensor2D,
-  global: GlobalWeights,
+  global: GlobalWeights<WeightMatrix>,
   eps: number,
   positions: 'last' | 'all' = 'last',
 ): tf.Tensor2D {
@@ -321,7 +322,7 @@ export function headLogits(
     const { out } = rmsNormResidual(h, residual, global.norm, eps);
     const T = out.shape[0]!;
     const x = positions === 'last' ? tf.slice(out, [T - 1, 0], [1, -1]) : out; // [1 or T, D]
-    return tf.matMul(x as tf.Tensor2D, global.head, false, true); // [1 or T, V]
+    return matMulWeightT(x as tf.Tensor2D, global.head); // [1 or T, V]
   });
 }
 

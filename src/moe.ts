@@ -18,6 +18,7 @@ import type { ModelConfig } from './config.ts';
 import { scaleFmt } from './config.ts';
 import type { FfnWeights, MoeWeights } from './checkpoint.ts';
 import { linear, probeAt, type RoundingProbe } from './fp8.ts';
+import type { WeightMatrix } from './weight_matrix.ts';
 
 /** The config keys the gate reads (verbatim `config.json` names). */
 export type GateConfig = Pick<
@@ -279,7 +280,7 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync(); // => [[1.4621172, 0]]
  * ```
  */
-export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null, at: FfnProbe = {}): tf.Tensor2D {
+export function swigluFfn(x: tf.Tensor2D, w: FfnWeights<WeightMatrix>, fmt: 'ue8m0' | null, at: FfnProbe = {}): tf.Tensor2D {
   const site = (input: 'ffn.in' | 'ffn.act', name: string) =>
     probeAt(at.probe, { input, linear: `${at.branch ?? 'dense'}.${name}`, branch: at.branch ?? 'dense', ...(at.tokens ? { tokens: at.tokens } : {}) });
   return tf.tidy(() => {
@@ -342,7 +343,7 @@ function permuteRows(a: tf.Tensor2D, perm: Int32Array, inverse: Int32Array): tf.
  */
 export function moe(
   x: tf.Tensor2D,
-  w: MoeWeights,
+  w: MoeWeights<WeightMatrix>,
   config: ModelConfig,
   opts: KeepRoutingOptions & { probe?: RoundingProbe } = {},
 ): { out: tf.Tensor2D; routing: LayerRouting } {

@@ -15,7 +15,7 @@
  * @module
  */
 import { tf } from './backend.ts';
-import { stopGradient } from './grpo.ts';
+import { stopGradient } from './internal/stop_gradient.ts';
 
 // --- Masked log-softmax ---
 

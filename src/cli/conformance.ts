@@ -1,17 +1,19 @@
 /**
- * `dsv32 conformance [DIR ...] [--json FILE] [--backend webgpu|webgl] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE]]`
+ * `dsv32 conformance [DIR ...] [--json FILE] [--backend webgpu|webgl] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]`
  *
  * Without `--weights`: finds every golden fixture folder and vector file under the given
  * directories (default: the bundled `fixtures/`), runs every check it knows, prints a table and
  * exits 0 only if every check passed. `--json FILE` writes the same rows as a JSON array of
- * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?}` (a public contract).
+ * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?, peak_bytes?}` (a public contract).
  *
  * With `--backend webgpu|webgl`: the same cases and rows, computed in Chromium on that TensorFlow.js
  * backend (src/browser_host/conformance.ts: headless for webgl, in a window for webgpu); the summary
  * line names the adapter.
  *
  * With `--weights DIR`: runs the chosen layers of a released checkpoint directory one layer at a
- * time on the given token ids, printing activation statistics, and compares with `--expect`.
+ * time, weights resident as stored (docs/weights-streaming.md), on the given token ids, printing
+ * activation statistics and the peak bytes each layer held; compares every step of an `--expect`
+ * trace (prefill and decode steps), or runs `--steps N` greedy decode steps after the prefill.
  */
 import { existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -37,6 +39,7 @@ export interface ConformanceArgs {
   layers?: number[];
   tokens?: string;
   expect?: string;
+  steps?: number;
   quiet: boolean;
   /** a GPU backend of TensorFlow.js, run in Chromium (src/browser_host/conformance.ts). */
   backend?: 'webgpu' | 'webgl';
@@ -62,6 +65,12 @@ export function parseConformanceArgs(argv: string[]): ConformanceArgs {
       if (v !== 'webgpu' && v !== 'webgl') throw new UsageError(`conformance: --backend must be webgpu or webgl (in Chromium) but got '${v}'`);
       args.backend = v;
     }
+    else if (a === '--steps') {
+      const v = value();
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new UsageError(`conformance: --steps expects an integer ≥ 0 (greedy decode steps) but got '${v}'`);
+      args.steps = n;
+    }
     else if (a === '--layers') {
       const v = value();
       const layers = v.split(',').map((s) => Number(s.trim()));
@@ -72,12 +81,13 @@ export function parseConformanceArgs(argv: string[]): ConformanceArgs {
     } else if (a.startsWith('--')) throw new UsageError(`conformance: unknown option '${a}'`);
     else args.dirs.push(a);
   }
-  if (!args.weights && (args.layers || args.tokens || args.expect)) {
-    throw new UsageError('conformance: --layers, --tokens and --expect need --weights DIR');
+  if (!args.weights && (args.layers || args.tokens || args.expect || args.steps !== undefined)) {
+    throw new UsageError('conformance: --layers, --tokens, --expect and --steps need --weights DIR');
   }
   if (args.backend && args.weights) {
     throw new UsageError('conformance: --backend runs the fixture cases in Chromium and cannot be combined with --weights');
   }
+  if (args.expect && args.steps !== undefined) throw new UsageError('conformance: --steps and --expect exclude each other (the trace gives the steps)');
   return args;
 }
 
@@ -157,6 +167,7 @@ async function runWeights(args: ConformanceArgs): Promise<CheckResult[]> {
     ...(args.layers ? { layers: args.layers } : {}),
     ...(tokens ? { tokens } : {}),
     ...(args.expect ? { expectFile: args.expect } : {}),
+    ...(args.steps !== undefined ? { steps: args.steps } : {}),
     log: (line: string) => process.stdout.write(line + '\n'),
   });
 }
@@ -206,6 +217,7 @@ export async function run(argv: string[]): Promise<number> {
       max_abs_err: r.max_abs_err === null || Number.isFinite(r.max_abs_err) ? r.max_abs_err : null,
       max_rel_err: r.max_rel_err === null || Number.isFinite(r.max_rel_err) ? r.max_rel_err : null,
       ...(r.reason ? { reason: r.reason } : {}),
+      ...(r.peak_bytes !== undefined ? { peak_bytes: r.peak_bytes } : {}),
     }));
     writeFileSync(args.json, JSON.stringify(out, null, 2) + '\n');
   }
