@@ -185,9 +185,11 @@ export function moeGate(
         return { weights: tf.tensor2d(opts.routing.weights, [T, Ek], 'float32'), indices };
       }
     } else {
-      // 2. biased scores, for selection only. The selection is discrete: it runs on a detached copy of
-      // the scores, so no gradient tape reaches top-k (which has no gradient in tfjs)
-      const detached = tf.tensor2d(scores.dataSync() as Float32Array, [T, E]);
+      // 2. biased scores, for selection only. The selection is discrete: it runs on a detached view of
+      // the scores (the same data, a tensor the gradient tape did not record), so no gradient tape
+      // reaches top-k (which has no gradient in tfjs). No read-back: the values stay on the backend,
+      // which matters on GPU backends (WebGPU under SwiftShader has no working synchronous read).
+      const detached = detachedView(scores as tf.Tensor2D);
       // 3. group-limited routing
       const { selection } = routingScores(detached, gate, config, opts.deviations);
       // 4. top-Ek experts, gate order
@@ -240,10 +242,26 @@ export function routingScores(
     const grouped = tf.reshape(biased, [T, G, E / G]); // [T, G, E/G]
     const groupScores = (gate.bias ? tf.sum(tf.topk(grouped, 2).values, -1) : tf.max(grouped, -1)) as tf.Tensor2D; // [T, G]
     const keptGroups = tf.topk(groupScores, topk_group).indices; // [T, topk_group]
-    const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G), 1), 0); // [T, G] bool
+    // a float32 one-hot (counts 0/1 are exact): on tfjs-backend-webgpu 4.22 an int32 one-hot, or one
+    // cast from int32 (a relabelling there, not a conversion), breaks the transpose that the sum
+    // over axis 1 runs (a WGSL type error; docs/deviations.md)
+    const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G, 1, 0, 'float32'), 1), 0); // [T, G] bool
     const masked = tf.where(tf.expandDims(kept, -1), grouped, tf.scalar(droppedGroupScore)); // [T, G, E/G]
     return { biased, groupScores, selection: tf.reshape(masked, [T, E]) as tf.Tensor2D };
   });
+}
+
+/**
+ * A second tensor over the same data as `x` that the gradient tape has not recorded (tfjs has no
+ * stop-gradient op): the engine makes a tensor from `x`'s data id and the backend counts one more
+ * reference to that data, so disposing either tensor leaves the other valid. A backend without
+ * reference counting gets a copy read back from it instead.
+ */
+function detachedView(x: tf.Tensor2D): tf.Tensor2D {
+  const backend = tf.backend();
+  if (typeof backend.incRef !== 'function') return tf.tensor2d(x.dataSync() as Float32Array, x.shape);
+  backend.incRef(x.dataId);
+  return tf.engine().makeTensorFromDataId(x.dataId, x.shape, x.dtype, backend) as tf.Tensor2D;
 }
 
 function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfig, routing: LayerRouting | undefined): void {

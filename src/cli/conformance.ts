@@ -1,5 +1,6 @@
 /**
  * `dsv32 conformance [DIR ...] [--json FILE] [--verbose] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]`
+ * `dsv32 conformance [DIR ...] [--json FILE] [--backend webgpu|webgl] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]`
  *
  * Without `--weights`: finds every golden fixture folder and vector file under the given
  * directories (default: the bundled `fixtures/`), runs every check it knows, prints a report and
@@ -7,6 +8,10 @@
  * number of rows, how many failed, the worst errors and how many rows followed or exempted an FP8
  * midpoint; then every failing row in full. `--verbose` prints every row instead. `--json FILE` writes the same rows as a JSON array of
  * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?, peak_bytes?}` (a public contract).
+ *
+ * With `--backend webgpu|webgl`: the same cases and rows, computed in Chromium on that TensorFlow.js
+ * backend (src/browser_host/conformance.ts: headless for webgl, in a window for webgpu); the summary
+ * line names the adapter.
  *
  * With `--weights DIR`: runs the chosen layers of a released checkpoint directory one layer at a
  * time, weights resident as stored (docs/weights-streaming.md), on the given token ids, printing
@@ -41,6 +46,8 @@ export interface ConformanceArgs {
   quiet: boolean;
   /** print every row, not the grouped report. */
   verbose: boolean;
+  /** a GPU backend of TensorFlow.js, run in Chromium (src/browser_host/conformance.ts). */
+  backend?: 'webgpu' | 'webgl';
 }
 
 /** Parses argv; throws a usage error naming the bad flag. */
@@ -59,6 +66,11 @@ export function parseConformanceArgs(argv: string[]): ConformanceArgs {
     else if (a === '--expect') args.expect = value();
     else if (a === '--quiet' || a === '-q') args.quiet = true;
     else if (a === '--verbose' || a === '-v') args.verbose = true;
+    else if (a === '--backend') {
+      const v = value();
+      if (v !== 'webgpu' && v !== 'webgl') throw new UsageError(`conformance: --backend must be webgpu or webgl (in Chromium) but got '${v}'`);
+      args.backend = v;
+    }
     else if (a === '--steps') {
       const v = value();
       const n = Number(v);
@@ -77,6 +89,9 @@ export function parseConformanceArgs(argv: string[]): ConformanceArgs {
   }
   if (!args.weights && (args.layers || args.tokens || args.expect || args.steps !== undefined)) {
     throw new UsageError('conformance: --layers, --tokens, --expect and --steps need --weights DIR');
+  }
+  if (args.backend && args.weights) {
+    throw new UsageError('conformance: --backend runs the fixture cases in Chromium and cannot be combined with --weights');
   }
   if (args.expect && args.steps !== undefined) throw new UsageError('conformance: --steps and --expect exclude each other (the trace gives the steps)');
   return args;
@@ -209,14 +224,24 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`dsv32 ${(e as Error).message}\n`);
     return 2;
   }
-  const backend = await initBackend();
   const tty = process.stderr.isTTY === true && !args.quiet;
+  const dirs = args.dirs.length > 0 ? args.dirs : [BUNDLED_FIXTURES];
+  let backendName: string = args.backend ?? (await initBackend()).name;
   let rows: CheckResult[];
   try {
-    rows = args.weights
-      ? await runWeights(args)
-      : await runConformance(args.dirs.length > 0 ? args.dirs : [BUNDLED_FIXTURES], (d, t, l) => progress(tty, d, t, l));
+    if (args.backend) {
+      const { runConformanceInBrowser } = await import('../browser_host/conformance.ts');
+      const run = await runConformanceInBrowser(args.backend, dirs, (d, t, l) => progress(tty, d, t, l));
+      backendName = `${run.backend} (${run.adapter})`;
+      rows = run.rows;
+    } else {
+      rows = args.weights ? await runWeights(args) : await runConformance(dirs, (d, t, l) => progress(tty, d, t, l));
+    }
   } catch (e) {
+    if ((e as Error).name === 'ChromiumError') {
+      process.stderr.write(`dsv32 conformance: ${(e as Error).message}\n`);
+      return 2;
+    }
     if (e instanceof UsageError) {
       process.stderr.write(`dsv32 ${e.message}\n`);
       return 2;
@@ -225,7 +250,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (!args.quiet) process.stdout.write((args.verbose ? formatTable(rows) : formatGrouped(rows)) + '\n');
   const failed = rows.filter((r) => !r.pass).length;
-  process.stdout.write(`\nbackend ${backend.name}: ${rows.length - failed} passed, ${failed} failed\n`);
+  process.stdout.write(`\nbackend ${backendName}: ${rows.length - failed} passed, ${failed} failed\n`);
   if (args.json) {
     const out = rows.map((r) => ({
       case: r.case,
