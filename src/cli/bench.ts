@@ -16,6 +16,7 @@ import { findTorch, runPeer, type PeerCase } from '../../bench/peer.ts';
 import { buildReport, exponentTable, resultsTable, timePlot, type BenchReport } from '../../bench/report.ts';
 import { chunkSize, gridFor, machineDescription, runBackend, type BackendRun, type BenchResult } from '../../bench/suite.ts';
 import { performanceDoc, targetSummary } from '../../bench/doc.ts';
+import { runCommand, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 
 const USAGE = `usage: dsv32 bench [--quick] [--json FILE] [--backends wasm,cpu] [--no-peer] [--doc FILE | --no-doc] [--report FILE.json]\n`;
 
@@ -29,29 +30,42 @@ interface Args {
   report?: string;
 }
 
-function parseArgs(argv: string[]): Args | string {
-  const smoke = argv.includes('--smoke') || process.env.DSV32_BENCH_SMOKE === '1';
-  const args: Args = { mode: smoke ? 'smoke' : argv.includes('--quick') ? 'quick' : 'full', backends: ['wasm', 'cpu'], peer: !smoke };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined || v.startsWith('--')) throw new Error(`bench: ${a} needs a value`);
-      return v;
-    };
-    if (a === '--quick' || a === '--smoke') continue;
-    else if (a === '--json') args.json = value();
-    else if (a === '--no-peer') args.peer = false;
-    else if (a === '--peer') args.peer = true;
-    else if (a === '--doc') args.doc = value();
-    else if (a === '--no-doc') args.doc = '';
-    else if (a === '--report') args.report = value();
-    else if (a === '--backends') {
-      const list = value().split(',').map((s) => s.trim());
-      for (const b of list) if (!['wasm', 'cpu', 'tensorflow'].includes(b)) return `bench: unknown backend '${b}' in --backends`;
-      args.backends = list as BackendName[];
-    } else if (a === '--help' || a === '-h') return USAGE;
-    else return `bench: unknown option '${a}'\n${USAGE}`;
+/** The option table of `dsv32 bench` (src/cli/args.ts). */
+export const BENCH_COMMAND: CommandSpec = {
+  name: 'bench',
+  usage: USAGE,
+  options: {
+    quick: { type: 'boolean' },
+    smoke: { type: 'boolean', hidden: true },
+    json: { type: 'string' },
+    backends: { type: 'string' },
+    peer: { type: 'boolean' },
+    'no-peer': { type: 'boolean' },
+    doc: { type: 'string' },
+    'no-doc': { type: 'boolean' },
+    report: { type: 'string' },
+  },
+  positionals: { min: 0, max: 0, name: 'argument' },
+};
+
+function benchArgs({ values: v }: ParsedArgs): Args {
+  const smoke = v.smoke === true || process.env.DSV32_BENCH_SMOKE === '1';
+  const args: Args = { mode: smoke ? 'smoke' : v.quick === true ? 'quick' : 'full', backends: ['wasm', 'cpu'], peer: !smoke };
+  if (v.peer === true && v['no-peer'] === true) throw new UsageError('--peer and --no-peer exclude each other');
+  if (v.doc !== undefined && v['no-doc'] === true) throw new UsageError('--doc and --no-doc exclude each other');
+  if (v.peer === true) args.peer = true;
+  if (v['no-peer'] === true) args.peer = false;
+  if (v.json !== undefined) args.json = v.json as string;
+  if (v.report !== undefined) args.report = v.report as string;
+  if (v.doc !== undefined) args.doc = v.doc as string;
+  if (v['no-doc'] === true) args.doc = '';
+  if (v.backends !== undefined) {
+    const list = (v.backends as string).split(',').map((s) => s.trim());
+    list.forEach((b, i) => {
+      if (!['wasm', 'cpu', 'tensorflow'].includes(b)) throw new UsageError(`unknown backend '${b}' in --backends (item ${i}; expected wasm, cpu or tensorflow)`);
+      if (list.indexOf(b) !== i) throw new UsageError(`backend '${b}' is repeated in --backends`);
+    });
+    args.backends = list as BackendName[];
   }
   if (args.doc === undefined && args.mode === 'full') args.doc = 'docs/performance.md';
   return args;
@@ -59,17 +73,10 @@ function parseArgs(argv: string[]): Args | string {
 
 /** Runs the benchmark; returns the exit code. */
 export async function run(argv: string[]): Promise<number> {
-  let args: Args | string;
-  try {
-    args = parseArgs(argv);
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (typeof args === 'string') {
-    process.stderr.write(args);
-    return args === USAGE ? 0 : 2;
-  }
+  return runCommand(BENCH_COMMAND, argv, (parsed) => runParsed(benchArgs(parsed)));
+}
+
+async function runParsed(args: Args): Promise<number> {
   const log = (s: string) => process.stdout.write(s + '\n');
   if (args.report) return output(JSON.parse(fs.readFileSync(args.report, 'utf8')) as BenchReport, { ...args, json: undefined }, log);
   const grid = gridFor(args.mode);

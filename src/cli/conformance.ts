@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { initBackend } from '../backend.ts';
 import { discoverCases, runGoldenCase, runVectorCase, failure, type Case } from '../conformance/run.ts';
 import type { CheckResult } from '../conformance/types.ts';
+import { parseCommandArgs, parseTokenIds, runCommand, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 
 const BUNDLED_FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures');
 
@@ -29,38 +30,41 @@ export interface ConformanceArgs {
   quiet: boolean;
 }
 
-/** Parses argv; throws a usage error naming the bad flag. */
+/** The option table of `dsv32 conformance` (src/cli/args.ts). */
+export const CONFORMANCE_COMMAND: CommandSpec = {
+  name: 'conformance',
+  usage: 'usage: dsv32 conformance [DIR ...] [--json FILE] [--quiet] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE]]\n',
+  options: {
+    json: { type: 'string' },
+    weights: { type: 'string' },
+    layers: { type: 'integer-list' },
+    tokens: { type: 'string' },
+    expect: { type: 'string' },
+    quiet: { type: 'boolean', short: 'q' },
+  },
+  positionals: { min: 0, max: Infinity, name: 'DIR' },
+};
+
+/** Parses argv (src/cli/args.ts); throws a {@link UsageError} naming the bad flag. */
 export function parseConformanceArgs(argv: string[]): ConformanceArgs {
-  const args: ConformanceArgs = { dirs: [], quiet: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined || v.startsWith('--')) throw new UsageError(`conformance: ${a} needs a value`);
-      return v;
-    };
-    if (a === '--json') args.json = value();
-    else if (a === '--weights') args.weights = value();
-    else if (a === '--tokens') args.tokens = value();
-    else if (a === '--expect') args.expect = value();
-    else if (a === '--quiet' || a === '-q') args.quiet = true;
-    else if (a === '--layers') {
-      const v = value();
-      const layers = v.split(',').map((s) => Number(s.trim()));
-      if (layers.some((n) => !Number.isInteger(n) || n < 0)) {
-        throw new UsageError(`conformance: --layers expects comma-separated layer indices ≥ 0 (e.g. 0,3) but got '${v}'`);
-      }
-      args.layers = layers;
-    } else if (a.startsWith('--')) throw new UsageError(`conformance: unknown option '${a}'`);
-    else args.dirs.push(a);
-  }
+  return conformanceArgs(parseCommandArgs(CONFORMANCE_COMMAND, argv));
+}
+
+function conformanceArgs({ values: v, positionals }: ParsedArgs): ConformanceArgs {
+  const args: ConformanceArgs = {
+    dirs: positionals,
+    quiet: v.quiet === true,
+    ...(v.json !== undefined ? { json: v.json as string } : {}),
+    ...(v.weights !== undefined ? { weights: v.weights as string } : {}),
+    ...(v.layers !== undefined ? { layers: v.layers as number[] } : {}),
+    ...(v.tokens !== undefined ? { tokens: v.tokens as string } : {}),
+    ...(v.expect !== undefined ? { expect: v.expect as string } : {}),
+  };
   if (!args.weights && (args.layers || args.tokens || args.expect)) {
-    throw new UsageError('conformance: --layers, --tokens and --expect need --weights DIR');
+    throw new UsageError('--layers, --tokens and --expect need --weights DIR');
   }
   return args;
 }
-
-class UsageError extends Error {}
 
 function fmt(x: number | null): string {
   if (x === null) return '-';
@@ -119,17 +123,13 @@ async function runWeights(args: ConformanceArgs): Promise<CheckResult[]> {
   const { runWeightsConformance } = await import('../conformance/weights.ts');
   let tokens: number[] | undefined;
   if (args.tokens) {
-    const text = readFileSync(args.tokens, 'utf8');
-    let parsed: unknown;
+    let text: string;
     try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = text.split(/[\s,]+/).filter(Boolean).map(Number);
+      text = readFileSync(args.tokens, 'utf8');
+    } catch (e) {
+      throw new UsageError(`cannot read --tokens file ${args.tokens} (${(e as Error).message})`);
     }
-    if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some((t) => !Number.isInteger(t) || t < 0)) {
-      throw new UsageError(`conformance: --tokens file ${args.tokens} must hold token ids (a JSON array or whitespace-separated integers ≥ 0)`);
-    }
-    tokens = parsed as number[];
+    tokens = parseTokenIds(text, args.tokens);
   }
   return runWeightsConformance({
     weightsDir: args.weights!,
@@ -141,13 +141,10 @@ async function runWeights(args: ConformanceArgs): Promise<CheckResult[]> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let args: ConformanceArgs;
-  try {
-    args = parseConformanceArgs(argv);
-  } catch (e) {
-    process.stderr.write(`dsv32 ${(e as Error).message}\n`);
-    return 2;
-  }
+  return runCommand(CONFORMANCE_COMMAND, argv, (parsed) => runParsed(conformanceArgs(parsed)));
+}
+
+async function runParsed(args: ConformanceArgs): Promise<number> {
   const backend = await initBackend();
   const tty = process.stderr.isTTY === true && !args.quiet;
   let rows: CheckResult[];
@@ -156,10 +153,7 @@ export async function run(argv: string[]): Promise<number> {
       ? await runWeights(args)
       : await runConformance(args.dirs.length > 0 ? args.dirs : [BUNDLED_FIXTURES], (d, t, l) => progress(tty, d, t, l));
   } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`dsv32 ${e.message}\n`);
-      return 2;
-    }
+    if (e instanceof UsageError) throw e;
     rows = [failure(args.weights ?? args.dirs.join(','), 'run', `conformance run failed: ${(e as Error).message}`)];
   }
   if (!args.quiet) process.stdout.write(formatTable(rows) + '\n');
