@@ -20,7 +20,12 @@
  * R rope dim, D = C + R, HI/DI indexer heads/dims).
  */
 import { tf } from './backend.ts';
-import { checkMqaInputs, checkTopk } from './sparse_attention.ts';
+import { checkFiniteNumber, checkInteger, checkQueryPositions, checkTensors, defineContract, MQA_ARGS } from './internal/contract.ts';
+
+const SPARSE_MQA_FAST = defineContract('sparseAttentionMqaFast', MQA_ARGS);
+const DENSE_MQA_FAST = defineContract('denseAttentionMqaFast', MQA_ARGS);
+const INDEXER_SCORES_FAST = defineContract('indexerScoresFast', { q: '[T, HI, DI]', weights: '[T, HI]', keys: '[S, DI]', keyScales: '[S]' });
+const SELECT_TOPK_FAST = defineContract('selectTopKFast', { scores: '[T, S]' });
 
 /** Options of {@link sparseAttentionMqaFast}. */
 export interface FastGatherOptions {
@@ -74,8 +79,9 @@ export function sparseAttentionMqaFast(
   opts: FastGatherOptions = {},
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMqaFast';
-  const { T, H, C, R, S } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
-  const [, K] = checkTopk(fn, topk, startPos, S, T);
+  const { T, H, C, R, S, K } = checkTensors(SPARSE_MQA_FAST, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
+  checkQueryPositions(fn, startPos, S, T);
+  checkFiniteNumber(fn, 'scale', scale);
   const D = C + R;
   const rowsMode = opts.rows ?? 'auto';
   if (!['auto', 'host', 'device'].includes(rowsMode)) {
@@ -158,8 +164,9 @@ export function denseAttentionMqaFast(
   scale: number,
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqaFast';
-  const { T, H, C, R, S } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
-  const [, K] = checkTopk(fn, topk, startPos, S, T);
+  const { T, H, C, R, S, K } = checkTensors(DENSE_MQA_FAST, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
+  checkQueryPositions(fn, startPos, S, T);
+  checkFiniteNumber(fn, 'scale', scale);
   const D = C + R;
   const slotsAll = topk.dataSync() as Int32Array;
   const Tb = Math.max(1, Math.min(T, Math.floor((8 << 20) / (H * S)))); // Z block ≤ 32 MiB
@@ -223,18 +230,7 @@ export function denseAttentionMqaFast(
  */
 export function indexerScoresFast(q: tf.Tensor3D, weights: tf.Tensor2D, keys: tf.Tensor2D, keyScales: tf.Tensor1D): tf.Tensor2D {
   const fn = 'indexerScoresFast';
-  if (q.rank !== 3) throw new RangeError(`${fn}(): q must be [T, HI, DI] (rank 3) but got shape [${q.shape.join(', ')}]`);
-  const [T, HI, DI] = q.shape;
-  if (weights.rank !== 2 || weights.shape[0] !== T || weights.shape[1] !== HI) {
-    throw new RangeError(`${fn}(): weights must have shape [${T}, ${HI}] but got [${weights.shape.join(', ')}]`);
-  }
-  if (keys.rank !== 2 || keys.shape[1] !== DI) {
-    throw new RangeError(`${fn}(): keys must have shape [S, ${DI}] but got [${keys.shape.join(', ')}]`);
-  }
-  const S = keys.shape[0];
-  if (keyScales.rank !== 1 || keyScales.shape[0] !== S) {
-    throw new RangeError(`${fn}(): keyScales must have shape [${S}] but got [${keyScales.shape.join(', ')}]`);
-  }
+  const { T, HI, DI, S } = checkTensors(INDEXER_SCORES_FAST, { q, weights, keys, keyScales }) as Record<'T' | 'HI' | 'DI' | 'S', number>;
   const qd = q.dataSync() as Float32Array;
   const wd = weights.dataSync() as Float32Array;
   const sk = keyScales.dataSync() as Float32Array;
@@ -287,13 +283,9 @@ export function indexerScoresFast(q: tf.Tensor3D, weights: tf.Tensor2D, keys: tf
  */
 export function selectTopKFast(scores: tf.Tensor2D, startPos: number, k: number): tf.Tensor2D {
   const fn = 'selectTopKFast';
-  if (!Number.isInteger(k) || k < 1) throw new RangeError(`${fn}(): k must be an integer ≥ 1 but got ${k}`);
-  if (!Number.isInteger(startPos) || startPos < 0) throw new RangeError(`${fn}(): startPos must be an integer ≥ 0 but got ${startPos}`);
-  if (scores.rank !== 2) throw new RangeError(`${fn}(): scores must be [T, S] (rank 2) but got shape [${scores.shape.join(', ')}]`);
-  const [T, S] = scores.shape;
-  if (S < startPos + T) {
-    throw new RangeError(`${fn}(): scores must have S ≥ startPos + T = ${startPos + T} columns but got S = ${S}`);
-  }
+  const { T, S } = checkTensors(SELECT_TOPK_FAST, { scores }) as Record<'T' | 'S', number>;
+  checkInteger(fn, 'k', k, 1);
+  checkQueryPositions(fn, startPos, S, T);
   const width = Math.min(k, S);
   const values = scores.dataSync() as Float32Array;
   const out = new Int32Array(T * width).fill(-1);

@@ -1,0 +1,357 @@
+/**
+ * The input contract of every exported function (internal: not a package.json subpath, not re-exported
+ * by src/index.ts).
+ *
+ * A function declares its tensor arguments once, in the paper's letters (docs/conventions.md):
+ *
+ *   const TOKEN_RATIO = defineContract('tokenRatio', { logp: '[G, T]', logpOld: '[G, T]', mask: { shape: '[G, T]', dtype: 'mask' } });
+ *   export function tokenRatio(logp, logpOld, mask) { checkTensors(TOKEN_RATIO, { logp, logpOld, mask }); ... }
+ *
+ * and checks them on entry, before it allocates any tensor. A violation throws one error that names
+ * the function, the argument, the expected shape in letters (and in numbers, as far as they are
+ * known) and the received shape, e.g.
+ *
+ *   tokenRatio(): logpOld must be [G, T] = [2, 3] but got [2, 4] (G, T from logp)
+ *
+ * Shape specs: `[T, H, C]` (exact rank), `[..., D]` (any leading dims), `[...]` (any shape), `[]` (a
+ * scalar). A dim is an integer, a letter, or an expression of letters with `+`, `·` (or `*`) and `/`
+ * (ceiling division, written `⌈O/B⌉` for readability). The first argument that meets a letter binds it;
+ * every later use must agree. Letters known before the call (from a config or another argument) are
+ * passed as `known`; `from` says where such a letter comes from, for the message.
+ *
+ * Argument paths reach into records: `w.wq_b.weight`, `w.experts[].w1.weight` (`[]` = every element).
+ *
+ * The registry {@link CONTRACTS} lets test/contract.test.ts find every contract by function name and
+ * generate wrong-rank and wrong-size calls.
+ * @module
+ */
+import type { tf } from '../backend.ts';
+
+/** Which dtypes an argument accepts: `numeric` = float32 or int32, `mask` = float32, int32 or bool. */
+export type DtypeRule = 'float32' | 'int32' | 'bool' | 'numeric' | 'mask' | 'any';
+
+/** One tensor argument of a contract. */
+export interface TensorArg {
+  /** shape in letters, e.g. `[T, H, C]`, `[..., D]`. */
+  shape: string;
+  /** default `numeric`. */
+  dtype?: DtypeRule;
+  /** `null` / `undefined` are allowed (the argument is skipped). */
+  optional?: boolean;
+}
+
+/** Dimension sizes by letter. */
+export type Dims = Record<string, number>;
+
+/** A function's declared tensor arguments (see the module comment). */
+export interface Contract {
+  fn: string;
+  args: Readonly<Record<string, TensorArg>>;
+  /** letter → where its value comes from when it is not a tensor's (e.g. `D: 'config.hidden_size'`). */
+  from: Readonly<Record<string, string>>;
+}
+
+/** Every contract defined so far, by function name (filled as the modules load). */
+export const CONTRACTS = new Map<string, Contract>();
+
+/** Declares (and registers) a function's tensor arguments. */
+export function defineContract(fn: string, args: Record<string, string | TensorArg>, from: Record<string, string> = {}): Contract {
+  const c: Contract = {
+    fn,
+    args: Object.fromEntries(Object.entries(args).map(([k, v]) => [k, typeof v === 'string' ? { shape: v } : v])),
+    from,
+  };
+  for (const a of Object.values(c.args)) parseShape(a.shape); // a malformed spec fails at import, not at the first call
+  CONTRACTS.set(fn, c);
+  return c;
+}
+
+/** Prefixes every argument path of a group of specs (to reuse one record's specs under another argument). */
+export function under(prefix: string, args: Record<string, string | TensorArg>): Record<string, string | TensorArg> {
+  return Object.fromEntries(Object.entries(args).map(([k, v]) => [`${prefix}.${k}`, v]));
+}
+
+// --- Shape specs ---
+
+type Expr = { kind: 'num'; value: number } | { kind: 'var'; name: string } | { kind: 'op'; op: '+' | '·' | '/'; a: Expr; b: Expr };
+interface ShapeSpec {
+  ellipsis: boolean;
+  dims: Expr[];
+  text: string;
+}
+
+const parsedShapes = new Map<string, ShapeSpec>();
+
+function parseShape(text: string): ShapeSpec {
+  const hit = parsedShapes.get(text);
+  if (hit) return hit;
+  const m = /^\[(.*)\]$/.exec(text.trim());
+  if (!m) throw new Error(`contract: bad shape spec '${text}'`);
+  const items = m[1]!.trim() === '' ? [] : m[1]!.split(',').map((s) => s.trim());
+  const ellipsis = items[0] === '...';
+  const dims = (ellipsis ? items.slice(1) : items).map((s) => parseExpr(s, text));
+  const spec = { ellipsis, dims, text };
+  parsedShapes.set(text, spec);
+  return spec;
+}
+
+function parseExpr(src: string, whole: string): Expr {
+  const tokens = src.match(/[A-Za-z][A-Za-z0-9_]*|[0-9]+|[+·*/()⌈⌉]/g) ?? [];
+  if (tokens.join('') !== src.replace(/\s+/g, '')) throw new Error(`contract: bad dim '${src}' in '${whole}'`);
+  let i = 0;
+  const atom = (): Expr => {
+    const t = tokens[i++];
+    if (t === '(' || t === '⌈') {
+      const e = sum();
+      i++; // ')' or '⌉'
+      return e;
+    }
+    if (t !== undefined && /^[0-9]+$/.test(t)) return { kind: 'num', value: Number(t) };
+    if (t !== undefined && /^[A-Za-z]/.test(t)) return { kind: 'var', name: t };
+    throw new Error(`contract: bad dim '${src}' in '${whole}'`);
+  };
+  const product = (): Expr => {
+    let e = atom();
+    while (tokens[i] === '·' || tokens[i] === '*' || tokens[i] === '/') {
+      const op = tokens[i++] === '/' ? '/' : '·';
+      e = { kind: 'op', op, a: e, b: atom() };
+    }
+    return e;
+  };
+  const sum = (): Expr => {
+    let e = product();
+    while (tokens[i] === '+') {
+      i++;
+      e = { kind: 'op', op: '+', a: e, b: product() };
+    }
+    return e;
+  };
+  const e = sum();
+  if (i !== tokens.length) throw new Error(`contract: bad dim '${src}' in '${whole}'`);
+  return e;
+}
+
+function evaluate(e: Expr, dims: Dims): number | undefined {
+  if (e.kind === 'num') return e.value;
+  if (e.kind === 'var') return dims[e.name];
+  const a = evaluate(e.a, dims);
+  const b = evaluate(e.b, dims);
+  if (a === undefined || b === undefined) return undefined;
+  return e.op === '+' ? a + b : e.op === '·' ? a * b : Math.ceil(a / b);
+}
+
+function lettersOf(e: Expr, out: Set<string> = new Set()): Set<string> {
+  if (e.kind === 'var') out.add(e.name);
+  else if (e.kind === 'op') {
+    lettersOf(e.a, out);
+    lettersOf(e.b, out);
+  }
+  return out;
+}
+
+/** Letters of a shape spec, and whether each use is a bare letter (bindable). */
+export function shapeLetters(shape: string): { letters: string[]; rank: number | null; minRank: number } {
+  const s = parseShape(shape);
+  const letters = new Set<string>();
+  for (const d of s.dims) lettersOf(d, letters);
+  return { letters: [...letters], rank: s.ellipsis ? null : s.dims.length, minRank: s.dims.length };
+}
+
+// --- Checking ---
+
+/** `[2, 3]` */
+export function shapeText(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+/** A tf.Tensor (duck-typed, so a tensor of another tfjs copy passes too). */
+export function isTensor(v: unknown): v is tf.Tensor {
+  return typeof v === 'object' && v !== null && Array.isArray((v as tf.Tensor).shape) && typeof (v as tf.Tensor).dtype === 'string' && typeof (v as tf.Tensor).dataSync === 'function';
+}
+
+/** A short description of a value of the wrong kind, for messages. */
+export function kindOf(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return `an array of length ${v.length}`;
+  if (typeof v === 'symbol') return 'a symbol';
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  if (typeof v === 'object') return isTensor(v) ? `a ${v.dtype} tensor ${shapeText(v.shape)}` : 'an object';
+  if (typeof v === 'function') return 'a function';
+  return `${typeof v} ${String(v)}`;
+}
+
+const DTYPES: Record<DtypeRule, readonly string[] | null> = {
+  float32: ['float32'],
+  int32: ['int32'],
+  bool: ['bool'],
+  numeric: ['float32', 'int32'],
+  mask: ['float32', 'int32', 'bool'],
+  any: null,
+};
+
+/** Every (path, value) an argument path reaches in `params` (`[]` expands arrays). */
+function resolve(fn: string, path: string, params: Record<string, unknown>): [string, unknown][] {
+  let found: [string, unknown][] = [['', params]];
+  for (const seg of path.split('.')) {
+    const many = seg.endsWith('[]');
+    const key = many ? seg.slice(0, -2) : seg;
+    const next: [string, unknown][] = [];
+    for (const [at, v] of found) {
+      const p = at ? `${at}.${key}` : key;
+      const child = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[key] : undefined;
+      if (at && (typeof v !== 'object' || v === null)) {
+        throw new TypeError(`${fn}(): ${at} must be an object but got ${kindOf(v)}`);
+      }
+      if (!many) next.push([p, child]);
+      else {
+        if (!Array.isArray(child)) throw new TypeError(`${fn}(): ${p} must be an array but got ${kindOf(child)}`);
+        child.forEach((c, i) => next.push([`${p}[${i}]`, c]));
+      }
+    }
+    found = next;
+  }
+  return found;
+}
+
+/**
+ * Checks the tensor arguments named in `params` against the contract (all of its arguments, in
+ * declaration order); returns every letter's size. `known` pre-binds letters (e.g. from a config).
+ * @throws TypeError (not a tensor, disposed, wrong dtype) or RangeError (wrong rank or size) naming
+ *   the function and the argument.
+ */
+export function checkTensors(c: Contract, params: Record<string, unknown>, known: Dims = {}): Dims {
+  const fn = c.fn;
+  const dims: Dims = { ...known };
+  const source: Record<string, string> = {};
+  for (const k of Object.keys(known)) source[k] = c.from[k] ? `= ${c.from[k]}` : 'from the other arguments';
+  for (const [path, arg] of Object.entries(c.args)) {
+    const spec = parseShape(arg.shape);
+    for (const [at, v] of resolve(fn, path, params)) {
+      if (v === undefined || v === null) {
+        if (arg.optional) continue;
+        throw new TypeError(`${fn}(): ${at} must be a tensor ${spec.text} but got ${kindOf(v)}`);
+      }
+      if (!isTensor(v)) throw new TypeError(`${fn}(): ${at} must be a tensor ${spec.text} but got ${kindOf(v)}`);
+      if (v.isDisposed) throw new TypeError(`${fn}(): ${at} ${spec.text} was disposed`);
+      const allowed = DTYPES[arg.dtype ?? 'numeric'];
+      if (allowed && !allowed.includes(v.dtype)) {
+        throw new TypeError(`${fn}(): ${at} must be ${spec.text} of dtype ${allowed.join(' or ')} but got dtype ${v.dtype} ${shapeText(v.shape)}`);
+      }
+      const n = spec.dims.length;
+      if (spec.ellipsis ? v.rank < n : v.rank !== n) {
+        throw new RangeError(`${fn}(): ${at} must be ${spec.text} (rank ${spec.ellipsis ? `≥ ${n}` : n}) but got ${shapeText(v.shape)}`);
+      }
+      const tail = v.shape.slice(v.rank - n);
+      const before = { ...dims };
+      spec.dims.forEach((e, i) => {
+        if (e.kind === 'var' && dims[e.name] === undefined) {
+          dims[e.name] = tail[i]!;
+          source[e.name] = `from ${at}`;
+        }
+      });
+      const bad = spec.dims.some((e, i) => {
+        const want = evaluate(e, dims);
+        if (want === undefined) throw new Error(`contract ${fn}: ${at} ${spec.text}: letters of '${exprText(e)}' are not known`);
+        return want !== tail[i];
+      });
+      if (bad) {
+        const want = spec.dims.map((e) => evaluate(e, before) ?? exprText(e));
+        const lead = spec.ellipsis ? '..., ' : '';
+        const used = new Set<string>();
+        spec.dims.forEach((e) => lettersOf(e, used));
+        const groups = new Map<string, string[]>();
+        for (const l of used) {
+          if (before[l] === undefined) continue;
+          const s = source[l]!;
+          groups.set(s, [...(groups.get(s) ?? []), l]);
+        }
+        const from = [...groups].map(([s, ls]) => `${ls.join(', ')} ${s}`);
+        throw new RangeError(
+          `${fn}(): ${at} must be ${spec.text} = [${lead}${want.join(', ')}] but got ${shapeText(v.shape)}${from.length ? ` (${from.join('; ')})` : ''}`,
+        );
+      }
+    }
+  }
+  return dims;
+}
+
+function exprText(e: Expr): string {
+  if (e.kind === 'num') return String(e.value);
+  if (e.kind === 'var') return e.name;
+  if (e.op === '/') return `⌈${exprText(e.a)}/${exprText(e.b)}⌉`;
+  const wrap = (x: Expr) => (x.kind === 'op' && x.op === '+' && e.op === '·' ? `(${exprText(x)})` : exprText(x));
+  return `${wrap(e.a)}${e.op === '+' ? ' + ' : '·'}${wrap(e.b)}`;
+}
+
+// --- Plain (non-tensor) arguments ---
+
+/** An integer ≥ min (a safe integer). */
+export function checkInteger(fn: string, name: string, v: unknown, min = 0): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw new RangeError(`${fn}(): ${name} must be an integer ≥ ${min} but got ${typeof v === 'number' ? v : kindOf(v)}`);
+  }
+  return v;
+}
+
+/** A finite number. */
+export function checkFiniteNumber(fn: string, name: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new RangeError(`${fn}(): ${name} must be a finite number but got ${typeof v === 'number' ? v : kindOf(v)}`);
+  return v;
+}
+
+/** A non-null object (not an array). */
+export function checkObject(fn: string, name: string, v: unknown): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TypeError(`${fn}(): ${name} must be an object but got ${kindOf(v)}`);
+  return v as Record<string, unknown>;
+}
+
+/** An array. */
+export function checkArray(fn: string, name: string, v: unknown): readonly unknown[] {
+  if (!Array.isArray(v)) throw new TypeError(`${fn}(): ${name} must be an array but got ${kindOf(v)}`);
+  return v;
+}
+
+/** A string. */
+export function checkString(fn: string, name: string, v: unknown): string {
+  if (typeof v !== 'string') throw new TypeError(`${fn}(): ${name} must be a string but got ${kindOf(v)}`);
+  return v;
+}
+
+/** One of the given values. */
+export function checkChoice<T extends string | null | boolean>(fn: string, name: string, v: unknown, choices: readonly T[]): T {
+  if (!choices.includes(v as T)) {
+    throw new TypeError(`${fn}(): ${name} must be ${choices.map((c) => (typeof c === 'string' ? `'${c}'` : String(c))).join(' or ')} but got ${typeof v === 'string' ? `'${v}'` : kindOf(v)}`);
+  }
+  return v as T;
+}
+
+// --- Shared argument groups ---
+
+/** MQA-form attention inputs (MLA's absorbed mode): the gather, dense and fast paths share them. */
+export const MQA_ARGS: Record<string, string | TensorArg> = {
+  qLatent: '[T, H, C]',
+  kv: '[S, C]',
+  pe: '[S, R]',
+  qPe: '[T, H, R]',
+  topk: { shape: '[T, K]', dtype: 'int32' },
+};
+
+/** MHA-form attention inputs (per-head keys and values). */
+export const MHA_ARGS: Record<string, string | TensorArg> = {
+  q: '[T, H, Dqk]',
+  k: '[S, H, Dqk]',
+  v: '[S, H, Dv]',
+  topk: { shape: '[T, K]', dtype: 'int32' },
+};
+
+/**
+ * Query positions against key positions: `startPos` an integer ≥ 0 and `S ≥ startPos + T` (every
+ * query's own key exists).
+ */
+export function checkQueryPositions(fn: string, startPos: unknown, S: number, T: number): number {
+  checkInteger(fn, 'startPos', startPos, 0);
+  if ((startPos as number) + T > S) {
+    throw new RangeError(`${fn}(): the keys must cover every query position: need S ≥ startPos + T = ${(startPos as number) + T} but got S = ${S}`);
+  }
+  return startPos as number;
+}
