@@ -14,6 +14,28 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkChoice, checkFiniteNumber, checkObject, checkTensors, defineContract } from './internal/contract.ts';
+
+const MASK = { shape: '[G, T]', dtype: 'mask' } as const;
+const STOP_GRADIENT = defineContract('stopGradient', { x: '[...]' });
+const GROUP_ADVANTAGES = defineContract('groupAdvantages', { rewards: '[G]' });
+const TOKEN_RATIO = defineContract('tokenRatio', { logp: '[G, T]', logpOld: '[G, T]', mask: MASK });
+const CLIPPED_SURROGATE = defineContract('clippedSurrogate', { ratio: '[G, T]', advantages: '[G]', mask: MASK });
+const KL_K3 = defineContract('klK3', { logp: '[G, T]', logpRef: '[G, T]', mask: MASK });
+const KL_UNBIASED_K3 = defineContract('klUnbiasedK3', { logp: '[G, T]', logpOld: '[G, T]', logpRef: '[G, T]', mask: MASK });
+const OPSM_SEQUENCE_KL = defineContract('opsmSequenceKl', { logpSampler: '[G, T]', logp: '[G, T]', mask: MASK });
+const OPSM_KEEP_MASK = defineContract('opsmKeepMask', { advantages: '[G]', seqKl: '[G]' });
+const AGGREGATE_LOSS = defineContract('aggregateLoss', { perToken: '[G, T]', mask: MASK });
+const GRPO_INPUTS = {
+  'inputs.mask': MASK,
+  'inputs.rewards': '[G]',
+  'inputs.logp': '[G, T]',
+  'inputs.logpOld': '[G, T]',
+  'inputs.logpRef': { shape: '[G, T]', optional: true },
+  'inputs.logpSampler': { shape: '[G, T]', optional: true },
+};
+const GRPO_LOSS = defineContract('grpoLoss', GRPO_INPUTS);
+const GRPO_LOSS_AND_GRAD = defineContract('grpoLossAndGrad', GRPO_INPUTS);
 
 /** Advantage baseline: `mean` = R − mean(R) (V3.2, Eq. 5); `mean_std_*` = (R − mean) / (std + stdEps) (DeepSeekMath). */
 export type AdvantageMode = 'mean' | 'mean_std_sample' | 'mean_std_population';
@@ -53,6 +75,7 @@ function clean(x: tf.Tensor, valid: tf.Tensor): tf.Tensor {
  * ```
  */
 export function stopGradient<R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> {
+  checkTensors(STOP_GRADIENT, { x });
   const f = tf.customGrad(((a: tf.Tensor) => ({ value: tf.clone(a), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) })) as unknown as Parameters<typeof tf.customGrad>[0]);
   return f(x) as tf.Tensor<R>;
 }
@@ -76,7 +99,7 @@ export function stopGradient<R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> {
  * ```
  */
 export function groupAdvantages(rewards: tf.Tensor1D, mode: AdvantageMode = 'mean', stdEps = 0): tf.Tensor1D {
-  if (rewards.rank !== 1) throw new RangeError(`groupAdvantages(): rewards must be [G] (rank 1) but got shape [${rewards.shape}]`);
+  checkTensors(GROUP_ADVANTAGES, { rewards });
   const G = rewards.shape[0];
   if (G < 2) throw new RangeError(`groupAdvantages(): a group needs G ≥ 2 completions but got G = ${G}`);
   if (!ADVANTAGE_MODES.includes(mode)) throw new TypeError(`groupAdvantages(): mode must be one of ${ADVANTAGE_MODES.join(', ')} but got '${String(mode)}'`);
@@ -104,6 +127,7 @@ export function groupAdvantages(rewards: tf.Tensor1D, mode: AdvantageMode = 'mea
  * ```
  */
 export function tokenRatio(logp: tf.Tensor2D, logpOld: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor2D {
+  checkTensors(TOKEN_RATIO, { logp, logpOld, mask });
   return tf.tidy(() => {
     const valid = validOf(mask);
     const rho = tf.exp(tf.sub(clean(logp, valid), clean(logpOld, valid)));
@@ -126,6 +150,9 @@ export function tokenRatio(logp: tf.Tensor2D, logpOld: tf.Tensor2D, mask: tf.Ten
 export function clippedSurrogate(
   ratio: tf.Tensor2D, advantages: tf.Tensor1D, mask: tf.Tensor2D, clipLow: number, clipHigh: number,
 ): tf.Tensor2D {
+  checkTensors(CLIPPED_SURROGATE, { ratio, advantages, mask });
+  checkFiniteNumber('clippedSurrogate', 'clipLow', clipLow);
+  checkFiniteNumber('clippedSurrogate', 'clipHigh', clipHigh);
   return tf.tidy(() => {
     const valid = validOf(mask);
     const rho = clean(ratio, valid);
@@ -149,6 +176,7 @@ export function clippedSurrogate(
  * ```
  */
 export function klK3(logp: tf.Tensor2D, logpRef: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor2D {
+  checkTensors(KL_K3, { logp, logpRef, mask });
   return tf.tidy(() => {
     const valid = validOf(mask);
     const d = tf.sub(clean(logpRef, valid), clean(logp, valid));
@@ -168,6 +196,7 @@ export function klK3(logp: tf.Tensor2D, logpRef: tf.Tensor2D, mask: tf.Tensor2D)
  * ```
  */
 export function klUnbiasedK3(logp: tf.Tensor2D, logpOld: tf.Tensor2D, logpRef: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor2D {
+  checkTensors(KL_UNBIASED_K3, { logp, logpOld, logpRef, mask });
   return tf.tidy(() => clean(tf.mul(tokenRatio(logp, logpOld, mask), klK3(logp, logpRef, mask)), validOf(mask)) as tf.Tensor2D);
 }
 
@@ -184,6 +213,7 @@ export function klUnbiasedK3(logp: tf.Tensor2D, logpOld: tf.Tensor2D, logpRef: t
  * ```
  */
 export function opsmSequenceKl(logpSampler: tf.Tensor2D, logp: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor1D {
+  checkTensors(OPSM_SEQUENCE_KL, { logpSampler, logp, mask });
   return tf.tidy(() => {
     const valid = validOf(mask);
     const diff = clean(tf.sub(clean(logpSampler, valid), clean(stopGradient(logp), valid)), valid);
@@ -205,6 +235,8 @@ export function opsmSequenceKl(logpSampler: tf.Tensor2D, logp: tf.Tensor2D, mask
  * ```
  */
 export function opsmKeepMask(advantages: tf.Tensor1D, seqKl: tf.Tensor1D, delta: number): tf.Tensor1D {
+  checkTensors(OPSM_KEEP_MASK, { advantages, seqKl });
+  checkFiniteNumber('opsmKeepMask', 'delta', delta);
   const a = advantages.dataSync();
   const s = seqKl.dataSync();
   return tf.tensor1d(Array.from(a, (ai, i) => !(ai < 0 && s[i]! > delta)), 'bool');
@@ -230,6 +262,7 @@ export function opsmKeepMask(advantages: tf.Tensor1D, seqKl: tf.Tensor1D, delta:
  * ```
  */
 export function aggregateLoss(perToken: tf.Tensor2D, mask: tf.Tensor2D, mode: Aggregation): tf.Scalar {
+  checkTensors(AGGREGATE_LOSS, { perToken, mask });
   if (!AGGREGATIONS.includes(mode)) throw new TypeError(`aggregateLoss(): mode must be one of ${AGGREGATIONS.join(', ')} but got '${String(mode)}'`);
   return tf.tidy(() => {
     const valid = validOf(mask);
@@ -301,8 +334,13 @@ export interface GrpoLossParts {
   opsmSeqKl: tf.Tensor1D | null;
 }
 
-function validateGrpo(x: GrpoInputs, o: GrpoOptions): void {
-  const fn = 'grpoLoss()';
+function validateGrpo(contract: typeof GRPO_LOSS, x: GrpoInputs, o: GrpoOptions): void {
+  checkObject(contract.fn, 'inputs', x);
+  checkObject(contract.fn, 'options', o);
+  checkTensors(contract, { inputs: x });
+  checkChoice(contract.fn, 'options.advantage', o.advantage, ADVANTAGE_MODES);
+  checkChoice(contract.fn, 'options.aggregation', o.aggregation, AGGREGATIONS);
+  const fn = `${contract.fn}()`;
   if (x.mask.rank !== 2) throw new RangeError(`${fn}: mask must be [G, T] but got shape [${x.mask.shape}]`);
   const [G, T] = x.mask.shape;
   if (x.rewards.rank !== 1 || x.rewards.shape[0] !== G) throw new RangeError(`${fn}: rewards must be [G] = [${G}] but got shape [${x.rewards.shape}]`);
@@ -352,7 +390,7 @@ function validateGrpo(x: GrpoInputs, o: GrpoOptions): void {
  * ```
  */
 export function grpoLoss(inputs: GrpoInputs, options: GrpoOptions): GrpoLossParts {
-  validateGrpo(inputs, options);
+  validateGrpo(GRPO_LOSS, inputs, options);
   const { rewards, mask, logp, logpOld } = inputs;
   const o = options;
   const parts = tf.tidy(() => {
@@ -392,7 +430,7 @@ export function grpoLoss(inputs: GrpoInputs, options: GrpoOptions): GrpoLossPart
  * ```
  */
 export function grpoLossAndGrad(inputs: GrpoInputs, options: GrpoOptions): { value: tf.Scalar; grad: tf.Tensor2D } {
-  validateGrpo(inputs, options);
+  validateGrpo(GRPO_LOSS_AND_GRAD, inputs, options);
   const f = tf.valueAndGrad((lp: tf.Tensor) => grpoLoss({ ...inputs, logp: lp as tf.Tensor2D }, options).loss);
   const { value, grad } = f(inputs.logp);
   return { value: value as tf.Scalar, grad: grad as tf.Tensor2D };

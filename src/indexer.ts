@@ -31,6 +31,18 @@ import { actQuant, linear } from './fp8.ts';
 import { hadamard } from './hadamard.ts';
 import { layerNorm } from './norms.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
+import { checkInteger, checkObject, checkTensors, configDims, CONFIG_LETTERS, defineContract, INDEXER_WEIGHTS, under, type Contract } from './internal/contract.ts';
+
+const FP8_INDEX = defineContract('fp8Index', { q8: '[T, HI, DI]', weights: '[T, HI]', keys: '[S, DI]', keyScales: '[S]' });
+const INDEXER_ARGS = {
+  x: '[T, D]',
+  qr: '[T, Dq]',
+  ...under('w', INDEXER_WEIGHTS),
+  'cache.keys': { shape: '[S, DI]', optional: true },
+  'cache.scales': { shape: '[S]', optional: true },
+};
+const INDEXER_SCORES = defineContract('indexerScores', INDEXER_ARGS, CONFIG_LETTERS);
+const INDEXER_SCORES_EXACT = defineContract('indexerScoresExact', INDEXER_ARGS, CONFIG_LETTERS);
 
 /** LayerNorm eps of `k_norm` (official `LayerNorm(head_dim)` default). */
 export const INDEXER_K_NORM_EPS = 1e-6;
@@ -150,7 +162,7 @@ export interface IndexerRecord {
  * ```
  */
 export function fp8Index(q8: tf.Tensor3D, weights: tf.Tensor2D, keys: tf.Tensor2D, keyScales: tf.Tensor1D): tf.Tensor2D {
-  const [T, HI, DI] = q8.shape;
+  const { T, HI, DI } = checkTensors(FP8_INDEX, { q8, weights, keys, keyScales }) as Record<'T' | 'HI' | 'DI', number>;
   return tf.tidy(() => {
     const logits = tf.matMul(tf.reshape(q8, [T * HI, DI]), keys, false, true); // [T·HI, S]
     const S = keys.shape[0];
@@ -228,10 +240,10 @@ export function indexerScores(
   startPos: number,
   opts: IndexerOptions,
 ): tf.Tensor2D {
+  const { HI, DI, R, T } = checkArguments(INDEXER_SCORES, x, qr, w, cache, startPos, opts);
   const { config, maxSeqLen } = opts;
   const interleaved = opts.ropeInterleaved ?? false;
   const exact = opts.exact ?? false;
-  const { HI, DI, R, T } = checkArguments('indexerScores', x, qr, w, cache, startPos, opts);
   const fmt = scaleFmt(config);
   const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
 
@@ -332,17 +344,14 @@ export function indexerScoresExact(
   startPos: number,
   opts: Omit<IndexerOptions, 'exact'>,
 ): tf.Tensor2D {
+  checkArguments(INDEXER_SCORES_EXACT, x, qr, w, cache, startPos, { ...opts, exact: true });
   return indexerScores(x, qr, w, cache, startPos, { ...opts, exact: true });
 }
 
 // --- Argument checks ---
 
-function shapeOf(t: tf.Tensor): string {
-  return `[${t.shape.join(', ')}]`;
-}
-
 function checkArguments(
-  fn: string,
+  contract: Contract,
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
   w: IndexerWeights,
@@ -350,34 +359,18 @@ function checkArguments(
   startPos: number,
   opts: IndexerOptions,
 ): { HI: number; DI: number; R: number; T: number } {
+  const fn = contract.fn;
+  checkObject(fn, 'opts', opts);
+  checkObject(fn, 'cache', cache);
   const { config, maxSeqLen } = opts;
-  const HI = config.index_n_heads;
-  const DI = config.index_head_dim;
+  const known = configDims(fn, config);
+  const { T, HI, DI } = checkTensors(contract, { x, qr, w, cache }, known) as Record<'T' | 'HI' | 'DI', number>;
   const R = config.qk_rope_head_dim;
-  const D = config.hidden_size;
-  const Dq = config.q_lora_rank;
   if (R % 2 !== 0 || R > DI) {
     throw new RangeError(`${fn}(): config.qk_rope_head_dim must be even and ≤ index_head_dim ${DI} but got ${R}`);
   }
-  if (x.rank !== 2 || x.shape[1] !== D) {
-    throw new RangeError(`${fn}(): x must be [T, hidden_size] = [T, ${D}] but got ${shapeOf(x)}`);
-  }
-  if (qr.rank !== 2 || qr.shape[1] !== Dq) {
-    throw new RangeError(`${fn}(): qr must be [T, q_lora_rank] = [T, ${Dq}] but got ${shapeOf(qr)}`);
-  }
-  const T = x.shape[0];
-  if (T < 1) throw new RangeError(`${fn}(): x must hold at least one token but got ${shapeOf(x)}`);
-  if (qr.shape[0] !== T) throw new RangeError(`${fn}(): qr must have T = ${T} rows like x but got ${shapeOf(qr)}`);
-  const expectShape = (name: string, t: tf.Tensor, shape: number[]): void => {
-    if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new RangeError(`${fn}(): w.${name} must be [${shape.join(', ')}] but got ${shapeOf(t)}`);
-    }
-  };
-  expectShape('wq_b.weight', w.wq_b.weight, [HI * DI, Dq]);
-  expectShape('wk.weight', w.wk.weight, [DI, D]);
-  expectShape('k_norm.weight', w.k_norm.weight, [DI]);
-  expectShape('k_norm.bias', w.k_norm.bias, [DI]);
-  expectShape('weights_proj.weight', w.weights_proj.weight, [HI, D]);
+  if (T < 1) throw new RangeError(`${fn}(): x must hold at least one token but got [${x.shape.join(', ')}]`);
+  checkInteger(fn, 'startPos', startPos, 0);
   if (!Number.isInteger(maxSeqLen) || maxSeqLen < 1) {
     throw new RangeError(`${fn}(): opts.maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);
   }

@@ -58,7 +58,7 @@ describeEachBackend('training vectors', () => {
     const r1 = await checkTrainingVector('bad-shape', g);
     expect(r1).toHaveLength(1);
     expect(r1[0]!.pass).toBe(false);
-    expect(r1[0]!.reason).toMatch(/grpoLoss\(\): logp must have the mask's shape/);
+    expect(r1[0]!.reason).toMatch(/grpoLoss\(\): inputs.logp must be \[G, T\] = \[4, 5\] but got \[3, 5\]/);
 
     const g2 = clone(byKind('grpo').json);
     delete g2.inputs.rewards;

@@ -76,7 +76,9 @@ export function under(prefix: string, args: Record<string, string | TensorArg>):
 type Expr = { kind: 'num'; value: number } | { kind: 'var'; name: string } | { kind: 'op'; op: '+' | '·' | '/'; a: Expr; b: Expr };
 interface ShapeSpec {
   ellipsis: boolean;
+  /** the dims a tensor's shape is matched against: `head` leading ones, then the rest at the end. */
   dims: Expr[];
+  head: number;
   text: string;
 }
 
@@ -88,9 +90,10 @@ function parseShape(text: string): ShapeSpec {
   const m = /^\[(.*)\]$/.exec(text.trim());
   if (!m) throw new Error(`contract: bad shape spec '${text}'`);
   const items = m[1]!.trim() === '' ? [] : m[1]!.split(',').map((s) => s.trim());
-  const ellipsis = items[0] === '...';
-  const dims = (ellipsis ? items.slice(1) : items).map((s) => parseExpr(s, text));
-  const spec = { ellipsis, dims, text };
+  const at = items.indexOf('...');
+  const ellipsis = at >= 0;
+  const dims = items.filter((s) => s !== '...').map((s) => parseExpr(s, text));
+  const spec = { ellipsis, dims, head: ellipsis ? at : dims.length, text };
   parsedShapes.set(text, spec);
   return spec;
 }
@@ -198,14 +201,17 @@ function resolve(fn: string, path: string, params: Record<string, unknown>): [st
     const next: [string, unknown][] = [];
     for (const [at, v] of found) {
       const p = at ? `${at}.${key}` : key;
-      const child = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[key] : undefined;
-      if (at && (typeof v !== 'object' || v === null)) {
-        throw new TypeError(`${fn}(): ${at} must be an object but got ${kindOf(v)}`);
+      if (v === undefined || v === null) {
+        next.push([p, undefined]); // a missing record: its tensors are missing (fine when optional)
+        continue;
       }
+      if (typeof v !== 'object') throw new TypeError(`${fn}(): ${at || 'argument'} must be an object but got ${kindOf(v)}`);
+      const child = (v as Record<string, unknown>)[key];
       if (!many) next.push([p, child]);
       else {
-        if (!Array.isArray(child)) throw new TypeError(`${fn}(): ${p} must be an array but got ${kindOf(child)}`);
-        child.forEach((c, i) => next.push([`${p}[${i}]`, c]));
+        if (child === undefined || child === null) next.push([`${p}[]`, undefined]);
+        else if (!Array.isArray(child)) throw new TypeError(`${fn}(): ${p} must be an array but got ${kindOf(child)}`);
+        else child.forEach((c, i) => next.push([`${p}[${i}]`, c]));
       }
     }
     found = next;
@@ -241,7 +247,7 @@ export function checkTensors(c: Contract, params: Record<string, unknown>, known
       if (spec.ellipsis ? v.rank < n : v.rank !== n) {
         throw new RangeError(`${fn}(): ${at} must be ${spec.text} (rank ${spec.ellipsis ? `≥ ${n}` : n}) but got ${shapeText(v.shape)}`);
       }
-      const tail = v.shape.slice(v.rank - n);
+      const tail = [...v.shape.slice(0, spec.head), ...v.shape.slice(v.rank - (n - spec.head))];
       const before = { ...dims };
       spec.dims.forEach((e, i) => {
         if (e.kind === 'var' && dims[e.name] === undefined) {
@@ -255,8 +261,8 @@ export function checkTensors(c: Contract, params: Record<string, unknown>, known
         return want !== tail[i];
       });
       if (bad) {
-        const want = spec.dims.map((e) => evaluate(e, before) ?? exprText(e));
-        const lead = spec.ellipsis ? '..., ' : '';
+        const want: (number | string)[] = spec.dims.map((e) => evaluate(e, before) ?? exprText(e));
+        if (spec.ellipsis) want.splice(spec.head, 0, '...');
         const used = new Set<string>();
         spec.dims.forEach((e) => lettersOf(e, used));
         const groups = new Map<string, string[]>();
@@ -267,7 +273,7 @@ export function checkTensors(c: Contract, params: Record<string, unknown>, known
         }
         const from = [...groups].map(([s, ls]) => `${ls.join(', ')} ${s}`);
         throw new RangeError(
-          `${fn}(): ${at} must be ${spec.text} = [${lead}${want.join(', ')}] but got ${shapeText(v.shape)}${from.length ? ` (${from.join('; ')})` : ''}`,
+          `${fn}(): ${at} must be ${spec.text} = [${want.join(', ')}] but got ${shapeText(v.shape)}${from.length ? ` (${from.join('; ')})` : ''}`,
         );
       }
     }
@@ -355,3 +361,93 @@ export function checkQueryPositions(fn: string, startPos: unknown, S: number, T:
   }
   return startPos as number;
 }
+
+/** The config keys behind the letters of the weight shapes (docs/conventions.md). */
+export const CONFIG_LETTERS: Readonly<Record<string, string>> = {
+  D: 'config.hidden_size',
+  Dq: 'config.q_lora_rank',
+  H: 'config.num_attention_heads',
+  Dn: 'config.qk_nope_head_dim',
+  R: 'config.qk_rope_head_dim',
+  Dv: 'config.v_head_dim',
+  C: 'config.kv_lora_rank',
+  HI: 'config.index_n_heads',
+  DI: 'config.index_head_dim',
+  E: 'config.n_routed_experts',
+  I: 'config.moe_intermediate_size',
+  F: 'config.intermediate_size',
+  V: 'config.vocab_size',
+  Is: 'config.n_shared_experts · moe_intermediate_size',
+};
+
+/** The letters a config fixes (only those it has as integers). */
+export function configDims(fn: string, config: unknown): Dims {
+  const c = checkObject(fn, 'config', config);
+  const get = (key: string): number | undefined => (Number.isSafeInteger(c[key]) ? (c[key] as number) : undefined);
+  const dims: Dims = {};
+  for (const [letter, key] of Object.entries(CONFIG_LETTERS)) {
+    const v = key.includes('·') ? undefined : get(key.slice('config.'.length));
+    if (v !== undefined) dims[letter] = v;
+  }
+  const shared = get('n_shared_experts');
+  if (shared !== undefined && dims.I !== undefined) dims.Is = shared * dims.I;
+  return dims;
+}
+
+/** `IndexerWeights` (src/checkpoint.ts). */
+export const INDEXER_WEIGHTS: Record<string, string | TensorArg> = {
+  'wq_b.weight': '[HI·DI, Dq]',
+  'wk.weight': '[DI, D]',
+  'k_norm.weight': '[DI]',
+  'k_norm.bias': '[DI]',
+  'weights_proj.weight': '[HI, D]',
+};
+
+/** `AttentionWeights` (src/checkpoint.ts). */
+export const ATTENTION_WEIGHTS: Record<string, string | TensorArg> = {
+  'wq_a.weight': '[Dq, D]',
+  q_norm: '[Dq]',
+  'wq_b.weight': '[H·(Dn + R), Dq]',
+  'wkv_a.weight': '[C + R, D]',
+  kv_norm: '[C]',
+  'wkv_b.weight': '[H·(Dn + Dv), C]',
+  'wo.weight': '[D, H·Dv]',
+  ...under('indexer', INDEXER_WEIGHTS),
+};
+
+/** `FfnWeights` of width `F` (a letter). */
+export function ffnWeights(F: string, optional = false): Record<string, TensorArg> {
+  return {
+    'w1.weight': { shape: `[${F}, D]`, optional },
+    'w2.weight': { shape: `[D, ${F}]`, optional },
+    'w3.weight': { shape: `[${F}, D]`, optional },
+  };
+}
+
+/** `MoeWeights` (src/checkpoint.ts). */
+export const MOE_WEIGHTS: Record<string, string | TensorArg> = {
+  'gate.weight': '[E, D]',
+  'gate.bias': { shape: '[E]', optional: true },
+  ...under('experts[]', ffnWeights('I')),
+  ...under('shared', ffnWeights('Is', true)),
+};
+
+/** `LayerWeights` (src/checkpoint.ts); the FFN is dense or MoE, so both are optional here. */
+export const LAYER_WEIGHTS: Record<string, string | TensorArg> = {
+  attn_norm: '[D]',
+  ffn_norm: '[D]',
+  ...under('attn', ATTENTION_WEIGHTS),
+  ...under('ffn.dense', ffnWeights('F', true)),
+  ...Object.fromEntries(Object.entries(under('ffn.moe', MOE_WEIGHTS)).map(([k, v]) => [k, { ...(typeof v === 'string' ? { shape: v } : v), optional: true }])),
+};
+
+/** `GlobalWeights` (src/checkpoint.ts). */
+export const GLOBAL_WEIGHTS: Record<string, string | TensorArg> = { embed: '[V, D]', norm: '[D]', head: '[V, D]' };
+
+/** An `MlaCache` (src/mla.ts): empty (nulls) or S cached positions. */
+export const MLA_CACHE: Record<string, string | TensorArg> = {
+  kv: { shape: '[S, C]', optional: true },
+  pe: { shape: '[S, R]', optional: true },
+  'indexer.keys': { shape: '[S, DI]', optional: true },
+  'indexer.scales': { shape: '[S]', optional: true },
+};
