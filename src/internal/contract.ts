@@ -261,7 +261,11 @@ export function checkTensors(c: Contract, params: Record<string, unknown>, known
         return want !== tail[i];
       });
       if (bad) {
-        const want: (number | string)[] = spec.dims.map((e) => evaluate(e, before) ?? exprText(e));
+        // letters this tensor binds show as letters, unless it uses them twice (as in [H, T, T])
+        const uses = spec.dims.flatMap((e) => [...lettersOf(e)]);
+        const shown = { ...before };
+        for (const l of uses) if (shown[l] === undefined && uses.indexOf(l) !== uses.lastIndexOf(l)) shown[l] = dims[l]!;
+        const want: (number | string)[] = spec.dims.map((e) => evaluate(e, shown) ?? exprText(e));
         if (spec.ellipsis) want.splice(spec.head, 0, '...');
         const used = new Set<string>();
         spec.dims.forEach((e) => lettersOf(e, used));
