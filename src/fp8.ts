@@ -13,6 +13,13 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkChoice, checkObject, checkTensors, defineContract } from './internal/contract.ts';
+
+const E4M3_ROUND = defineContract('e4m3Round', { x: '[...]' });
+const ACT_QUANT = defineContract('actQuant', { x: '[..., N]' }, { N: 'a multiple of blockSize' });
+const ACT_QUANT_DEQUANT = defineContract('actQuantDequant', { x: '[..., N]' }, { N: 'a multiple of blockSize' });
+const WEIGHT_DEQUANT = defineContract('weightDequant', { w8: '[O, I]', scaleInv: '[⌈O/B⌉, ⌈I/B⌉]' }, { B: 'block' });
+const LINEAR = defineContract('linear', { 'w.weight': '[Out, In]', x: '[..., In]' });
 
 /**
  * The `Linear` record of src/checkpoint.ts, structurally: `weight` [out, in] float32 (dequantized),
@@ -194,6 +201,7 @@ function ceilPow2(s: tf.Tensor): tf.Tensor {
  * ```
  */
 export function e4m3Round(x: tf.Tensor): tf.Tensor {
+  checkTensors(E4M3_ROUND, { x });
   return tf.tidy(() => {
     const xf = tf.cast(x, 'float32');
     const nan = tf.isNaN(xf);
@@ -251,12 +259,16 @@ export function actQuant(
   scaleFmt: ScaleFmt,
   blockSize = FP8_BLOCK,
 ): { q: tf.Tensor; scale: tf.Tensor } {
-  checkScaleFmt('actQuant', scaleFmt);
-  checkBlock('actQuant', 'blockSize', blockSize);
-  if (x.rank < 1) throw new RangeError(`actQuant(): x must have rank ≥ 1 but got a scalar`);
-  const n = x.shape[x.rank - 1]!;
+  return quantize(ACT_QUANT, x, scaleFmt, blockSize);
+}
+
+function quantize(contract: typeof ACT_QUANT, x: tf.Tensor, scaleFmt: ScaleFmt, blockSize: number): { q: tf.Tensor; scale: tf.Tensor } {
+  const fn = contract.fn;
+  const { N: n } = checkTensors(contract, { x }) as Record<'N', number>;
+  checkScaleFmt(fn, scaleFmt);
+  checkBlock(fn, 'blockSize', blockSize);
   if (n % blockSize !== 0) {
-    throw new RangeError(`actQuant(): last dim of x must be divisible by blockSize ${blockSize} but got ${n}`);
+    throw new RangeError(`${fn}(): x must be [..., N] with N a multiple of blockSize ${blockSize} but got [${x.shape.join(', ')}]`);
   }
   return tf.tidy(() => {
     const lead = x.shape.slice(0, -1);
@@ -285,7 +297,7 @@ export function actQuant(
  * ```
  */
 export function actQuantDequant(x: tf.Tensor, scaleFmt: ScaleFmt, blockSize = FP8_BLOCK): tf.Tensor {
-  const { q, scale } = actQuant(x, scaleFmt, blockSize);
+  const { q, scale } = quantize(ACT_QUANT_DEQUANT, x, scaleFmt, blockSize);
   return tf.tidy(() => {
     const n = x.shape[x.rank - 1]!;
     const lead = x.shape.slice(0, -1);
@@ -317,14 +329,7 @@ export function actQuantDequant(x: tf.Tensor, scaleFmt: ScaleFmt, blockSize = FP
  */
 export function weightDequant(w8: tf.Tensor, scaleInv: tf.Tensor, block = FP8_BLOCK): tf.Tensor {
   checkBlock('weightDequant', 'block', block);
-  if (w8.rank !== 2) throw new RangeError(`weightDequant(): w8 must be rank 2 [out, in] but got shape [${w8.shape}]`);
-  const [rows, cols] = w8.shape as [number, number];
-  const want = [Math.ceil(rows / block), Math.ceil(cols / block)];
-  if (scaleInv.rank !== 2 || scaleInv.shape[0] !== want[0] || scaleInv.shape[1] !== want[1]) {
-    throw new RangeError(
-      `weightDequant(): scaleInv must have shape [${want}] (ceil of [${rows}, ${cols}] / ${block}) but got [${scaleInv.shape}]`,
-    );
-  }
+  const { O: rows, I: cols } = checkTensors(WEIGHT_DEQUANT, { w8, scaleInv }, { B: block }) as Record<'O' | 'I', number>;
   const rowBlock = Int32Array.from({ length: rows }, (_, i) => Math.floor(i / block));
   const colBlock = Int32Array.from({ length: cols }, (_, j) => Math.floor(j / block));
   return tf.tidy(() => {
@@ -353,9 +358,14 @@ export function weightDequant(w8: tf.Tensor, scaleInv: tf.Tensor, block = FP8_BL
  * ```
  */
 export function linear(x: tf.Tensor, w: LinearLike, scaleFmt: ScaleFmt): tf.Tensor {
-  const [out, inDim] = w.weight.shape as [number, number];
-  if (x.rank < 1 || x.shape[x.rank - 1] !== inDim) {
-    throw new RangeError(`linear(): last dim of x must be in = ${inDim} (weight [${out}, ${inDim}]) but got shape [${x.shape}]`);
+  checkObject('linear', 'w', w);
+  const { Out: out, In: inDim } = checkTensors(LINEAR, { x, w }) as Record<'Out' | 'In', number>;
+  checkChoice('linear', 'w.fp8', w.fp8, [true, false]);
+  if (w.fp8) {
+    checkScaleFmt('linear', scaleFmt);
+    if (inDim % FP8_BLOCK !== 0) {
+      throw new RangeError(`linear(): x must be [..., In] with In a multiple of ${FP8_BLOCK} (an FP8 weight quantizes x in blocks) but got [${x.shape.join(', ')}]`);
+    }
   }
   return tf.tidy(() => {
     const xin = w.fp8 ? actQuantDequant(x, scaleFmt) : x;

@@ -12,6 +12,9 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkTensors, defineContract } from './internal/contract.ts';
+
+const APPLY_ROPE = defineContract('applyRope', { x: '[T, ..., R]', cos: '[T, ⌈R/2⌉]', sin: '[T, ⌈R/2⌉]' });
 
 /** Parameters of {@link yarnFrequencies}, in the official `ModelArgs` meaning. */
 export interface RopeParams {
@@ -246,15 +249,8 @@ export function ropeAngles(
  * ```
  */
 export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, interleaved: boolean): tf.Tensor {
-  if (x.rank < 2) throw new RangeError(`applyRope(): x must be [T, ..., R] (rank ≥ 2) but got shape [${x.shape}]`);
-  const T = x.shape[0]!;
-  const R = x.shape[x.rank - 1]!;
+  const { T, R } = checkTensors(APPLY_ROPE, { x, cos, sin }) as Record<'T' | 'R', number>;
   if (R % 2 !== 0) throw new RangeError(`applyRope(): last dim R of x must be even but got ${R}`);
-  for (const [name, t] of [['cos', cos], ['sin', sin]] as const) {
-    if (t.rank !== 2 || t.shape[0] !== T || t.shape[1] !== R / 2) {
-      throw new RangeError(`applyRope(): ${name} must have shape [${T}, ${R / 2}] but got [${t.shape}]`);
-    }
-  }
   return tf.tidy(() => {
     const bshape = [T, ...new Array<number>(x.rank - 2).fill(1), R / 2];
     const c = tf.reshape(cos, bshape); // [T, 1.., R/2]

@@ -18,7 +18,7 @@ import { tf } from './backend.ts';
 import { checkObject, checkTensors, defineContract, type Contract } from './internal/contract.ts';
 
 const KEPT = { shape: '[T, V]', dtype: 'mask' } as const;
-const TOKENS = { shape: '[T]', dtype: 'int32' } as const;
+const TOKENS = { shape: '[T]', dtype: 'numeric' } as const;
 const MASKED_LOG_SOFTMAX = defineContract('maskedLogSoftmax', { logits: '[..., V]', kept: { shape: '[..., V]', dtype: 'mask' } });
 const TOKEN_LOG_PROBS = defineContract('tokenLogProbs', { logits: '[T, V]', tokens: TOKENS });
 const KEEP_SAMPLING_LOG_PROBS = defineContract('keepSamplingLogProbs', { logits: '[T, V]', kept: KEPT, tokens: TOKENS });
