@@ -28,6 +28,29 @@ import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCa
 import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
 import { rmsNormResidual } from './norms.ts';
 import type { Checkpoint } from './safetensors.ts';
+import { checkArray, checkFiniteNumber, checkInteger, checkObject, checkTensors, configDims, CONFIG_LETTERS, defineContract, GLOBAL_WEIGHTS, kindOf, LAYER_WEIGHTS, MLA_CACHE, under } from './internal/contract.ts';
+
+const EMBED_TOKENS = defineContract('embedTokens', { embed: '[V, D]' });
+const BLOCK_FORWARD = defineContract(
+  'blockForward',
+  { h: '[T, D]', residual: { shape: '[T, D]', optional: true }, ...under('w', LAYER_WEIGHTS), ...under('cache', MLA_CACHE) },
+  CONFIG_LETTERS,
+);
+const HEAD_LOGITS = defineContract('headLogits', { h: '[T, D]', residual: '[T, D]', ...under('global', GLOBAL_WEIGHTS) });
+const MODEL_FORWARD = defineContract(
+  'modelForward',
+  { ...under('weights.global', GLOBAL_WEIGHTS), ...under('weights.layers[]', LAYER_WEIGHTS), ...under('cache.layers[]', MLA_CACHE) },
+  CONFIG_LETTERS,
+);
+
+/** Token ids: an array-like of integers (the range is checked against the vocabulary by {@link embedTokens}). */
+function checkTokens(fn: string, tokens: unknown): ArrayLike<number> {
+  const t = tokens as ArrayLike<number> | null | undefined;
+  if (t === null || t === undefined || typeof t !== 'object' || typeof t.length !== 'number') {
+    throw new TypeError(`${fn}(): tokens must be an array of token ids but got ${kindOf(tokens)}`);
+  }
+  return t;
+}
 
 /** Every weight of the model. */
 export interface ModelWeights {
@@ -187,7 +210,8 @@ export function disposeModelWeights(w: ModelWeights): void {
  * ```
  */
 export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.Tensor2D {
-  const V = embed.shape[0];
+  checkTokens('embedTokens', tokens);
+  const { V } = checkTensors(EMBED_TOKENS, { embed }) as Record<'V', number>;
   const ids = Int32Array.from(tokens as ArrayLike<number>);
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;
@@ -238,7 +262,12 @@ export function blockForward(
   startPos: number,
   opts: ModelOptions & { routing?: LayerRouting; onTrace?: (t: LayerTrace) => void; onAttention?: AttentionHook },
 ): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null } {
+  checkObject('blockForward', 'w', w);
+  checkObject('blockForward', 'cache', cache);
+  checkObject('blockForward', 'opts', opts);
   const { config } = opts;
+  checkTensors(BLOCK_FORWARD, { h, residual, w, cache }, configDims('blockForward', config));
+  checkInteger('blockForward', 'startPos', startPos, 0);
   const eps = config.rms_norm_eps;
   const n1 = rmsNormResidual(h, residual, w.attn_norm, eps);
   const attnIn = n1.out as tf.Tensor2D;
@@ -307,6 +336,11 @@ export function headLogits(
   eps: number,
   positions: 'last' | 'all' = 'last',
 ): tf.Tensor2D {
+  checkObject('headLogits', 'global', global);
+  const { T } = checkTensors(HEAD_LOGITS, { h, residual, global }) as Record<'T', number>;
+  checkFiniteNumber('headLogits', 'eps', eps);
+  if (positions !== 'last' && positions !== 'all') throw new TypeError(`headLogits(): positions must be 'last' or 'all' but got ${kindOf(positions)}`);
+  if (T < 1) throw new RangeError(`headLogits(): h must hold at least one position but got [${h.shape.join(', ')}]`);
   return tf.tidy(() => {
     const { out } = rmsNormResidual(h, residual, global.norm, eps);
     const T = out.shape[0]!;
@@ -361,7 +395,15 @@ export function modelForward(
     onAttention?: (layer: number, call: Parameters<AttentionHook>[0]) => tf.Tensor2D | null | undefined;
   },
 ): { logits: tf.Tensor2D; routing: RoutingRecord } {
+  checkTokens('modelForward', tokens);
+  checkObject('modelForward', 'weights', weights);
+  checkArray('modelForward', 'weights.layers', weights.layers);
+  checkObject('modelForward', 'cache', cache);
+  checkArray('modelForward', 'cache.layers', cache.layers);
+  checkObject('modelForward', 'opts', opts);
   const { config } = opts;
+  checkTensors(MODEL_FORWARD, { weights, cache }, configDims('modelForward', config));
+  checkInteger('modelForward', 'startPos', startPos, 0);
   const T = tokens.length;
   if (T < 1) throw new RangeError('modelForward(): tokens must hold at least 1 id but got 0');
   if (weights.layers.length !== config.num_hidden_layers || cache.layers.length !== config.num_hidden_layers) {

@@ -17,6 +17,11 @@ import type { ModelConfig } from './config.ts';
 import { scaleFmt } from './config.ts';
 import type { FfnWeights, MoeWeights } from './checkpoint.ts';
 import { linear } from './fp8.ts';
+import { checkArray, checkChoice, checkObject, checkTensors, configDims, CONFIG_LETTERS, defineContract, ffnWeights, MOE_WEIGHTS, under } from './internal/contract.ts';
+
+const MOE_GATE = defineContract('moeGate', { x: '[T, D]', 'gate.weight': '[E, D]', 'gate.bias': { shape: '[E]', optional: true } }, CONFIG_LETTERS);
+const SWIGLU_FFN = defineContract('swigluFfn', { x: '[T, D]', ...under('w', ffnWeights('F')) });
+const MOE = defineContract('moe', { x: '[T, D]', ...under('w', MOE_WEIGHTS) }, CONFIG_LETTERS);
 
 /** The config keys the gate reads (verbatim `config.json` names). */
 export type GateConfig = Pick<
@@ -199,15 +204,10 @@ export function moeGate(
 }
 
 function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfig, routing: LayerRouting | undefined): void {
+  checkObject('moeGate', 'gate', gate);
   const { n_routed_experts: E, num_experts_per_tok: Ek, n_group: G, topk_group } = config;
-  if (x.rank !== 2) throw new RangeError(`moeGate(): x must be [T, D] but has shape [${x.shape}]`);
-  const [T, D] = x.shape as [number, number];
-  if (gate.weight.rank !== 2 || gate.weight.shape[0] !== E || gate.weight.shape[1] !== D) {
-    throw new RangeError(`moeGate(): gate.weight must be [E=${E}, D=${D}] but has shape [${gate.weight.shape}]`);
-  }
-  if (gate.bias && (gate.bias.rank !== 1 || gate.bias.shape[0] !== E)) {
-    throw new RangeError(`moeGate(): gate.bias must be [E=${E}] but has shape [${gate.bias.shape}]`);
-  }
+  const known = configDims('moeGate', config);
+  const { T } = checkTensors(MOE_GATE, { x, gate }, { ...(known.E !== undefined ? { E: known.E } : {}) }) as Record<'T', number>;
   if (config.scoring_func !== 'sigmoid' && config.scoring_func !== 'softmax') {
     throw new RangeError(`moeGate(): scoring_func must be 'sigmoid' or 'softmax' but got '${config.scoring_func}'`);
   }
@@ -259,6 +259,9 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * ```
  */
 export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null): tf.Tensor2D {
+  checkObject('swigluFfn', 'w', w);
+  checkTensors(SWIGLU_FFN, { x, w });
+  checkChoice('swigluFfn', 'fmt', fmt, ['ue8m0', null]);
   return tf.tidy(() => {
     const h1 = linear(x, w.w1, fmt); // [T, F]
     const h3 = linear(x, w.w3, fmt); // [T, F]
@@ -313,7 +316,10 @@ export function moe(
   config: ModelConfig,
   opts: KeepRoutingOptions = {},
 ): { out: tf.Tensor2D; routing: LayerRouting } {
+  checkObject('moe', 'w', w);
+  checkArray('moe', 'w.experts', w.experts);
   const E = config.n_routed_experts;
+  checkTensors(MOE, { x, w }, configDims('moe', config));
   if (w.experts.length !== E) {
     throw new RangeError(`moe(): weights must hold n_routed_experts=${E} experts but hold ${w.experts.length}`);
   }
