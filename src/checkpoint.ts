@@ -24,6 +24,7 @@
 import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';
 import type { Checkpoint, Dtype } from './safetensors.ts';
+import { checkInteger, checkObject, kindOf } from './internal/contract.ts';
 
 // --- Records (official inference names) ---
 
@@ -247,6 +248,9 @@ function guarded<T>(loader: Loader, build: () => T): T {
  * ```
  */
 export function loadLayerWeights(ckpt: Checkpoint, config: ModelConfig, layer: number): LayerWeights {
+  checkObject('loadLayerWeights', 'ckpt', ckpt);
+  checkObject('loadLayerWeights', 'config', config);
+  checkInteger('loadLayerWeights', 'layer', layer, 0);
   const where = `loadLayerWeights(layer ${layer})`;
   if (!Number.isSafeInteger(layer) || layer < 0 || layer >= config.num_hidden_layers) {
     throw new RangeError(`loadLayerWeights(): layer must be an integer in [0, ${config.num_hidden_layers}) but got ${layer}`);
@@ -320,6 +324,8 @@ export function loadLayerWeights(ckpt: Checkpoint, config: ModelConfig, layer: n
  * ```
  */
 export function loadGlobalWeights(ckpt: Checkpoint, config: ModelConfig): GlobalWeights {
+  checkObject('loadGlobalWeights', 'ckpt', ckpt);
+  checkObject('loadGlobalWeights', 'config', config);
   const L = new Loader(ckpt, 'loadGlobalWeights()', blockOf(config));
   const V = config.vocab_size;
   const D = config.hidden_size;
@@ -347,6 +353,7 @@ export function loadGlobalWeights(ckpt: Checkpoint, config: ModelConfig): Global
  * ```
  */
 export function layerTensors(w: LayerWeights): tf.Tensor[] {
+  checkLayerRecord('layerTensors', w);
   const lin = (l: Linear): tf.Tensor[] => [l.weight];
   const ffn = (f: FfnWeights): tf.Tensor[] => [...lin(f.w1), ...lin(f.w2), ...lin(f.w3)];
   const a = w.attn;
@@ -365,6 +372,15 @@ export function layerTensors(w: LayerWeights): tf.Tensor[] {
   return out;
 }
 
+/** The nesting of a {@link LayerWeights} record (its tensors are the caller's business here). */
+function checkLayerRecord(fn: string, w: LayerWeights): void {
+  checkObject(fn, 'w', w);
+  checkObject(fn, 'w.attn', w.attn);
+  checkObject(fn, 'w.attn.indexer', w.attn.indexer);
+  const ffn = checkObject(fn, 'w.ffn', w.ffn);
+  if (ffn.kind !== 'dense' && ffn.kind !== 'moe') throw new TypeError(`${fn}(): w.ffn.kind must be 'dense' or 'moe' but got ${kindOf(ffn.kind)}`);
+}
+
 /**
  * Disposes every tensor of a layer record (idempotent per tensor).
  *
@@ -381,6 +397,7 @@ export function layerTensors(w: LayerWeights): tf.Tensor[] {
  * ```
  */
 export function disposeLayerWeights(w: LayerWeights): void {
+  checkLayerRecord('disposeLayerWeights', w);
   for (const t of layerTensors(w)) if (!t.isDisposed) t.dispose();
 }
 
@@ -399,5 +416,6 @@ export function disposeLayerWeights(w: LayerWeights): void {
  * ```
  */
 export function disposeGlobalWeights(g: GlobalWeights): void {
+  checkObject('disposeGlobalWeights', 'g', g);
   for (const t of [g.embed, g.norm, g.head]) if (!t.isDisposed) t.dispose();
 }

@@ -11,6 +11,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { yarnMscale } from './rope.ts';
+import { checkObject, checkString } from './internal/contract.ts';
 
 // --- Types ---
 
@@ -105,7 +106,7 @@ export class ConfigError extends Error {
     readonly actual: string,
     where = 'parseConfig()',
   ) {
-    super(`${where}: config key "${key}": expected ${expected} but got ${actual}`);
+    super(key === '(root)' ? `${where}: json (the config root) must be ${expected} but got ${actual}` : `${where}: config key "${key}": expected ${expected} but got ${actual}`);
     this.name = 'ConfigError';
   }
 }
@@ -348,6 +349,7 @@ function checkConsistency(c: ModelConfig): void {
  * ```
  */
 export function loadConfig(path: string): ModelConfig {
+  checkString('loadConfig', 'path', path);
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -437,6 +439,7 @@ export const CONFIG_671B: Readonly<ModelConfig> = Object.freeze({
  * ```
  */
 export function qkHeadDim(config: ModelConfig): number {
+  checkObject('qkHeadDim', 'config', config);
   return config.qk_nope_head_dim + config.qk_rope_head_dim;
 }
 
@@ -456,6 +459,7 @@ export function qkHeadDim(config: ModelConfig): number {
  * ```
  */
 export function softmaxScale(config: ModelConfig, maxSeqLen: number): number {
+  checkObject('softmaxScale', 'config', config);
   if (!Number.isSafeInteger(maxSeqLen) || maxSeqLen < 1) {
     throw new RangeError(`softmaxScale(): maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);
   }
@@ -479,5 +483,6 @@ export function softmaxScale(config: ModelConfig, maxSeqLen: number): number {
  * ```
  */
 export function scaleFmt(config: ModelConfig): 'ue8m0' | null {
+  checkObject('scaleFmt', 'config', config);
   return config.quantization_config?.scale_fmt === 'ue8m0' ? 'ue8m0' : null;
 }

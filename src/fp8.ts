@@ -13,7 +13,7 @@
  * @module
  */
 import { tf } from './backend.ts';
-import { checkChoice, checkObject, checkTensors, defineContract } from './internal/contract.ts';
+import { checkChoice, checkInteger, checkObject, checkTensors, defineContract, kindOf } from './internal/contract.ts';
 
 const E4M3_ROUND = defineContract('e4m3Round', { x: '[...]' });
 const ACT_QUANT = defineContract('actQuant', { x: '[..., N]' }, { N: 'a multiple of blockSize' });
@@ -62,6 +62,7 @@ export const FP8_E4M3_MAX_INV = Math.fround(1 / FP8_E4M3_MAX);
  * ```
  */
 export function e4m3Decode(code: number): number {
+  checkInteger('e4m3Decode', 'code', code, 0);
   if (!Number.isInteger(code) || code < 0 || code > 255) {
     throw new RangeError(`e4m3Decode(): code must be an integer in 0..255 but got ${code}`);
   }
@@ -110,6 +111,7 @@ function floorPow2Scalar(a: number): number {
  * ```
  */
 export function e4m3Encode(x: number): number {
+  if (typeof x !== 'number') throw new TypeError(`e4m3Encode(): x must be a number but got ${kindOf(x)}`);
   if (Number.isNaN(x)) return 0x7f;
   const sign = x < 0 ? 0x80 : 0;
   const a = Math.abs(x);
@@ -142,6 +144,7 @@ const DECODE_TABLE: Float32Array = (() => {
  * ```
  */
 export function decodeE4m3Bytes(bytes: Uint8Array): Float32Array {
+  if (!(bytes instanceof Uint8Array)) throw new TypeError(`decodeE4m3Bytes(): bytes must be a Uint8Array but got ${kindOf(bytes)}`);
   const out = new Float32Array(bytes.length);
   for (let i = 0; i < bytes.length; i++) out[i] = DECODE_TABLE[bytes[i]!]!;
   return out;

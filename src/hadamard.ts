@@ -9,7 +9,7 @@
  * @module
  */
 import { tf } from './backend.ts';
-import { checkTensors, defineContract } from './internal/contract.ts';
+import { checkInteger, checkTensors, defineContract } from './internal/contract.ts';
 
 const HADAMARD = defineContract('hadamard', { x: '[..., N]' }, { N: 'a power of two ≤ 4096' });
 
@@ -36,6 +36,7 @@ function isPowerOfTwo(n: number): boolean {
  * ```
  */
 export function hadamardMatrix(n: number): Float32Array {
+  checkInteger('hadamardMatrix', 'n', n, 1);
   if (!isPowerOfTwo(n) || n > 1 << 12) {
     throw new RangeError(`hadamardMatrix(): n must be a power of two ≤ 4096 but got ${n}`);
   }

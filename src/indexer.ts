@@ -31,7 +31,7 @@ import { actQuant, linear } from './fp8.ts';
 import { hadamard } from './hadamard.ts';
 import { layerNorm } from './norms.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
-import { checkInteger, checkObject, checkTensors, configDims, CONFIG_LETTERS, defineContract, INDEXER_WEIGHTS, under, type Contract } from './internal/contract.ts';
+import { checkInteger, checkObject, checkTensors, CONFIG_LETTERS, configDims, type Contract, defineContract, INDEXER_WEIGHTS, under } from './internal/contract.ts';
 
 const FP8_INDEX = defineContract('fp8Index', { q8: '[T, HI, DI]', weights: '[T, HI]', keys: '[S, DI]', keyScales: '[S]' });
 const INDEXER_ARGS = {
@@ -86,6 +86,7 @@ export function createIndexerCache(): IndexerCache {
  * ```
  */
 export function disposeIndexerCache(cache: IndexerCache): void {
+  checkObject('disposeIndexerCache', 'cache', cache);
   cache.keys?.dispose();
   cache.scales?.dispose();
   cache.keys = null;
@@ -101,6 +102,7 @@ export function disposeIndexerCache(cache: IndexerCache): void {
  * ```
  */
 export function indexerCacheLength(cache: IndexerCache): number {
+  checkObject('indexerCacheLength', 'cache', cache);
   return cache.keys ? cache.keys.shape[0] : 0;
 }
 

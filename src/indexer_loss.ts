@@ -56,8 +56,12 @@ function causalMask(T: number): tf.Tensor2D {
  * ```
  */
 export function indexerTarget(attentionProbs: tf.Tensor3D): tf.Tensor2D {
-  const fn = 'indexerTarget()';
   checkTensors(INDEXER_TARGET, { attentionProbs });
+  return targetOf('indexerTarget()', attentionProbs);
+}
+
+/** Eq. 3 for {@link indexerTarget} and the losses, with their name in the messages. */
+function targetOf(fn: string, attentionProbs: tf.Tensor3D): tf.Tensor2D {
   checkSquare(fn, 'attentionProbs', attentionProbs, 3);
   const T = attentionProbs.shape[1];
   return tf.tidy(() => {
@@ -140,7 +144,7 @@ function klOverSet(p: tf.Tensor2D, indexScores: tf.Tensor2D, set: tf.Tensor2D): 
 export function indexerKlDense(attentionProbs: tf.Tensor3D, indexScores: tf.Tensor2D): tf.Scalar {
   checkTensors(INDEXER_KL_DENSE, { attentionProbs, indexScores });
   checkSquare('indexerKlDense()', 'indexScores', indexScores, 2);
-  return tf.tidy(() => klOverSet(indexerTarget(attentionProbs), indexScores, causalMask(indexScores.shape[0])));
+  return tf.tidy(() => klOverSet(targetOf('indexerKlDense()', attentionProbs), indexScores, causalMask(indexScores.shape[0])));
 }
 
 /**
@@ -169,6 +173,6 @@ export function indexerKlSparse(attentionProbs: tf.Tensor3D, indexScores: tf.Ten
   for (let t = 0; t < T; t++) for (let j = 0; j < k; j++) if (idx[t * k + j]! >= 0) setData[t * T + idx[t * k + j]!] = 1;
   return tf.tidy(() => {
     const set = tf.tensor2d(setData, [T, T], 'bool'); // S_t as a [T, T] mask (−1 padding selects nothing)
-    return klOverSet(indexerTarget(attentionProbs), indexScores, set);
+    return klOverSet(targetOf('indexerKlSparse()', attentionProbs), indexScores, set);
   });
 }

@@ -37,7 +37,7 @@ import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
 import { denseAttentionMha, denseAttentionMqa, sparseAttentionMha, sparseAttentionMqa } from './sparse_attention.ts';
 import { selectTopKFast, sparseAttentionMqaFast } from './sparse_fast.ts';
 import { selectTopK } from './topk.ts';
-import { ATTENTION_WEIGHTS, checkChoice, checkInteger, checkObject, checkQueryPositions, checkTensors, configDims, CONFIG_LETTERS, defineContract, MLA_CACHE, under, type Contract } from './internal/contract.ts';
+import { ATTENTION_WEIGHTS, checkChoice, checkInteger, checkObject, checkQueryPositions, checkTensors, CONFIG_LETTERS, configDims, type Contract, defineContract, MLA_CACHE, under } from './internal/contract.ts';
 
 const MLA_QUERY = defineContract('mlaQuery', { x: '[T, D]', ...under('w', ATTENTION_WEIGHTS) }, CONFIG_LETTERS);
 const MLA_LATENT = defineContract('mlaLatent', { x: '[T, D]', ...under('w', ATTENTION_WEIGHTS) }, CONFIG_LETTERS);
@@ -103,6 +103,7 @@ export function createMlaCache(): MlaCache {
  * ```
  */
 export function disposeMlaCache(cache: MlaCache): void {
+  checkObject('disposeMlaCache', 'cache', cache);
   cache.kv?.dispose();
   cache.pe?.dispose();
   cache.kv = null;
@@ -119,6 +120,7 @@ export function disposeMlaCache(cache: MlaCache): void {
  * ```
  */
 export function mlaCacheLength(cache: MlaCache): number {
+  checkObject('mlaCacheLength', 'cache', cache);
   return cache.kv ? cache.kv.shape[0] : 0;
 }
 
@@ -308,7 +310,7 @@ export function mlaAttend(
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention'> & { mode: 'mha' | 'mqa' },
 ): tf.Tensor2D {
   const { T, H, Dn, S, C } = checkMlaCall(MLA_ATTEND, { qNope, qPe, kv, pe, topk, w }, startPos, opts) as Record<'T' | 'H' | 'Dn' | 'S' | 'C', number>;
-  checkQueryPositions('mlaAttend', startPos, S, T);
+  checkQueryPositions('mlaAttend', startPos, S, T, 'S from kv, T from qNope');
   checkChoice('mlaAttend', 'opts.mode', opts.mode, ['mha', 'mqa']);
   checkChoice('mlaAttend', 'opts.attention', opts.attention ?? 'sparse', ['sparse', 'dense', 'fast']);
   const { config, mode } = opts;

@@ -28,7 +28,7 @@ import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCa
 import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
 import { rmsNormResidual } from './norms.ts';
 import type { Checkpoint } from './safetensors.ts';
-import { checkArray, checkFiniteNumber, checkInteger, checkObject, checkTensors, configDims, CONFIG_LETTERS, defineContract, GLOBAL_WEIGHTS, kindOf, LAYER_WEIGHTS, MLA_CACHE, under } from './internal/contract.ts';
+import { checkArray, checkFiniteNumber, checkInteger, checkObject, checkTensors, CONFIG_LETTERS, configDims, defineContract, GLOBAL_WEIGHTS, kindOf, LAYER_WEIGHTS, MLA_CACHE, under } from './internal/contract.ts';
 
 const EMBED_TOKENS = defineContract('embedTokens', { embed: '[V, D]' });
 const BLOCK_FORWARD = defineContract(
@@ -122,6 +122,8 @@ export type AttentionHook = (call: { x: tf.Tensor2D; att: MlaOutput; cache: MlaC
  * ```
  */
 export function createModelCache(config: ModelConfig): ModelCache {
+  checkObject('createModelCache', 'config', config);
+  checkInteger('createModelCache', 'config.num_hidden_layers', config.num_hidden_layers, 0);
   return { layers: Array.from({ length: config.num_hidden_layers }, () => createMlaCache()) };
 }
 
@@ -137,6 +139,7 @@ export function createModelCache(config: ModelConfig): ModelCache {
  * ```
  */
 export function disposeModelCache(cache: ModelCache): void {
+  checkArray('disposeModelCache', 'cache.layers', checkObject('disposeModelCache', 'cache', cache).layers);
   for (const c of cache.layers) disposeMlaCache(c);
 }
 
@@ -150,6 +153,7 @@ export function disposeModelCache(cache: ModelCache): void {
  * ```
  */
 export function modelCacheLength(cache: ModelCache): number {
+  checkArray('modelCacheLength', 'cache.layers', checkObject('modelCacheLength', 'cache', cache).layers);
   return cache.layers[0] ? mlaCacheLength(cache.layers[0]) : 0;
 }
 
@@ -168,6 +172,8 @@ export function modelCacheLength(cache: ModelCache): number {
  * ```
  */
 export function loadModelWeights(ckpt: Checkpoint, config: ModelConfig): ModelWeights {
+  checkObject('loadModelWeights', 'ckpt', ckpt);
+  checkObject('loadModelWeights', 'config', config);
   const layers: LayerWeights[] = [];
   try {
     for (let l = 0; l < config.num_hidden_layers; l++) layers.push(loadLayerWeights(ckpt, config, l));
@@ -191,6 +197,7 @@ export function loadModelWeights(ckpt: Checkpoint, config: ModelConfig): ModelWe
  * ```
  */
 export function disposeModelWeights(w: ModelWeights): void {
+  checkArray('disposeModelWeights', 'w.layers', checkObject('disposeModelWeights', 'w', w).layers);
   w.layers.forEach(disposeLayerWeights);
   disposeGlobalWeights(w.global);
 }

@@ -17,7 +17,7 @@ import type { ModelConfig } from './config.ts';
 import { scaleFmt } from './config.ts';
 import type { FfnWeights, MoeWeights } from './checkpoint.ts';
 import { linear } from './fp8.ts';
-import { checkArray, checkChoice, checkObject, checkTensors, configDims, CONFIG_LETTERS, defineContract, ffnWeights, MOE_WEIGHTS, under } from './internal/contract.ts';
+import { checkArray, checkChoice, checkObject, checkTensors, CONFIG_LETTERS, configDims, defineContract, ffnWeights, MOE_WEIGHTS, under } from './internal/contract.ts';
 
 const MOE_GATE = defineContract('moeGate', { x: '[T, D]', 'gate.weight': '[E, D]', 'gate.bias': { shape: '[E]', optional: true } }, CONFIG_LETTERS);
 const SWIGLU_FFN = defineContract('swigluFfn', { x: '[T, D]', ...under('w', ffnWeights('F')) });
@@ -85,6 +85,7 @@ export interface KeepRoutingOptions {
  * ```
  */
 export function concatRoutingRecords(records: readonly RoutingRecord[]): RoutingRecord {
+  checkArray('concatRoutingRecords', 'records', records);
   const first = records[0];
   if (!first) return { tokens: 0, layers: {} };
   const keys = Object.keys(first.layers).sort().join(',');

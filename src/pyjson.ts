@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { checkString, kindOf } from './internal/contract.ts';
 
 // --- Value model ---
 
@@ -60,6 +61,7 @@ export type PyJson =
  * ```
  */
 export function pyFloatRepr(x: number): string {
+  if (typeof x !== 'number') throw new TypeError(`pyFloatRepr(): x must be a number but got ${kindOf(x)}`);
   if (Number.isNaN(x)) return 'NaN';
   if (x === Infinity) return 'Infinity';
   if (x === -Infinity) return '-Infinity';
@@ -109,6 +111,7 @@ const ESCAPES: Record<string, string> = { '"': '\\"', '\\': '\\\\', '\n': '\\n',
  * ```
  */
 export function pyJsonString(s: string): string {
+  checkString('pyJsonString', 's', s);
   // eslint-disable-next-line no-control-regex
   return `"${s.replace(/[\u0000-\u001f"\\]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
 }
@@ -141,6 +144,7 @@ export function pyJsonDumps(value: PyJson): string {
   if (typeof value === 'number') return Number.isInteger(value) ? BigInt(value).toString() : pyFloatRepr(value);
   if (value instanceof PyFloat) return pyFloatRepr(value.value);
   if (Array.isArray(value)) return `[${value.map(pyJsonDumps).join(', ')}]`;
+  if (typeof value !== 'object') throw new TypeError(`pyJsonDumps(): value must be JSON (null, boolean, number, string, array or object) but got ${kindOf(value)}`);
   const entries = value instanceof PyDict ? value.entries : Object.entries(value);
   const parts: string[] = [];
   for (const [k, v] of entries) if (v !== undefined) parts.push(`${pyJsonString(k)}: ${pyJsonDumps(v)}`);
@@ -161,6 +165,8 @@ export function pyJsonDumps(value: PyJson): string {
  * ```
  */
 export function pyGet(obj: PyJson | undefined, key: string): PyJson | undefined {
+  if (typeof obj === 'symbol' || typeof obj === 'function') throw new TypeError(`pyGet(): obj must be a JSON value but got ${kindOf(obj)}`);
+  checkString('pyGet', 'key', key);
   if (obj instanceof PyDict) return obj.entries.find(([k]) => k === key)?.[1];
   if (obj !== null && typeof obj === 'object' && !Array.isArray(obj) && !(obj instanceof PyFloat)) {
     return Object.hasOwn(obj, key) ? obj[key] : undefined;
@@ -200,6 +206,7 @@ export function isPyObject(v: unknown): v is PyDict | { [key: string]: PyJson } 
  * ```
  */
 export function parsePyJson(text: string): PyJson {
+  checkString('parsePyJson', 'text', text);
   let i = 0;
   const fail = (what: string): never => {
     const near = JSON.stringify(text.slice(Math.max(0, i - 10), i + 10));

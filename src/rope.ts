@@ -12,7 +12,7 @@
  * @module
  */
 import { tf } from './backend.ts';
-import { checkTensors, defineContract } from './internal/contract.ts';
+import { checkFiniteNumber, checkInteger, checkObject, checkTensors, defineContract, kindOf } from './internal/contract.ts';
 
 const APPLY_ROPE = defineContract('applyRope', { x: '[T, ..., R]', cos: '[T, ⌈R/2⌉]', sin: '[T, ⌈R/2⌉]' });
 
@@ -92,6 +92,7 @@ function checkParams(p: RopeParams): void {
  * ```
  */
 export function yarnFrequencies(p: RopeParams): Float32Array {
+  checkObject('yarnFrequencies', 'p', p);
   checkParams(p);
   const half = p.dim / 2;
   const freqs = new Float32Array(half);
@@ -129,6 +130,8 @@ export function yarnFrequencies(p: RopeParams): Float32Array {
  * ```
  */
 export function ropeParams(config: RopeConfigLike, maxSeqLen: number): RopeParams {
+  checkObject('ropeParams', 'config', config);
+  checkInteger('ropeParams', 'maxSeqLen', maxSeqLen, 1);
   const rs = config.rope_scaling;
   return {
     dim: config.qk_rope_head_dim,
@@ -151,6 +154,8 @@ export function ropeParams(config: RopeConfigLike, maxSeqLen: number): RopeParam
  * ```
  */
 export function yarnMscale(factor: number, mscale: number): number {
+  checkFiniteNumber('yarnMscale', 'factor', factor);
+  checkFiniteNumber('yarnMscale', 'mscale', mscale);
   if (factor <= 1) return 1;
   return 0.1 * mscale * Math.log(factor) + 1;
 }
@@ -168,6 +173,8 @@ export function mlaSoftmaxScale(
   qkHeadDim: number,
   p: { factor: number; mscale: number; originalMaxPos: number; maxSeqLen: number },
 ): number {
+  checkInteger('mlaSoftmaxScale', 'qkHeadDim', qkHeadDim, 1);
+  checkObject('mlaSoftmaxScale', 'p', p);
   let scale = qkHeadDim ** -0.5;
   if (p.maxSeqLen > p.originalMaxPos) {
     const m = yarnMscale(p.factor, p.mscale);
@@ -204,6 +211,7 @@ export function ropeAngles(
   start: number,
   length: number,
 ): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  if (!(freqs instanceof Float32Array)) throw new TypeError(`ropeAngles(): freqs must be a Float32Array but got ${kindOf(freqs)}`);
   if (!Number.isInteger(start) || start < 0) {
     throw new RangeError(`ropeAngles(): start must be a non-negative integer but got ${start}`);
   }

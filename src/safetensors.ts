@@ -17,6 +17,7 @@ import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, sta
 import { isAbsolute, join, normalize } from 'node:path';
 import { tf } from './backend.ts';
 import { decodeE4m3Bytes } from './fp8.ts';
+import { checkString } from './internal/contract.ts';
 
 // --- Types ---
 
@@ -300,6 +301,7 @@ function readExact(fd: number, position: number, length: number, path: string): 
  * ```
  */
 export function openSafetensors(path: string): SafetensorsFile {
+  checkString('openSafetensors', 'path', path);
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -396,6 +398,7 @@ function toTensor(values: TensorValues, info: TensorInfo, path: string, name: st
  * ```
  */
 export function openCheckpoint(path: string): Checkpoint {
+  checkString('openCheckpoint', 'path', path);
   let st;
   try {
     st = statSync(path);
@@ -586,6 +589,7 @@ export function writeSafetensors(
   tensors: Record<string, WritableTensor>,
   metadata?: Record<string, string>,
 ): void {
+  checkString('writeSafetensors', 'path', path);
   const header: Record<string, unknown> = {};
   const blobs: Uint8Array[] = [];
   let offset = 0;

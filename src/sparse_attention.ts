@@ -59,7 +59,7 @@ export function causalSelectionMask(topk: tf.Tensor2D, S: number, startPos: numb
   const fn = 'causalSelectionMask';
   const { T } = checkTensors(CAUSAL_SELECTION_MASK, { topk }) as Record<'T', number>;
   checkInteger(fn, 'S', S, 1);
-  checkQueryPositions(fn, startPos, S, T);
+  checkQueryPositions(fn, startPos, S, T, 'S is the argument S, T from topk');
   return tf.tidy(() => {
     const selection = selectionMask(topk, S); // [T, S] 0 | −∞
     return tf.where(causalMask(T, S, startPos), selection, tf.fill([T, S], -Infinity)) as tf.Tensor2D;
@@ -112,7 +112,7 @@ export function sparseAttentionMqa(
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMqa';
   const { T, H, C, S, R } = checkTensors(SPARSE_MQA, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'S' | 'R', number>;
-  checkQueryPositions(fn, startPos, S, T);
+  checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
   checkFiniteNumber(fn, 'scale', scale);
   const queryBlock = checkBlock(fn, opts.queryBlock);
   return tf.tidy(() => {
@@ -166,7 +166,7 @@ export function sparseAttentionMha(
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMha';
   const { T, H, Dqk, S, Dv } = checkTensors(SPARSE_MHA, { q, k, v, topk }) as Record<'T' | 'H' | 'Dqk' | 'S' | 'Dv', number>;
-  checkQueryPositions(fn, startPos, S, T);
+  checkQueryPositions(fn, startPos, S, T, 'S from k, T from q');
   checkFiniteNumber(fn, 'scale', scale);
   const queryBlock = checkBlock(fn, opts.queryBlock);
   return tf.tidy(() => {
@@ -220,7 +220,7 @@ export function denseAttentionMqa(
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqa';
   const { T, H, C, S, R } = checkTensors(DENSE_MQA, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'S' | 'R', number>;
-  checkQueryPositions(fn, startPos, S, T);
+  checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
   checkFiniteNumber(fn, 'scale', scale);
   return tf.tidy(() => {
     const zLatent = tf.matMul(qLatent.reshape([T * H, C]), kv, false, true); // [T·H, S]
@@ -261,7 +261,7 @@ export function denseAttentionMha(
 ): tf.Tensor3D {
   const fn = 'denseAttentionMha';
   const { T, S } = checkTensors(DENSE_MHA, { q, k, v, topk }) as Record<'T' | 'S', number>;
-  checkQueryPositions(fn, startPos, S, T);
+  checkQueryPositions(fn, startPos, S, T, 'S from k, T from q');
   checkFiniteNumber(fn, 'scale', scale);
   return tf.tidy(() => {
     const z = tf.matMul(q.transpose([1, 0, 2]), k.transpose([1, 0, 2]), false, true).mul(scale); // [H, T, S]

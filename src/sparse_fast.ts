@@ -80,7 +80,7 @@ export function sparseAttentionMqaFast(
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMqaFast';
   const { T, H, C, R, S, K } = checkTensors(SPARSE_MQA_FAST, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
-  checkQueryPositions(fn, startPos, S, T);
+  checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
   checkFiniteNumber(fn, 'scale', scale);
   const D = C + R;
   const rowsMode = opts.rows ?? 'auto';
@@ -165,7 +165,7 @@ export function denseAttentionMqaFast(
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqaFast';
   const { T, H, C, R, S, K } = checkTensors(DENSE_MQA_FAST, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
-  checkQueryPositions(fn, startPos, S, T);
+  checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
   checkFiniteNumber(fn, 'scale', scale);
   const D = C + R;
   const slotsAll = topk.dataSync() as Int32Array;
@@ -285,7 +285,7 @@ export function selectTopKFast(scores: tf.Tensor2D, startPos: number, k: number)
   const fn = 'selectTopKFast';
   const { T, S } = checkTensors(SELECT_TOPK_FAST, { scores }) as Record<'T' | 'S', number>;
   checkInteger(fn, 'k', k, 1);
-  checkQueryPositions(fn, startPos, S, T);
+  checkQueryPositions(fn, startPos, S, T, 'S and T from scores');
   const width = Math.min(k, S);
   const values = scores.dataSync() as Float32Array;
   const out = new Int32Array(T * width).fill(-1);

@@ -55,7 +55,7 @@ export function selectTopK(scores: tf.Tensor2D, startPos: number, k: number): tf
   const fn = 'selectTopK';
   const { T, S } = checkTensors(SELECT_TOPK, { scores }) as Record<'T' | 'S', number>;
   checkInteger(fn, 'k', k, 1);
-  checkQueryPositions(fn, startPos, S, T);
+  checkQueryPositions(fn, startPos, S, T, 'S and T from scores');
   const width = Math.min(k, S);
   const data = scores.dataSync();
   const values = data instanceof Float32Array ? data : Float32Array.from(data);

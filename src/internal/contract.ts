@@ -356,12 +356,12 @@ export const MHA_ARGS: Record<string, string | TensorArg> = {
 
 /**
  * Query positions against key positions: `startPos` an integer ≥ 0 and `S ≥ startPos + T` (every
- * query's own key exists).
+ * query's own key exists). `where` says which arguments S and T come from.
  */
-export function checkQueryPositions(fn: string, startPos: unknown, S: number, T: number): number {
+export function checkQueryPositions(fn: string, startPos: unknown, S: number, T: number, where: string): number {
   checkInteger(fn, 'startPos', startPos, 0);
   if ((startPos as number) + T > S) {
-    throw new RangeError(`${fn}(): the keys must cover every query position: need S ≥ startPos + T = ${(startPos as number) + T} but got S = ${S}`);
+    throw new RangeError(`${fn}(): the keys must cover every query position: need S ≥ startPos + T = ${(startPos as number) + T} but got S = ${S} (${where})`);
   }
   return startPos as number;
 }
