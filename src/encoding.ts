@@ -9,7 +9,7 @@
  * @module
  */
 import { describeValue, findLastUserIndex, validateMessages, visibleContext, type ChatMessage, type ThinkingMode, type ToolCall, type ToolSpec } from './context.ts';
-import { isPyObject, parsePyJson, pyJsonDumps, pyJsonString, PyDict, type PyJson } from './pyjson.ts';
+import { isPyObject, JsonDepthError, parsePyJson, pyJsonDumps, pyJsonString, PyDict, type PyJson } from './pyjson.ts';
 import { checkArray, checkString } from './internal/contract.ts';
 
 export { PyDict, PyFloat, parsePyJson, pyJsonDumps, pyFloatRepr, type PyJson } from './pyjson.ts';
@@ -368,6 +368,7 @@ export function parseCompletion(text: string, options: { thinkingMode: ThinkingM
           try {
             parsePyJson(value);
           } catch (e) {
+            if (e instanceof JsonDepthError) fail(`parameter "${key}" of invoke "${toolName}": ${e.message}`, index);
             fail(`parameter "${key}" of invoke "${toolName}" has string="false" but its value is not JSON (${(e as Error).message})`, index);
           }
           params.push([key, value]);

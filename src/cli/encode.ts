@@ -4,9 +4,9 @@
  * A top-level `tools` array is attached to `messages[0]` (a system or developer message), as the official test does.
  * The file is read with Python's JSON semantics (float literals such as `1.0` stay floats, key order is kept).
  */
-import { readFileSync } from 'node:fs';
 import { encodeMessages } from '../encoding.ts';
-import { isPyObject, parsePyJson, PyDict, type PyJson } from '../pyjson.ts';
+import { isPyObject, JsonDepthError, parsePyJson, PyDict, type PyJson } from '../pyjson.ts';
+import { readTextFile, TextInputError } from './read.ts';
 import type { ThinkingMode } from '../context.ts';
 import { runCommand, type CommandSpec } from './args.ts';
 
@@ -37,16 +37,11 @@ async function encodeFile(file: string, thinkingMode: ThinkingMode, dropThinking
     process.stderr.write(`dsv32 encode: ${file}: ${msg}\n`);
     return 2;
   };
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    return fail(`cannot read file (${(e as Error).message})`);
-  }
   let root: PyJson;
   try {
-    root = parsePyJson(text);
+    root = parsePyJson(readTextFile(file));
   } catch (e) {
+    if (e instanceof TextInputError || e instanceof JsonDepthError) return fail((e as Error).message);
     return fail(`invalid JSON: ${(e as Error).message}`);
   }
   const top = plain(root);

@@ -2,10 +2,10 @@
  * `dsv32 parse FILE.txt [--thinking-mode thinking|chat]`: a model completion (the text generated after the prompt,
  * ending with EOS) parsed back into an assistant message, printed as JSON.
  */
-import { readFileSync } from 'node:fs';
 import { CompletionParseError, parseCompletion } from '../encoding.ts';
 import type { ThinkingMode } from '../context.ts';
 import { runCommand, type CommandSpec } from './args.ts';
+import { readTextFile, TextInputError } from './read.ts';
 
 const USAGE = 'usage: dsv32 parse FILE.txt [--thinking-mode thinking|chat]\n';
 
@@ -24,9 +24,10 @@ export async function run(argv: string[]): Promise<number> {
 async function parseFile(file: string, thinkingMode: ThinkingMode): Promise<number> {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readTextFile(file);
   } catch (e) {
-    process.stderr.write(`dsv32 parse: ${file}: cannot read file (${(e as Error).message})\n`);
+    if (!(e instanceof TextInputError)) throw e;
+    process.stderr.write(`dsv32 parse: ${file}: ${e.message}\n`);
     return 2;
   }
   try {
