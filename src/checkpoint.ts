@@ -145,6 +145,18 @@ class Loader {
     return info.dtype;
   }
 
+  /** Weights must be finite: a NaN or ±Infinity is reported by tensor name here, not as a NaN score later. */
+  private finite(name: string, data: Float32Array): Float32Array {
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i]!)) {
+        let count = 0;
+        for (let j = i; j < data.length; j++) if (!Number.isFinite(data[j]!)) count++;
+        throw new CheckpointError(name, 'finite values', `${data[i]} at flat index ${i} (${count} non-finite of ${data.length})`, this.where);
+      }
+    }
+    return data;
+  }
+
   private keep<T extends tf.Tensor>(t: T): T {
     this.made.push(t);
     return t;
@@ -153,7 +165,7 @@ class Loader {
   /** A float (non-FP8) tensor as float32. */
   plain(name: string, shape: number[]): tf.Tensor {
     this.check(name, shape, PLAIN_FLOAT);
-    return this.keep(tf.tensor(this.ckpt.read(name) as Float32Array, shape, 'float32'));
+    return this.keep(tf.tensor(this.finite(name, this.ckpt.read(name) as Float32Array), shape, 'float32'));
   }
 
   vector(name: string, n: number): tf.Tensor1D {
@@ -179,8 +191,8 @@ class Loader {
     const sRows = Math.ceil(out / b0);
     const sCols = Math.ceil(inDim / b1);
     this.check(sName, [sRows, sCols], PLAIN_FLOAT);
-    const w8 = this.ckpt.read(wName) as Float32Array; // e4m3 values, decoded
-    const scale = this.ckpt.read(sName) as Float32Array;
+    const w8 = this.finite(wName, this.ckpt.read(wName) as Float32Array); // e4m3 values, decoded
+    const scale = this.finite(sName, this.ckpt.read(sName) as Float32Array);
     // W[i, j] = W₈[i, j] · scale[⌊i/b0⌋, ⌊j/b1⌋], each product rounded to float32
     const w = new Float32Array(out * inDim);
     for (let i = 0; i < out; i++) {
@@ -188,7 +200,7 @@ class Loader {
       const base = i * inDim;
       for (let j = 0; j < inDim; j++) w[base + j] = w8[base + j]! * scale[sRow + Math.floor(j / b1)]!;
     }
-    return { weight: this.keep(tf.tensor2d(w, [out, inDim])), fp8: true };
+    return { weight: this.keep(tf.tensor2d(this.finite(wName, w), [out, inDim])), fp8: true };
   }
 
   ffn(prefix: string, inner: number, dim: number): FfnWeights {

@@ -18,6 +18,7 @@ import { isAbsolute, join, normalize } from 'node:path';
 import { tf } from './backend.ts';
 import { decodeE4m3Bytes } from './fp8.ts';
 import { checkString } from './internal/contract.ts';
+import { firstInvalidUtf8 } from './internal/utf8.ts';
 
 // --- Types ---
 
@@ -183,6 +184,31 @@ function isIndex(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
+/**
+ * The first key that appears twice at the top level of a valid JSON object text (`JSON.parse` keeps
+ * the last one silently), or undefined. One linear scan; nested objects are skipped.
+ */
+function firstRepeatedKey(text: string): string | undefined {
+  const seen = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      const start = i;
+      for (i++; text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+      if (depth !== 1) continue;
+      let j = i + 1;
+      while (text[j] === ' ' || text[j] === '\t' || text[j] === '\n' || text[j] === '\r') j++;
+      if (text[j] !== ':') continue;
+      const key = JSON.parse(text.slice(start, i + 1)) as string;
+      if (seen.has(key)) return key;
+      seen.add(key);
+    } else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return undefined;
+}
+
 function parseHeader(
   path: string,
   headerBytes: Uint8Array,
@@ -193,7 +219,7 @@ function parseHeader(
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
   } catch {
-    throw new SafetensorsError(path, 'header is not valid UTF-8');
+    throw new SafetensorsError(path, `header is not valid UTF-8 (invalid byte sequence at header byte ${firstInvalidUtf8(headerBytes)})`);
   }
   let json: unknown;
   try {
@@ -202,6 +228,8 @@ function parseHeader(
     throw new SafetensorsError(path, `header is not valid JSON (${(e as Error).message})`);
   }
   if (!isPlainObject(json)) throw new SafetensorsError(path, 'header is not a JSON object');
+  const repeated = firstRepeatedKey(text);
+  if (repeated !== undefined) throw new SafetensorsError(path, `header names tensor ${JSON.stringify(repeated)} more than once (duplicate tensor name)`);
 
   const metadata: Record<string, string> = {};
   const entries = new Map<string, Entry>();

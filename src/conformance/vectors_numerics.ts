@@ -11,6 +11,7 @@ import { compareArrays, type CheckResult } from './types.ts';
 import { actQuant, decodeE4m3Bytes, e4m3Decode, e4m3Encode, e4m3Round, weightDequant, FP8_BLOCK } from '../fp8.ts';
 import { hadamard } from '../hadamard.ts';
 import { applyRope, mlaSoftmaxScale, ropeAngles, yarnFrequencies } from '../rope.ts';
+import { nestedShape } from '../internal/contract.ts';
 
 /** Malformed vector data (caught and reported as a failed row). */
 class VectorFormatError extends Error {
@@ -37,12 +38,11 @@ function num(json: unknown, path: string): number {
 /** A numeric array of the given rank, flattened; `null` entries become NaN when `allowNull`. */
 function array(json: unknown, path: string, rank: number, allowNull = false): { data: number[]; shape: number[] } {
   const v = get(json, path);
-  const shape: number[] = [];
-  let probe: unknown = v;
-  for (let d = 0; d < rank; d++) {
-    if (!Array.isArray(probe)) throw new VectorFormatError(`'${path}' must be a rank-${rank} array`);
-    shape.push(probe.length);
-    probe = probe[0];
+  let shape: number[];
+  try {
+    shape = nestedShape(v, rank, path);
+  } catch (e) {
+    throw new VectorFormatError((e as Error).message);
   }
   const data: number[] = [];
   const walk = (node: unknown, d: number): void => {

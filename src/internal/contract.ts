@@ -455,3 +455,37 @@ export const MLA_CACHE: Record<string, string | TensorArg> = {
   'indexer.keys': { shape: '[S, DI]', optional: true },
   'indexer.scales': { shape: '[S]', optional: true },
 };
+
+// --- Nested arrays (JSON vectors) ---
+
+/**
+ * The shape of a nested array of the given rank. A ragged row is named by its index and length
+ * (against the length most rows at that level have), so one short row — the first one included —
+ * never decides the expected shape. Throws a RangeError whose message starts with `what`.
+ */
+export function nestedShape(x: unknown, rank: number, what: string): number[] {
+  const shape: number[] = [];
+  let nodes: unknown[] = [x];
+  const pathOf = (k: number): string => {
+    const idx: number[] = [];
+    for (let d = shape.length - 1; d >= 0; d--) {
+      idx.unshift(k % shape[d]!);
+      k = Math.floor(k / shape[d]!);
+    }
+    return what + idx.map((i) => `[${i}]`).join('');
+  };
+  for (let d = 0; d < rank; d++) {
+    const bad = nodes.findIndex((n) => !Array.isArray(n));
+    if (bad >= 0) throw new RangeError(`${pathOf(bad)} must be an array (${what} has rank ${rank}) but got ${kindOf(nodes[bad])}`);
+    const lengths = new Map<number, number>();
+    for (const n of nodes as unknown[][]) lengths.set(n.length, (lengths.get(n.length) ?? 0) + 1);
+    const common = [...lengths].sort((a, b) => b[1] - a[1] || b[0] - a[0])[0]?.[0] ?? 0;
+    const ragged = (nodes as unknown[][]).findIndex((n) => n.length !== common);
+    if (ragged >= 0) {
+      throw new RangeError(`${pathOf(ragged)} has length ${(nodes[ragged] as unknown[]).length} but the other rows of ${what} have length ${common} (a ragged array)`);
+    }
+    shape.push(common);
+    nodes = (nodes as unknown[][]).flat(1);
+  }
+  return shape;
+}
