@@ -175,9 +175,6 @@ export async function runCommand(spec: CommandSpec, argv: readonly string[], bod
   }
 }
 
-/** Largest token file `parseTokenIds` reads (bytes): 64 MiB, about 8 M ids. */
-export const MAX_TOKEN_FILE_BYTES = 64 << 20;
-
 /**
  * Token ids from the text of a `--tokens` file: a JSON array of integers ≥ 0, a single integer, or
  * integers separated by whitespace. Throws a {@link UsageError} naming the file and the first bad item.

@@ -9,12 +9,13 @@
  * With `--weights DIR`: runs the chosen layers of a released checkpoint directory one layer at a
  * time on the given token ids, printing activation statistics, and compares with `--expect`.
  */
-import { writeFileSync, readFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../backend.ts';
 import { discoverCases, runGoldenCase, runVectorCase, failure, type Case } from '../conformance/run.ts';
 import type { CheckResult } from '../conformance/types.ts';
+import { readTextFile } from './read.ts';
 import { parseCommandArgs, parseTokenIds, runCommand, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 
 const BUNDLED_FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures');
@@ -125,9 +126,9 @@ async function runWeights(args: ConformanceArgs): Promise<CheckResult[]> {
   if (args.tokens) {
     let text: string;
     try {
-      text = readFileSync(args.tokens, 'utf8');
+      text = readTextFile(args.tokens);
     } catch (e) {
-      throw new UsageError(`cannot read --tokens file ${args.tokens} (${(e as Error).message})`);
+      throw new UsageError(`--tokens file ${args.tokens}: ${(e as Error).message}`);
     }
     tokens = parseTokenIds(text, args.tokens);
   }
