@@ -300,7 +300,7 @@ function permuteRows(a: tf.Tensor2D, perm: Int32Array, inverse: Int32Array): tf.
  * @example
  * ```ts
  * import { CONFIG_671B } from 'dsv32/config';
- * const config = { ...CONFIG_671B, hidden_size: 1, n_routed_experts: 2, num_experts_per_tok: 1, n_group: 1, topk_group: 1, quantization_config: undefined };
+ * const config = { ...CONFIG_671B, hidden_size: 1, moe_intermediate_size: 1, n_routed_experts: 2, n_shared_experts: 0, num_experts_per_tok: 1, n_group: 1, topk_group: 1, quantization_config: undefined };
  * const one = { w1: { weight: tf.tensor2d([[1]]), fp8: false }, w2: { weight: tf.tensor2d([[1]]), fp8: false }, w3: { weight: tf.tensor2d([[1]]), fp8: false } };
  * const w = { gate: { weight: tf.tensor2d([[1], [-1]]), bias: null }, experts: [one, one], shared: null };
  * const { out, routing } = moe(tf.tensor2d([[1]]), w, config);   // sampling: free routing
