@@ -83,7 +83,7 @@ hand: rerun the bench. Nothing here is a test; the numbers are what this machine
 - **Dimensions:** the 671B head dims — latent C = ${DIMS_671B.C} + rope R = ${DIMS_671B.R} (D_qk = 576), value ${DIMS_671B.C}
   (MQA / absorbed mode), indexer DI = ${DIMS_671B.DI} — with head counts scaled down ${DIMS_671B.H / H}× to fit: H = ${H} attention heads
   (671B: ${DIMS_671B.H}) and HI = ${HI} indexer heads (671B: ${DIMS_671B.HI}), so the indexer-to-attention FLOP ratio is the 671B one.
-- **FLOP model (PERF.md §B6):** ${attentionFlopsPerPair(H)} FLOPs per attended pair for core attention
+- **FLOP model ([spec-notes.md](spec-notes.md#flop-model)):** ${attentionFlopsPerPair(H)} FLOPs per attended pair for core attention
   (2·H·(576 + 512)) and ${indexerFlopsPerPair(HI)} per scored pair for the indexer (HI·2·DI + 2·HI). Dense and indexer
   count every causal pair; sparse counts min(k, t + 1) pairs per query.
 - **Ops:** \`dense\` = dense masked attention (every key scored, top-k selection applied as a −∞ mask, the official

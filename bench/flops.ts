@@ -1,5 +1,5 @@
 /**
- * FLOP model of the benchmarked operations (docs: /work/shared/spec/PERF.md §B4, §B6).
+ * FLOP model of the benchmarked operations (docs/spec-notes.md#flop-model).
  *
  * Counting 2 FLOPs per multiply-add, per attended (query, key) pair:
  *

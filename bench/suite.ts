@@ -26,7 +26,7 @@ export interface BenchResult {
   T: number;
   ms_median: number;
   runs: number;
-  /** FLOP/s by the PERF.md model, in GFLOP/s (null for top-k, which does no floating-point work). */
+  /** FLOP/s by the FLOP model of docs/spec-notes.md#flop-model (bench/flops.ts), in GFLOP/s (null for top-k, which does no floating-point work). */
   gflops: number | null;
   flops: number;
   peak_rss_mb: number;

@@ -112,7 +112,9 @@ function cudaInUse(): boolean {
  * ```
  */
 export async function initBackend(name?: BackendName): Promise<BackendInfo> {
-  const requested = name ?? (process.env.DSV32_BACKEND ? (process.env.DSV32_BACKEND as BackendName) : undefined);
+  // `process` is absent in a browser: there the default is the first backend that loads
+  const fromEnv = typeof process === 'undefined' ? undefined : process.env?.DSV32_BACKEND;
+  const requested = name ?? (fromEnv ? (fromEnv as BackendName) : undefined);
   if (requested !== undefined && !BACKEND_NAMES.includes(requested)) {
     throw new TypeError(
       `initBackend(): name (the backend) must be one of ${BACKEND_NAMES.join(', ')} (argument or DSV32_BACKEND) but got '${String(requested)}'`,

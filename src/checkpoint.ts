@@ -1,7 +1,7 @@
 /**
  * Checkpoint → weight records. Reads a released-format DeepSeek-V3.2 checkpoint (Hugging Face tensor
- * names, DSA.md §7.1) into plain records named as the official inference code names its modules
- * (convert.py mapping, DSA.md §7.2), dequantizing FP8 weights on the way.
+ * names) into plain records named as the official inference code names its modules
+ * (`inference/convert.py` mapping, docs/spec-notes.md#checkpoint-names), dequantizing FP8 weights on the way.
  *
  * | HF name (`model.layers.N.` prefix)              | record                    |
  * |-------------------------------------------------|---------------------------|
@@ -241,15 +241,14 @@ function guarded<T>(loader: Loader, build: () => T): T {
  * applies the block scales inside `fp8_gemm`); see docs/deviations.md "Config and checkpoints".
  * @deviation the MoE gate bias (`e_score_correction_bias`) is loaded whenever `topk_method` is `noaux_tc`
  * (the official `Gate` creates it only when dim = 7168, i.e. for the 671B model).
- * @param ckpt an open checkpoint ({@link safetensors!openCheckpoint})
+ * @param ckpt an open checkpoint ({@link node!openCheckpoint})
  * @param config its validated config
  * @param layer block index
  * @returns the records; free them with {@link disposeLayerWeights}
  * @throws CheckpointError naming the tensor, the expected and the actual shape/dtype, or that it is missing
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const w = loadLayerWeights(ckpt, loadConfig('fixtures/golden/public-fp8/config.json'), 1);
  * w.attn.wkv_a.weight.shape; // => [160, 256]
@@ -326,8 +325,7 @@ export function loadLayerWeights(ckpt: Checkpoint, config: ModelConfig, layer: n
  *
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
  * const g = loadGlobalWeights(ckpt, loadConfig('fixtures/golden/public-fp8/config.json'));
  * g.head.shape; // => [512, 256]
@@ -354,8 +352,7 @@ export function loadGlobalWeights(ckpt: Checkpoint, config: ModelConfig): Global
  *
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp32');
  * const w = loadLayerWeights(ckpt, loadConfig('fixtures/golden/public-fp32/config.json'), 0);
  * // 2 norms + 7 MLA tensors + 5 indexer tensors + 3 dense FFN weights
@@ -398,8 +395,7 @@ function checkLayerRecord(fn: string, w: LayerWeights): void {
  *
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp32');
  * const config = loadConfig('fixtures/golden/public-fp32/config.json');
  * const before = tf.memory().numTensors;
@@ -418,8 +414,7 @@ export function disposeLayerWeights(w: LayerWeights): void {
  *
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * const ckpt = openCheckpoint('fixtures/golden/public-fp32');
  * const g = loadGlobalWeights(ckpt, loadConfig('fixtures/golden/public-fp32/config.json'));
  * disposeGlobalWeights(g);

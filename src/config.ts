@@ -7,15 +7,17 @@
  * Every invalid or inconsistent value is a {@link ConfigError} that names the key, what was expected and
  * what was found.
  *
+ * Browser-safe: {@link parseConfig} validates an object already parsed from JSON; reading the file
+ * is `loadConfig` in the Node-only module `dsv32/node` (src/node.ts).
+ *
  * @module
  */
-import { readFileSync } from 'node:fs';
 import { yarnMscale } from './rope.ts';
 import { checkObject, checkString } from './internal/contract.ts';
 
 // --- Types ---
 
-/** `rope_scaling` of config.json: YaRN context extension (DSA.md §1.4). */
+/** `rope_scaling` of config.json: YaRN context extension (docs/spec-notes.md#rope-and-yarn). */
 export interface RopeScaling {
   /** always `"yarn"` (HF also spells the key `rope_type`; both are read). */
   type: 'yarn';
@@ -339,41 +341,10 @@ function checkConsistency(c: ModelConfig): void {
   }
 }
 
-/**
- * Reads and validates a `config.json` file.
- *
- * @param path path of `config.json`
- * @example
- * ```ts
- * loadConfig('fixtures/golden/public-fp8/config.json').hidden_size; // => 256
- * ```
- */
-export function loadConfig(path: string): ModelConfig {
-  checkString('loadConfig', 'path', path);
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError('(file)', `a readable file at ${path}`, (e as Error).message, 'loadConfig()');
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError('(file)', `valid JSON in ${path}`, (e as Error).message, 'loadConfig()');
-  }
-  try {
-    return parseConfig(json);
-  } catch (e) {
-    if (e instanceof ConfigError) e.message = `${e.message} (in ${path})`;
-    throw e;
-  }
-}
-
 // --- The released model ---
 
 /**
- * The released DeepSeek-V3.2 (671B) `config.json` values that dsv32 reads (DSA.md §1.1, §7.4;
+ * The released DeepSeek-V3.2 (671B) `config.json` values that dsv32 reads (docs/spec-notes.md#released-config;
  * huggingface.co/deepseek-ai/DeepSeek-V3.2 `config.json`). Frozen.
  *
  * @example

@@ -4,7 +4,7 @@
  *
  * e4m3fn ("fn" = finite, NaN only): 1 sign bit, 4 exponent bits (bias 7), 3 mantissa bits. No infinities;
  * codes 0x7F / 0xFF are NaN; the largest finite value is 448 = 1.75 · 2⁸; the smallest normal 2⁻⁶; the
- * smallest subnormal 2⁻⁹ [DSA.md §2.4].
+ * smallest subnormal 2⁻⁹ [`torch.float8_e4m3fn`; docs/spec-notes.md#fp8-e4m3fn].
  *
  * Everything here is exact: the tensor functions use only float32 operations that are exact or correctly
  * rounded once (comparisons, multiplication and division by powers of two, `tf.round`, one float32
@@ -99,7 +99,7 @@ function floorPow2Scalar(a: number): number {
  * The input is rounded as given (one rounding): pass float32 values to get float32 semantics.
  *
  * @deviation −0 encodes to code 0 (a torch cast keeps the sign, 0x80); the value is the same. RNE and
- * saturation are assumed for the TileLang cast (DSA.md §8, UNVERIFIED).
+ * saturation are assumed for the TileLang cast (UNVERIFIED; docs/deviations.md).
  * @param x value to encode
  * @returns code 0..255
  * @example
@@ -233,7 +233,8 @@ function checkBlock(fn: string, name: string, block: number): void {
 }
 
 /**
- * Block-wise FP8 quantization of activations: the official `act_quant` [kernel.py act_quant_kernel; DSA.md §2.4].
+ * Block-wise FP8 quantization of activations: the official `act_quant` [`kernel.py` `act_quant_kernel`;
+ * docs/spec-notes.md#activation-quantization].
  *
  * For each contiguous block of `blockSize` elements along the last dim:
  * - amax = max(max|x_i|, 1e−4);
@@ -242,7 +243,7 @@ function checkBlock(fn: string, name: string, block: number): void {
  *   float32 bits);
  * - q_i = e4m3(clamp(x_i / s, −448, 448)) with the division in float32 and round-to-nearest-even.
  *
- * @deviation the TileLang cast's rounding mode is not documented; RNE assumed (DSA.md §8).
+ * @deviation the TileLang cast's rounding mode is not documented; RNE assumed (docs/deviations.md).
  * @param x [..., N] float32, N divisible by `blockSize`
  * @param scaleFmt `'ue8m0'` (power-of-two scales) or `null`
  * @param blockSize block length along the last dim (default 128)
@@ -287,7 +288,8 @@ function quantize(contract: typeof ACT_QUANT, x: tf.Tensor, scaleFmt: ScaleFmt, 
 
 /**
  * The FP8 round trip of activations: `actQuant` then q · s per block, float32. This is what an FP8 Linear
- * effectively sees as input, and what V3.2 applies to the normalized KV latent before caching [DSA.md §1.3].
+ * effectively sees as input, and what V3.2 applies to the normalized KV latent before caching
+ * [`inference/model.py` `MLA.forward`; docs/spec-notes.md#mla].
  *
  * @param x [..., N] float32, N divisible by `blockSize`
  * @param scaleFmt `'ue8m0'` or `null`
@@ -315,7 +317,7 @@ export function actQuantDequant(x: tf.Tensor, scaleFmt: ScaleFmt, blockSize = FP
 // --- weight_dequant (128×128 weight blocks) ---
 
 /**
- * Dequantizes a block-scaled FP8 weight: W[i, j] = W₈[i, j] · scale[⌊i/B⌋, ⌊j/B⌋] [DSA.md §7.3; official
+ * Dequantizes a block-scaled FP8 weight: W[i, j] = W₈[i, j] · scale[⌊i/B⌋, ⌊j/B⌋] [docs/spec-notes.md#fp8-weights; official
  * `weight_dequant`]. `weight_scale_inv` is a multiplier despite its name. The last row/column block may be
  * partial (e.g. wkv_a's 576 rows: 5 row blocks, the last covering 64 rows).
  *

@@ -1,5 +1,5 @@
 /**
- * The Walsh–Hadamard rotation of the lightning indexer's q and k [DSA.md §2.2 step 4; official
+ * The Walsh–Hadamard rotation of the lightning indexer's q and k [docs/spec-notes.md#lightning-indexer step 2; official
  * `rotate_activation` = `fast_hadamard_transform.hadamard_transform(x, scale=n^-0.5)`].
  *
  * H_n is the Sylvester Hadamard matrix, H[i, j] = (−1)^popcount(i AND j) (H_1 = [1], H_2n = [[H, H], [H, −H]]).

@@ -10,7 +10,9 @@
  *   those modules).
  *
  * Each module is also its own entry point, `dsv32/<file>` (package.json `exports`), which is what
- * the docs import. Modules in paper order: DSA (indexer → topk → sparse_attention → mla, and the
+ * the docs import. This entry and every module in it are browser-safe (no Node built-in); the
+ * functions that read and write files (`loadConfig`, `openSafetensors`, `openCheckpoint`,
+ * `writeSafetensors`) come from the Node-only entry `dsv32/node`. Modules in paper order: DSA (indexer → topk → sparse_attention → mla, and the
  * same math arranged for speed in sparse_fast), MoE and
  * Keep Routing (moe, model), training math (grpo, sampling_mask, indexer_loss), context management
  * (context, encoding). docs/tour.md walks them.

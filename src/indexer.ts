@@ -1,7 +1,7 @@
 /**
  * The lightning indexer of DeepSeek Sparse Attention: index scores I_{t,s} (paper Eq. 1), computed as
  * the official V3.2 inference code computes them (`inference/model.py` Indexer.forward and
- * `kernel.py` fp8_index; DSA.md §2.2):
+ * `kernel.py` fp8_index; docs/spec-notes.md#lightning-indexer):
  *
  *   I_{t,s} = Σ_{j=1}^{HI} w_{t,j} · ReLU(q_{t,j} · k_s)                                   (Eq. 1)
  *
@@ -310,7 +310,8 @@ export function indexerScores(
 
 /**
  * The readers' variant of {@link indexerScores}: Eq. 1 in float32 without the Hadamard rotation and
- * without the FP8 quantization of q and k (what HF transformers and mlx-lm compute, DSA.md §6.1–6.2):
+ * without the FP8 quantization of q and k (what HF transformers and mlx-lm compute,
+ * docs/spec-notes.md#other-implementations):
  *
  *   I[t,s] = Σ_j weights_proj(x_t)_j · HI^-½ · DI^-½ · ReLU(q[t,j] · k[s])
  *

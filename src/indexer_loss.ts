@@ -84,7 +84,7 @@ function targetOf(fn: string, attentionProbs: tf.Tensor3D): tf.Tensor2D {
 /**
  * Top-k selection of each row of the index scores over s ≤ t: n_t = min(k, t+1) positions, ascending, padded with −1.
  * Ties: the higher score first, then the lower position (a deterministic rule; torch.topk leaves it unspecified).
- * @deviation Deterministic tie rule of the reference vectors (DSA.md §3.3); torch.topk's is unspecified.
+ * @deviation Deterministic tie rule of the reference vectors (docs/spec-notes.md#selection); torch.topk's is unspecified.
  * @param indexScores [T, T] I_{t,s}. @param topk k ≥ 1.
  * @returns [T, k] int32
  * @example

@@ -1,6 +1,7 @@
 /**
  * Multi-head Latent Attention (MLA) of DeepSeek-V3.2 with DeepSeek Sparse Attention, as the official
- * inference demo computes it (`inference/model.py` MLA.forward, V3.2 final) [DSA.md §1, §3].
+ * inference demo computes it (`inference/model.py` MLA.forward, V3.2 final) [paper §2.1; docs/spec-notes.md#mla,
+ * docs/spec-notes.md#selection].
  *
  * Per call (T new tokens at absolute positions startPos .. startPos+T−1, S = end_pos = startPos + T):
  *
@@ -169,8 +170,7 @@ export interface MlaOutput {
  * @returns qr [T, Dq], qNope [T, H, Dn], qPe [T, H, R] (caller disposes)
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * import { loadLayerWeights } from 'dsv32/checkpoint';
  * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
  * const config = loadConfig(`${dir}/config.json`);
@@ -218,8 +218,7 @@ export function mlaQuery(
  * @returns normalized c [T, C] (before the round trip, for diagnostics), latent [T, C], kPe [T, R]
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * import { loadLayerWeights } from 'dsv32/checkpoint';
  * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
  * const config = loadConfig(`${dir}/config.json`);
@@ -282,8 +281,7 @@ export function mlaLatent(
  * @returns out [T, D]
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * import { loadLayerWeights } from 'dsv32/checkpoint';
  * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
  * const config = loadConfig(`${dir}/config.json`);
@@ -372,8 +370,7 @@ export function mlaAttend(
  *   startPos + T > maxSeqLen; TypeError for an unknown mode or attention
  * @example
  * ```ts
- * import { loadConfig } from 'dsv32/config';
- * import { openCheckpoint } from 'dsv32/safetensors';
+ * import { loadConfig, openCheckpoint } from 'dsv32/node';
  * import { loadLayerWeights } from 'dsv32/checkpoint';
  * const dir = 'fixtures/golden/public-fp32'; // H = 4, Dq = 128, C = 128, Dn = 64, R = 32, Dv = 64, k = 16
  * const config = loadConfig(`${dir}/config.json`);

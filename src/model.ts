@@ -1,6 +1,6 @@
 /**
  * The DeepSeek-V3.2 transformer as the official inference demo runs it (`inference/model.py`
- * `Block.forward`, `Transformer.forward`; spec digest §1.7):
+ * `Block.forward`, `Transformer.forward`; docs/spec-notes.md#block):
  *
  * ```
  * h, r = embed(tokens), None
@@ -163,8 +163,7 @@ export function modelCacheLength(cache: ModelCache): number {
  *
  * @example
  * ```ts
- * import { openCheckpoint } from 'dsv32/safetensors';
- * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint, loadConfig } from 'dsv32/node';
  * const config = loadConfig('fixtures/golden/public-fp32/config.json');
  * const w = loadModelWeights(openCheckpoint('fixtures/golden/public-fp32'), config);
  * w.layers[1]!.ffn.kind; // => 'moe'
@@ -189,8 +188,7 @@ export function loadModelWeights(ckpt: Checkpoint, config: ModelConfig): ModelWe
  *
  * @example
  * ```ts
- * import { openCheckpoint } from 'dsv32/safetensors';
- * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint, loadConfig } from 'dsv32/node';
  * const w = loadModelWeights(openCheckpoint('fixtures/golden/public-fp32'), loadConfig('fixtures/golden/public-fp32/config.json'));
  * disposeModelWeights(w);
  * w.global.embed.isDisposed; // => true
@@ -246,8 +244,7 @@ export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.T
  * @returns `out` [T, D], `residual` [T, D] (owned by the caller), `routing` (null for a dense layer)
  * @example
  * ```ts
- * import { openCheckpoint } from 'dsv32/safetensors';
- * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint, loadConfig } from 'dsv32/node';
  * import { loadLayerWeights, disposeLayerWeights } from 'dsv32/checkpoint';
  * import { createMlaCache, disposeMlaCache } from 'dsv32/mla';
  * const config = loadConfig('fixtures/golden/public-fp8/config.json');
@@ -377,8 +374,7 @@ export function headLogits(
  *   lacks a MoE layer
  * @example
  * ```ts
- * import { openCheckpoint } from 'dsv32/safetensors';
- * import { loadConfig } from 'dsv32/config';
+ * import { openCheckpoint, loadConfig } from 'dsv32/node';
  * const config = loadConfig('fixtures/golden/public-fp32/config.json');
  * const w = loadModelWeights(openCheckpoint('fixtures/golden/public-fp32'), config);
  * const cache = createModelCache(config);

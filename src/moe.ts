@@ -5,7 +5,8 @@
  * training forward pass replays.
  *
  * Official reference: `inference/model.py` `Gate.forward`, `MLP`/`Expert`, `MoE.forward`
- * (DeepSeek-V3.2, spec digest §4.1, §4.2, §1.7).
+ * (DeepSeek-V3.2; docs/spec-notes.md#moe-gate, docs/spec-notes.md#keep-routing,
+ * docs/spec-notes.md#block; Keep Routing: paper §3.1).
  *
  * Shapes use docs/conventions.md: T tokens, D = `hidden_size`, E = `n_routed_experts`,
  * Ek = `num_experts_per_tok`, G = `n_group` (the number of expert groups here; not the GRPO group size).

@@ -1,5 +1,5 @@
 /**
- * Normalizations of the official V3.2 inference code [DSA.md §1.7; inference/model.py RMSNorm, LayerNorm]:
+ * Normalizations of the official V3.2 inference code [inference/model.py RMSNorm, LayerNorm; docs/spec-notes.md#block]:
  * RMSNorm (block norms, q_norm, kv_norm, final norm), its fused-residual form used by `Block`, and the
  * LayerNorm with bias of the indexer's key (`k_norm`). All in float32.
  *

@@ -367,7 +367,7 @@ export function parsePyJson(text: string): PyJson {
  * A JSON path for messages: `$.messages[0].tools[2]`; a run of one repeated step prints once with its
  * count (`[0]×600`), so a deep path stays one short line.
  */
-export function jsonPath(path: readonly (string | number)[]): string {
+function jsonPath(path: readonly (string | number)[]): string {
   const steps = path.map((k) => (typeof k === 'number' ? `[${k}]` : /^[A-Za-z_$][\w$]*$/.test(k) ? `.${k}` : `[${JSON.stringify(k)}]`));
   let out = '$';
   for (let j = 0; j < steps.length; ) {

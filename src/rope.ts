@@ -1,6 +1,7 @@
 /**
  * Rotary position embedding with the YaRN frequency correction, as in the official V3.2 inference code
- * [DSA.md §1.4, §2.3; inference/model.py precompute_freqs_cis, apply_rotary_emb].
+ * [inference/model.py precompute_freqs_cis, apply_rotary_emb; docs/spec-notes.md#rope-and-yarn,
+ * docs/spec-notes.md#rope-layouts].
  *
  * Two pair layouts use the same angles:
  * - interleaved (MLA q_pe / k_pe): pairs (x[2i], x[2i+1]), a complex multiplication by e^{jφ};
@@ -68,7 +69,7 @@ function checkParams(p: RopeParams): void {
 }
 
 /**
- * Rotary frequencies f_i, i = 0..R/2−1, with the YaRN correction [DSA.md §1.4]:
+ * Rotary frequencies f_i, i = 0..R/2−1, with the YaRN correction [`precompute_freqs_cis`; docs/spec-notes.md#rope-and-yarn]:
  * - f_i = 1 / θ^(2i/R) in float32;
  * - iff maxSeqLen > originalMaxPos: low = max(⌊corr(betaFast)⌋, 0), high = min(⌈corr(betaSlow)⌉, R−1) with
  *   corr(n) = R·ln(L0/(2πn)) / (2 ln θ); ramp_i = clamp((i − low)/(high − low), 0, 1) (high += 0.001 if equal);
@@ -241,7 +242,7 @@ export function ropeAngles(
  *   y[2i] = x[2i]cos φ_i − x[2i+1] sin φ_i, y[2i+1] = x[2i] sin φ_i + x[2i+1] cos φ_i.
  * - `interleaved = false` (indexer, rotate-half / NeoX): with h = R/2,
  *   y[i] = x[i]cos φ_i − x[i+h] sin φ_i, y[i+h] = x[i] sin φ_i + x[i+h] cos φ_i.
- * Using the wrong layout is exactly the pre-Nov-2025 indexer bug [DSA.md §2.3].
+ * Using the wrong layout is exactly the pre-Nov-2025 indexer bug [docs/spec-notes.md#rope-layouts].
  *
  * @param x [T, ..., R] (e.g. [T, H, R] or [T, R]); middle dims share the position's angles
  * @param cos [T, R/2] from {@link ropeAngles}

@@ -6,18 +6,21 @@
  * region; offsets are relative to its start, and the tensors tile it exactly (no gap, no overlap, no
  * trailing byte), as the reference Rust implementation enforces. All values are little-endian.
  *
- * The reader parses the header once and reads ONE tensor at a time at its file offset (`readSync` at a
- * position), so a 690 GB checkpoint is never held in memory. Every malformed file is a
+ * The reader parses the header once and reads ONE tensor at a time at its offset through a
+ * {@link ByteSource}, so a 690 GB checkpoint is never held in memory. Every malformed file is a
  * {@link SafetensorsError} naming the file and the reason, raised before any allocation sized by
  * untrusted numbers beyond the file's own length.
  *
+ * Browser-safe: this module reads and writes bytes in memory ({@link safetensorsFromBytes},
+ * {@link serializeSafetensors}) and imports no Node built-in. Files and checkpoint directories are
+ * read by `openSafetensors`, `openCheckpoint` and written by `writeSafetensors`, in the Node-only
+ * module `dsv32/node` (src/node.ts), through the same parser.
+ *
  * @module
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
-import { isAbsolute, join, normalize } from 'node:path';
 import { tf } from './backend.ts';
 import { decodeE4m3Bytes } from './fp8.ts';
-import { checkString } from './internal/contract.ts';
+import { checkObject, checkString } from './internal/contract.ts';
 import { firstInvalidUtf8 } from './internal/utf8.ts';
 
 // --- Types ---
@@ -53,9 +56,9 @@ export interface RawTensor {
  */
 export type TensorValues = Float32Array | Int32Array | BigInt64Array | Uint8Array;
 
-/** Read surface shared by one file ({@link openSafetensors}) and a checkpoint ({@link openCheckpoint}). */
+/** Read surface shared by one file (`openSafetensors`, {@link safetensorsFromBytes}) and a checkpoint (`openCheckpoint`). */
 export interface SafetensorsFile {
-  /** the file, or the checkpoint directory */
+  /** the file, or the checkpoint directory (a label for bytes in memory) */
   readonly path: string;
   /** tensor names in header (or index) order */
   names(): string[];
@@ -296,55 +299,57 @@ function parseHeader(
   return { entries, metadata };
 }
 
-// --- Single file ---
+// --- One file, from any byte source ---
 
-function readExact(fd: number, position: number, length: number, path: string): Uint8Array {
-  const out = new Uint8Array(length);
-  const CHUNK = 1 << 30; // readSync reads at most 2 GiB per call
-  let done = 0;
-  while (done < length) {
-    const got = readSync(fd, out, done, Math.min(CHUNK, length - done), position + done);
-    if (got <= 0) throw new SafetensorsError(path, `unexpected end of file at byte ${position + done}`);
-    done += got;
-  }
-  return out;
+/**
+ * Random access to the bytes of one safetensors file: what {@link safetensorsFromSource} reads
+ * through (a file descriptor in `openSafetensors` of `dsv32/node`, an array in
+ * {@link safetensorsFromBytes}).
+ */
+export interface ByteSource {
+  /** total length in bytes */
+  readonly size: number;
+  /**
+   * Exactly `length` bytes from `position` (0 ≤ position, position + length ≤ size) in a fresh
+   * buffer; throws (a {@link SafetensorsError}) when they cannot be read.
+   */
+  read(position: number, length: number): Uint8Array;
+  /** releases the source (a file descriptor); called once by `close()` or when the header is invalid */
+  close?(): void;
 }
 
 /**
- * Opens one `.safetensors` file: reads and validates its header, keeps the descriptor open, reads
- * tensors on demand.
+ * Reads a safetensors file through a {@link ByteSource}: reads and validates the header, then reads
+ * tensors on demand at their offsets. The parser behind `openSafetensors` (Node, a file) and
+ * {@link safetensorsFromBytes} (bytes in memory).
  *
  * @deviation F64 tensors are read as float32 (`read` returns Float32Array for every float dtype).
- * @param path the file
+ * @param path names the file in every error and in `.path` (a label for bytes in memory)
+ * @param source the bytes
  * @returns the reader; call `close()` when done
- * @throws SafetensorsError for an unreadable or malformed file (too short, header length beyond the
- *   file or > 100 MB, bad UTF-8/JSON, not an object, bad dtype/shape/data_offsets, offsets out of range,
- *   overlap, gap or trailing bytes, size mismatch, bad `__metadata__`)
+ * @throws SafetensorsError for a malformed file (too short, header length beyond the file or
+ *   > 100 MB, bad UTF-8/JSON, not an object, bad dtype/shape/data_offsets, offsets out of range,
+ *   overlap, gap or trailing bytes, size mismatch, bad `__metadata__`); the source is closed first
  * @example
  * ```ts
- * const f = openSafetensors('fixtures/golden/public-fp8/model.safetensors');
- * f.info('model.norm.weight'); // => { dtype: 'F32', shape: [256], byteLength: 1024 }
- * f.read('model.norm.weight').length; // => 256
- * f.close();
+ * const bytes = serializeSafetensors({ w: { dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) } });
+ * const f = safetensorsFromSource('w.safetensors', {
+ *   size: bytes.byteLength,
+ *   read: (position, length) => bytes.slice(position, position + length),
+ * });
+ * f.read('w'); // => [1, 2]
  * ```
  */
-export function openSafetensors(path: string): SafetensorsFile {
-  checkString('openSafetensors', 'path', path);
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    throw new SafetensorsError(path, `cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+export function safetensorsFromSource(path: string, source: ByteSource): SafetensorsFile {
+  checkString('safetensorsFromSource', 'path', path);
+  checkObject('safetensorsFromSource', 'source', source);
   let entries: Map<string, Entry>;
   let metadata: Record<string, string>;
   try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) throw new SafetensorsError(path, 'not a regular file');
-    const size = st.size;
+    const size = source.size;
     if (size < 8) throw new SafetensorsError(path, `file has ${size} bytes, shorter than the 8-byte header length`);
-    const lenBytes = readExact(fd, 0, 8, path);
-    const n = new DataView(lenBytes.buffer).getBigUint64(0, true);
+    const lenBytes = source.read(0, 8);
+    const n = new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true);
     if (n > BigInt(MAX_HEADER_BYTES)) {
       throw new SafetensorsError(path, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
     }
@@ -352,9 +357,9 @@ export function openSafetensors(path: string): SafetensorsFile {
       throw new SafetensorsError(path, `header length ${n} goes beyond the file (${size - 8} bytes after the length)`);
     }
     const headerLength = Number(n);
-    ({ entries, metadata } = parseHeader(path, readExact(fd, 8, headerLength, path), 8 + headerLength, size - 8 - headerLength));
+    ({ entries, metadata } = parseHeader(path, source.read(8, headerLength), 8 + headerLength, size - 8 - headerLength));
   } catch (e) {
-    closeSync(fd);
+    source.close?.();
     throw e;
   }
 
@@ -367,7 +372,7 @@ export function openSafetensors(path: string): SafetensorsFile {
   };
   const readRaw = (name: string): RawTensor => {
     const e = entry(name);
-    return { dtype: e.info.dtype, shape: [...e.info.shape], bytes: readExact(fd, e.filePos, e.info.byteLength, path) };
+    return { dtype: e.info.dtype, shape: [...e.info.shape], bytes: source.read(e.filePos, e.info.byteLength) };
   };
   const read = (name: string): TensorValues => {
     const raw = readRaw(name);
@@ -386,10 +391,38 @@ export function openSafetensors(path: string): SafetensorsFile {
     readTensor: (name) => toTensor(read(name), entry(name).info, path, name),
     metadata: () => ({ ...metadata }),
     close: () => {
-      if (open) closeSync(fd);
+      if (open) source.close?.();
       open = false;
     },
   };
+}
+
+/**
+ * Reads a safetensors file held in memory (fetched, or read by any means): the same validation and
+ * reader as a file on disk. Each read copies the tensor's bytes into a fresh buffer, so `bytes` may
+ * be changed or dropped after the reads.
+ *
+ * @param bytes the whole file
+ * @param path names the bytes in errors and in `.path`
+ * @throws SafetensorsError for malformed bytes (see {@link safetensorsFromSource})
+ * @example
+ * ```ts
+ * const bytes = serializeSafetensors({ w: { dtype: 'BF16', shape: [2], data: new Float32Array([1, -2]) } }, { format: 'pt' });
+ * const f = safetensorsFromBytes(bytes);
+ * f.info('w'); // => { dtype: 'BF16', shape: [2], byteLength: 4 }
+ * f.read('w'); // => [1, -2]
+ * f.metadata(); // => { format: 'pt' }
+ * ```
+ */
+export function safetensorsFromBytes(bytes: Uint8Array, path = '(bytes)'): SafetensorsFile {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new TypeError(`safetensorsFromBytes(): bytes must be a Uint8Array but got ${(bytes as object)?.constructor?.name ?? typeof bytes}`);
+  }
+  return safetensorsFromSource(path, {
+    size: bytes.byteLength,
+    // a fresh plain Uint8Array at offset 0 also for a Node Buffer (whose own slice() is a shared view)
+    read: (position, length) => new Uint8Array(bytes.buffer, bytes.byteOffset + position, length).slice(),
+  });
 }
 
 function toTensor(values: TensorValues, info: TensorInfo, path: string, name: string): tf.Tensor {
@@ -409,58 +442,55 @@ function toTensor(values: TensorValues, info: TensorInfo, path: string, name: st
   return tf.tensor(Int32Array.from(values as Int32Array | Uint8Array), info.shape, 'int32');
 }
 
-// --- Checkpoint directory ---
+// --- Sharded checkpoint, from any shard opener ---
 
 /**
- * Opens a checkpoint: a directory with `model.safetensors.index.json` (`{"weight_map": {tensor: shard}}`,
- * the sharded Hugging Face layout), else a directory with `model.safetensors`, else a `.safetensors` file.
- * Every shard header is read and validated up front, and every tensor of the weight map must be in
- * its shard; tensors a shard holds but the map does not name are not exposed.
+ * A sharded checkpoint (the Hugging Face layout) from its parsed index `model.safetensors.index.json`,
+ * `{"weight_map": {tensor: shard}, "metadata"?: {...}}`, and a function that opens one shard. Every
+ * shard is opened and its header validated up front, and every tensor of the weight map must be in
+ * its shard; tensors a shard holds but the map does not name are not exposed. `openCheckpoint` of
+ * `dsv32/node` is this over files; in memory, `openShard` can be `(s) => safetensorsFromBytes(bytesOf[s], s)`.
  *
- * @param path checkpoint directory (or a single file)
+ * @param path the checkpoint (directory), for `.path` and errors after opening
+ * @param indexPath the index, named in errors about it
+ * @param index the parsed index JSON
+ * @param openShard opens a shard by its file name in the weight map (`forTensor`: the first tensor
+ *   that needs it, for error messages)
+ * @throws SafetensorsError naming the index for a malformed index (not an object, no `weight_map`
+ *   object, a shard name that is empty, absolute or contains `..`) or a tensor missing from its shard;
+ *   the shards already opened are closed first
  * @example
  * ```ts
- * const ckpt = openCheckpoint('fixtures/golden/public-fp8');
- * ckpt.info('model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv').shape; // => [2, 2]
+ * const a = serializeSafetensors({ x: { dtype: 'F32', shape: [1], data: new Float32Array([1]) } });
+ * const b = serializeSafetensors({ y: { dtype: 'I32', shape: [2], data: new Int32Array([2, 3]) } });
+ * const shards: Record<string, Uint8Array> = { 'a.safetensors': a, 'b.safetensors': b };
+ * const index = { weight_map: { x: 'a.safetensors', y: 'b.safetensors' } };
+ * const ckpt = shardedSafetensors('ckpt', 'ckpt/model.safetensors.index.json', index, (s) => safetensorsFromBytes(shards[s]!, s));
+ * ckpt.names(); // => ['x', 'y']
+ * ckpt.read('y'); // => [2, 3]
  * ckpt.close();
  * ```
  */
-export function openCheckpoint(path: string): Checkpoint {
-  checkString('openCheckpoint', 'path', path);
-  let st;
-  try {
-    st = statSync(path);
-  } catch (e) {
-    throw new SafetensorsError(path, `cannot open checkpoint (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  if (st.isFile()) return openSafetensors(path);
-  const indexPath = join(path, 'model.safetensors.index.json');
-  if (existsSync(indexPath)) return openSharded(path, indexPath);
-  const single = join(path, 'model.safetensors');
-  if (existsSync(single)) return openSafetensors(single);
-  throw new SafetensorsError(path, 'neither model.safetensors.index.json nor model.safetensors in this directory');
-}
-
-function openSharded(dir: string, indexPath: string): Checkpoint {
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(indexPath, 'utf8'));
-  } catch (e) {
-    throw new SafetensorsError(indexPath, `index is not readable JSON (${(e as Error).message})`);
-  }
-  if (!isPlainObject(json) || !isPlainObject(json.weight_map)) {
+export function shardedSafetensors(
+  path: string,
+  indexPath: string,
+  index: unknown,
+  openShard: (shard: string, forTensor: string) => SafetensorsFile,
+): Checkpoint {
+  checkString('shardedSafetensors', 'path', path);
+  if (!isPlainObject(index) || !isPlainObject(index.weight_map)) {
     throw new SafetensorsError(indexPath, 'index must be a JSON object with a "weight_map" object');
   }
   const weightMap = new Map<string, string>();
-  for (const [name, shard] of Object.entries(json.weight_map)) {
-    if (typeof shard !== 'string' || shard === '' || isAbsolute(shard) || normalize(shard).split(/[\\/]/).includes('..')) {
+  for (const [name, shard] of Object.entries(index.weight_map)) {
+    if (typeof shard !== 'string' || shard === '' || /^([\\/]|[A-Za-z]:)/.test(shard) || shard.split(/[\\/]/).includes('..')) {
       throw new SafetensorsError(indexPath, `weight_map[${JSON.stringify(name)}] must be a shard file name inside the directory but got ${JSON.stringify(shard)}`);
     }
     weightMap.set(name, shard);
   }
   const metadata: Record<string, string> = {};
-  if (isPlainObject(json.metadata)) {
-    for (const [k, v] of Object.entries(json.metadata)) setOwn(metadata, k, typeof v === 'string' ? v : String(JSON.stringify(v)));
+  if (isPlainObject(index.metadata)) {
+    for (const [k, v] of Object.entries(index.metadata)) setOwn(metadata, k, typeof v === 'string' ? v : String(JSON.stringify(v)));
   }
 
   const shards = new Map<string, SafetensorsFile>();
@@ -469,11 +499,7 @@ function openSharded(dir: string, indexPath: string): Checkpoint {
     for (const [name, shard] of weightMap) {
       let file = shards.get(shard);
       if (!file) {
-        const shardPath = join(dir, shard);
-        if (!existsSync(shardPath)) {
-          throw new SafetensorsError(indexPath, `weight_map names shard ${JSON.stringify(shard)} (for ${JSON.stringify(name)}) but ${shardPath} does not exist`);
-        }
-        file = openSafetensors(shardPath);
+        file = openShard(shard, name);
         shards.set(shard, file);
       }
       if (!file.has(name)) {
@@ -487,13 +513,13 @@ function openSharded(dir: string, indexPath: string): Checkpoint {
 
   let open = true;
   const fileOf = (name: string): SafetensorsFile => {
-    if (!open) throw new SafetensorsError(dir, `read of ${JSON.stringify(name)} after close()`);
+    if (!open) throw new SafetensorsError(path, `read of ${JSON.stringify(name)} after close()`);
     const shard = weightMap.get(name);
-    if (shard === undefined) throw new SafetensorsError(dir, `no tensor named ${JSON.stringify(name)}`);
+    if (shard === undefined) throw new SafetensorsError(path, `no tensor named ${JSON.stringify(name)}`);
     return shards.get(shard)!;
   };
   return {
-    path: dir,
+    path,
     names: () => [...weightMap.keys()],
     has: (name) => weightMap.has(name),
     info: (name) => fileOf(name).info(name),
@@ -510,7 +536,7 @@ function openSharded(dir: string, indexPath: string): Checkpoint {
 
 // --- Writing ---
 
-/** Data accepted by {@link writeSafetensors} for one tensor. */
+/** Data accepted by {@link serializeSafetensors} (and `writeSafetensors`) for one tensor. */
 export type WritableData =
   | Uint8Array
   | Float32Array
@@ -553,7 +579,7 @@ function bf16Bits(u32: number, isNaN: boolean): number {
   return ((u32 + 0x7fff + ((u32 >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-function toBytes(where: string, t: WritableTensor, count: number): Uint8Array {
+function toBytes(fn: string, where: string, t: WritableTensor, count: number): Uint8Array {
   const { dtype, data } = t;
   const asBytes = (a: ArrayBufferView): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   let out: Uint8Array | undefined;
@@ -581,82 +607,78 @@ function toBytes(where: string, t: WritableTensor, count: number): Uint8Array {
     if (dtype === 'I64') out = asBytes(data);
   }
   if (!out) {
-    throw new TypeError(`writeSafetensors(): ${where}: cannot write ${data?.constructor?.name ?? typeof data} as ${dtype}`);
+    throw new TypeError(`${fn}: ${where}: cannot write ${data?.constructor?.name ?? typeof data} as ${dtype}`);
   }
   if (out.byteLength !== count * DTYPE_BYTES[dtype]) {
     throw new RangeError(
-      `writeSafetensors(): ${where}: shape [${t.shape.join(', ')}] × ${dtype} needs ${count * DTYPE_BYTES[dtype]} bytes but the data has ${out.byteLength}`,
+      `${fn}: ${where}: shape [${t.shape.join(', ')}] × ${dtype} needs ${count * DTYPE_BYTES[dtype]} bytes but the data has ${out.byteLength}`,
     );
   }
   return out;
 }
 
 /**
- * Writes a `.safetensors` file (tensors in the given order, contiguous; header padded with spaces to
- * a multiple of 8 bytes, as the reference writer does).
+ * Serializes tensors to the bytes of a `.safetensors` file (tensors in the given order, contiguous;
+ * header padded with spaces to a multiple of 8 bytes, as the reference writer does). `writeSafetensors`
+ * of `dsv32/node` writes these bytes to a file.
  *
  * Data: a Uint8Array is taken as the raw little-endian bytes for any dtype (FP8 codes, BF16 bits);
  * otherwise the array type must match: F32←Float32Array, F64←Float64Array or Float32Array,
  * BF16/F16←Float32Array (rounded to nearest even) or Uint16Array (bits), I32←Int32Array,
  * I64←BigInt64Array or Int32Array, I16←Int16Array, I8←Int8Array.
  *
- * @param path output file (overwritten)
  * @param tensors name → {dtype, shape, data}
  * @param metadata optional `__metadata__` string map
+ * @param fn the function named in error messages (`writeSafetensors()` passes its own name)
+ * @returns the whole file: u64 header length N, N bytes of JSON header, the data region
+ * @throws TypeError / RangeError naming the tensor for an unknown dtype, a bad shape, data of the
+ *   wrong type or length, the reserved name `__metadata__`, or metadata that is not a string map
  * @example
  * ```ts
- * import { tmpdir } from 'node:os';
- * const path = `${tmpdir()}/dsv32-example-${process.pid}.safetensors`;
  * // 1 + 2⁻⁸ is a tie between two bf16 values: rounds to the even one, 1
- * writeSafetensors(path, { w: { dtype: 'BF16', shape: [3], data: new Float32Array([1, -2, 1 + 2 ** -8]) } });
- * openSafetensors(path).read('w'); // => [1, -2, 1]
+ * const bytes = serializeSafetensors({ w: { dtype: 'BF16', shape: [3], data: new Float32Array([1, -2, 1 + 2 ** -8]) } });
+ * safetensorsFromBytes(bytes).read('w'); // => [1, -2, 1]
+ * bytes.byteLength % 8; // => 6  (8 + header + 6 data bytes; the header is padded to a multiple of 8)
  * ```
  */
-export function writeSafetensors(
-  path: string,
+export function serializeSafetensors(
   tensors: Record<string, WritableTensor>,
   metadata?: Record<string, string>,
-): void {
-  checkString('writeSafetensors', 'path', path);
+  fn = 'serializeSafetensors()',
+): Uint8Array {
+  checkObject(typeof fn === 'string' ? fn.replace(/\(\)$/, '') : 'serializeSafetensors', 'tensors', tensors);
   const header: Record<string, unknown> = {};
   const blobs: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of Object.entries(tensors)) {
     const where = `tensor ${JSON.stringify(name)}`;
-    if (name === '__metadata__') throw new RangeError('writeSafetensors(): "__metadata__" is reserved, not a tensor name');
-    if (!isDtype(t.dtype)) throw new TypeError(`writeSafetensors(): ${where}: unknown dtype ${JSON.stringify(t.dtype)}`);
+    if (name === '__metadata__') throw new RangeError(`${fn}: "__metadata__" is reserved, not a tensor name`);
+    if (!isDtype(t.dtype)) throw new TypeError(`${fn}: ${where}: unknown dtype ${JSON.stringify(t.dtype)}`);
     if (!Array.isArray(t.shape) || !t.shape.every(isIndex)) {
-      throw new TypeError(`writeSafetensors(): ${where}: shape must be integers ≥ 0 but got ${JSON.stringify(t.shape)}`);
+      throw new TypeError(`${fn}: ${where}: shape must be integers ≥ 0 but got ${JSON.stringify(t.shape)}`);
     }
     const count = t.shape.reduce((p, d) => p * d, 1);
-    const bytes = toBytes(where, t, count);
+    const bytes = toBytes(fn, where, t, count);
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
     offset += bytes.byteLength;
     blobs.push(bytes);
   }
   if (metadata !== undefined) {
     if (!isPlainObject(metadata) || !Object.values(metadata).every((v) => typeof v === 'string')) {
-      throw new TypeError('writeSafetensors(): metadata must be an object of string values');
+      throw new TypeError(`${fn}: metadata must be an object of string values`);
     }
     header.__metadata__ = metadata;
   }
-  let json = JSON.stringify(header);
-  const pad = (8 - (Buffer.byteLength(json) % 8)) % 8;
-  json += ' '.repeat(pad);
-  const headerBytes = Buffer.from(json, 'utf8');
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(headerBytes.byteLength));
-  const fd = openSync(path, 'w');
-  try {
-    writeAll(fd, len);
-    writeAll(fd, headerBytes);
-    for (const b of blobs) writeAll(fd, b);
-  } finally {
-    closeSync(fd);
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const headerLength = json.byteLength + ((8 - (json.byteLength % 8)) % 8);
+  const out = new Uint8Array(8 + headerLength + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerLength), true);
+  out.set(json, 8);
+  out.fill(0x20, 8 + json.byteLength, 8 + headerLength); // spaces
+  let at = 8 + headerLength;
+  for (const b of blobs) {
+    out.set(b, at);
+    at += b.byteLength;
   }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.byteLength) done += writeSync(fd, bytes, done, Math.min(1 << 30, bytes.byteLength - done));
+  return out;
 }

@@ -14,7 +14,7 @@
  *   mask, 0 on selected positions s ≤ t and −∞ elsewhere ({@link causalSelectionMask}). O(T·S) work.
  *
  * Both normalize the softmax over the selected set S_t only, so they agree up to float summation order
- * (DSA.md §3.3). MQA mode = MLA's absorbed mode (one latent key c_s and one rope key shared by all heads,
+ * (docs/spec-notes.md#selection). MQA mode = MLA's absorbed mode (one latent key c_s and one rope key shared by all heads,
  * queries already multiplied by W_UK); MHA mode = per-head keys and values expanded by `wkv_b`.
  *
  * Shape letters: docs/conventions.md (T queries, S key positions, K selected slots, H heads, C latent,

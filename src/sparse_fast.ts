@@ -50,8 +50,8 @@ export interface FastGatherOptions {
  *   p[h, j] = softmax_j(scale · z[h, j])               over the n valid slots only
  *   ōᵀ = Gcᵀ · pᵀ                                       [C, H]   GEMM 2: 2·n·C·H FLOPs (Gc = G[:, :C])
  *
- * FLOPs per (query, valid slot) = 2H(D + C) = 2H(576 + 512) at the 671B dims (the FlashMLA / PERF.md
- * convention). Memory: O(K·D) per query plus the output; with `rows: 'host'` also one copy of the cache.
+ * FLOPs per (query, valid slot) = 2H(D + C) = 2H(576 + 512) at the 671B dims (the FlashMLA convention,
+ * docs/spec-notes.md#flop-model). Memory: O(K·D) per query plus the output; with `rows: 'host'` also one copy of the cache.
  * A row with no valid slot gives NaN (softmax over nothing), as the reference and the official code.
  *
  * @param qLatent [T, H, C] absorbed no-rope queries q̃ = W_UKᵀ q_nope
@@ -216,7 +216,7 @@ export function denseAttentionMqaFast(
  *   Iᵀ = Aᵀ · W                  [S, Tb]      W [Tb·HI, Tb] block-diagonal, W[t·HI + j, t] = w[t, j]
  *
  * The block-diagonal head sum costs Tb/DI of the first GEMM (≤ 12.5 % here). FLOPs per (query, key):
- * 2·HI·DI + 2·HI (PERF.md's indexer count). Scores are returned for all S keys, before the causal mask.
+ * 2·HI·DI + 2·HI (the indexer count of docs/spec-notes.md#flop-model). Scores are returned for all S keys, before the causal mask.
  *
  * @param q [T, HI, DI] queries (e4m3 values q₈ in the official path)
  * @param weights [T, HI] head weights w' (scales folded in)

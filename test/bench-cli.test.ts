@@ -53,7 +53,7 @@ describe('dsv32 bench --json (smoke grid)', () => {
     }
     const ops = new Set(results.map((x) => x.op));
     for (const op of ['dense', 'sparse', 'indexer', 'topk']) expect(ops.has(op), op).toBe(true);
-    // gflops is flops / time by the PERF.md model
+    // gflops is flops / time by the FLOP model of docs/spec-notes.md#flop-model
     const dense = results.find((x) => x.op === 'dense' && x.L === 512)!;
     const T = dense.T as number;
     expect(dense.flops).toBe(causalPairs(512, T) * attentionFlopsPerPair(2));
@@ -93,7 +93,7 @@ describe('bench FLOP model and exponent fit', () => {
     expect(sparsePairs(4, 2, 100)).toBe(causalPairs(4, 2));
   });
 
-  it('uses the PERF.md per-pair constants at the 671B head counts', () => {
+  it('uses the per-pair constants of docs/spec-notes.md#flop-model at the 671B head counts', () => {
     expect(attentionFlopsPerPair(128)).toBe(278_528);
     expect(indexerFlopsPerPair(64)).toBe(16_512);
   });

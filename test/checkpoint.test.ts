@@ -11,8 +11,9 @@ import {
   loadGlobalWeights,
   loadLayerWeights,
 } from '../src/checkpoint.ts';
-import { loadConfig, type ModelConfig } from '../src/config.ts';
-import { openCheckpoint, openSafetensors, writeSafetensors, type WritableTensor } from '../src/safetensors.ts';
+import type { ModelConfig } from '../src/config.ts';
+import type { WritableTensor } from '../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors, writeSafetensors } from '../src/node.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 const FP8 = 'fixtures/golden/public-fp8';

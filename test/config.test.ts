@@ -5,13 +5,13 @@ import { describe, expect, it } from 'vitest';
 import {
   CONFIG_671B,
   ConfigError,
-  loadConfig,
   parseConfig,
   qkHeadDim,
   scaleFmt,
   softmaxScale,
   type ModelConfig,
 } from '../src/config.ts';
+import { loadConfig } from '../src/node.ts';
 
 const FP8_DIR = 'fixtures/golden/public-fp8';
 const FP32_DIR = 'fixtures/golden/public-fp32';
@@ -65,7 +65,7 @@ describe('loadConfig on the golden fixtures', () => {
 });
 
 describe('CONFIG_671B', () => {
-  it('holds the released DeepSeek-V3.2 values (DSA.md §1.1, §7.4)', () => {
+  it('holds the released DeepSeek-V3.2 values (docs/spec-notes.md#released-config)', () => {
     const c = CONFIG_671B;
     expect([c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.q_lora_rank, c.kv_lora_rank]).toEqual([
       7168, 61, 128, 1536, 512,

@@ -11,7 +11,8 @@ import { mkdtempSync, mkdirSync, rmSync, readFileSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { initBackend, tf } from '../src/backend.ts';
-import { openSafetensors, writeSafetensors, type WritableTensor } from '../src/safetensors.ts';
+import type { WritableTensor } from '../src/safetensors.ts';
+import { openSafetensors, writeSafetensors } from '../src/node.ts';
 import { checkGoldenModel } from '../src/conformance/golden_model.ts';
 import { runWeightsConformance } from '../src/conformance/weights.ts';
 import { midpointRows, scaleAtPow2Step } from '../src/conformance/fp8_midpoints.ts';

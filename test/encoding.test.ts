@@ -1,6 +1,7 @@
 /**
  * encodeMessages / parseCompletion / Python-json on hand-written cases. Every expected prompt below is written out
- * by hand from the V3.2 format rules (DSA.md §5.2–5.3), not produced by the encoder.
+ * by hand from the V3.2 format rules (official `encoding/encoding_dsv32.py` `encode_messages`,
+ * `render_message`), not produced by the encoder.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';

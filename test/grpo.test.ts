@@ -1,7 +1,7 @@
 /**
  * GRPO loss (src/grpo.ts) against a float64 plain-JS reference written here from the formulas of
- * DeepSeek-V3.2 §3.1 Eqs. 5–9 / shared spec GRPO.md (not from src/grpo.ts), gradients against central
- * finite differences of that reference, the hand-computed table of GRPO.md, and properties.
+ * DeepSeek-V3.2 §3.1 Eqs. 5–9 (not from src/grpo.ts), gradients against central finite differences of
+ * that reference, the hand-computed table of docs/spec-notes.md#grpo-hand-computed-example, and properties.
  */
 import { it, expect } from 'vitest';
 import fc from 'fast-check';
@@ -127,7 +127,7 @@ const awayFromKinks = ({ x, o }: { x: RefIn; o: GrpoOptions }) => x.logp.every((
 }));
 const nonConstantRewards = ({ x }: { x: RefIn }) => new Set(x.rewards).size > 1;
 
-// GRPO.md "Golden vectors computed by me": G = 4, T = 5
+// docs/spec-notes.md#grpo-hand-computed-example: G = 4, T = 5
 const MD: RefIn = {
   rewards: [1, 0, 0.5, 0],
   mask: [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]],
@@ -155,7 +155,7 @@ describeEachBackend('grpo', () => {
     }), { numRuns: 30 });
   });
 
-  it('reproduces the hand-computed scalar losses of spec GRPO.md (TRL advantages, ε 0.2, β 0; and the V3.2 Eq. 8 row)', () => {
+  it('reproduces the hand-computed scalar losses of docs/spec-notes.md (TRL advantages, ε 0.2, β 0; and the V3.2 Eq. 8 row)', () => {
     const rows: [Partial<GrpoOptions>, number[]][] = [
       [{ advantage: 'mean_std_sample', stdEps: 1e-4, beta: 0, kl: 'none', opsmDelta: null }, [0.2394, -0.05421, -0.135526, -0.108421]],
       [{ advantage: 'mean_std_sample', stdEps: 1e-4, clipHigh: 0.28, kl: 'k3', opsmDelta: null }, [0.529375, 0.063433, 0.158584, 0.126867]],

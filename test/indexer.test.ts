@@ -16,7 +16,7 @@ import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 import { mulberry32 } from './helpers/random.ts';
 
 // ---------------------------------------------------------------------------------------------
-// Plain-JS float64 reference of the indexer (DSA.md §2.2), independent of src/: its own linear,
+// Plain-JS float64 reference of the indexer (docs/spec-notes.md#lightning-indexer), independent of src/: its own linear,
 // LayerNorm, RoPE (both layouts), Sylvester Hadamard, e4m3 rounding and act_quant.
 // ---------------------------------------------------------------------------------------------
 

@@ -4,8 +4,8 @@
  */
 import { it, expect, beforeAll, afterAll } from 'vitest';
 import { tf } from '../src/backend.ts';
-import { loadConfig, type ModelConfig } from '../src/config.ts';
-import { openCheckpoint } from '../src/safetensors.ts';
+import type { ModelConfig } from '../src/config.ts';
+import { loadConfig, openCheckpoint } from '../src/node.ts';
 import {
   createModelCache, disposeModelCache, disposeModelWeights, embedTokens, loadModelWeights, modelForward, type ModelWeights,
 } from '../src/model.ts';

@@ -10,7 +10,7 @@ import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 const P671: RopeParams = { dim: 64, theta: 10000, factor: 40, originalMaxPos: 4096, betaFast: 32, betaSlow: 1, maxSeqLen: 16384 };
 
-/** float64 YaRN frequencies straight from the formula in DSA.md §1.4. */
+/** float64 YaRN frequencies straight from the formula in docs/spec-notes.md#rope-and-yarn. */
 function oracleFreqs(p: RopeParams): number[] {
   const base = Array.from({ length: p.dim / 2 }, (_, i) => p.theta ** (-(2 * i) / p.dim));
   if (p.maxSeqLen <= p.originalMaxPos) return base;
@@ -86,7 +86,7 @@ describe('ropeParams, yarnMscale, mlaSoftmaxScale', () => {
     expect(Array.from(yarnFrequencies(plain))).toEqual(Array.from(yarnFrequencies({ ...P671, maxSeqLen: 16 })));
   });
 
-  it('m = 0.1·ln(40) + 1, final 671B scale 192^-0.5 · m² ≈ 0.135234 (DSA.md §1.4); 1 when factor ≤ 1', () => {
+  it('m = 0.1·ln(40) + 1, final 671B scale 192^-0.5 · m² ≈ 0.135234 (docs/spec-notes.md#mla); 1 when factor ≤ 1', () => {
     expect(yarnMscale(40, 1)).toBeCloseTo(1.36889, 5);
     expect(yarnMscale(1, 1)).toBe(1);
     expect(mlaSoftmaxScale(192, { factor: 40, mscale: 1, originalMaxPos: 4096, maxSeqLen: 16384 })).toBeCloseTo(0.135234, 6);

@@ -1,15 +1,18 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  openCheckpoint,
-  openSafetensors,
+  safetensorsFromBytes,
+  safetensorsFromSource,
   SafetensorsError,
-  writeSafetensors,
+  serializeSafetensors,
+  shardedSafetensors,
   type Dtype,
+  type SafetensorsFile,
 } from '../src/safetensors.ts';
+import { openCheckpoint, openSafetensors, writeSafetensors } from '../src/node.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'dsv32-st-'));
@@ -27,14 +30,23 @@ function rawFile(header: unknown, data: Uint8Array = new Uint8Array(0), lengthOv
   return p;
 }
 
-function openError(path: string): SafetensorsError {
+function errorOf(open: () => SafetensorsFile): SafetensorsError {
   try {
-    openSafetensors(path).close();
+    open().close();
   } catch (e) {
     expect(e).toBeInstanceOf(SafetensorsError);
     return e as SafetensorsError;
   }
   throw new Error('expected a SafetensorsError');
+}
+
+/** The file reader's error; the same bytes in memory (safetensorsFromBytes) must give the same message. */
+function openError(path: string): SafetensorsError {
+  const e = errorOf(() => openSafetensors(path));
+  if (statSync(path, { throwIfNoEntry: false })?.isFile()) {
+    expect(errorOf(() => safetensorsFromBytes(readFileSync(path), path)).message).toBe(e.message);
+  }
+  return e;
 }
 
 /** float32 bits → value, to state expectations bit-exactly. */
@@ -229,6 +241,93 @@ describeEachBackend('readTensor', () => {
     expect(() => f.readTensor('big')).toThrow(/tensor "big": I64 value 8589934592 at index 0 does not fit int32/);
     await expectNoTensorLeak(() => f.readTensor('bf').dispose());
     f.close();
+  });
+});
+
+// --- Bytes in memory (browser-safe: no file system) ---
+
+describe('serializeSafetensors / safetensorsFromBytes / shardedSafetensors', () => {
+  const tensors = {
+    w: { dtype: 'BF16' as Dtype, shape: [2, 2], data: new Float32Array([1, -2, 0.5, 3]) },
+    i: { dtype: 'I64' as Dtype, shape: [1], data: new BigInt64Array([-7n]) },
+  };
+
+  it('serializeSafetensors gives exactly the bytes writeSafetensors writes', () => {
+    const p = tmp();
+    writeSafetensors(p, tensors, { format: 'pt' });
+    expect(Buffer.from(serializeSafetensors(tensors, { format: 'pt' })).equals(readFileSync(p))).toBe(true);
+  });
+
+  it('safetensorsFromBytes reads the golden fixture like openSafetensors', () => {
+    const path = 'fixtures/golden/public-fp8/model.safetensors';
+    const file = openSafetensors(path);
+    const mem = safetensorsFromBytes(new Uint8Array(readFileSync(path)), 'fp8 model');
+    expect(mem.path).toBe('fp8 model');
+    expect(mem.names()).toEqual(file.names());
+    expect(mem.metadata()).toEqual(file.metadata());
+    for (const n of ['model.norm.weight', 'model.layers.0.self_attn.kv_a_proj_with_mqa.weight', 'model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv']) {
+      expect(mem.info(n)).toEqual(file.info(n));
+      expect(mem.readRaw(n)).toEqual(file.readRaw(n));
+      expect(Array.from(mem.read(n) as Float32Array)).toEqual(Array.from(file.read(n) as Float32Array));
+    }
+    file.close();
+    mem.close();
+    expect(() => mem.read('model.norm.weight')).toThrow('safetensors: fp8 model: read of "model.norm.weight" after close()');
+  });
+
+  it('reads copy the bytes: changing the input afterwards changes nothing read before', () => {
+    const bytes = serializeSafetensors(tensors);
+    const f = safetensorsFromBytes(bytes);
+    const raw = f.readRaw('w');
+    expect(raw.bytes.byteOffset % 8).toBe(0);
+    bytes.fill(0);
+    expect(Array.from(safetensorsFromBytes(serializeSafetensors(tensors)).read('w') as Float32Array)).toEqual([1, -2, 0.5, 3]);
+    expect(raw.bytes).toEqual(new Uint8Array([0x80, 0x3f, 0x00, 0xc0, 0x00, 0x3f, 0x40, 0x40]));
+  });
+
+  it('a non-Uint8Array argument is a TypeError naming the function', () => {
+    expect(() => safetensorsFromBytes([1, 2, 3] as unknown as Uint8Array)).toThrow('safetensorsFromBytes(): bytes must be a Uint8Array but got Array');
+  });
+
+  it('serializeSafetensors names itself in its errors', () => {
+    expect(() => serializeSafetensors({ a: { dtype: 'F32', shape: [3], data: new Float32Array(2) } })).toThrow(
+      'serializeSafetensors(): tensor "a": shape [3] × F32 needs 12 bytes but the data has 8',
+    );
+  });
+
+  it('safetensorsFromSource closes the source when the header is invalid, and on close()', () => {
+    let closed = 0;
+    const good = serializeSafetensors(tensors);
+    const source = (bytes: Uint8Array) => ({ size: bytes.byteLength, read: (p: number, n: number) => bytes.slice(p, p + n), close: () => void closed++ });
+    expect(() => safetensorsFromSource('bad', source(good.subarray(0, 5)))).toThrow('safetensors: bad: file has 5 bytes, shorter than the 8-byte header length');
+    expect(closed).toBe(1);
+    const f = safetensorsFromSource('good', source(good));
+    f.close();
+    f.close();
+    expect(closed).toBe(2);
+  });
+
+  it('shardedSafetensors reads shards from memory and validates the index like openCheckpoint', () => {
+    const shards: Record<string, Uint8Array> = {
+      's1.safetensors': serializeSafetensors({ a: tensors.w }),
+      's2.safetensors': serializeSafetensors({ b: tensors.i }),
+    };
+    const open = (s: string) => {
+      if (!shards[s]) throw new SafetensorsError(s, 'no such shard');
+      return safetensorsFromBytes(shards[s]!, s);
+    };
+    const ck = shardedSafetensors('mem', 'mem/index', { weight_map: { a: 's1.safetensors', b: 's2.safetensors' }, metadata: { total_size: 16 } }, open);
+    expect(ck.names()).toEqual(['a', 'b']);
+    expect(ck.metadata()).toEqual({ total_size: '16' });
+    expect(Array.from(ck.read('b') as BigInt64Array)).toEqual([-7n]);
+    ck.close();
+    expect(() => shardedSafetensors('mem', 'mem/index', { weight_map: { a: 's2.safetensors' } }, open)).toThrow(
+      'safetensors: mem/index: weight_map puts "a" in shard "s2.safetensors", which has no such tensor',
+    );
+    for (const bad of ['/abs.safetensors', '..', 'x/../../y', 'C:\\w.safetensors', '']) {
+      expect(() => shardedSafetensors('mem', 'mem/index', { weight_map: { a: bad } }, open)).toThrow(/must be a shard file name inside the directory/);
+    }
+    expect(() => shardedSafetensors('mem', 'mem/index', [], open)).toThrow('safetensors: mem/index: index must be a JSON object with a "weight_map" object');
   });
 });
 
@@ -509,11 +608,22 @@ describe('fuzzing: malformed input is a SafetensorsError or a correct read', () 
   const headerEnd = 8 + Number(validBytes.readBigUInt64LE(0));
   const fuzzPath = tmp('fuzz');
 
-  /** Opens and reads everything; returns the reader's results or the error. */
+  /**
+   * Opens and reads everything; returns the reader's results or the error. The bytes reader
+   * (safetensorsFromBytes) on the same file must agree: the same error message, or the same bytes.
+   */
   function readAll(path: string): { ok: true; raw: Map<string, Uint8Array> } | { ok: false; err: unknown } {
+    const fromFile = readAllWith(() => openSafetensors(path));
+    const fromBytes = readAllWith(() => safetensorsFromBytes(readFileSync(path), path));
+    if (fromFile.ok && fromBytes.ok) expect([...fromBytes.raw]).toEqual([...fromFile.raw]);
+    else expect(fromBytes.ok ? 'read' : String(fromBytes.err)).toBe(fromFile.ok ? 'read' : String(fromFile.err));
+    return fromFile;
+  }
+
+  function readAllWith(open: () => SafetensorsFile): { ok: true; raw: Map<string, Uint8Array> } | { ok: false; err: unknown } {
     let f;
     try {
-      f = openSafetensors(path);
+      f = open();
       const raw = new Map<string, Uint8Array>();
       for (const name of f.names()) {
         const info = f.info(name);

@@ -10,7 +10,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend } from '../src/backend.ts';
-import { openSafetensors } from '../src/safetensors.ts';
+import { openSafetensors } from '../src/node.ts';
 import {
   DEFAULT_GOLDEN_DIR,
   DEFAULT_SVG_PATH,

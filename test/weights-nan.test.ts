@@ -5,7 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { openSafetensors, writeSafetensors, type WritableTensor } from '../src/safetensors.ts';
+import { openSafetensors, writeSafetensors } from '../src/node.ts';
+import type { WritableTensor } from '../src/safetensors.ts';
 
 const ROOT = resolve(__dirname, '..');
 const SRC = join(ROOT, 'fixtures', 'golden', 'public-fp32');

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { tf, initBackend } from '../src/backend.ts';
-import { writeSafetensors, type WritableTensor } from '../src/safetensors.ts';
+import type { WritableTensor } from '../src/safetensors.ts';
+import { writeSafetensors } from '../src/node.ts';
 import { parseConfig, CONFIG_671B, type ModelConfig } from '../src/config.ts';
 import { layerFloat32Bytes, runWeightsConformance } from '../src/conformance/weights.ts';
 
@@ -251,7 +252,7 @@ describe('runWeightsConformance with an expect trace (the golden fixtures as rel
     const dir = 'fixtures/golden/public-fp32';
     const tmp = mkdtempSync(join(tmpdir(), 'dsv32-expect-'));
     try {
-      const { openSafetensors } = await import('../src/safetensors.ts');
+      const { openSafetensors } = await import('../src/node.ts');
       const tr = openSafetensors(`${dir}/trace.safetensors`);
       const out: Record<string, WritableTensor> = {};
       for (const n of tr.names()) {

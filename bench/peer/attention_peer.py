@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch (CPU) peer of the dsv32 benchmark: dense masked and sparse gather attention in MLA's
-absorbed (MQA) mode, written from the spec (DSA.md 1.6 and 3.3), not from the TypeScript code.
+absorbed (MQA) mode, written from the spec (docs/spec-notes.md#mla and docs/spec-notes.md#selection),
+not from the TypeScript code.
 
 For a block of T queries at positions t = L - T .. L - 1 over a latent cache of L positions:
 

@@ -1,7 +1,9 @@
 /*---
 id: checkpoint.names.hf-to-inference-records
+title: Released Hugging Face tensor names load into the official inference names, every tensor used once
+official: inference/convert.py (name mapping)
 description: each released HF tensor name lands in its official inference record field, and every checkpoint tensor is used once
-source: inference/convert.py (name mapping); DSA.md §7.1–7.2
+see: docs/spec-notes.md#checkpoint-names
 ---*/
 import { beforeAll, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
@@ -13,8 +15,7 @@ import {
   loadLayerWeights,
   type LayerWeights,
 } from '../../src/checkpoint.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint } from '../../src/node.ts';
 
 const DIR = 'fixtures/golden/public-fp32';
 

@@ -1,14 +1,15 @@
 /*---
 id: checkpoint.fp8.partial-edge-blocks
+title: A weight whose rows or columns are not a multiple of 128 has a partial last block sharing one scale
+official: inference/kernel.py weight_dequant (ceil-divided scale grid)
 description: kv_a_proj_with_mqa [160, 256] has scale [2, 2]; rows 128..159 form a partial block with scale row 1
-source: inference/kernel.py weight_dequant (ceil-divided scale grid); DSA.md §7.1 (576 rows → 5 scale rows), §7.3
+see: docs/spec-notes.md#fp8-weights (576 rows → 5 scale rows)
 ---*/
 import { beforeAll, expect, it } from 'vitest';
 import { initBackend } from '../../src/backend.ts';
 import { disposeLayerWeights, loadLayerWeights } from '../../src/checkpoint.ts';
-import { loadConfig } from '../../src/config.ts';
 import { e4m3Decode } from '../../src/fp8.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 
 const DIR = 'fixtures/golden/public-fp8';
 const NAME = 'model.layers.1.self_attn.kv_a_proj_with_mqa';

@@ -1,14 +1,16 @@
 /*---
 id: checkpoint.fp8.weight-scale-inv-multiplier
+title: weight_scale_inv multiplies the e4m3 weight block (despite its name), reproducing the official FFN output
+official: inference/model.py Linear, MLP.forward; inference/kernel.py weight_dequant, fp8_gemm
 description: FP8 weights are code × weight_scale_inv per 128×128 block, and reproduce the official dense FFN output
-source: inference/model.py Linear, MLP.forward; inference/kernel.py weight_dequant, fp8_gemm; DSA.md §7.3
+see: docs/spec-notes.md#fp8-weights
 ---*/
 import { beforeAll, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
 import { disposeLayerWeights, loadLayerWeights } from '../../src/checkpoint.ts';
-import { loadConfig, scaleFmt } from '../../src/config.ts';
+import { scaleFmt } from '../../src/config.ts';
 import { e4m3Decode, linear } from '../../src/fp8.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { assertClose } from '../harness/index.ts';
 
 const DIR = 'fixtures/golden/public-fp8';

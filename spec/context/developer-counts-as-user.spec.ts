@@ -1,7 +1,8 @@
 /*---
 id: context.developer-counts-as-user
+title: A developer message counts as a user turn for the retention rule
+official: encoding/encoding_dsv32.py find_last_user_index, render_message (developer)
 description: a developer message is a user turn for the retention rule and opens <think> when last
-source: encoding/encoding_dsv32.py find_last_user_index, render_message (developer)
 ---*/
 import { expect, it } from 'vitest';
 import { findLastUserIndex } from '../../src/context.ts';

@@ -1,7 +1,12 @@
 /*---
 id: context.drop-reasoning-on-new-user-turn
+title: Reasoning of earlier turns is discarded when a new user message arrives
+paper: §3.2.1, "Thinking Context Management"
+official: encoding/encoding_dsv32.py drop_thinking_messages
+info: |
+  Historical reasoning content is discarded only when a new user message is introduced to the
+  conversation.
 description: reasoning of assistant turns before a new user message is discarded from the context
-source: DeepSeek-V3.2 paper §3.2.1 "Thinking Context Management"; encoding/encoding_dsv32.py drop_thinking_messages
 ---*/
 import { expect, it } from 'vitest';
 import { dropThinking } from '../../src/context.ts';

@@ -1,7 +1,12 @@
 /*---
 id: context.keep-reasoning-across-tool-rounds
+title: The current turn's reasoning is retained across any number of tool rounds
+paper: §3.2.1, "Thinking Context Management"
+official: encoding/encoding_dsv32.py render_message (assistant, tool)
+info: |
+  If only tool-related messages (e.g., tool outputs) are appended, the reasoning content is retained
+  throughout the interaction.
 description: while only tool messages are appended, the current turn's reasoning is retained (any number of tool rounds)
-source: DeepSeek-V3.2 paper §3.2.1 "Thinking Context Management"; encoding/encoding_dsv32.py render_message (assistant, tool)
 ---*/
 import { expect, it } from 'vitest';
 import { visibleContext, type ChatMessage } from '../../src/context.ts';

@@ -1,7 +1,11 @@
 /*---
 id: context.keep-tool-history-when-dropping
+title: Tool calls and tool results stay in the context when reasoning is removed
+paper: §3.2.1, "Thinking Context Management"
+info: |
+  When reasoning traces are removed, the history of tool calls and their results remains preserved in
+  the context.
 description: when reasoning is removed, tool calls and tool results of earlier turns stay in the context
-source: DeepSeek-V3.2 paper §3.2.1 "Thinking Context Management"
 ---*/
 import { expect, it } from 'vitest';
 import { dropThinking, type ChatMessage } from '../../src/context.ts';

@@ -1,13 +1,18 @@
 /*---
 id: dsa.indexer.eq1-score
-description: I_{t,s} = Σ_j w_{t,j}·ReLU(q_{t,j}·k_s) with w = weights_proj(x)·HI^-½·DI^-½ (scales folded), one key per position shared by all indexer heads, returned before the causal mask
-source: DeepSeek-V3.2 paper §2.1 Eq. (1); inference/model.py Indexer.forward, kernel.py fp8_index
+title: "Index scores I_{t,s} = Σ_j w_{t,j}·ReLU(q_{t,j}·k_s), one key per position shared by the indexer heads, before the causal mask"
+paper: §2.1, Eq. (1)
+official: inference/model.py Indexer.forward; inference/kernel.py fp8_index
+info: |
+  The lightning indexer computes the index score I_{t,s} between the query token h_t ∈ ℝ^d and a preceding
+  token h_s ∈ ℝ^d, determining which tokens to be selected by the query token:
+description: "I_{t,s} = Σ_j w_{t,j}·ReLU(q_{t,j}·k_s) with w = weights_proj(x)·HI^-½·DI^-½ (scales folded), one key per position shared by all indexer heads, returned before the causal mask"
+see: docs/spec-notes.md#lightning-indexer; fixtures/golden/public-fp32
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, fp8Index, indexerScores } from '../../src/indexer.ts';
 import { assertClose, assertShape } from '../harness/index.ts';

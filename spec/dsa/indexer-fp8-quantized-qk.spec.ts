@@ -1,13 +1,18 @@
 /*---
 id: dsa.indexer.fp8-quantized-qk
+title: q and k are Hadamard-rotated and e4m3 block-quantized (q per token and head, k per token) before scoring
+paper: §2.1
+official: inference/model.py Indexer.forward, rotate_activation; inference/kernel.py act_quant, fp8_index
+info: |
+  Given that the lightning indexer has a small number of heads and can be implemented in FP8, its
+  computational efficiency is remarkable.
 description: q and k are Hadamard-rotated and FP8 (e4m3) block-quantized, one scale per token and head for q and per token for k, before the scores; float32 Eq. 1 without this selects other keys
-source: DeepSeek-V3.2 inference/model.py Indexer.forward (rotate_activation, act_quant), kernel.py act_quant / fp8_index
+see: docs/spec-notes.md#lightning-indexer
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerRecord } from '../../src/indexer.ts';
 import { selectTopK } from '../../src/topk.ts';

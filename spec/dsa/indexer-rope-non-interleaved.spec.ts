@@ -1,13 +1,14 @@
 /*---
 id: dsa.indexer.rope-non-interleaved
+title: Indexer RoPE rotates the first qk_rope_head_dim dims with rotate-half pairs; the pre-fix interleaved layout selects other keys
+official: inference/model.py Indexer.forward ("rope in indexer is not interleaved"), apply_rotary_emb
 description: The indexer rotates the FIRST qk_rope_head_dim dims of q and k with the non-interleaved (rotate-half) pair layout; the pre-fix interleaved layout selects different keys
-source: DeepSeek-V3.2 inference/model.py Indexer.forward ("rope in indexer is not interleaved"); fix of 2025-11-17 (DeepSeek-V3.2-Exp commit 8631a81)
+see: docs/spec-notes.md#rope-layouts (fix of 2025-11-17, DeepSeek-V3.2-Exp commit 8631a81)
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores } from '../../src/indexer.ts';
 import { selectTopK } from '../../src/topk.ts';

@@ -1,14 +1,15 @@
 /*---
 id: dsa.mla.fp8-latent-round-trip
+title: The normalized latent goes through an FP8 e4m3 quantize→dequantize (128-blocks) before caching; k_pe does not
+official: inference/model.py MLA.forward ("we use fp8 kv cache in actual deployment, so here we simulate the precision"); inference/kernel.py act_quant
 description: V3.2 passes the normalized KV latent through FP8 e4m3 quantize→dequantize (act_quant, 128-blocks, ue8m0 scales when scale_fmt is set) before caching it and before prefill attention; k_pe is not quantized
-source: DeepSeek-V3.2 inference/model.py MLA.forward ("we use fp8 kv cache in actual deployment, so here we simulate the precision"); absent in V3.2-Exp (DSA.md §6.3)
+see: docs/spec-notes.md#mla (absent in V3.2-Exp, docs/spec-notes.md#v32-exp-and-v32)
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
 import { e4m3Decode, e4m3Encode } from '../../src/fp8.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaForward, mlaLatent } from '../../src/mla.ts';
 

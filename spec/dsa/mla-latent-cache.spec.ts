@@ -1,13 +1,18 @@
 /*---
 id: dsa.mla.latent-cache
+title: One normalized latent [C] and one rotated rope key [R] cached per position, shared by all heads; decode attends over the cache
+paper: §2.1
+official: inference/model.py MLA.forward (kv_cache[:, start_pos:end_pos] = kv, pe_cache[...] = k_pe; decode einsums over kv_cache[:, :end_pos])
+info: |
+  Therefore, we implement DSA based on the MQA […] mode of MLA […], where each latent vector (the key-value
+  entry of MLA) will be shared across all query heads of the query token.
 description: MLA caches one normalized latent c_s [C] and one rotated rope key k_pe_s [R] per position, shared by all heads; decode steps attend over that cache and reproduce the official decode outputs; a chunked prefill equals one prefill
-source: DeepSeek-V3.2 inference/model.py MLA.forward (kv_cache[:, start_pos:end_pos] = kv, pe_cache[...] = k_pe; decode einsums over kv_cache[:, :end_pos])
+see: docs/spec-notes.md#mla; fixtures/golden/public-fp32
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaForward } from '../../src/mla.ts';
 import { assertClose, assertShape } from '../harness/index.ts';

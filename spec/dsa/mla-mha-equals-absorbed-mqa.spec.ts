@@ -1,13 +1,18 @@
 /*---
 id: dsa.mla.mha-mqa-equivalence
+title: MHA mode (per-head k/v from wkv_b) and absorbed MQA mode (W_UK into the query, W_UV after attention) give the same output
+paper: §2.1
+official: inference/model.py MLA.forward (mask is not None → MHA branch; else → absorbed branch with weight_dequant(wkv_b))
+info: |
+  Therefore, we implement DSA based on the MQA […] mode of MLA […], where each latent vector (the key-value
+  entry of MLA) will be shared across all query heads of the query token.
 description: MHA mode (keys/values expanded per head by wkv_b) and absorbed MQA mode (W_UK folded into the query, W_UV after attention) give the same MLA output; the official prefill uses the first, decode the second
-source: DeepSeek-V3.2 inference/model.py MLA.forward (mask is not None → MHA branch; else → absorbed branch with weight_dequant(wkv_b)); DeepSeek-V2 paper §2.1.2 (weight absorption)
+see: docs/spec-notes.md#mla; DeepSeek-V2 paper §2.1.2 (weight absorption)
 ---*/
 import { beforeAll, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaForward } from '../../src/mla.ts';
 import { assertClose } from '../harness/index.ts';

@@ -1,12 +1,14 @@
 /*---
 id: dsa.mla.softmax-scale-mscale
+title: Softmax scale Dqk^-1/2 · (0.1·mscale·ln(factor) + 1)² under YaRN, Dqk^-1/2 otherwise
+official: inference/model.py MLA.__init__ (softmax_scale, mscale), precompute_freqs_cis
 description: The attention softmax scale is Dqk^-1/2 times mscale² (mscale = 0.1·mscale·ln(factor) + 1) when max_seq_len exceeds original_max_position_embeddings; cos/sin are not scaled
-source: DeepSeek-V3.2 inference/model.py MLA.__init__ (softmax_scale, mscale) and precompute_freqs_cis
+see: docs/spec-notes.md#mla
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { CONFIG_671B, loadConfig, softmaxScale } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { CONFIG_671B, softmaxScale } from '../../src/config.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaAttend, mlaForward, mlaQuery } from '../../src/mla.ts';
 import { assertClose } from '../harness/index.ts';

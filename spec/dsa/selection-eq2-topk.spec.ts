@@ -1,11 +1,17 @@
 /*---
 id: dsa.selection.eq2-topk
+title: S_t = the min(k, t+1) best positions s ≤ t (ties → lower position), never a future one
+paper: §2.1, Eq. (2)
+official: inference/model.py Indexer.forward (topk of I + causal mask, k = min(index_topk, end_pos))
+info: |
+  Given the index scores {I_{t,s}} for each query token h_t, our fine-grained token selection mechanism
+  retrieves only the key-value entries {c_s} corresponding to the top-k index scores.
 description: S_t holds the min(k, t+1) positions s ≤ t with the largest index scores (ties → lower position), never a future position; rows with t+1 ≤ k select every s ≤ t
-source: DeepSeek-V3.2 paper §2.1 Eq. (2); inference/model.py Indexer.forward (topk of I + causal mask, k = min(index_topk, end_pos))
+see: docs/spec-notes.md#selection
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { openSafetensors } from '../../src/safetensors.ts';
+import { openSafetensors } from '../../src/node.ts';
 import { selectTopK } from '../../src/topk.ts';
 import { assertSetEqual } from '../harness/index.ts';
 

@@ -1,7 +1,13 @@
 /*---
 id: dsa.sparse.eq2-selected-only
+title: Core attention of query t is a softmax over the selected latents S_t only; unselected, future and padded slots never contribute
+paper: §2.1, Eq. (2)
+official: inference/model.py MLA.forward (index_mask = −inf except topk_indices, plus the causal mask)
+info: |
+  Then, the attention output u_t is computed by applying the attention mechanism between the query token
+  h_t and the sparsely selected key-value entries {c_s}:
 description: Core attention of query t runs over the selected latents { c_s | s ∈ S_t } only (softmax normalized over S_t); unselected and future positions never contribute, −1 padding slots contribute exp(−∞) = 0
-source: DeepSeek-V3.2 paper §2.1 Eq. (2); inference/model.py MLA.forward (index_mask = −inf except topk_indices, plus the causal mask)
+see: docs/spec-notes.md#selection
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

@@ -1,13 +1,18 @@
 /*---
 id: dsa.sparse.gather-equals-dense-masked
+title: The O(T·k) gather path equals the official −∞-masked dense score matrix
+paper: §2.1, Eq. (2); §2.3
+official: inference/model.py MLA.forward (index_mask)
+info: |
+  Note that for short-sequence prefilling, we specially implement a masked MHA mode to simulate DSA,
+  which can achieve higher efficiency under short-context conditions.
 description: The O(T·k) gather of the selected latents equals the official dense computation with a −∞ selection + causal mask over the full [T, S] score matrix (same set, same softmax normalization)
-source: DeepSeek-V3.2 paper §2.1 Eq. (2), §2.3 (masked MHA mode simulating DSA); inference/model.py MLA.forward (index_mask); FlashMLA sparse MQA kernels (gather semantics)
+see: docs/spec-notes.md#selection; FlashMLA sparse MQA kernels (gather semantics)
 ---*/
 import { beforeAll, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaForward } from '../../src/mla.ts';
 import { denseAttentionMqa, sparseAttentionMqa, denseAttentionMha, sparseAttentionMha } from '../../src/sparse_attention.ts';

@@ -1,7 +1,12 @@
 /*---
 id: grpo.keep-sampling-mask-renormalizes
+title: π_θ and π_old log-probs are renormalised over the sampler's kept top-p / top-k set
+paper: §3.1, "Keep Sampling Mask"
+info: |
+  To address this, we preserve the truncation masks during sampling from π_old and apply them to π_θ
+  during training, ensuring both policies share identical action subspaces.
 description: log π̃(o_t) = z_o − logsumexp over the sampler's kept set, for π_θ and π_old alike; an all-kept set changes nothing
-source: DeepSeek-V3.2 paper §3.1 "Keep Sampling Mask"; fixtures/vectors/keep-sampling-mask.json
+see: docs/deviations.md (the renormalization is our reading); fixtures/vectors/keep-sampling-mask.json
 ---*/
 import { beforeAll, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';

@@ -1,7 +1,15 @@
 /*---
 id: grpo.opsm-drops-negative-off-policy
+title: A sequence's clipped term is dropped iff Â < 0 and its mean log(π_sampler/π_θ) exceeds δ; the KL term is kept
+paper: §3.1, Eq. (8)–(9), "Off-Policy Sequence Masking"
+info: |
+  To stabilize training and improve tolerance for off-policy updates, we mask negative sequences that
+  introduce significant policy divergence, as measured by the KL divergence between the data-sampling
+  policy π_old and the current policy π_θ. […] Note that π_old here denotes the sampling probability
+  directly returned by the inference framework […] It is also worth noting that we only mask sequences
+  with negative advantages.
 description: M_i = 0 iff Â_i < 0 and (1/|o_i|) Σ_t (log π_sampler − log π_θ) > δ; M multiplies the clipped term only
-source: DeepSeek-V3.2 paper §3.1 Eq. (8)–(9); TRL tests test_get_off_policy_mask(_padding) as cited in spec GRPO.md; fixtures/vectors/grpo-v32.json
+see: TRL tests/test_grpo_trainer.py test_get_off_policy_mask, test_get_off_policy_mask_padding; fixtures/vectors/grpo-v32.json
 ---*/
 import { beforeAll, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';

@@ -1,7 +1,9 @@
 /*---
 id: grpo.padding-never-contributes
+title: Padded positions contribute neither to the loss nor to its gradient, whatever they hold
+paper: §3.1, Eq. (8) (the sums run over t = 1 … |o_i| only)
 description: NaN / Infinity / any value in padded positions changes neither the loss nor its gradient, and the gradient there is 0
-source: DeepSeek-V3.2 paper §3.1 Eq. (8); fixtures/vectors/grpo-asym-token-mean.json
+see: fixtures/vectors/grpo-asym-token-mean.json
 ---*/
 import { beforeAll, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';

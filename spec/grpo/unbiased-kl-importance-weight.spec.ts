@@ -1,7 +1,15 @@
 /*---
 id: grpo.unbiased-kl-importance-weight
+title: The KL term is ρ·k3 with the ratio kept in the gradient, whose weight stays bounded where π_θ ≪ π_ref
+paper: §3.1, Eq. (7), "Unbiased KL Estimate"
+info: |
+  Given o_{i,t} is sampled from the old policy π_old(·|q, o_{i,<t}), we correct the K3 estimator […] to
+  obtain an unbiased KL estimate using the importance-sampling ratio between the current policy π_θ and
+  the old policy π_old. […] As a direct result of this adjustment, the gradient of this KL estimator
+  becomes unbiased, which eliminates systematic estimation errors, thereby facilitating stable
+  convergence.
 description: D = (π_θ/π_old)·k3 with the ratio in the gradient; ∂D/∂log π_θ = ρ(log π_θ − log π_ref), bounded, while ∂k3/∂log π_θ = 1 − π_ref/π_θ explodes
-source: DeepSeek-V3.2 paper §3.1 Eq. (7); spec GRPO.md A2(a) and its worked values (k3 28.615452, ρ·k3 1.424679, weights −32.115 / −0.174)
+see: docs/spec-notes.md#grpo-hand-computed-example (k3 28.615452, ρ·k3 1.424679, weights −32.115 / −0.174)
 ---*/
 import { beforeAll, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

@@ -1,12 +1,13 @@
 /*---
 id: moe.gate.bias-selection-only
+title: e_score_correction_bias is added to the sigmoid scores for selection only; combine weights come from the unbiased scores
+official: inference/model.py Gate.forward (original_scores; scores + bias used only for topk)
 description: the correction bias changes which experts are chosen, never their combine weights (official trace and a bias shift)
-source: DeepSeek-V3.2 inference/model.py Gate.forward; DSA.md §4.1
+see: docs/spec-notes.md#moe-gate (steps 2, 6)
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { moeGate } from '../../src/moe.ts';
 import { assertClose, assertSetEqual } from '../harness/index.ts';

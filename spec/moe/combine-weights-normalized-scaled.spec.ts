@@ -1,11 +1,13 @@
 /*---
 id: moe.gate.combine-weights
+title: Combine weights are the selected unbiased sigmoid scores normalized to sum 1, times routed_scaling_factor (no epsilon)
+official: inference/model.py Gate.forward (weights /= weights.sum(); weights *= route_scale)
 description: per token the combine weights sum to routed_scaling_factor (official trace and random gates), each ∝ its unbiased score
-source: DeepSeek-V3.2 inference/model.py Gate.forward; DSA.md §4.1
+see: docs/spec-notes.md#moe-gate (step 6)
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { openSafetensors } from '../../src/safetensors.ts';
+import { openSafetensors } from '../../src/node.ts';
 import { moeGate } from '../../src/moe.ts';
 import { assertClose } from '../harness/index.ts';
 

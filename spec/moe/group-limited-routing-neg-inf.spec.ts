@@ -1,12 +1,13 @@
 /*---
 id: moe.gate.group-limited-neg-inf
+title: Group-limited routing keeps the topk_group groups with the largest top-2 sums and gives every other expert −∞ (not 0.0, as HF/mlx do)
+official: inference/model.py Gate.forward (group score = sum of top-2 biased scores, masked_fill(-inf))
 description: experts outside the topk_group best groups (by top-2 biased score sum) are masked with −∞; a 0.0 fill would pick them when kept scores are negative
-source: DeepSeek-V3.2 inference/model.py Gate.forward; DSA.md §4.1
+see: docs/spec-notes.md#moe-gate (steps 3–4)
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { moeGate } from '../../src/moe.ts';
 

@@ -1,12 +1,17 @@
 /*---
 id: moe.keep-routing.replay
+title: A routing record from sampling, replayed in a later forward, enforces the same experts per token and layer even after the gate changed
+paper: §3.1, "Keep Routing"
+info: |
+  To mitigate this, we preserve the expert routing paths used during sampling in the inference framework
+  and enforce the same routing paths during training, ensuring that identical expert parameters are
+  optimized.
 description: a routing record emitted by a forward pass, replayed in a later pass, reproduces it exactly and keeps the expert sets after the gate changes
-source: DeepSeek-V3.2 paper §3.1 (Keep Routing); DSA.md §4.2
+see: docs/spec-notes.md#keep-routing
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig } from '../../src/config.ts';
-import { openCheckpoint } from '../../src/safetensors.ts';
+import { loadConfig, openCheckpoint } from '../../src/node.ts';
 import { loadModelWeights, disposeModelWeights, createModelCache, disposeModelCache, modelForward } from '../../src/model.ts';
 import { concatRoutingRecords } from '../../src/moe.ts';
 import { assertSetEqual } from '../harness/index.ts';

@@ -1,12 +1,14 @@
 /*---
 id: moe.shared-expert-always-on
+title: The shared expert processes every token, whatever the routing; the routed experts add Σ w_i·Expert_i(x) on top
+official: inference/model.py MoE.forward (z = shared_experts(x); y + z)
 description: with every routed combine weight forced to zero, the MoE output is exactly the shared expert's output on every token
-source: DeepSeek-V3.2 inference/model.py MoE.forward; DSA.md §4.1
+see: docs/spec-notes.md#moe-gate (step 7)
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';
-import { loadConfig, scaleFmt } from '../../src/config.ts';
-import { openCheckpoint, openSafetensors } from '../../src/safetensors.ts';
+import { scaleFmt } from '../../src/config.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../../src/node.ts';
 import { loadLayerWeights, disposeLayerWeights } from '../../src/checkpoint.ts';
 import { moe, swigluFfn } from '../../src/moe.ts';
 import { assertClose } from '../harness/index.ts';

@@ -1,7 +1,9 @@
 /*---
 id: numerics.fp8.act-quant-scale
+title: The plain activation scale is max(amax, 1e-4) times float32(1/448), computed in float32
+official: inference/kernel.py act_quant_kernel (s = amax · fp8_max_inv, amax ≥ 1e-4)
 description: without scale_fmt the block scale is float32(max(amax, 1e-4) × float32(1/448)) and the codes are e4m3(x / scale)
-source: inference/kernel.py act_quant_kernel; fixtures/vectors/numerics-act-quant.json (none)
+see: docs/spec-notes.md#activation-quantization; fixtures/vectors/numerics-act-quant.json (none)
 ---*/
 import { beforeAll, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

@@ -1,7 +1,9 @@
 /*---
 id: numerics.fp8.act-quant-ue8m0
+title: ue8m0 activation scales are the smallest power of two ≥ amax/448, so the e4m3 values fit
+official: inference/kernel.py fast_round_scale, fast_log2_ceil (scale_fmt ue8m0)
 description: ue8m0 block scales are powers of two rounded up from amax·float32(1/448); codes match the vector exactly
-source: inference/kernel.py fast_round_scale; fixtures/vectors/numerics-act-quant.json (ue8m0)
+see: docs/spec-notes.md#activation-quantization; fixtures/vectors/numerics-act-quant.json (ue8m0)
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

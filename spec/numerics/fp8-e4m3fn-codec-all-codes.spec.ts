@@ -1,7 +1,9 @@
 /*---
 id: numerics.fp8.e4m3fn-codec
+title: All 256 e4m3fn codes decode to the format's values; encoding rounds to nearest even and saturates at ±448
+official: inference/kernel.py act_quant_kernel (the cast to torch.float8_e4m3fn)
 description: all 256 e4m3fn codes decode to the vector's values; values and midpoints encode (RNE, saturating) to the vector's codes
-source: DSA.md §2.4; torch.float8_e4m3fn; fixtures/vectors/numerics-fp8-codec.json
+see: docs/spec-notes.md#fp8-e4m3fn; fixtures/vectors/numerics-fp8-codec.json
 ---*/
 import { beforeAll, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

@@ -1,7 +1,9 @@
 /*---
 id: numerics.hadamard.orthonormal-sylvester
+title: The indexer rotation is x·H·n^-1/2 in Sylvester order, orthonormal and its own inverse
+official: inference/model.py rotate_activation (fast_hadamard_transform.hadamard_transform, reference hadamard_transform_ref)
 description: y = x·H_128·128^-1/2 in Sylvester order matches the vector; the transform preserves norms and is its own inverse
-source: inference/model.py rotate_activation; fast_hadamard_transform hadamard_transform_ref; fixtures/vectors/numerics-hadamard.json
+see: docs/spec-notes.md#lightning-indexer (step 2); fixtures/vectors/numerics-hadamard.json
 ---*/
 import { beforeAll, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

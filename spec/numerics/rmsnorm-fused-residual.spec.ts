@@ -1,7 +1,9 @@
 /*---
 id: numerics.norms.fused-residual
+title: The fused norm returns r' = x + r and w ⊙ r'/sqrt(mean(r'²) + eps)
+official: inference/model.py RMSNorm.forward (residual branch), Block.forward
 description: the fused residual RMSNorm returns r' = x + r and w ⊙ r'/sqrt(mean(r'²) + eps)
-source: inference/model.py RMSNorm.forward (residual branch), Block.forward; DSA.md §1.7
+see: docs/spec-notes.md#block
 ---*/
 import { beforeAll, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

@@ -1,7 +1,9 @@
 /*---
 id: numerics.rope.layouts
+title: MLA rotates interleaved pairs (2i, 2i+1); the indexer rotates halves (i, i + R/2); the two differ
+official: inference/model.py apply_rotary_emb (interleaved flag)
 description: interleaved (MLA) and non-interleaved rotate-half (indexer) rotations match the vector at positions up to 163839; the layouts differ
-source: inference/model.py apply_rotary_emb (interleaved flag); DSA.md §2.3; fixtures/vectors/numerics-rope.json
+see: docs/spec-notes.md#rope-layouts (the 2025-11 indexer fix); fixtures/vectors/numerics-rope.json
 ---*/
 import { beforeAll, it, expect } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

@@ -1,7 +1,9 @@
 /*---
 id: numerics.fp8.weight-dequant-edge-blocks
+title: W = W8 · scale[⌊i/128⌋, ⌊j/128⌋], the last row and column blocks may be partial
+official: inference/kernel.py weight_dequant
 description: a [200, 300] FP8 weight with [2, 3] block scales (partial last blocks) dequantizes exactly to the vector
-source: inference/kernel.py weight_dequant; DSA.md §7.3; fixtures/vectors/numerics-weight-dequant.json
+see: docs/spec-notes.md#fp8-weights; fixtures/vectors/numerics-weight-dequant.json
 ---*/
 import { beforeAll, it } from 'vitest';
 import { initBackend, tf } from '../../src/backend.ts';

@@ -1,7 +1,9 @@
 /*---
 id: numerics.rope.yarn-frequencies
+title: YaRN keeps fast dims, divides slow dims by the factor, ramps in between, and applies only beyond original_seq_len
+official: inference/model.py precompute_freqs_cis (find_correction_range, linear_ramp_factor), MLA.__init__
 description: YaRN-corrected float32 frequencies match the vector within 2 float32 ulp, for three configs; MLA softmax scale carries mscale²
-source: inference/model.py precompute_freqs_cis, MLA.__init__; DSA.md §1.4; fixtures/vectors/numerics-rope.json
+see: docs/spec-notes.md#rope-and-yarn; fixtures/vectors/numerics-rope.json
 ---*/
 import { it, expect } from 'vitest';
 import { mlaSoftmaxScale, yarnFrequencies } from '../../src/rope.ts';

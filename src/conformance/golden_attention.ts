@@ -33,8 +33,9 @@
  */
 import { join } from 'node:path';
 import { tf } from '../backend.ts';
-import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
-import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
+import { scaleFmt, type ModelConfig } from '../config.ts';
+import type { SafetensorsFile } from '../safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
 import { loadLayerWeights, disposeLayerWeights, type AttentionWeights } from '../checkpoint.ts';
 import { actQuant, e4m3Decode, e4m3Encode } from '../fp8.ts';
 import { createMlaCache, disposeMlaCache, mlaAttend, mlaForward, mlaLatent, mlaQuery, type MlaCache, type MlaOptions } from '../mla.ts';

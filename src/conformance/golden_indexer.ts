@@ -1,5 +1,6 @@
 /**
- * Golden checks of the lightning indexer and the top-k selection (DSA.md §2.2, §3.3) against a trace of
+ * Golden checks of the lightning indexer and the top-k selection (paper §2.1 Eq. 1–2;
+ * docs/spec-notes.md#lightning-indexer, docs/spec-notes.md#selection) against a trace of
  * the official inference code (fixtures/golden/README.md).
  *
  * Teacher forcing: for every layer, the steps run in order on the RECORDED inputs of each step
@@ -32,8 +33,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../backend.ts';
-import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
-import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
+import { scaleFmt, type ModelConfig } from '../config.ts';
+import type { SafetensorsFile } from '../safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
 import { loadLayerWeights, disposeLayerWeights, type IndexerWeights } from '../checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache, type IndexerRecord } from '../indexer.ts';
 import { selectTopK } from '../topk.ts';

@@ -31,8 +31,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tf } from '../backend.ts';
-import { loadConfig, scaleFmt, type ModelConfig } from '../config.ts';
-import { openCheckpoint, openSafetensors, type SafetensorsFile } from '../safetensors.ts';
+import { scaleFmt, type ModelConfig } from '../config.ts';
+import type { SafetensorsFile } from '../safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
 import { moe, swigluFfn, type LayerRouting } from '../moe.ts';
 import { rmsNorm } from '../norms.ts';
 import {

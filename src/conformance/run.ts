@@ -12,8 +12,7 @@
  */
 import { readdirSync, readFileSync, statSync, existsSync } from 'node:fs';
 import { join, basename, resolve } from 'node:path';
-import { loadConfig } from '../config.ts';
-import { openSafetensors } from '../safetensors.ts';
+import { loadConfig, openSafetensors } from '../node.ts';
 import { FixtureError, maxSeqLenOf, parseSteps, readTokens, type GoldenStep } from './fixture.ts';
 import type { CheckResult } from './types.ts';
 

@@ -22,8 +22,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { tf } from '../backend.ts';
-import { loadConfig, type ModelConfig } from '../config.ts';
-import { openCheckpoint, openSafetensors, type Checkpoint, type SafetensorsFile } from '../safetensors.ts';
+import type { ModelConfig } from '../config.ts';
+import { type Checkpoint, type SafetensorsFile } from '../safetensors.ts';
+import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
 import { disposeGlobalWeights, disposeLayerWeights, loadGlobalWeights, loadLayerWeights, type LayerWeights } from '../checkpoint.ts';
 import { createMlaCache, disposeMlaCache, mlaForward } from '../mla.ts';
 import { moe, swigluFfn, type LayerRouting } from '../moe.ts';

@@ -1,7 +1,13 @@
 /*---
-id: grpo.indexer-kl-dense-eq3
+id: dsa.indexer-loss.dense-eq3
+title: The dense indexer loss is Σ_t KL(p_t ‖ softmax(I_t)) with p the head-summed, L1-normalised main attention
+paper: §2.1.1, Eq. (3) (dense warm-up stage)
+info: |
+  To align the indexer outputs with the main attention distribution, for the t-th query token, we first
+  aggregate the main attention scores by summing across all attention heads. This sum is then
+  L1-normalized along the sequence dimension to produce a target distribution p_{t,:} ∈ ℝ^t.
 description: target p = head-summed attention L1-normalised over s ≤ t; Lᴵ = Σ_t KL(p_t ‖ softmax(I_t)); ∂Lᴵ/∂I = softmax(I) − p
-source: DeepSeek-V3.2 paper §2.1.1 Eq. (3); fixtures/vectors/indexer-kl.json
+see: fixtures/vectors/indexer-kl.json
 ---*/
 import { beforeAll, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';

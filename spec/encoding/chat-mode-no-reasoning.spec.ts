@@ -1,7 +1,8 @@
 /*---
-id: context.chat-mode-no-reasoning
+id: encoding.chat-mode-no-reasoning
+title: Non-thinking mode renders no reasoning and closes every think block
+official: encoding/encoding_dsv32.py render_message (thinking_mode == "chat")
 description: in non-thinking (chat) mode no reasoning is rendered and every user turn and tool-result group ends with </think>
-source: encoding/encoding_dsv32.py render_message (thinking_mode == "chat")
 ---*/
 import { expect, it } from 'vitest';
 import { encodeMessages } from '../../src/encoding.ts';

@@ -1,7 +1,8 @@
 /*---
 id: encoding.dsml-parameter-string-flag
+title: DSML parameters carry string="true" for strings, string="false" with Python JSON otherwise
+official: encoding/encoding_dsv32.py encode_arguments_to_dsml, TOOLS_SYSTEM_TEMPLATE
 description: string arguments are written raw with string="true"; all other values as Python JSON with string="false"
-source: encoding/encoding_dsv32.py encode_arguments_to_dsml; TOOLS_SYSTEM_TEMPLATE
 ---*/
 import { expect, it } from 'vitest';
 import { encodeArgumentsToDsml } from '../../src/encoding.ts';

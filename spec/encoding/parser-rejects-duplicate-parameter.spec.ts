@@ -1,7 +1,8 @@
 /*---
 id: encoding.parser-rejects-duplicate-parameter
+title: The completion parser rejects a repeated parameter name
+official: encoding/encoding_dsv32.py parse_tool_calls ("Duplicate parameter name")
 description: a completion whose invoke repeats a parameter name is rejected
-source: encoding/encoding_dsv32.py parse_tool_calls ("Duplicate parameter name")
 ---*/
 import { expect, it } from 'vitest';
 import { CompletionParseError, parseCompletion } from '../../src/encoding.ts';

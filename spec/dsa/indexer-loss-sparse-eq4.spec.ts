@@ -1,7 +1,13 @@
 /*---
-id: grpo.indexer-kl-sparse-eq4
+id: dsa.indexer-loss.sparse-eq4
+title: The sparse indexer loss restricts both distributions to the top-k set S_t; the indexer input is detached
+paper: §2.1.1, Eq. (4) (sparse training stage)
+info: |
+  In this stage, we also keep aligning the indexer outputs to the main attention distribution, but
+  considering only the selected token set S_t = {s | I_{t,s} ∈ Top-k(I_{t,:})}: […] It is worth noting
+  that we detach the indexer input from the computational graph for separate optimization.
 description: S_t = top-k of I_t over s ≤ t (ties → higher score, then lower position); KL over S_t with the target renormalised on S_t; the main attention gets no gradient
-source: DeepSeek-V3.2 paper §2.1.1 Eq. (4) and "we detach the indexer input"; fixtures/vectors/indexer-kl.json
+see: fixtures/vectors/indexer-kl.json; docs/spec-notes.md#selection (tie rule)
 ---*/
 import { beforeAll, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';

@@ -1,7 +1,8 @@
 /*---
 id: encoding.parser-rejects-trailing-text
+title: The completion parser rejects text after the tool calls and special tokens in content
+official: encoding/encoding_dsv32.py parse_message_from_completion_text
 description: nothing but EOS may follow the function_calls block; special tokens may not appear inside content or reasoning
-source: encoding/encoding_dsv32.py parse_message_from_completion_text
 ---*/
 import { expect, it } from 'vitest';
 import { parseCompletion } from '../../src/encoding.ts';

@@ -1,7 +1,8 @@
 /*---
 id: encoding.parse-inverts-encode
+title: Parsing an encoded assistant turn returns the turn
+official: encoding/test_encoding_dsv32.py (round-trip checks)
 description: parsing the encoding of one assistant turn (earlier messages as context) gives the turn back, without tool-call ids
-source: encoding/test_encoding_dsv32.py (round-trip checks)
 ---*/
 import { expect, it } from 'vitest';
 import { encodeMessages, parseCompletion } from '../../src/encoding.ts';
