@@ -13,7 +13,7 @@
  * @module
  */
 import { tf } from './backend.ts';
-import { checkChoice, checkInteger, checkObject, checkTensors, defineContract, kindOf } from './internal/contract.ts';
+import { checkChoice, checkObject, checkTensors, defineContract, kindOf } from './internal/contract.ts';
 
 const E4M3_ROUND = defineContract('e4m3Round', { x: '[...]' });
 const ACT_QUANT = defineContract('actQuant', { x: '[..., N]' }, { N: 'a multiple of blockSize' });
@@ -62,7 +62,7 @@ export const FP8_E4M3_MAX_INV = Math.fround(1 / FP8_E4M3_MAX);
  * ```
  */
 export function e4m3Decode(code: number): number {
-  checkInteger('e4m3Decode', 'code', code, 0);
+  if (typeof code !== 'number') throw new TypeError(`e4m3Decode(): code must be an integer in 0..255 but got ${kindOf(code)}`);
   if (!Number.isInteger(code) || code < 0 || code > 255) {
     throw new RangeError(`e4m3Decode(): code must be an integer in 0..255 but got ${code}`);
   }

@@ -15,7 +15,7 @@
 import { tf } from './backend.ts';
 import { checkFiniteNumber, checkInteger, checkObject, checkTensors, defineContract, kindOf } from './internal/contract.ts';
 
-const APPLY_ROPE = defineContract('applyRope', { x: '[T, ..., R]', cos: '[T, ⌈R/2⌉]', sin: '[T, ⌈R/2⌉]' });
+const APPLY_ROPE = defineContract('applyRope', { x: '[T, ..., R]', cos: '[T, Rh]', sin: '[T, Rh]' });
 
 /** Parameters of {@link yarnFrequencies}, in the official `ModelArgs` meaning. */
 export interface RopeParams {
@@ -258,8 +258,9 @@ export function ropeAngles(
  * ```
  */
 export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, interleaved: boolean): tf.Tensor {
-  const { T, R } = checkTensors(APPLY_ROPE, { x, cos, sin }) as Record<'T' | 'R', number>;
+  const { T, R, Rh } = checkTensors(APPLY_ROPE, { x, cos, sin }) as Record<'T' | 'R' | 'Rh', number>;
   if (R % 2 !== 0) throw new RangeError(`applyRope(): last dim R of x must be even but got ${R}`);
+  if (Rh * 2 !== R) throw new RangeError(`applyRope(): cos and sin must be [T, R/2] = [${T}, ${R / 2}] (R from x) but got [${cos.shape.join(', ')}]`);
   return tf.tidy(() => {
     const bshape = [T, ...new Array<number>(x.rank - 2).fill(1), R / 2];
     const c = tf.reshape(cos, bshape); // [T, 1.., R/2]
