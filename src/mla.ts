@@ -474,9 +474,6 @@ function checkInputs(x: tf.Tensor2D, w: AttentionWeights, cache: MlaCache, start
   if (opts.attention !== undefined && opts.attention !== 'sparse' && opts.attention !== 'dense' && opts.attention !== 'fast') {
     throw new TypeError(`${fn}: opts.attention must be 'sparse', 'dense' or 'fast' but got '${String(opts.attention)}'`);
   }
-  if (!Number.isSafeInteger(maxSeqLen) || maxSeqLen < 1) {
-    throw new RangeError(`${fn}: opts.maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);
-  }
   const cached = mlaCacheLength(cache);
   if (!Number.isSafeInteger(startPos) || startPos !== cached) {
     throw new RangeError(`${fn}: startPos must equal the number of cached positions (${cached}) but got ${startPos}`);
