@@ -26,7 +26,7 @@ import { VALID_CALLS } from './helpers/valid-calls.ts';
 const ROOT = resolve(__dirname, '..');
 type Fn = (...args: unknown[]) => unknown;
 
-/** `./x` → src/x.ts (or the target path with dist→src and .js/.d.ts → .ts); fails loudly when absent. */
+/** `./x` → src/x.ts, or the target path with dist/ (or dist/src/) → src/ and .js/.d.ts → .ts; fails loudly when absent. */
 export function sourceOf(key: string, target: unknown): string {
   const targets: string[] = [];
   const collect = (t: unknown): void => {
@@ -36,7 +36,7 @@ export function sourceOf(key: string, target: unknown): string {
   collect(target);
   const candidates = [
     key === '.' ? 'src/index.ts' : `src/${key.slice(2)}.ts`,
-    ...targets.map((t) => t.replace(/^\.\//, '').replace(/^dist\//, 'src/').replace(/\.d\.ts$|\.js$|\.mjs$/, '.ts')),
+    ...targets.map((t) => t.replace(/^\.\//, '').replace(/^dist\/(src\/)?/, 'src/').replace(/\.d\.ts$|\.js$|\.mjs$/, '.ts')),
   ];
   const found = candidates.find((c) => c.startsWith('src/') && c.endsWith('.ts') && existsSync(join(ROOT, c)));
   if (!found) throw new Error(`package.json exports '${key}': no source module found (tried ${candidates.join(', ')})`);
@@ -137,6 +137,8 @@ describe('discovery from package.json exports', () => {
   it('maps every subpath to a source module, dist/ targets included', () => {
     expect(sourceOf('./topk', './src/topk.ts')).toBe('src/topk.ts');
     expect(sourceOf('./topk', { types: './dist/topk.d.ts', import: './dist/topk.js' })).toBe('src/topk.ts');
+    expect(sourceOf('./topk', { types: './dist/src/topk.d.ts', import: './dist/src/topk.js' })).toBe('src/topk.ts');
+    expect(sourceOf('./top-k', { import: './dist/src/topk.js' })).toBe('src/topk.ts'); // key and file names may differ
     expect(sourceOf('.', { import: './dist/index.js' })).toBe('src/index.ts');
     expect(() => sourceOf('./nonexistent', './dist/nonexistent.js')).toThrow(/no source module found/);
   });

@@ -9,8 +9,8 @@
  * With `--weights DIR`: runs the chosen layers of a released checkpoint directory one layer at a
  * time on the given token ids, printing activation statistics, and compares with `--expect`.
  */
-import { writeFileSync } from 'node:fs';
-import { resolve, dirname } from 'node:path';
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../backend.ts';
 import { discoverCases, runGoldenCase, runVectorCase, failure, type Case } from '../conformance/run.ts';
@@ -18,7 +18,14 @@ import type { CheckResult } from '../conformance/types.ts';
 import { readTextFile } from './read.ts';
 import { parseCommandArgs, parseTokenIds, runCommand, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 
-const BUNDLED_FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'fixtures');
+/** The package root: the nearest folder above this file with a package.json (src/cli/ runs from a clone, dist/src/cli/ when installed). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+const BUNDLED_FIXTURES = join(packageRoot(), 'fixtures');
 
 /** Parsed command line of `dsv32 conformance`. */
 export interface ConformanceArgs {
