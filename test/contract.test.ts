@@ -43,6 +43,12 @@ export function sourceOf(key: string, target: unknown): string {
   return found;
 }
 
+/** An export whose targets are all JSON files (data, not a module of functions). */
+export function isDataExport(target: unknown): boolean {
+  const targets = typeof target === 'string' ? [target] : target && typeof target === 'object' ? Object.values(target) : [];
+  return targets.length > 0 && targets.every((t) => typeof t === 'string' && t.endsWith('.json'));
+}
+
 function paramNames(fn: Fn): string[] {
   const src = Function.prototype.toString.call(fn);
   const open = src.indexOf('(');
@@ -124,6 +130,7 @@ const moduleExports = new Map<string, Record<string, unknown>>();
 beforeAll(async () => {
   await initBackend('cpu');
   for (const [key, target] of Object.entries(pkg.exports)) {
+    if (isDataExport(target)) continue; // e.g. "./package.json": no functions to check
     const file = sourceOf(key, target);
     const mod = (await import(pathToFileURL(join(ROOT, file)).href)) as Record<string, unknown>;
     moduleExports.set(key, mod);
@@ -141,6 +148,8 @@ describe('discovery from package.json exports', () => {
     expect(sourceOf('./top-k', { import: './dist/src/topk.js' })).toBe('src/topk.ts'); // key and file names may differ
     expect(sourceOf('.', { import: './dist/index.js' })).toBe('src/index.ts');
     expect(() => sourceOf('./nonexistent', './dist/nonexistent.js')).toThrow(/no source module found/);
+    expect(isDataExport('./package.json')).toBe(true);
+    expect(isDataExport({ import: './dist/src/topk.js' })).toBe(false);
   });
 
   it('finds the exported functions (more than 100) and no internal helper among them', () => {
