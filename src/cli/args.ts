@@ -31,8 +31,6 @@ export interface OptionSpec {
   choices?: readonly string[];
   /** smallest allowed integer (default 0) of `integer` and `integer-list` options. */
   min?: number;
-  /** not listed in the usage line. */
-  hidden?: boolean;
 }
 
 /** A command's option table and positional arguments. */
