@@ -33,6 +33,58 @@ export interface LinearLike {
 /** Activation scale format: `'ue8m0'` = power-of-two scales (the 671B config), `null` = plain amax/448. */
 export type ScaleFmt = 'ue8m0' | null;
 
+/**
+ * Where an FP8 activation quantizer sits in the model (the seam of the model forward's `probe`, src/model.ts
+ * `ForwardProbe`). `input` names the tensor being quantized; several linears that quantize the same
+ * tensor share it (the official code quantizes it once per linear, with the same result):
+ *
+ * | input | quantized before | rows |
+ * |---|---|---|
+ * | `attn.in` | wq_a, wkv_a, indexer wk | tokens |
+ * | `attn.qr` | wq_b, indexer wq_b | tokens |
+ * | `kv.latent` | the latent's FP8 round trip (before caching) | tokens |
+ * | `wkv_b.in` | wkv_b in MHA mode (the cached latents, quantized again) | cached positions |
+ * | `wo.in` | wo | tokens |
+ * | `indexer.q`, `indexer.k` | the indexer's q / k quantization (after the Hadamard) | tokens |
+ * | `ffn.in` | w1, w3 of the dense FFN, of every routed expert and of the shared expert | tokens |
+ * | `ffn.act` | w2 (the SwiGLU product of one `branch`) | tokens |
+ */
+export interface QuantSite {
+  /** the quantized tensor (table above). */
+  input: 'attn.in' | 'attn.qr' | 'kv.latent' | 'wkv_b.in' | 'wo.in' | 'indexer.q' | 'indexer.k' | 'ffn.in' | 'ffn.act';
+  /** the consumer (`wq_a`, `indexer.wk`, `kv_norm`, `expert 3.w1`, ...). */
+  linear: string;
+  /** FFN branch: `dense`, `shared` or `expert E` (for `ffn.in` and `ffn.act`). */
+  branch?: string;
+  /** row r of the quantizer input holds token `tokens[r]` of the call (default: row r is token r). */
+  tokens?: ArrayLike<number>;
+  /** layer index (filled in by the model forward). */
+  layer?: number;
+}
+
+/**
+ * A rounding probe of one quantizer: receives the quantizer input `x` [..., N], its e4m3 rounding `q`
+ * [..., N] (e4m3 values as float32) and the block scales [..., N/B]; may return a replacement for `q` of
+ * the same shape (some elements rounded to their other e4m3 neighbour), or nothing to keep `q`. The
+ * tensors are valid during the call only; a returned tensor is owned by the quantizer.
+ */
+export type QuantProbe = (x: tf.Tensor, q: tf.Tensor, scale: tf.Tensor) => tf.Tensor | null | undefined;
+
+/** A probe of every quantizer of a forward pass, told which {@link QuantSite} it is called at. */
+export type RoundingProbe = (site: QuantSite, x: tf.Tensor, q: tf.Tensor, scale: tf.Tensor) => tf.Tensor | null | undefined;
+
+/**
+ * Binds a {@link RoundingProbe} to one site (undefined when there is no probe: the quantizer runs as usual).
+ *
+ * @example
+ * ```ts
+ * probeAt(undefined, { input: 'wo.in', linear: 'wo' }); // => undefined
+ * ```
+ */
+export function probeAt(probe: RoundingProbe | undefined, site: QuantSite): QuantProbe | undefined {
+  return probe ? (x, q, scale) => probe(site, x, q, scale) : undefined;
+}
+
 /** Largest finite e4m3fn value (`torch.finfo(torch.float8_e4m3fn).max`). */
 export const FP8_E4M3_MAX = 448;
 /** Smallest positive normal e4m3fn value, 2⁻⁶. */
@@ -247,6 +299,8 @@ function checkBlock(fn: string, name: string, block: number): void {
  * @param x [..., N] float32, N divisible by `blockSize`
  * @param scaleFmt `'ue8m0'` (power-of-two scales) or `null`
  * @param blockSize block length along the last dim (default 128)
+ * @param probe optional: sees x, q and the scales and may return a replacement q ({@link QuantProbe}); the
+ *   conformance suite uses it to follow the official rounding at an e4m3 midpoint
  * @returns q [..., N] e4m3 values as float32, scale [..., N/blockSize] float32
  * @throws RangeError when N is not divisible by `blockSize`, or x is a scalar
  * @throws TypeError when `scaleFmt` is not 'ue8m0' or null
@@ -262,11 +316,12 @@ export function actQuant(
   x: tf.Tensor,
   scaleFmt: ScaleFmt,
   blockSize = FP8_BLOCK,
+  probe?: QuantProbe,
 ): { q: tf.Tensor; scale: tf.Tensor } {
-  return quantize(ACT_QUANT, x, scaleFmt, blockSize);
+  return quantize(ACT_QUANT, x, scaleFmt, blockSize, probe);
 }
 
-function quantize(contract: typeof ACT_QUANT, x: tf.Tensor, scaleFmt: ScaleFmt, blockSize: number): { q: tf.Tensor; scale: tf.Tensor } {
+function quantize(contract: typeof ACT_QUANT, x: tf.Tensor, scaleFmt: ScaleFmt, blockSize: number, probe?: QuantProbe): { q: tf.Tensor; scale: tf.Tensor } {
   const fn = contract.fn;
   const { N: n } = checkTensors(contract, { x }) as Record<'N', number>;
   checkScaleFmt(fn, scaleFmt);
@@ -281,8 +336,12 @@ function quantize(contract: typeof ACT_QUANT, x: tf.Tensor, scaleFmt: ScaleFmt, 
     let scale = tf.mul(amax, tf.scalar(FP8_E4M3_MAX_INV)); // float32 product
     if (scaleFmt === 'ue8m0') scale = ceilPow2(scale);
     // e4m3Round saturates at ±448, which is the official clamp before the cast
-    const q = e4m3Round(tf.div(xb, tf.expandDims(scale, -1))); // [..., N/B, B]
-    return { q: tf.reshape(q, x.shape), scale };
+    const q = tf.reshape(e4m3Round(tf.div(xb, tf.expandDims(scale, -1))), x.shape); // [..., N]
+    const replaced = probe?.(x, q, scale);
+    if (replaced && replaced.shape.join() !== x.shape.join()) {
+      throw new RangeError(`${fn}(): a probe must return q of shape [${x.shape}] but returned [${replaced.shape}]`);
+    }
+    return { q: replaced ?? q, scale };
   });
 }
 
@@ -294,6 +353,7 @@ function quantize(contract: typeof ACT_QUANT, x: tf.Tensor, scaleFmt: ScaleFmt, 
  * @param x [..., N] float32, N divisible by `blockSize`
  * @param scaleFmt `'ue8m0'` or `null`
  * @param blockSize default 128
+ * @param probe optional rounding probe ({@link QuantProbe})
  * @returns [..., N] dequantized values
  * @example
  * ```ts
@@ -301,8 +361,8 @@ function quantize(contract: typeof ACT_QUANT, x: tf.Tensor, scaleFmt: ScaleFmt, 
  * actQuantDequant(tf.fill([128], 0.3), 'ue8m0').dataSync()[0]; // => 0.3125
  * ```
  */
-export function actQuantDequant(x: tf.Tensor, scaleFmt: ScaleFmt, blockSize = FP8_BLOCK): tf.Tensor {
-  const { q, scale } = quantize(ACT_QUANT_DEQUANT, x, scaleFmt, blockSize);
+export function actQuantDequant(x: tf.Tensor, scaleFmt: ScaleFmt, blockSize = FP8_BLOCK, probe?: QuantProbe): tf.Tensor {
+  const { q, scale } = quantize(ACT_QUANT_DEQUANT, x, scaleFmt, blockSize, probe);
   return tf.tidy(() => {
     const n = x.shape[x.rank - 1]!;
     const lead = x.shape.slice(0, -1);
@@ -355,6 +415,7 @@ export function weightDequant(w8: tf.Tensor, scaleInv: tf.Tensor, block = FP8_BL
  * @param x [..., in] float32 (in divisible by 128 when `w.fp8`)
  * @param w `{ weight: [out, in], fp8 }` (the `Linear` record of src/checkpoint.ts)
  * @param scaleFmt activation scale format when `w.fp8`
+ * @param probe optional rounding probe of the activation quantizer ({@link QuantProbe}; conformance seam)
  * @returns [..., out]
  * @throws RangeError when the last dim of x is not `in`
  * @example
@@ -362,7 +423,7 @@ export function weightDequant(w8: tf.Tensor, scaleInv: tf.Tensor, block = FP8_BL
  * linear(tf.tensor2d([[1, 2]]), { weight: tf.tensor2d([[1, 0], [1, 1]]), fp8: false }, null); // => [[1, 3]]
  * ```
  */
-export function linear(x: tf.Tensor, w: LinearLike, scaleFmt: ScaleFmt): tf.Tensor {
+export function linear(x: tf.Tensor, w: LinearLike, scaleFmt: ScaleFmt, probe?: QuantProbe): tf.Tensor {
   checkObject('linear', 'w', w);
   const { Out: out, In: inDim } = checkTensors(LINEAR, { x, w }) as Record<'Out' | 'In', number>;
   checkChoice('linear', 'w.fp8', w.fp8, [true, false]);
@@ -373,7 +434,7 @@ export function linear(x: tf.Tensor, w: LinearLike, scaleFmt: ScaleFmt): tf.Tens
     }
   }
   return tf.tidy(() => {
-    const xin = w.fp8 ? actQuantDequant(x, scaleFmt) : x;
+    const xin = w.fp8 ? actQuantDequant(x, scaleFmt, FP8_BLOCK, probe) : x;
     const y = tf.matMul(tf.reshape(xin, [-1, inDim]), w.weight, false, true); // [M, out]
     return tf.reshape(y, [...x.shape.slice(0, -1), out]);
   });

@@ -27,7 +27,7 @@ import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';
 import { scaleFmt } from './config.ts';
 import type { IndexerWeights } from './checkpoint.ts';
-import { actQuant, linear } from './fp8.ts';
+import { actQuant, linear, probeAt, type RoundingProbe } from './fp8.ts';
 import { hadamard } from './hadamard.ts';
 import { layerNorm } from './norms.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
@@ -116,24 +116,11 @@ export interface IndexerOptions {
   ropeInterleaved?: boolean;
   /** true = the readers' variant without Hadamard and FP8 (see {@link indexerScoresExact}); default false. */
   exact?: boolean;
-  /** when given, receives this call's intermediates (for diagnostics; the caller disposes them). */
-  record?: IndexerRecord;
-}
-
-/**
- * Intermediates of one {@link indexerScores} call, filled when passed as `opts.record` (kept
- * tensors: the caller disposes them). Used by the conformance checks to find elements that lie within
- * float32 noise of an e4m3 rounding midpoint.
- */
-export interface IndexerRecord {
-  /** [T, HI, DI] queries entering the quantizer (after RoPE and Hadamard). */
-  q?: tf.Tensor3D;
-  /** [T, DI] keys entering the quantizer (after LayerNorm, RoPE and Hadamard). */
-  k?: tf.Tensor2D;
-  /** [T, HI] query scales s_q (1 in the exact variant). */
-  qScale?: tf.Tensor2D;
-  /** [T] key scales s_k (1 in the exact variant). */
-  kScale?: tf.Tensor1D;
+  /**
+   * Conformance seam: sees the quantizers of the call (`attn.qr` before wq_b, `attn.in` before wk,
+   * `indexer.q` / `indexer.k` after the Hadamard; src/fp8.ts `QuantSite`) and may replace their e4m3 rounding.
+   */
+  probe?: RoundingProbe;
 }
 
 // --- Index scores (Eq. 1), FP8 form of the official kernel ---
@@ -255,11 +242,11 @@ export function indexerScores(
   try {
     scores = tf.tidy(() => {
       // --- Queries: q = wq_b(qr), [pe | nope] per head, RoPE on pe ---
-      let q = tf.reshape(linear(qr, w.wq_b, fmt), [T, HI, DI]); // [T, HI, DI]
+      let q = tf.reshape(linear(qr, w.wq_b, fmt, probeAt(opts.probe, { input: 'attn.qr', linear: 'indexer.wq_b' })), [T, HI, DI]); // [T, HI, DI]
       q = ropeFirst(q, cos, sin, R, interleaved);
 
       // --- Key: k = LayerNorm(wk(x)), one head shared by all indexer heads ---
-      let k = layerNorm(linear(x, w.wk, fmt), w.k_norm.weight, w.k_norm.bias, INDEXER_K_NORM_EPS); // [T, DI]
+      let k = layerNorm(linear(x, w.wk, fmt, probeAt(opts.probe, { input: 'attn.in', linear: 'indexer.wk' })), w.k_norm.weight, w.k_norm.bias, INDEXER_K_NORM_EPS); // [T, DI]
       k = ropeFirst(k, cos, sin, R, interleaved);
 
       // --- Hadamard rotation and FP8 block quantization (skipped by the exact variant) ---
@@ -270,18 +257,13 @@ export function indexerScores(
       if (!exact) {
         q = hadamard(q);
         k = hadamard(k);
-        const qq = actQuant(q, fmt, DI); // one block per (token, head)
-        const kq = actQuant(k, fmt, DI); // one block per token
+        const qq = actQuant(q, fmt, DI, probeAt(opts.probe, { input: 'indexer.q', linear: 'indexer.q' })); // one block per (token, head)
+        const kq = actQuant(k, fmt, DI, probeAt(opts.probe, { input: 'indexer.k', linear: 'indexer.k' })); // one block per token
         q8 = qq.q;
         qScale = tf.reshape(qq.scale, [T, HI]);
         k8 = kq.q;
         kScale = tf.reshape(kq.scale, [T]);
       }
-      if (opts.record) {
-        const r = opts.record;
-        [r.q, r.k, r.qScale, r.kScale] = [q as tf.Tensor3D, k as tf.Tensor2D, qScale as tf.Tensor2D, kScale as tf.Tensor1D].map((t) => tf.keep(t)) as [tf.Tensor3D, tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
-      }
-
       // --- Cache: append k₈ and s_k at [startPos, startPos + T) ---
       newKeys = tf.keep(cache.keys ? tf.concat([cache.keys, k8], 0) : tf.reshape(k8, [T, DI])) as tf.Tensor2D; // [S, DI]
       newScales = tf.keep(cache.scales ? tf.concat([cache.scales, kScale], 0) : tf.reshape(kScale, [T])) as tf.Tensor1D; // [S]

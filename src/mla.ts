@@ -31,7 +31,7 @@
 import { tf } from './backend.ts';
 import type { AttentionWeights } from './checkpoint.ts';
 import { type ModelConfig, scaleFmt, softmaxScale } from './config.ts';
-import { actQuantDequant, linear } from './fp8.ts';
+import { actQuantDequant, linear, probeAt, type RoundingProbe } from './fp8.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache } from './indexer.ts';
 import { rmsNorm } from './norms.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
@@ -125,6 +125,46 @@ export function mlaCacheLength(cache: MlaCache): number {
   return cache.kv ? cache.kv.shape[0] : 0;
 }
 
+/**
+ * Drops every cached position ≥ `length` (latents, rope keys and the indexer's keys and scales): the
+ * cache then holds what it held before the call that started at position `length`. This is the one
+ * edit of a cache from outside a forward; the conformance suite uses it to run a layer call again
+ * (with other FP8 roundings, src/conformance/fp8/steer.ts).
+ *
+ * @param cache the layer's cache, holding S ≥ length positions
+ * @param length positions to keep, 0 ≤ length ≤ S
+ * @throws RangeError when `length` is not an integer in [0, S]
+ * @example
+ * ```ts
+ * const cache = createMlaCache();
+ * cache.kv = tf.zeros([3, 8]) as tf.Tensor2D;
+ * cache.pe = tf.zeros([3, 4]) as tf.Tensor2D;
+ * truncateMlaCache(cache, 1);
+ * mlaCacheLength(cache); // => 1
+ * truncateMlaCache(cache, 0);
+ * cache.kv; // => null
+ * ```
+ */
+export function truncateMlaCache(cache: MlaCache, length: number): void {
+  const S = mlaCacheLength(cache);
+  if (!Number.isInteger(length) || length < 0 || length > S) {
+    throw new RangeError(`truncateMlaCache(): length must be an integer in [0, ${S}] (the cached positions) but got ${length}`);
+  }
+  if (length === S) return;
+  const keep = <T extends tf.Tensor>(t: T | null): T | null => {
+    if (t === null) return null;
+    const kept = length === 0 ? null : (tf.slice(t, 0, length) as T);
+    t.dispose();
+    return kept;
+  };
+  cache.kv = keep(cache.kv);
+  cache.pe = keep(cache.pe);
+  const ix = cache.indexer;
+  ix.keys = keep(ix.keys);
+  ix.scales = keep(ix.scales);
+  if (length === 0) ix.mode = null;
+}
+
 // --- Forward ---
 
 /** Options of {@link mlaForward}. */
@@ -143,6 +183,12 @@ export interface MlaOptions {
   attention?: 'sparse' | 'dense' | 'fast';
   /** indexer RoPE layout; default the V3.2 final non-interleaved layout (true reproduces the pre-fix bug). */
   indexerRopeInterleaved?: boolean;
+  /**
+   * Conformance seam: sees every FP8 activation quantizer of the call (`attn.in` before wq_a / wkv_a /
+   * indexer wk, `attn.qr` before wq_b / indexer wq_b, `kv.latent`, `wkv_b.in`, `wo.in`, `indexer.q`,
+   * `indexer.k`; src/fp8.ts `QuantSite`) and may replace its e4m3 rounding. Absent: the plain computation.
+   */
+  probe?: RoundingProbe;
 }
 
 /** What {@link mlaForward} returns (all owned by the caller). */
@@ -186,7 +232,7 @@ export function mlaQuery(
   x: tf.Tensor2D,
   w: AttentionWeights,
   startPos: number,
-  opts: Pick<MlaOptions, 'config' | 'maxSeqLen'>,
+  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'probe'>,
 ): { qr: tf.Tensor2D; qNope: tf.Tensor3D; qPe: tf.Tensor3D } {
   const { T } = checkMlaCall(MLA_QUERY, { x, w }, startPos, opts) as Record<'T', number>;
   const { config, maxSeqLen } = opts;
@@ -196,8 +242,8 @@ export function mlaQuery(
   const sf = scaleFmt(config);
   return tf.tidy(() => {
     const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
-    const qr = rmsNorm(linear(x, w.wq_a, sf), w.q_norm, config.rms_norm_eps) as tf.Tensor2D; // [T, Dq]
-    const q = linear(qr, w.wq_b, sf).reshape([T, H, Dn + R]); // [T, H, Dqk]
+    const qr = rmsNorm(linear(x, w.wq_a, sf, probeAt(opts.probe, { input: 'attn.in', linear: 'wq_a' })), w.q_norm, config.rms_norm_eps) as tf.Tensor2D; // [T, Dq]
+    const q = linear(qr, w.wq_b, sf, probeAt(opts.probe, { input: 'attn.qr', linear: 'wq_b' })).reshape([T, H, Dn + R]); // [T, H, Dqk]
     const qNope = q.slice([0, 0, 0], [T, H, Dn]) as tf.Tensor3D; // [T, H, Dn]
     const qPe = applyRope(q.slice([0, 0, Dn], [T, H, R]), cos, sin, true) as tf.Tensor3D; // [T, H, R]
     return { qr, qNope, qPe };
@@ -234,7 +280,7 @@ export function mlaLatent(
   x: tf.Tensor2D,
   w: AttentionWeights,
   startPos: number,
-  opts: Pick<MlaOptions, 'config' | 'maxSeqLen'>,
+  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'probe'>,
 ): { normalized: tf.Tensor2D; latent: tf.Tensor2D; kPe: tf.Tensor2D } {
   const { T } = checkMlaCall(MLA_LATENT, { x, w }, startPos, opts) as Record<'T', number>;
   const { config, maxSeqLen } = opts;
@@ -243,9 +289,9 @@ export function mlaLatent(
   const sf = scaleFmt(config);
   return tf.tidy(() => {
     const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
-    const kvA = linear(x, w.wkv_a, sf); // [T, C + R]
+    const kvA = linear(x, w.wkv_a, sf, probeAt(opts.probe, { input: 'attn.in', linear: 'wkv_a' })); // [T, C + R]
     const normalized = rmsNorm(kvA.slice([0, 0], [T, C]), w.kv_norm, config.rms_norm_eps) as tf.Tensor2D; // [T, C]
-    const latent = actQuantDequant(normalized, sf, latentBlock(C)) as tf.Tensor2D; // [T, C] FP8 round trip
+    const latent = actQuantDequant(normalized, sf, latentBlock(C), probeAt(opts.probe, { input: 'kv.latent', linear: 'kv_norm' })) as tf.Tensor2D; // [T, C] FP8 round trip
     const kPe = applyRope(kvA.slice([0, C], [T, R]), cos, sin, true) as tf.Tensor2D; // [T, R]
     return { normalized, latent, kPe };
   });
@@ -305,7 +351,7 @@ export function mlaAttend(
   topk: tf.Tensor2D,
   w: AttentionWeights,
   startPos: number,
-  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention'> & { mode: 'mha' | 'mqa' },
+  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention' | 'probe'> & { mode: 'mha' | 'mqa' },
 ): tf.Tensor2D {
   const { T, H, Dn, S, C } = checkMlaCall(MLA_ATTEND, { qNope, qPe, kv, pe, topk, w }, startPos, opts) as Record<'T' | 'H' | 'Dn' | 'S' | 'C', number>;
   checkQueryPositions('mlaAttend', startPos, S, T, 'S from kv, T from qNope');
@@ -320,7 +366,8 @@ export function mlaAttend(
   return tf.tidy(() => {
     let o: tf.Tensor3D; // [T, H, Dv]
     if (mode === 'mha' && attention !== 'fast') {
-      const kvB = linear(kv, w.wkv_b, sf).reshape([S, H, Dn + Dv]); // [S, H, Dn + Dv]
+      const cached = { input: 'wkv_b.in', linear: 'wkv_b', tokens: Array.from({ length: S }, (_, s) => s - startPos) } as const; // rows = positions
+      const kvB = linear(kv, w.wkv_b, sf, probeAt(opts.probe, cached)).reshape([S, H, Dn + Dv]); // [S, H, Dn + Dv]
       const kNope = kvB.slice([0, 0, 0], [S, H, Dn]); // [S, H, Dn]
       const v = kvB.slice([0, 0, Dn], [S, H, Dv]) as tf.Tensor3D; // [S, H, Dv]
       const k = tf.concat([kNope, tf.broadcastTo(pe.reshape([S, 1, R]), [S, H, R])], 2) as tf.Tensor3D; // [S, H, Dqk]
@@ -340,7 +387,7 @@ export function mlaAttend(
           : denseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale); // [T, H, C]
       o = tf.matMul(oLatent.transpose([1, 0, 2]), wUV, false, true).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, Dv]
     }
-    return linear(o.reshape([T, H * Dv]), w.wo, sf) as tf.Tensor2D; // [T, D]
+    return linear(o.reshape([T, H * Dv]), w.wo, sf, probeAt(opts.probe, { input: 'wo.in', linear: 'wo' })) as tf.Tensor2D; // [T, D]
   });
 }
 
@@ -409,6 +456,7 @@ export function mlaForward(
       config,
       maxSeqLen,
       ropeInterleaved: opts.indexerRopeInterleaved,
+      ...(opts.probe ? { probe: opts.probe } : {}),
     });
     topk = opts.attention === 'fast'
       ? selectTopKFast(indexScores, startPos, config.index_topk)

@@ -24,6 +24,7 @@ import { tf } from './backend.ts';
 import type { GlobalWeights, LayerWeights } from './checkpoint.ts';
 import { loadGlobalWeights, loadLayerWeights, disposeLayerWeights, disposeGlobalWeights } from './checkpoint.ts';
 import { type ModelConfig, scaleFmt } from './config.ts';
+import type { RoundingProbe } from './fp8.ts';
 import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache, type MlaOptions, type MlaOutput } from './mla.ts';
 import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
 import { rmsNormResidual } from './norms.ts';
@@ -77,6 +78,8 @@ export interface ModelOptions {
   indexerRopeInterleaved?: boolean;
   /** Keep Routing: combine weights recomputed (default) or replayed when a record is supplied. */
   combine?: KeepRoutingOptions['combine'];
+  /** observe every block, replace FP8 roundings ({@link ForwardProbe}); absent = the plain forward. */
+  probe?: ForwardProbe;
 }
 
 /**
@@ -103,12 +106,22 @@ export interface LayerTrace {
 }
 
 /**
- * Conformance hook between the attention and the FFN of a block: sees the MLA call (its input, outputs
- * and the layer cache, already holding this call's latents) and may return a replacement attention
- * output [T, D] (owned by the block afterwards). Used by the golden end-to-end check to follow the
- * official run's rounding at a verified FP8 midpoint of the KV latent (src/conformance/golden_model.ts).
+ * The one seam of the model forward (option `probe` of {@link blockForward} and {@link modelForward}),
+ * used by the conformance suite and free for any reader who wants to look inside:
+ *
+ * - **observe** — `layer(l, trace)` receives every block's intermediates ({@link LayerTrace}; valid during
+ *   the call only);
+ * - **replace** — `rounding(site, x, q, scale)` is called at every FP8 activation quantizer of the block
+ *   (src/fp8.ts `QuantSite`: the inputs of wq_a / wkv_a / indexer wk, of wq_b / indexer wq_b, the KV-latent
+ *   round trip, wkv_b in MHA mode, wo, the indexer's q and k, the FFN inputs and SwiGLU products of the
+ *   dense FFN, of every routed expert and of the shared expert) with `site.layer` filled in, and may
+ *   return another e4m3 rounding q of the same shape. What is replaced flows on as the model's own value
+ *   (the caches keep it). Nothing else can be changed.
  */
-export type AttentionHook = (call: { x: tf.Tensor2D; att: MlaOutput; cache: MlaCache; startPos: number }) => tf.Tensor2D | null | undefined;
+export interface ForwardProbe {
+  layer?: (layer: number, trace: LayerTrace) => void;
+  rounding?: RoundingProbe;
+}
 
 // --- Caches and weights ---
 
@@ -239,8 +252,8 @@ export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.T
  * @param w the layer's weights
  * @param cache the layer's MLA cache (holds startPos positions; grows by T)
  * @param startPos absolute position of the first row
- * @param opts model options; `routing` = this layer's Keep Routing record; `onTrace` observes the
- *   internals; `onAttention` may replace the attention output (conformance hook, {@link AttentionHook})
+ * @param opts model options; `routing` = this layer's Keep Routing record; `layer` = this block's index
+ *   (default 0), reported to the `probe` ({@link ForwardProbe})
  * @returns `out` [T, D], `residual` [T, D] (owned by the caller), `routing` (null for a dense layer)
  * @example
  * ```ts
@@ -264,7 +277,7 @@ export function blockForward(
   w: LayerWeights,
   cache: MlaCache,
   startPos: number,
-  opts: ModelOptions & { routing?: LayerRouting; onTrace?: (t: LayerTrace) => void; onAttention?: AttentionHook },
+  opts: ModelOptions & { routing?: LayerRouting; layer?: number },
 ): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null } {
   checkObject('blockForward', 'w', w);
   checkObject('blockForward', 'cache', cache);
@@ -272,6 +285,9 @@ export function blockForward(
   const { config } = opts;
   checkTensors(BLOCK_FORWARD, { h, residual, w, cache }, configDims('blockForward', config));
   checkInteger('blockForward', 'startPos', startPos, 0);
+  const layer = opts.layer ?? 0;
+  const observe = opts.probe?.rounding;
+  const rounding: RoundingProbe | undefined = observe && ((site, x, q, scale) => observe({ ...site, layer }, x, q, scale));
   const eps = config.rms_norm_eps;
   const n1 = rmsNormResidual(h, residual, w.attn_norm, eps);
   const attnIn = n1.out as tf.Tensor2D;
@@ -287,25 +303,22 @@ export function blockForward(
       ...(opts.mode ? { mode: opts.mode } : {}),
       ...(opts.attention ? { attention: opts.attention } : {}),
       ...(opts.indexerRopeInterleaved !== undefined ? { indexerRopeInterleaved: opts.indexerRopeInterleaved } : {}),
+      ...(rounding ? { probe: rounding } : {}),
     });
-    const replaced = opts.onAttention?.({ x: attnIn, att, cache, startPos });
-    if (replaced) {
-      att.out.dispose();
-      att = { ...att, out: replaced };
-    }
     n2 = rmsNormResidual(att.out, n1.residual, w.ffn_norm, eps);
     const ffnIn = n2.out as tf.Tensor2D;
     if (w.ffn.kind === 'dense') {
-      out = swigluFfn(ffnIn, w.ffn.dense, scaleFmt(config));
+      out = swigluFfn(ffnIn, w.ffn.dense, scaleFmt(config), rounding ? { probe: rounding } : {});
     } else {
       const r = moe(ffnIn, w.ffn.moe, config, {
         ...(opts.routing ? { routing: opts.routing } : {}),
         ...(opts.combine ? { combine: opts.combine } : {}),
+        ...(rounding ? { probe: rounding } : {}),
       });
       out = r.out;
       routing = r.routing;
     }
-    opts.onTrace?.({ attnIn, qr: att.qr, indexScores: att.indexScores, topk: att.topk, attnOut: att.out, ffnIn, ffnOut: out, routing });
+    opts.probe?.layer?.(layer, { attnIn, qr: att.qr, indexScores: att.indexScores, topk: att.topk, attnOut: att.out, ffnIn, ffnOut: out, routing });
     returned = true;
     return { out, residual: n2.residual as tf.Tensor2D, routing };
   } finally {
@@ -367,8 +380,8 @@ export function headLogits(
  * @param weights all layers + globals
  * @param cache per-layer caches holding exactly startPos positions
  * @param startPos absolute position of the first token
- * @param opts model options, plus `routing`, `logits` ('last' default | 'all'), `onLayer(l, trace)` and
- *   `onAttention(l, call)` (conformance hook, {@link AttentionHook})
+ * @param opts model options, plus `routing` and `logits` ('last' default | 'all'); `probe` observes every
+ *   block and may replace FP8 roundings ({@link ForwardProbe})
  * @returns `logits` [1, V] (or [T, V]), `routing` record of the MoE layers
  * @throws RangeError for bad tokens, a cache that does not hold startPos positions, or a record that
  *   lacks a MoE layer
@@ -394,8 +407,6 @@ export function modelForward(
   opts: ModelOptions & {
     routing?: RoutingRecord;
     logits?: 'last' | 'all';
-    onLayer?: (layer: number, trace: LayerTrace) => void;
-    onAttention?: (layer: number, call: Parameters<AttentionHook>[0]) => tf.Tensor2D | null | undefined;
   },
 ): { logits: tf.Tensor2D; routing: RoutingRecord } {
   checkTokens('modelForward', tokens);
@@ -429,14 +440,11 @@ export function modelForward(
     for (let l = 0; l < config.num_hidden_layers; l++) {
       const w = weights.layers[l]!;
       const layerRouting = opts.routing?.layers[l];
-      const onLayer = opts.onLayer;
-      const { routing: _record, onLayer: _observer, onAttention: _hook, logits: _positions, ...modelOpts } = opts;
-      const onAttention = opts.onAttention;
+      const { routing: _record, logits: _positions, ...modelOpts } = opts;
       const b = blockForward(h, residual, w, cache.layers[l]!, startPos, {
         ...modelOpts,
+        layer: l,
         ...(layerRouting ? { routing: layerRouting } : {}),
-        ...(onLayer ? { onTrace: (t: LayerTrace) => onLayer(l, t) } : {}),
-        ...(onAttention ? { onAttention: (c: Parameters<AttentionHook>[0]) => onAttention(l, c) } : {}),
       });
       h.dispose();
       residual?.dispose();

@@ -17,7 +17,7 @@ import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';
 import { scaleFmt } from './config.ts';
 import type { FfnWeights, MoeWeights } from './checkpoint.ts';
-import { linear } from './fp8.ts';
+import { linear, probeAt, type RoundingProbe } from './fp8.ts';
 import { checkArray, checkChoice, checkObject, checkTensors, CONFIG_LETTERS, configDims, defineContract, ffnWeights, MOE_WEIGHTS, under } from './internal/contract.ts';
 
 const MOE_GATE = defineContract('moeGate', { x: '[T, D]', 'gate.weight': '[E, D]', 'gate.bias': { shape: '[E]', optional: true } }, CONFIG_LETTERS);
@@ -252,6 +252,8 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * @param x [T, D]
  * @param w `{ w1 [F, D], w2 [D, F], w3 [F, D] }` (F = inter dim).
  * @param fmt activation scale format, `scaleFmt(config)`.
+ * @param at conformance seam: a rounding probe of the two quantizers (`ffn.in` before W1 and W3, `ffn.act`
+ *   before W2; src/fp8.ts `QuantSite`), the FFN `branch` it reports and the call token of each row.
  * @returns [T, D]
  * @example
  * ```ts
@@ -260,16 +262,27 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync(); // => [[1.4621172, 0]]
  * ```
  */
-export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null): tf.Tensor2D {
+export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null, at: FfnProbe = {}): tf.Tensor2D {
   checkObject('swigluFfn', 'w', w);
   checkTensors(SWIGLU_FFN, { x, w });
   checkChoice('swigluFfn', 'fmt', fmt, ['ue8m0', null]);
+  const site = (input: 'ffn.in' | 'ffn.act', name: string) =>
+    probeAt(at.probe, { input, linear: `${at.branch ?? 'dense'}.${name}`, branch: at.branch ?? 'dense', ...(at.tokens ? { tokens: at.tokens } : {}) });
   return tf.tidy(() => {
-    const h1 = linear(x, w.w1, fmt); // [T, F]
-    const h3 = linear(x, w.w3, fmt); // [T, F]
+    const h1 = linear(x, w.w1, fmt, site('ffn.in', 'w1')); // [T, F]
+    const h3 = linear(x, w.w3, fmt, site('ffn.in', 'w3')); // [T, F]
     const act = tf.mul(tf.mul(h1, tf.sigmoid(h1)), h3); // [T, F]
-    return linear(act, w.w2, fmt) as tf.Tensor2D; // [T, D]
+    return linear(act, w.w2, fmt, site('ffn.act', 'w2')) as tf.Tensor2D; // [T, D]
   });
+}
+
+/** The conformance seam of {@link swigluFfn}: a rounding probe, the branch name and the token of each row. */
+export interface FfnProbe {
+  probe?: RoundingProbe;
+  /** `dense` (default), `shared` or `expert E`. */
+  branch?: string;
+  /** call token of each row of x (default row r = token r). */
+  tokens?: ArrayLike<number>;
 }
 
 // --- MoE layer (official MoE.forward; spec §4.1 step 7) ---
@@ -296,7 +309,8 @@ function permuteRows(a: tf.Tensor2D, perm: Int32Array, inverse: Int32Array): tf.
  * @param x [T, D] FFN input (after `ffn_norm`).
  * @param w gate, E experts, shared expert (null when `n_shared_experts` = 0).
  * @param config model config (gate keys and `quantization_config.scale_fmt`).
- * @param opts Keep Routing record and combine mode (see {@link moeGate}).
+ * @param opts Keep Routing record and combine mode (see {@link moeGate}); `probe`: the rounding probe of
+ *   every expert's quantizers (conformance seam, {@link FfnProbe}).
  * @returns `out` [T, D]; `routing` the ids and combine weights used.
  * @example
  * ```ts
@@ -316,7 +330,7 @@ export function moe(
   x: tf.Tensor2D,
   w: MoeWeights,
   config: ModelConfig,
-  opts: KeepRoutingOptions = {},
+  opts: KeepRoutingOptions & { probe?: RoundingProbe } = {},
 ): { out: tf.Tensor2D; routing: LayerRouting } {
   checkObject('moe', 'w', w);
   checkArray('moe', 'w.experts', w.experts);
@@ -353,13 +367,14 @@ export function moe(
     for (let e = 0; e < E; e++) {
       const count = rowsOf[e]!.length;
       if (count === 0) continue;
-      outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, fmt)); // [n_e, D]
+      const at = opts.probe ? { probe: opts.probe, branch: `expert ${e}`, tokens: rowsOf[e]! } : {};
+      outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, fmt, at)); // [n_e, D]
       n += count;
     }
     const expertOut = outputs.length === 1 ? outputs[0]! : (tf.concat(outputs, 0) as tf.Tensor2D); // [T·Ek, D], expert order
     const perSlot = tf.reshape(permuteRows(expertOut, slotRow, order), [T, Ek, D]); // [T, Ek, D], gate order
     const y = tf.sum(tf.mul(perSlot, tf.expandDims(weights, -1)), 1) as tf.Tensor2D; // [T, D], float32
-    return w.shared ? (tf.add(y, swigluFfn(x, w.shared, fmt)) as tf.Tensor2D) : y;
+    return w.shared ? (tf.add(y, swigluFfn(x, w.shared, fmt, opts.probe ? { probe: opts.probe, branch: 'shared' } : {})) as tf.Tensor2D) : y;
   });
   return { out, routing: routing! };
 }

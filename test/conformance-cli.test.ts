@@ -20,7 +20,7 @@ describe('conformance case discovery', () => {
     const { cases, errors } = discoverCases([FIXTURES]);
     expect(errors).toEqual([]);
     const golden = cases.filter((c) => c.type === 'golden').map((c) => c.name).sort();
-    expect(golden).toEqual(['public-fp32', 'public-fp32-indexer-rope-bug', 'public-fp8']);
+    expect(golden).toEqual(['public-fp32', 'public-fp32-indexer-rope-bug', 'public-fp8', 'public2-fp8']);
     const vectors = cases.filter((c) => c.type === 'vector').map((c) => c.name);
     expect(vectors).toContain('numerics-fp8-codec');
     expect(vectors).toContain('grpo-v32');

@@ -13,10 +13,10 @@ import { join, resolve } from 'node:path';
 import { initBackend, tf } from '../src/backend.ts';
 import type { WritableTensor } from '../src/safetensors.ts';
 import { openSafetensors, writeSafetensors } from '../src/node.ts';
-import { checkGoldenModel } from '../src/conformance/golden_model.ts';
+import { checkGoldenModel } from '../src/conformance/checks/golden.ts';
 import { runWeightsConformance } from '../src/conformance/weights.ts';
-import { midpointRows, scaleAtPow2Step } from '../src/conformance/fp8_midpoints.ts';
-import type { CheckResult } from '../src/conformance/types.ts';
+import { midpointRows, scaleAtPow2Step } from '../src/conformance/fp8/midpoints.ts';
+import type { CheckResult } from '../src/conformance/core/rows.ts';
 
 const BASE = resolve('fixtures/golden/public-fp32');
 const LAYERS = 3;

@@ -12,10 +12,12 @@ import { tf } from '../src/backend.ts';
 import { actQuant } from '../src/fp8.ts';
 import type { WritableTensor } from '../src/safetensors.ts';
 import { openSafetensors, writeSafetensors } from '../src/node.ts';
-import { checkGoldenAttention } from '../src/conformance/golden_attention.ts';
-import { checkGoldenIndexer, quantizerMidpointTokens } from '../src/conformance/golden_indexer.ts';
-import { discoverCases, openGolden, runGoldenCase, type GoldenFixture } from '../src/conformance/run.ts';
-import type { CheckResult } from '../src/conformance/types.ts';
+import { checkGoldenAttention } from '../src/conformance/checks/golden.ts';
+import { checkGoldenIndexer } from '../src/conformance/checks/golden.ts';
+import { midpointRows } from '../src/conformance/fp8/midpoints.ts';
+import { discoverCases, runGoldenCase } from '../src/conformance/run.ts';
+import { openGolden, type GoldenFixture } from '../src/conformance/core/fixture.ts';
+import type { CheckResult } from '../src/conformance/core/rows.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 const BASE = resolve(import.meta.dirname, '..', 'fixtures', 'golden', 'public-fp32');
@@ -87,9 +89,9 @@ describeEachBackend('golden checks on malformed folders', () => {
       expect(viaRunner[0]).toMatchObject({ case: fx.name, check: 'manifest', step: null, layer: null, pass: false });
       expect(viaRunner[0]!.reason).toMatch(reason);
       expect(viaRunner[0]!.reason).not.toMatch(RAW);
-      // called directly: the attention side reports it once, the indexer side adds nothing
+      // called directly, each entry point opens (and validates) the case once and reports it once
       expect(await checkGoldenAttention(fx)).toEqual(viaRunner);
-      expect(await checkGoldenIndexer(fx)).toEqual([]);
+      expect(await checkGoldenIndexer(fx)).toEqual(viaRunner);
       expect(() => openGolden({ type: 'golden', name: fx.name, dir: fx.dir })).toThrow(reason);
     });
   }
@@ -168,7 +170,7 @@ it("runner: a *.json whose `kind` is not a string is a failed row, not silently 
   }
 });
 
-describeEachBackend('quantizerMidpointTokens (ue8m0 power-of-two scale flag)', () => {
+describeEachBackend('midpointRows (ue8m0 power-of-two scale flag)', () => {
   it('flags a block whose amax·float32(1/448) sits just below a power of two, whatever the rounded scale', () => {
     // block 1: amax = 112·(1 − 2⁻²²), amax/448 = 0.25·(1 − 2⁻²²): ue8m0 rounds it up to 0.25 = 2⁻², but
     // noise of one ulp in amax could leave it at 0.25 or not. Its x/s are far from e4m3 midpoints.
@@ -179,8 +181,8 @@ describeEachBackend('quantizerMidpointTokens (ue8m0 power-of-two scale flag)', (
     const x = tf.tensor2d([[amax, 1, 2, 3], [104, 1, 2, 3]]);
     const { q, scale } = actQuant(x, 'ue8m0', 4);
     expect(Array.from(scale.dataSync())).toEqual([0.25, 0.25]); // both rounded scales are powers of two
-    expect(quantizerMidpointTokens(x, scale, true)).toEqual([true, false]);
-    expect(quantizerMidpointTokens(x, scale, false)).toEqual([false, false]); // plain scales: no such rounding
+    expect(midpointRows(x.dataSync(), scale.dataSync(), 2, true)).toEqual([true, false]);
+    expect(midpointRows(x.dataSync(), scale.dataSync(), 2, false)).toEqual([false, false]); // plain scales: no such rounding
     tf.dispose([x, q, scale]);
   });
 
@@ -188,7 +190,7 @@ describeEachBackend('quantizerMidpointTokens (ue8m0 power-of-two scale flag)', (
     // scale = 448/448 = 1 with amax 448 → element 4.25 sits between e4m3 values 4 and 4.5
     const x = tf.tensor2d([[448, 4.25 + 1e-6, 1, 2], [448, 4.5, 1, 2]]);
     const { q, scale } = actQuant(x, null, 4);
-    expect(quantizerMidpointTokens(x, scale, false)).toEqual([true, false]);
+    expect(midpointRows(x.dataSync(), scale.dataSync(), 2, false)).toEqual([true, false]);
     tf.dispose([x, q, scale]);
   });
 });

@@ -2,8 +2,8 @@ import { it, expect, beforeAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { initBackend, tf } from '../src/backend.ts';
-import { checkGoldenAttention } from '../src/conformance/golden_attention.ts';
-import type { GoldenFixture } from '../src/conformance/run.ts';
+import { checkGoldenAttention } from '../src/conformance/checks/golden.ts';
+import type { GoldenFixture } from '../src/conformance/core/fixture.ts';
 
 // The golden attention checks (teacher forcing on the recorded attn.in of every step and layer, tolerance
 // 1e-4 · max(1, max|b|)) with mlaForward's `attention: 'fast'` (src/sparse_fast.ts kernels, absorbed form in

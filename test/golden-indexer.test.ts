@@ -8,8 +8,8 @@ import { loadConfig, openCheckpoint, openSafetensors, writeSafetensors } from '.
 import { loadLayerWeights, disposeLayerWeights } from '../src/checkpoint.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores } from '../src/indexer.ts';
 import { selectTopK } from '../src/topk.ts';
-import { checkGoldenIndexer } from '../src/conformance/golden_indexer.ts';
-import { openGolden, type GoldenFixture } from '../src/conformance/run.ts';
+import { checkGoldenIndexer } from '../src/conformance/checks/golden.ts';
+import { openGolden, type GoldenFixture } from '../src/conformance/core/fixture.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 const GOLDEN = resolve('fixtures/golden');
@@ -111,7 +111,7 @@ describeEachBackend('golden indexer checks (src/conformance/golden_indexer.ts)',
     expect(skipped.reason).toBe('skipped: an earlier step of layer 0 did not run, so the cache is not teacher-forced');
     const none = await checkGoldenIndexer({ name: 'nowhere', dir: '/nonexistent', manifest: {}, weightsDir: '/nonexistent' });
     expect(none).toHaveLength(1);
-    expect(none[0]).toMatchObject({ case: 'nowhere', check: 'indexer', pass: false });
+    expect(none[0]).toMatchObject({ case: 'nowhere', check: 'config', pass: false }); // the case cannot be opened: one row
   });
 
   it('leaks no tensor', async () => {

@@ -85,13 +85,13 @@ for (const fixture of ['public-fp32', 'public-fp8']) {
       expect(again.logits[0]).toEqual(free.logits[0]);
     });
 
-    itOnFastBackend('all-position logits end with the last-position logits; onLayer sees every layer', () => {
+    itOnFastBackend('all-position logits end with the last-position logits; the probe sees every layer', () => {
       const cache = createModelCache(config);
       const seen: string[] = [];
       const all = modelForward(TOKENS.slice(0, 6), w, cache, 0, {
         ...opts(),
         logits: 'all',
-        onLayer: (l, t) => seen.push(`${l}:${t.attnIn.shape}:${t.ffnOut.shape}:${t.topk.shape}:${t.routing ? t.routing.experts : '-'}`),
+        probe: { layer: (l, t) => void seen.push(`${l}:${t.attnIn.shape}:${t.ffnOut.shape}:${t.topk.shape}:${t.routing ? t.routing.experts : '-'}`) },
       });
       disposeModelCache(cache);
       const cache2 = createModelCache(config);

@@ -13,8 +13,8 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../backend.ts';
-import { discoverCases, runGoldenCase, runVectorCase, failure, type Case } from '../conformance/run.ts';
-import type { CheckResult } from '../conformance/types.ts';
+import { discoverCases, runGoldenCase, runVectorCase, type Case } from '../conformance/run.ts';
+import { failure, type CheckResult } from '../conformance/core/rows.ts';
 import { readTextFile } from './read.ts';
 import { parseCommandArgs, parseTokenIds, runCommand, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 

@@ -7,7 +7,7 @@
  * Works for any file of the same format; malformed data gives failed rows with a reason, never a throw.
  */
 import { tf } from '../backend.ts';
-import { compareArrays, type CheckResult } from './types.ts';
+import { compareArrays, type CheckResult } from './core/rows.ts';
 import { actQuant, decodeE4m3Bytes, e4m3Decode, e4m3Encode, e4m3Round, weightDequant, FP8_BLOCK } from '../fp8.ts';
 import { hadamard } from '../hadamard.ts';
 import { applyRope, mlaSoftmaxScale, ropeAngles, yarnFrequencies } from '../rope.ts';

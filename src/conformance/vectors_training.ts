@@ -6,7 +6,7 @@
  * Never throws: a malformed file yields failed rows with a reason.
  */
 import { tf } from '../backend.ts';
-import { compareArrays, type CheckResult } from './types.ts';
+import { compareArrays, type CheckResult } from './core/rows.ts';
 import { grpoLoss, grpoLossAndGrad, type GrpoInputs, type GrpoOptions } from '../grpo.ts';
 import { keepSamplingLogProbs, tokenLogProbs } from '../sampling_mask.ts';
 import { indexerTarget, indexerSelection, indexerKlDense, indexerKlSparse } from '../indexer_loss.ts';

@@ -26,14 +26,16 @@ import type { ModelConfig } from '../config.ts';
 import { type Checkpoint, type SafetensorsFile } from '../safetensors.ts';
 import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
 import { disposeGlobalWeights, disposeLayerWeights, loadGlobalWeights, loadLayerWeights, type LayerWeights } from '../checkpoint.ts';
-import { createMlaCache, disposeMlaCache, mlaForward } from '../mla.ts';
+import { createMlaCache, disposeMlaCache, mlaForward, truncateMlaCache } from '../mla.ts';
 import { moe, swigluFfn, type LayerRouting } from '../moe.ts';
-import { blockForward, headLogits, type AttentionHook, type LayerTrace } from '../model.ts';
+import { headLogits } from '../model.ts';
 import { scaleFmt } from '../config.ts';
-import { explainFfnByMidpoints, steerLatentMidpoints } from './fp8_midpoints.ts';
-import { compareArrays, type CheckResult } from './types.ts';
-import { failure } from './run.ts';
-import { FixtureError, GOLDEN_RTOL as RTOL, maxSeqLenOf, parseSteps, readTokens } from './fixture.ts';
+import type { RoundingProbe } from '../fp8.ts';
+import { explainByFlips } from './fp8/midpoints.ts';
+import { steeredBlock, type LayerRecord, type Steer } from './fp8/steer.ts';
+import { compareArrays, failure, setsRow, withNote, type CheckResult } from './core/rows.ts';
+import { FixtureError, GOLDEN_RTOL, maxSeqLenOf, parseSteps, readTokens, traceKey, type TracedTensor } from './core/fixture.ts';
+import { gateRows } from './checks/gate.ts';
 
 /** Token ids used when none are given (spread over the vocabulary, reduced modulo V). */
 export const DEFAULT_TOKENS: readonly number[] = [0, 1, 100, 1000, 5000, 20000, 64000, 128000];
@@ -97,8 +99,8 @@ export function layerFloat32Bytes(config: ModelConfig, layer: number): number {
  * activationStats(tf.tensor1d([1, -3])).maxAbs; // => 3
  * ```
  */
-export function activationStats(x: tf.Tensor): { mean: number; std: number; maxAbs: number; finite: boolean } {
-  const v = x.dataSync() as Float32Array;
+export function activationStats(x: tf.Tensor | Float32Array): { mean: number; std: number; maxAbs: number; finite: boolean } {
+  const v = x instanceof Float32Array ? x : (x.dataSync() as Float32Array);
   let s = 0;
   let s2 = 0;
   let m = 0;
@@ -235,11 +237,11 @@ function stream(
   const compare: Compare = (check, layer, actual, key, explain) => {
     if (!trace || !trace.has(key)) return;
     const expected = trace.read(key) as Float32Array;
-    const c = compareArrays(actual, expected, RTOL);
+    const c = compareArrays(actual, expected, GOLDEN_RTOL);
     const r: CheckResult = { case: name, check, step: 0, layer, pass: c.pass, max_abs_err: c.maxAbs, max_rel_err: c.maxRel, ...(c.reason ? { reason: c.reason } : {}) };
-    rows.push(explain && !c.pass && !c.reason ? explain(r, expected, actual) : r);
+    rows.push(explain && !c.reason ? explain(r, expected, actual) : r);
   };
-  const key = (l: number, what: string) => `step0.expected.layer${l}.${what}`;
+  const key = (l: number, what: TracedTensor) => traceKey(0, l, what);
 
   // embedding rows only; the global weights are dropped before the first layer loads
   let h: tf.Tensor2D;
@@ -256,29 +258,15 @@ function stream(
       try {
         const chosen = layers.includes(l);
         let stats = '';
-        let steerNote: string | null = null;
-        const b = blockForward(h, residual, w, cache, 0, {
-          config, maxSeqLen,
-          // follow the recorded rounding at a verified FP8 midpoint of the KV latent (fp8_midpoints.ts)
-          ...(trace?.has(key(l, 'attn.out'))
-            ? {
-                onAttention: (call: Parameters<AttentionHook>[0]) => {
-                  const s = steerLatentMidpoints(config, maxSeqLen, w.attn, call, trace.read(key(l, 'attn.out')) as Float32Array, RTOL);
-                  steerNote = s?.note ?? null;
-                  return s?.out ?? null;
-                },
-              }
-            : {}),
-          onTrace: (t: LayerTrace) => {
-            stats = `attn.out ${fmt(activationStats(t.attnOut))} | ffn.out ${fmt(activationStats(t.ffnOut))}`;
-            if (chosen) {
-              compare('stream.attn.in', l, t.attnIn.dataSync(), key(l, 'attn.in'));
-              compare('stream.attn.out', l, t.attnOut.dataSync(), key(l, 'attn.out'));
-              if (steerNote) rows[rows.length - 1]!.reason = steerNote;
-              compare('stream.ffn.out', l, t.ffnOut.dataSync(), key(l, 'ffn.out'), ffnExplainer(w, config, t.ffnIn, t.routing));
-            }
-          },
-        });
+        // follow the recorded rounding at verified FP8 midpoints of every quantizer (fp8/steer.ts)
+        const b = steeredBlock(h, residual, w, cache, 0, { config, maxSeqLen, layer: l }, trace ? layerRecord(trace, l) : {}, GOLDEN_RTOL);
+        const note = (tensor: Steer['decidedBy']) => (r: CheckResult) => b.steers.filter((st) => st.decidedBy === tensor).reduce((row, st) => withNote(row, st.note), r);
+        stats = `attn.out ${fmt(activationStats(b.snap.attnOut))} | ffn.out ${fmt(activationStats(b.snap.ffnOut))}`;
+        if (chosen) {
+          compare('stream.attn.in', l, b.snap.attnIn, key(l, 'attn.in'));
+          compare('stream.attn.out', l, b.snap.attnOut, key(l, 'attn.out'), note('attn.out'));
+          compare('stream.ffn.out', l, b.snap.ffnOut, key(l, 'ffn.out'), note('ffn.out'));
+        }
         h.dispose();
         residual?.dispose();
         h = b.out;
@@ -300,7 +288,7 @@ function stream(
         const logits = headLogits(h, residual!, g, config.rms_norm_eps);
         const s = activationStats(logits);
         log(`logits (last position): ${fmt(s)}`);
-        compare('stream.logits', null, logits.dataSync(), 'step0.expected.logits');
+        compare('stream.logits', null, logits.dataSync(), traceKey(0, null, 'logits'));
         logits.dispose();
       } finally {
         disposeGlobalWeights(g);
@@ -319,12 +307,16 @@ type Compare = (
   explain?: (row: CheckResult, expected: Float32Array, actual: ArrayLike<number>) => CheckResult,
 ) => void;
 
-/** Re-examines a failed FFN row for FP8 rounding midpoints (fp8_midpoints.ts). */
-function ffnExplainer(w: LayerWeights, config: ModelConfig, x: tf.Tensor2D, routing: LayerRouting | null) {
-  return (row: CheckResult, expected: Float32Array, actual: ArrayLike<number>): CheckResult => {
-    const spec = w.ffn.kind === 'dense' ? w.ffn : { kind: 'moe' as const, experts: w.ffn.moe.experts, shared: w.ffn.moe.shared, routing: routing! };
-    return explainFfnByMidpoints(row, x, spec, scaleFmt(config), actual, expected, RTOL);
-  };
+/** The recorded step-0 tensors of layer l that decide steers (fp8/steer.ts). */
+function layerRecord(trace: SafetensorsFile, l: number): LayerRecord {
+  const out: LayerRecord = {};
+  for (const t of ['attn.qr', 'indexer.score', 'attn.out', 'ffn.in', 'ffn.out'] as const) {
+    const k = traceKey(0, l, t);
+    if (trace.has(k)) out[t] = trace.read(k) as Float32Array;
+  }
+  const k = traceKey(0, l, 'indexer.topk');
+  if (trace.has(k)) out['indexer.topk'] = { data: Array.from(trace.read(k), Number), k: trace.info(k).shape.at(-1)! };
+  return out;
 }
 
 function teacherForced(
@@ -332,7 +324,7 @@ function teacherForced(
   compare: Compare,
 ): CheckResult[] {
   const rows: CheckResult[] = [];
-  const key = (what: string) => `step0.expected.layer${l}.${what}`;
+  const key = (what: TracedTensor) => traceKey(0, l, what);
   const matrix = (k: string) => {
     const { shape } = trace.info(k);
     if (shape[shape.length - 1] !== D) {
@@ -345,26 +337,22 @@ function teacherForced(
     const x = matrix(key('attn.in'));
     const cache = createMlaCache();
     try {
-      const a = mlaForward(x, w.attn, cache, 0, { config, maxSeqLen });
-      compare('attn.qr', l, a.qr.dataSync(), key('attn.qr'));
-      compare('attn.out', l, a.out.dataSync(), key('attn.out'), (r, expected) => {
-        const s = steerLatentMidpoints(config, maxSeqLen, w.attn, { x, att: a, cache, startPos: 0 }, expected, RTOL);
-        if (!s) return r;
-        s.out.dispose();
-        return { ...r, pass: true, reason: `FP8-midpoint elements exempted: ${s.flips}` };
-      });
+      const T = x.shape[0];
+      const attend = (probe?: RoundingProbe) => {
+        truncateMlaCache(cache, 0);
+        const a = mlaForward(x, w.attn, cache, 0, { config, maxSeqLen, ...(probe ? { probe } : {}) });
+        const got = { qr: a.qr.dataSync() as Float32Array, out: a.out.dataSync() as Float32Array, topk: a.topk.dataSync() as Int32Array, k: a.topk.shape[1] };
+        tf.dispose([a.out, a.qr, a.indexScores, a.topk]);
+        return got;
+      };
+      const a = attend();
+      compare('attn.qr', l, a.qr, key('attn.qr'));
+      // a miss at an FP8 midpoint: the flip search of fp8/midpoints.ts (the last run is the kept one)
+      compare('attn.out', l, a.out, key('attn.out'), (r, expected) => explainByFlips(r, (probe) => attend(probe).out, expected, T, 0, GOLDEN_RTOL, true));
       if (trace.has(key('indexer.topk'))) {
-        const k = a.topk.shape[1];
-        const got = a.topk.dataSync();
         const want = Array.from(trace.read(key('indexer.topk')), Number);
-        const bad = Array.from({ length: a.topk.shape[0] }, (_, r) => r).filter((r) => {
-          const s1 = new Set(Array.from(got.subarray(r * k, r * k + k)).filter((v) => v >= 0));
-          const s2 = new Set(want.slice(r * k, r * k + k).filter((v) => v >= 0));
-          return s1.size !== s2.size || [...s2].some((v) => !s1.has(v));
-        });
-        rows.push({ case: name, check: 'indexer.topk', step: 0, layer: l, pass: bad.length === 0 && want.length === got.length, max_abs_err: null, max_rel_err: null, ...(bad.length ? { reason: `${bad.length} rows differ as sets (first: row ${bad[0]})` } : {}) });
+        rows.push(setsRow(name, 'indexer.topk', 0, l, a.topk, want, trace.info(key('indexer.topk')).shape.at(-1)!, a.k));
       }
-      tf.dispose([a.out, a.qr, a.indexScores, a.topk]);
     } finally {
       disposeMlaCache(cache);
       x.dispose();
@@ -377,22 +365,19 @@ function teacherForced(
       let routing: LayerRouting | null = null;
       if (w.ffn.kind === 'dense') y = swigluFfn(x, w.ffn.dense, scaleFmt(config));
       else ({ out: y, routing } = moe(x, w.ffn.moe, config));
-      compare('ffn.out', l, y.dataSync(), key('ffn.out'), ffnExplainer(w, config, x, routing));
+      const actualOut = y.dataSync() as Float32Array;
       y.dispose();
-      if (routing && trace.has(key('gate.indices'))) {
-        const ids = Array.from(trace.read(key('gate.indices')), Number);
-        const k = routing.experts;
-        const aligned = new Float32Array(ids.length);
-        let sameSets = ids.length === routing.indices.length;
-        for (let i = 0; i < ids.length && sameSets; i++) {
-          const t = Math.floor(i / k);
-          const at = routing.indices.subarray(t * k, t * k + k).indexOf(ids[i]!);
-          if (at < 0) sameSets = false;
-          else aligned[i] = routing.weights[t * k + at]!;
-        }
-        rows.push({ case: name, check: 'gate.indices', step: 0, layer: l, pass: sameSets, max_abs_err: null, max_rel_err: null, ...(sameSets ? {} : { reason: 'expert id sets differ' }) });
-        if (sameSets) compare('gate.weights', l, aligned, key('gate.weights'));
-      }
+      const fixed = routing as LayerRouting | null;
+      const ffn = (probe: RoundingProbe) => {
+        const out = w.ffn.kind === 'dense'
+          ? swigluFfn(x, w.ffn.dense, scaleFmt(config), { probe })
+          : moe(x, w.ffn.moe, config, { ...(fixed ? { routing: fixed, combine: 'replay' as const } : {}), probe }).out;
+        const v = out.dataSync() as Float32Array;
+        out.dispose();
+        return v;
+      };
+      compare('ffn.out', l, actualOut, key('ffn.out'), (r, expected) => explainByFlips(r, ffn, expected, x.shape[0], 0, GOLDEN_RTOL));
+      if (fixed && trace.has(key('gate.indices'))) rows.push(...gateRows({ name, trace }, '', 0, l, fixed));
     } finally {
       x.dispose();
     }

@@ -1,6 +1,5 @@
 /**
- * Golden checks of the lightning indexer and the top-k selection (paper §2.1 Eq. 1–2;
- * docs/spec-notes.md#lightning-indexer, docs/spec-notes.md#selection) against a trace of
+ * Golden checks of the lightning indexer and the top-k selection (DSA.md §2.2, §3.3) against a trace of
  * the official inference code (fixtures/golden/README.md).
  *
  * Teacher forcing: for every layer, the steps run in order on the RECORDED inputs of each step
@@ -32,70 +31,50 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tf } from '../backend.ts';
-import { scaleFmt, type ModelConfig } from '../config.ts';
-import type { SafetensorsFile } from '../safetensors.ts';
-import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
-import { loadLayerWeights, disposeLayerWeights, type IndexerWeights } from '../checkpoint.ts';
-import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache, type IndexerRecord } from '../indexer.ts';
-import { selectTopK } from '../topk.ts';
-import { midpoint, scaleAtPow2Step } from './fp8_midpoints.ts';
-import { validateGolden, type GoldenFixture, type ValidGolden } from './run.ts';
-import { FixtureError, GOLDEN_RTOL, MIDPOINT_TOL, layerTraced, parseSteps, skippedRow as skipped, type GoldenStep as Step } from './fixture.ts';
-import type { CheckResult } from './types.ts';
+import { tf } from '../../backend.ts';
+import { scaleFmt, type ModelConfig } from '../../config.ts';
+import type { SafetensorsFile } from '../../safetensors.ts';
+import { openSafetensors } from '../../node.ts';
+import type { IndexerWeights } from '../../checkpoint.ts';
+import type { RoundingProbe } from '../../fp8.ts';
+import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache } from '../../indexer.ts';
+import { selectTopK } from '../../topk.ts';
+import type { GoldenCase } from '../core/case.ts';
+import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, traceKey, type GoldenStep } from '../core/fixture.ts';
+import { failure, numericRow, type CheckResult } from '../core/rows.ts';
+import { explainScoresByMidpoints, midpointRows } from '../fp8/midpoints.ts';
 
 /** Score tolerance of float32 weights (README): max|a−b| ≤ SCORE_RTOL · max(1, max|b|). */
 export const SCORE_RTOL = GOLDEN_RTOL;
-/** Looser bound for elements next to an e4m3 rounding midpoint (one e4m3 quantum of q or k). */
-export const MIDPOINT_RTOL = 1e-2;
 /** Top-k ties: a differing position must score within this relative distance of the k-th score. */
 export const TOPK_TIE_RTOL = 1e-5;
-/**
- * Distance (in units of the quantizer input x/s, whose block maximum is 448) below which a value counts
- * as "at a midpoint": 448 · 2⁻²² ≈ 1.1e-4, about 3.5 float32 ulps of the block maximum. Our q and k
- * differ from the official ones by float32 summation order only (the Hadamard sum gives every element
- * an absolute error of a few ulps of the block maximum, whatever its own size); the flips seen in the
- * public fixtures sat at 1e-6 and 4e-5. (Re-exported from fixture.ts, shared by every golden check.)
- */
-export { MIDPOINT_TOL };
-
-function fail(c: string, check: string, reason: string, step: number | null = null, layer: number | null = null): CheckResult {
-  return { case: c, check, step, layer, pass: false, max_abs_err: null, max_rel_err: null, reason };
-}
+/** Check family: the indexer rows (teacher-forced, or the RoPE-bug case's). */
+export const indexerCheck = {
+  name: 'indexer',
+  appliesTo: (): boolean => true,
+  run: checkIndexer,
+};
 
 /**
- * Runs every indexer check of one golden folder (see the module doc). Never throws.
+ * Runs every indexer check of one opened golden case (see the module doc). Never throws.
  *
- * @param fx the folder, as found by the conformance runner (src/conformance/run.ts).
  * @returns rows `indexer.score` / `indexer.topk` per step and layer, or the `rope_bug.*` rows.
  * @example
  * ```ts
- * import { readFileSync } from 'node:fs';
- * const dir = 'fixtures/golden/public-fp32';
- * const fx = { name: 'public-fp32', dir, weightsDir: dir, manifest: JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8')) };
- * const rows = await checkGoldenIndexer(fx); // indexer.score and indexer.topk per step and layer
- * rows.every((r) => r.pass); // => true
+ * import { openCase, closeCase } from '../core/case.ts';
+ * import { readGolden } from '../core/fixture.ts';
+ * const c = openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' }));
+ * checkIndexer(c).every((r) => r.pass); // => true
+ * closeCase(c);
  * ```
  */
-export async function checkGoldenIndexer(fx: GoldenFixture): Promise<CheckResult[]> {
+export function checkIndexer(c: GoldenCase): CheckResult[] {
   try {
-    let v: ValidGolden;
-    try {
-      v = validateGolden(fx);
-    } catch (e) {
-      if (e instanceof FixtureError) return []; // reported once, as the `manifest` row of the attention side
-      throw e;
-    }
-    if (v.steps.length > 0) return checkTraced(v);
-    const trace = openSafetensors(join(fx.dir, 'trace.safetensors'));
-    try {
-      if (trace.names().some((n) => /^step\d+\.interleaved_bug\.layer\d+\.indexer\.topk$/.test(n))) return checkRopeBug(v, trace);
-    } finally {
-      trace.close();
-    }
-    return [fail(fx.name, 'indexer', 'manifest.json has no `steps` and trace.safetensors holds no `stepS.interleaved_bug.layerL.indexer.topk`')];
+    if (c.steps.length > 0) return checkTraced(c);
+    if (c.trace.names().some((n) => /^step\d+\.interleaved_bug\.layer\d+\.indexer\.topk$/.test(n))) return checkRopeBug(c);
+    return [failure(c.name, 'indexer', 'manifest.json has no `steps` and trace.safetensors holds no `stepS.interleaved_bug.layerL.indexer.topk`')];
   } catch (e) {
-    return [fail(fx.name, 'indexer', `check threw: ${(e as Error).message}`)];
+    return [failure(c.name, 'indexer', `check threw: ${(e as Error).message}`)];
   }
 }
 
@@ -120,87 +99,7 @@ function readInput(trace: SafetensorsFile, name: string, n: number, dim: number)
   return tf.tensor2d(trace.read(name) as Float32Array, [n, dim]);
 }
 
-// --- FP8 rounding midpoints ---
-
-/**
- * Per token: does any value entering the e4m3 quantizer lie within float32 noise of a rounding
- * decision? Either its quantizer input x/s (per block) is within {@link MIDPOINT_TOL} of an e4m3
- * rounding midpoint, or — with ue8m0 scales — its block's unrounded scale `amax · float32(1/448)` (amax =
- * max(max|x|, 1e-4) over the block, as `actQuant`) sits at a power of two, where noise in amax can
- * double the rounded scale. The test uses the UNROUNDED scale computed from x: the rounded ue8m0 scale
- * is always a power of two.
- *
- * @param x [T, N] quantizer inputs (`IndexerRecord.q` flattened per token, or `.k`)
- * @param scale [T, N/B] the scales `actQuant` used (B = block size)
- * @param ue8m0 whether the scales are ue8m0 (power-of-two) scales
- * @returns [T] one flag per token
- * @example
- * ```ts
- * import { actQuant } from 'dsv32/fp8';
- * // a block whose amax/448 = 0.25·(1 − 2⁻²²) sits just below a power of two: ue8m0 rounds it to 0.25
- * const x = tf.tensor2d([[112 * (1 - 2 ** -22), 1, 2, 3]]);
- * const { scale } = actQuant(x, 'ue8m0', 4);
- * quantizerMidpointTokens(x, scale, true); // => [true]
- * ```
- */
-export function quantizerMidpointTokens(x: tf.Tensor, scale: tf.Tensor, ue8m0: boolean): boolean[] {
-  const T = x.shape[0]!;
-  const values = x.dataSync();
-  const scales = scale.dataSync();
-  const perToken = values.length / T;
-  const blocks = scales.length / T;
-  const block = perToken / blocks;
-  const flags = new Array<boolean>(T).fill(false);
-  for (let b = 0; b < scales.length; b++) {
-    const s = scales[b]!;
-    let amax = 1e-4;
-    let flag = false;
-    for (let i = b * block; i < (b + 1) * block; i++) {
-      amax = Math.max(amax, Math.abs(values[i]!));
-      if (midpoint(Math.fround(values[i]! / s)).dist < MIDPOINT_TOL) flag = true;
-    }
-    if (flag || (ue8m0 && scaleAtPow2Step(amax))) flags[Math.floor((b * block) / perToken)] = true;
-  }
-  return flags;
-}
-
 // --- Comparisons ---
-
-/** Score comparison with midpoint rows/columns counted (see the module doc). */
-function compareScores(
-  got: Float32Array,
-  exp: Float64Array,
-  n: number,
-  S: number,
-  rowFlag: boolean[],
-  colFlag: boolean[],
-): { pass: boolean; maxAbs: number; maxRel: number; reason: string } {
-  let maxRef = 0;
-  for (const b of exp) maxRef = Math.max(maxRef, Math.abs(b));
-  const denom = Math.max(1, maxRef);
-  let maxAbs = 0;
-  let flaggedMax = 0;
-  let flagged = 0;
-  let nan = false;
-  for (let i = 0; i < n; i++) {
-    for (let s = 0; s < S; s++) {
-      const d = Math.abs(got[i * S + s]! - exp[i * S + s]!);
-      if (Number.isNaN(d)) nan = true;
-      if (rowFlag[i] || colFlag[s]) {
-        flagged++;
-        flaggedMax = Math.max(flaggedMax, d);
-      } else maxAbs = Math.max(maxAbs, d);
-    }
-  }
-  const maxRel = maxAbs / denom;
-  const pass = !nan && maxRel <= SCORE_RTOL && flaggedMax / denom <= MIDPOINT_RTOL;
-  let reason = `max rel err ${maxRel.toExponential(2)} ${maxRel <= SCORE_RTOL ? '≤' : '>'} ${SCORE_RTOL} (tolerance ${SCORE_RTOL}·max(1, max|b|))`;
-  if (flagged > 0) {
-    reason += `; ${flagged} element(s) in rows/columns with a q/k value at an e4m3 rounding midpoint counted, not failed (max rel err ${(flaggedMax / denom).toExponential(2)} ≤ ${MIDPOINT_RTOL})`;
-  }
-  if (nan) reason += '; NaN in the scores';
-  return { pass, maxAbs, maxRel, reason };
-}
 
 /**
  * Compares selections as sets per row. `tieScores` [n, S] (recorded scores where available) decide
@@ -244,35 +143,26 @@ function compareTopk(
 
 // --- Traced folders: teacher-forced indexer per step and layer ---
 
-function checkTraced(fx: ValidGolden): CheckResult[] {
+function checkTraced(fx: GoldenCase): CheckResult[] {
   const results: CheckResult[] = [];
-  const { steps, maxSeqLen } = fx;
-  const config = loadConfig(join(fx.weightsDir, 'config.json'));
-  const trace = openSafetensors(join(fx.dir, 'trace.safetensors'));
-  try {
-    const ckpt = openCheckpoint(fx.weightsDir);
-    try {
+  const { steps, maxSeqLen, config, trace } = fx;
+  {
+    {
       for (let L = 0; L < config.num_hidden_layers; L++) {
         // an untraced (step, layer) is the attention side's `trace` row; here it only ends teacher forcing
         const traced = steps.map((st) => layerTraced(trace, st.step, L));
         if (!traced[0]) {
-          steps.forEach((st, i) => traced[i] && results.push(skipped(fx.name, 'indexer.score', st.step, L)));
+          steps.forEach((st, i) => traced[i] && results.push(skippedRow(fx.name, 'indexer.score', st.step, L)));
           continue;
         }
-        let weights;
-        try {
-          weights = loadLayerWeights(ckpt, config, L);
-        } catch (e) {
-          results.push(fail(fx.name, 'indexer.score', `cannot load layer ${L} weights: ${(e as Error).message}`, null, L));
-          continue;
-        }
+        const weights = fx.weights.layers[L]!;
         const cache = createIndexerCache();
         const keyFlags: boolean[] = [];
         try {
           let ok = true; // the cache holds every earlier step's keys
           for (const [i, st] of steps.entries()) {
             if (!traced[i]) ok = false;
-            else if (!ok) results.push(skipped(fx.name, 'indexer.score', st.step, L));
+            else if (!ok) results.push(skippedRow(fx.name, 'indexer.score', st.step, L));
             else {
               const { rows, ran } = runStep(fx.name, trace, config, weights.attn.indexer, cache, keyFlags, st, L, maxSeqLen);
               results.push(...rows);
@@ -281,14 +171,9 @@ function checkTraced(fx: ValidGolden): CheckResult[] {
           }
         } finally {
           disposeIndexerCache(cache);
-          disposeLayerWeights(weights);
         }
       }
-    } finally {
-      ckpt.close();
     }
-  } finally {
-    trace.close();
   }
   return results;
 }
@@ -300,7 +185,7 @@ function runStep(
   w: IndexerWeights,
   cache: IndexerCache,
   keyFlags: boolean[],
-  st: Step,
+  st: GoldenStep,
   L: number,
   maxSeqLen: number,
 ): { rows: CheckResult[]; ran: boolean } {
@@ -309,7 +194,11 @@ function runStep(
   const S = st.start_pos + n;
   let x: tf.Tensor2D | undefined;
   let qr: tf.Tensor2D | undefined;
-  const record: IndexerRecord = {};
+  const quantized: Record<string, { values: Float32Array; scales: Float32Array }> = {};
+  const probe: RoundingProbe = (site, xq, _q, scale) => {
+    quantized[site.input] = { values: Float32Array.from(xq.dataSync() as Float32Array), scales: Float32Array.from(scale.dataSync() as Float32Array) };
+    return null;
+  };
   let scores: tf.Tensor2D | undefined;
   let topk: tf.Tensor2D | undefined;
   const out: CheckResult[] = [];
@@ -317,27 +206,28 @@ function runStep(
   try {
     x = readInput(trace, `${p}.attn.in`, n, config.hidden_size);
     qr = readInput(trace, `${p}.attn.qr`, n, config.q_lora_rank);
-    scores = indexerScores(x, qr, w, cache, st.start_pos, { config, maxSeqLen, record });
+    scores = indexerScores(x, qr, w, cache, st.start_pos, { config, maxSeqLen, probe });
     const ue8m0 = scaleFmt(config) === 'ue8m0';
-    const rowFlag = quantizerMidpointTokens(record.q!, record.qScale!, ue8m0);
-    keyFlags.push(...quantizerMidpointTokens(record.k!, record.kScale!, ue8m0));
+    const flags = (input: string) => (quantized[input] ? midpointRows(quantized[input].values, quantized[input].scales, n, ue8m0) : new Array<boolean>(n).fill(false));
+    const rowFlag = flags('indexer.q');
+    keyFlags.push(...flags('indexer.k'));
     const got = scores.dataSync() as Float32Array;
 
     let expScores: Float64Array | null = null;
-    if (!trace.has(`${p}.indexer.score`)) out.push(fail(name, 'indexer.score', `trace lacks ${p}.indexer.score`, st.step, L));
+    if (!trace.has(`${p}.indexer.score`)) out.push(failure(name, 'indexer.score', `trace lacks ${p}.indexer.score`, st.step, L));
     else {
       const e = readMatrix(trace, `${p}.indexer.score`);
-      if (e.data.length !== n * S) out.push(fail(name, 'indexer.score', `${p}.indexer.score must hold ${n}×${S} values but holds ${e.data.length}`, st.step, L));
+      if (e.data.length !== n * S) out.push(failure(name, 'indexer.score', `${p}.indexer.score must hold ${n}×${S} values but holds ${e.data.length}`, st.step, L));
       else {
         expScores = e.data;
-        const c = compareScores(got, e.data, n, S, rowFlag, keyFlags);
-        out.push({ case: name, check: 'indexer.score', step: st.step, layer: L, pass: c.pass, max_abs_err: c.maxAbs, max_rel_err: c.maxRel, reason: c.reason });
+        const row = numericRow(name, 'indexer.score', st.step, L, got, e.data, SCORE_RTOL);
+        out.push(row.reason?.startsWith('length') ? row : explainScoresByMidpoints(row, got, e.data, S, rowFlag, keyFlags, SCORE_RTOL));
       }
     }
 
     stage = 'indexer.topk';
     topk = selectTopK(scores, st.start_pos, config.index_topk);
-    if (!trace.has(`${p}.indexer.topk`)) out.push(fail(name, 'indexer.topk', `trace lacks ${p}.indexer.topk`, st.step, L));
+    if (!trace.has(`${p}.indexer.topk`)) out.push(failure(name, 'indexer.topk', `trace lacks ${p}.indexer.topk`, st.step, L));
     else {
       const e = readMatrix(trace, `${p}.indexer.topk`);
       const width = topk.shape[1];
@@ -347,28 +237,28 @@ function runStep(
     return { rows: out, ran: true };
   } catch (e) {
     // keep the rows already made; once the scores exist the cache holds this step's keys
-    out.push(fail(name, stage, `step ${st.step}: ${(e as Error).message}`, st.step, L));
+    out.push(failure(name, stage, `step ${st.step}: ${(e as Error).message}`, st.step, L));
     return { rows: out, ran: scores !== undefined };
   } finally {
-    tf.dispose([x, qr, scores, topk, record.q, record.k, record.qScale, record.kScale].filter((t) => t !== undefined) as tf.Tensor[]);
+    tf.dispose([x, qr, scores, topk].filter((t) => t !== undefined) as tf.Tensor[]);
   }
 }
 
 // --- The RoPE-layout regression case ---
 
-function checkRopeBug(fx: ValidGolden, bugTrace: SafetensorsFile): CheckResult[] {
+function checkRopeBug(fx: GoldenCase): CheckResult[] {
+  const bugTrace = fx.trace;
   const results: CheckResult[] = [];
   const base = fx.weightsDir;
   if (base === fx.dir || !existsSync(join(base, 'manifest.json')) || !existsSync(join(base, 'trace.safetensors'))) {
-    return [fail(fx.name, 'rope_bug', 'manifest.json `weights` must name a base golden folder (manifest.json, trace.safetensors, config.json, weights)')];
+    return [failure(fx.name, 'rope_bug', 'manifest.json `weights` must name a base golden folder (manifest.json, trace.safetensors, config.json, weights)')];
   }
   const baseManifest = JSON.parse(readFileSync(join(base, 'manifest.json'), 'utf8')) as Record<string, unknown>;
-  const config = loadConfig(join(base, 'config.json'));
+  const config = fx.config;
   const steps = parseSteps(baseManifest.steps);
   const maxSeqLen = fx.maxSeqLen; // its own manifest's, else the base folder's (validateGolden)
   const bugNames = bugTrace.names();
   const lastStep = Math.max(...bugNames.map((nm) => Number(/^step(\d+)\.interleaved_bug\./.exec(nm)?.[1] ?? -1)));
-  const ckpt = openCheckpoint(base);
   const baseTrace = openSafetensors(join(base, 'trace.safetensors'));
   try {
     // the bug trace's tokens must be a prefix of the base run's tokens
@@ -379,7 +269,7 @@ function checkRopeBug(fx: ValidGolden, bugTrace: SafetensorsFile): CheckResult[]
       results.push({ case: fx.name, check: 'rope_bug.tokens', step: null, layer: null, pass: same, max_abs_err: null, max_rel_err: null, reason: same ? 'bug tokens are a prefix of the base tokens' : 'input.tokens differ from the base folder’s' });
     }
     for (let L = 0; L < config.num_hidden_layers; L++) {
-      const weights = loadLayerWeights(ckpt, config, L);
+      const weights = fx.weights.layers[L]!;
       const shipped = createIndexerCache();
       const buggy = createIndexerCache();
       try {
@@ -387,16 +277,14 @@ function checkRopeBug(fx: ValidGolden, bugTrace: SafetensorsFile): CheckResult[]
           results.push(...ropeBugStep(fx.name, bugTrace, baseTrace, config, weights.attn.indexer, shipped, buggy, st, L, maxSeqLen));
         }
       } catch (e) {
-        results.push(fail(fx.name, 'rope_bug', `layer ${L}: ${(e as Error).message}`, null, L));
+        results.push(failure(fx.name, 'rope_bug', `layer ${L}: ${(e as Error).message}`, null, L));
       } finally {
         disposeIndexerCache(shipped);
         disposeIndexerCache(buggy);
-        disposeLayerWeights(weights);
       }
     }
   } finally {
     baseTrace.close();
-    ckpt.close();
   }
   return results;
 }
@@ -409,7 +297,7 @@ function ropeBugStep(
   w: IndexerWeights,
   shipped: IndexerCache,
   buggy: IndexerCache,
-  st: Step,
+  st: GoldenStep,
   L: number,
   maxSeqLen: number,
 ): CheckResult[] {
@@ -440,7 +328,7 @@ function ropeBugStep(
       const baseSel = readMatrix(baseTrace, `${p}.indexer.topk`);
       const tie = baseTrace.has(`${p}.indexer.score`) ? readMatrix(baseTrace, `${p}.indexer.score`).data : good.dataSync();
       out.push(row('rope_bug.shipped_reproduces_base', compareTopk(goodSel, baseSel.data, n, width, baseSel.cols, st.start_pos, k, tie, S), 'shipped (non-interleaved) RoPE gives the base folder’s selections'));
-    } else out.push(fail(name, 'rope_bug.shipped_reproduces_base', `base trace lacks ${p}.indexer.topk`, st.step, L));
+    } else out.push(failure(name, 'rope_bug.shipped_reproduces_base', `base trace lacks ${p}.indexer.topk`, st.step, L));
     // the case must discriminate: the shipped selections are not the bug's in at least one row
     const vsBug = compareTopk(goodSel, bug.data, n, width, bug.cols, st.start_pos, k, new Float64Array(n * S).fill(NaN), S);
     out.push({
