@@ -82,6 +82,8 @@ export type RoundingProbe = (site: QuantSite, x: tf.Tensor, q: tf.Tensor, scale:
  * ```
  */
 export function probeAt(probe: RoundingProbe | undefined, site: QuantSite): QuantProbe | undefined {
+  if (probe !== undefined && typeof probe !== 'function') throw new TypeError(`probeAt(): probe must be a function or undefined but got ${kindOf(probe)}`);
+  if (probe !== undefined) checkObject('probeAt', 'site', site);
   return probe ? (x, q, scale) => probe(site, x, q, scale) : undefined;
 }
 

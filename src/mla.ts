@@ -146,6 +146,7 @@ export function mlaCacheLength(cache: MlaCache): number {
  * ```
  */
 export function truncateMlaCache(cache: MlaCache, length: number): void {
+  checkObject('truncateMlaCache', 'cache', cache);
   const S = mlaCacheLength(cache);
   if (!Number.isInteger(length) || length < 0 || length > S) {
     throw new RangeError(`truncateMlaCache(): length must be an integer in [0, ${S}] (the cached positions) but got ${length}`);
