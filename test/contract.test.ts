@@ -10,6 +10,10 @@
 //   or the function fixes it from a non-tensor argument such as the config). Every throw must name the
 //   function and the argument, and leave `tf.memory().numTensors` unchanged. An argument whose shape is
 //   free (`[...]`) has no wrong rank; a function whose letters are all free has no wrong size.
+// - which functions are tensor functions is decided by their signatures (parsed with the TypeScript
+//   compiler): a parameter typed as a tf.Tensor or a record of tensors (…Weights, Linear, …Cache,
+//   GrpoInputs) needs a contract, except the BOOKKEEPING functions that only list, free or measure
+//   such records (they get the plain check below).
 // - every other function is a PLAIN function: called with a symbol (a value no function accepts) as
 //   its first argument, it must throw an error naming the function and that parameter — except the
 //   functions that take no argument and the two total functions `describeValue` and `isPyObject`,
@@ -21,6 +25,7 @@ import { pathToFileURL } from 'node:url';
 import { tf, initBackend } from '../src/backend.ts';
 import * as contractModule from '../src/internal/contract.ts';
 import { CONTRACTS, shapeLetters } from '../src/internal/contract.ts';
+import ts from 'typescript';
 import { VALID_CALLS } from './helpers/valid-calls.ts';
 
 const ROOT = resolve(__dirname, '..');
@@ -121,10 +126,35 @@ function attempt(fn: Fn, build: () => unknown[], mutate: (args: unknown[]) => vo
   return { error, leaked };
 }
 
+// --- Signatures: which exported functions take tensors (parsed with the TypeScript compiler) ---
+
+/** Parameter types that hold tensors: a tf.Tensor, or a record of them (weights, caches, GRPO inputs). */
+const TENSOR_TYPE = /\btf\.Tensor|\bTensor[1-6]?D\b|\bTensor\b|Weights\b|\bLinear(Like)?\b|Cache\b|GrpoInputs\b/;
+
+/** Functions that take tensor records only to list, free or measure them (no math, no shapes to relate). */
+const BOOKKEEPING = new Set([
+  'layerTensors', 'disposeLayerWeights', 'disposeGlobalWeights', 'disposeModelWeights',
+  'disposeIndexerCache', 'indexerCacheLength', 'disposeMlaCache', 'mlaCacheLength', 'truncateMlaCache',
+  'disposeModelCache', 'modelCacheLength',
+]);
+
+/** Exported function name → the text of its parameter types, for every function declared in `file`. */
+function signatures(file: string): Map<string, string> {
+  const sf = ts.createSourceFile(file, readFileSync(join(ROOT, file), 'utf8'), ts.ScriptTarget.ES2022, true, ts.ScriptKind.TS);
+  const out = new Map<string, string>();
+  for (const st of sf.statements) {
+    if (ts.isFunctionDeclaration(st) && st.name && ts.getModifiers(st)?.some((m) => m.kind === ts.SyntaxKind.ExportKeyword)) {
+      out.set(st.name.text, st.parameters.map((p) => p.type?.getText(sf) ?? '').join(', '));
+    }
+  }
+  return out;
+}
+
 // --- Discovery ---
 
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, unknown> };
 const functions = new Map<string, { fn: Fn; subpath: string }>();
+const paramTypes = new Map<string, string>();
 const moduleExports = new Map<string, Record<string, unknown>>();
 
 beforeAll(async () => {
@@ -132,6 +162,7 @@ beforeAll(async () => {
   for (const [key, target] of Object.entries(pkg.exports)) {
     if (isDataExport(target)) continue; // e.g. "./package.json": no functions to check
     const file = sourceOf(key, target);
+    for (const [name, types] of signatures(file)) paramTypes.set(name, types);
     const mod = (await import(pathToFileURL(join(ROOT, file)).href)) as Record<string, unknown>;
     moduleExports.set(key, mod);
     for (const [name, v] of Object.entries(mod)) {
@@ -160,6 +191,15 @@ describe('discovery from package.json exports', () => {
       expect(mod).not.toHaveProperty('checkMqaInputs');
       expect(mod).not.toHaveProperty('checkTopk');
     }
+  });
+
+  it('gives every function whose signature takes tensors a contract (or lists it as bookkeeping)', () => {
+    const missing = [...functions.keys()].filter((n) => TENSOR_TYPE.test(paramTypes.get(n) ?? '') && !CONTRACTS.has(n) && !BOOKKEEPING.has(n));
+    expect(missing, 'tensor functions without a contract').toEqual([]);
+    expect([...paramTypes.keys()].filter((n) => functions.has(n)).length, 'signatures found').toBeGreaterThan(100);
+    // and the rule can fail: a made-up signature is classified as a tensor function
+    expect(TENSOR_TYPE.test('x: tf.Tensor2D, w: AttentionWeights')).toBe(true);
+    expect(TENSOR_TYPE.test('text: string, options: { thinkingMode: ThinkingMode }')).toBe(false);
   });
 
   it('has a valid call for every contract and a contract for every valid call', () => {
