@@ -5,36 +5,77 @@
  * fully-connected) — and everything else is a single pass in plain TypeScript.
  *
  * What tfjs-backend-wasm 4.22 offers (measured; docs/performance.md):
- * - `matMul(a [M, K], b [K, N])` with no transpose and no batch dimension runs on XNNPACK (≈ 15–20
- *   GFLOP/s on one core here). Any batch dimension or transpose flag falls back to a naive triple
- *   loop (< 1 GFLOP/s). XNNPACK repacks `b` whenever `b` is a new tensor (≈ 15–30 ns per element), so
- *   the big operand must be `a`, or a `b` that stays the same tensor for a whole call.
+ * - `matMul(a [M, K], b [K, N])` with no transpose and no batch dimension runs on XNNPACK (≈ 20–40
+ *   GFLOP/s of CPU time on one core here). Any batch dimension or transpose flag falls back to a naive
+ *   triple loop (< 1 GFLOP/s). XNNPACK repacks `b` whenever `b` is a new tensor (a few ns per element)
+ *   and keeps the packed form while that tensor lives, so the big operand must be `a`, or a `b` that
+ *   stays the same tensor across blocks and calls.
  * - `transpose` and `gather` (GatherV2) cost 20–100 ns per element; `gatherND` is a fast row copy.
- * - No threads in Node (tfjs issue #3830: `WASM_HAS_MULTITHREAD_SUPPORT` is false under Node).
+ * - No threads in Node (tfjs issue #3830: `WASM_HAS_MULTITHREAD_SUPPORT` is false under Node), hence
+ *   the pool below.
  *
  * Hence: gather each query's selected latents once in TypeScript (row copies), give them to XNNPACK as
  * the left operand for all H heads at once (MQA), do the softmax in TypeScript, and transpose the
  * gathered latents in TypeScript (cache-blocked) so the weighted sum is again "big operand on the left".
+ *
+ * Threads: every function takes an optional `pool` (src/threads.ts creates one under Node with worker
+ * threads over shared memory, one tfjs instance each). The work is cut into units (src/sparse_kernels.ts)
+ * that compute the same arithmetic whichever thread runs them, so the results are bit-identical to one
+ * thread. This module itself imports nothing from Node and runs in a browser.
  *
  * Shape letters: docs/conventions.md (T queries, S key positions, K selected slots, H heads, C latent,
  * R rope dim, D = C + R, HI/DI indexer heads/dims).
  */
 import { tf } from './backend.ts';
 import { checkFiniteNumber, checkInteger, checkQueryPositions, checkTensors, defineContract, MQA_ARGS } from './internal/contract.ts';
+import {
+  callerEnv, denseUnitCount, denseUnits, indexerUnitCount, indexerUnits, sparseUnits, topkUnits, transposeBlock,
+  type KernelArgs, type KernelName,
+} from './sparse_kernels.ts';
 
 const SPARSE_MQA_FAST = defineContract('sparseAttentionMqaFast', MQA_ARGS);
 const DENSE_MQA_FAST = defineContract('denseAttentionMqaFast', MQA_ARGS);
 const INDEXER_SCORES_FAST = defineContract('indexerScoresFast', { q: '[T, HI, DI]', weights: '[T, HI]', keys: '[S, DI]', keyScales: '[S]' });
 const SELECT_TOPK_FAST = defineContract('selectTopKFast', { scores: '[T, S]' });
 
+/**
+ * Threads that run the units of a kernel of src/sparse_kernels.ts over shared memory. Node:
+ * `createKernelPool()` of src/threads.ts. Calls are synchronous: `run` returns when every unit is done.
+ */
+export interface KernelPool {
+  /** how many threads compute (the calling thread only dispatches and waits). */
+  readonly threads: number;
+  /** The data of `t` in memory every thread reads, copied once per tensor (tensors are immutable). */
+  shareTensor(t: tf.Tensor): Float32Array | Int32Array;
+  /** A copy of `data` in shared memory. */
+  share<A extends Float32Array | Int32Array>(data: A): A;
+  /** A zero-filled array of n elements in shared memory. */
+  allocFloat32(n: number): Float32Array;
+  allocInt32(n: number): Int32Array;
+  /** Runs the kernel over units [0, units), split into one contiguous range per thread. */
+  run<N extends KernelName>(name: N, args: KernelArgs[N], units: number): void;
+}
+
+/** Options of every fast kernel. */
+export interface FastOptions {
+  /** run on these threads (default: the calling thread only). */
+  pool?: KernelPool;
+}
+
 /** Options of {@link sparseAttentionMqaFast}. */
-export interface FastGatherOptions {
+export interface FastGatherOptions extends FastOptions {
   /**
    * Where the selected rows are read from. `'host'`: copy the whole cache to JS once per call (cheap
    * per query; O(S·D) per call). `'device'`: `gatherND` each query's rows on the backend and read
    * back only those (O(K·D) per query; the choice for decode). Default `'auto'`: host when T·K ≥ S.
+   * With a pool the rows are always read from the pool's shared copy of the cache (made once per tensor).
    */
   rows?: 'auto' | 'host' | 'device';
+  /**
+   * When given (length 6, one thread only), accumulates the milliseconds spent per phase:
+   * gather, GEMM 1, softmax, transpose, GEMM 2, output (SPARSE_PHASES of src/sparse_kernels.ts).
+   */
+  profile?: Float64Array;
 }
 
 // --- Sparse attention, MQA / absorbed mode (Eq. 2 over the gathered latents) ---
@@ -87,48 +128,21 @@ export function sparseAttentionMqaFast(
   if (!['auto', 'host', 'device'].includes(rowsMode)) {
     throw new RangeError(`${fn}(): opts.rows must be 'auto', 'host' or 'device' but got '${String(rowsMode)}'`);
   }
-  const slotsAll = topk.dataSync() as Int32Array;
-  const qL = qLatent.dataSync() as Float32Array;
-  const qR = qPe.dataSync() as Float32Array;
-  const readRows = rowReader(kv, pe, rowsMode === 'host' || (rowsMode === 'auto' && T * K >= S));
-
-  // index and data buffers, reused by every query
-  const positions = new Int32Array(K);
-  const G = new Float32Array(K * D); // [n, D]
-  const GcT = new Float32Array(C * K); // [C, n]
-  const qT = new Float32Array(D * H); // [D, H]
-  const pT = new Float32Array(K * H); // [n, H]
-  const out = new Float32Array(T * H * C); // [T, H, C]
-
-  for (let i = 0; i < T; i++) {
-    const t = startPos + i;
-    let n = 0;
-    for (let j = 0; j < K; j++) {
-      const s = slotsAll[i * K + j]!;
-      if (s >= 0 && s <= t) positions[n++] = s; // −1 padding and future keys are never read
-    }
-    if (n === 0) {
-      out.fill(NaN, i * H * C, (i + 1) * H * C);
-      continue;
-    }
-    readRows(positions, n, G); // G = [c_s ; k_pe_s] for the n valid slots
-    for (let h = 0; h < H; h++) {
-      // qT[:, h] = [q̃[t,h] ; q_pe[t,h]]
-      const ql = (i * H + h) * C;
-      const qr = (i * H + h) * R;
-      for (let c = 0; c < C; c++) qT[c * H + h] = qL[ql + c]!;
-      for (let r = 0; r < R; r++) qT[(C + r) * H + h] = qR[qr + r]!;
-    }
-    const zT = matMulHost(G, qT, n, D, H); // [n, H] = G · qᵀ            (GEMM 1)
-    softmaxColumns(zT, n, H, scale, pT); // p[h, :] over the n slots, stored transposed [n, H]
-    transposeBlock(G, n, D, C, GcT); // Gcᵀ [C, n]
-    const oT = matMulHost(GcT, pT, C, n, H); // [C, H] = Gcᵀ · pᵀ         (GEMM 2)
-    for (let h = 0; h < H; h++) {
-      const o = (i * H + h) * C;
-      for (let c = 0; c < C; c++) out[o + c] = oT[c * H + h]!;
-    }
-  }
-  return tf.tensor3d(out, [T, H, C]);
+  const hostMode = rowsMode === 'host' || (rowsMode === 'auto' && T * K >= S);
+  const pool = opts.pool && T > 1 ? opts.pool : undefined;
+  const args = {
+    T, H, C, R, S, K, startPos, scale, kvId: kv.id, peId: pe.id,
+    qL: hostData(qLatent, pool) as Float32Array,
+    qR: hostData(qPe, pool) as Float32Array,
+    slots: hostData(topk, pool) as Int32Array,
+    kv: pool ? (pool.shareTensor(kv) as Float32Array) : hostMode ? (kv.dataSync() as Float32Array) : null,
+    pe: pool ? (pool.shareTensor(pe) as Float32Array) : hostMode ? (pe.dataSync() as Float32Array) : null,
+    out: pool ? pool.allocFloat32(T * H * C) : new Float32Array(T * H * C),
+    profile: pool ? undefined : opts.profile,
+  };
+  if (pool) pool.run('sparse', args, T);
+  else sparseUnits(args, callerEnv(new Map([[kv.id, kv], [pe.id, pe]])), 0, T);
+  return tf.tensor3d(args.out, [T, H, C]);
 }
 
 // --- Dense masked attention, MQA mode (the official decode-branch computation) ---
@@ -137,12 +151,16 @@ export function sparseAttentionMqaFast(
  * Dense masked MQA attention — same contract and result as `denseAttentionMqa` (src/sparse_attention.ts):
  * every query scores every key position, then `M[t,s] = 0` if s is selected and s ≤ t, −∞ otherwise:
  *
- *   Z = Q · [kv ; pe]ᵀ        [Tb·H, S]   (Q = [q̃ ; q_pe] rows of a block of Tb queries)
- *   P = softmax_s(scale · Z + M)          ō = P · kv   [Tb·H, C]
+ *   Zᵀ = kv · Q̃ᵀ + pe · Q_peᵀ     [S, Tb·H]   (a block of Tb queries × H heads as columns)
+ *   P = exp(scale · Z + M − max)            ō = (P · kv) / Σ_s P   [Tb·H, C]
  *
- * Arranged for XNNPACK: `[kv ; pe]ᵀ` [D, S] is built once per call and stays the right operand of every
- * block (packed once), and so does `kv` for the weighted sum. Blocks of Tb queries keep Z ≤ 32 MiB.
+ * Arranged for XNNPACK without touching the cache: kv and pe are the left operands of the score GEMMs
+ * (never transposed or repacked), and kv is the right operand of the weighted sum, which XNNPACK packs once
+ * per kv tensor and keeps while the tensor lives (a decode loop that builds a new cache tensor every step
+ * pays that packing every step). Blocks of Tb queries keep Z ≤ 32 MiB. With T = 1 and every position
+ * selected this is one dense decode step (V3.1's absorbed MQA over all S latents).
  * FLOPs: T · S · 2H(D + C) (every position, selected or not: that is what "dense masked" costs).
+ * With a pool, blocks (or, for fewer blocks than threads, head groups of a block) run on the threads.
  *
  * @param qLatent [T, H, C]; @param qPe [T, H, R]; @param kv [S, C]; @param pe [S, R]
  * @param topk [T, K] int32 selected positions (−1 = padding); @param startPos position of row 0
@@ -162,44 +180,49 @@ export function denseAttentionMqaFast(
   topk: tf.Tensor2D,
   startPos: number,
   scale: number,
+  opts: FastOptions = {},
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqaFast';
   const { T, H, C, R, S, K } = checkTensors(DENSE_MQA_FAST, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
   checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
   checkFiniteNumber(fn, 'scale', scale);
-  const D = C + R;
-  const slotsAll = topk.dataSync() as Int32Array;
   const Tb = Math.max(1, Math.min(T, Math.floor((8 << 20) / (H * S)))); // Z block ≤ 32 MiB
-  const keysTData = new Float32Array(D * S); // [kv ; pe]ᵀ [D, S], once per call (tf.transpose is slow on wasm)
-  transposeBlock(kv.dataSync() as Float32Array, S, C, C, keysTData.subarray(0, C * S));
-  transposeBlock(pe.dataSync() as Float32Array, S, R, R, keysTData.subarray(C * S));
-  return tf.tidy(() => {
-    const keysT = tf.tensor2d(keysTData, [D, S]);
-    const q = tf.concat([qLatent, qPe], 2); // [T, H, D]
-    const blocks: tf.Tensor[] = [];
-    const mask = new Float32Array(Tb * S);
-    for (let b0 = 0; b0 < T; b0 += Tb) {
-      const tb = Math.min(Tb, T - b0);
-      mask.fill(-Infinity);
-      for (let i = 0; i < tb; i++) {
-        const t = startPos + b0 + i;
-        for (let j = 0; j < K; j++) {
-          const s = slotsAll[(b0 + i) * K + j]!;
-          if (s >= 0 && s <= t) mask[i * S + s] = 0;
-        }
-      }
-      blocks.push(
-        tf.tidy(() => {
-          const Q = q.slice([b0, 0, 0], [tb, H, D]).reshape([tb * H, D]); // [Tb·H, D]
-          const Z = tf.matMul(Q, keysT).mul(scale).reshape([tb, H, S]); // [Tb, H, S]
-          const M = tf.tensor3d(mask.subarray(0, tb * S), [tb, 1, S]);
-          const P = tf.softmax(Z.add(M)).reshape([tb * H, S]); // [Tb·H, S]
-          return tf.matMul(P, kv).reshape([tb, H, C]); // [Tb, H, C]
-        }),
-      );
+  const blocks = Math.ceil(T / Tb);
+  const threads = opts.pool?.threads ?? 1;
+  const groups = threads > blocks ? Math.min(H, Math.ceil(threads / blocks)) : 1;
+  const pool = opts.pool && blocks * groups > 1 ? opts.pool : undefined;
+  // prefill (T > 1): one [kv ; pe]ᵀ per call, right operand of every block; decode: the cache untouched
+  const D = C + R;
+  let keysT: Float32Array | null = null;
+  if (T > 1) {
+    keysT = pool ? pool.allocFloat32(D * S) : new Float32Array(D * S);
+    transposeBlock(kv.dataSync() as Float32Array, S, C, C, keysT.subarray(0, C * S));
+    transposeBlock(pe.dataSync() as Float32Array, S, R, R, keysT.subarray(C * S));
+  }
+  const keysTId = keysT ? nextCallId-- : 0; // per-call operand ids are negative
+  const args = {
+    T, H, C, R, S, K, startPos, scale, Tb, groups, kvId: kv.id, peId: pe.id, keysTId: keysT ? keysTId : -1,
+    qL: hostData(qLatent, pool) as Float32Array,
+    qR: hostData(qPe, pool) as Float32Array,
+    slots: hostData(topk, pool) as Int32Array,
+    kv: pool ? (pool.shareTensor(kv) as Float32Array) : null,
+    pe: pool ? (pool.shareTensor(pe) as Float32Array) : null,
+    keysT: pool ? keysT : null,
+    out: pool ? pool.allocFloat32(T * H * C) : new Float32Array(T * H * C),
+  };
+  const units = denseUnitCount(args);
+  if (pool) pool.run('dense', args, units);
+  else {
+    const keysTTensor = keysT ? tf.tensor2d(keysT, [D, S]) : undefined;
+    try {
+      const tensors = new Map<number, tf.Tensor2D>([[kv.id, kv], [pe.id, pe]]);
+      if (keysTTensor) tensors.set(keysTId, keysTTensor);
+      denseUnits(args, callerEnv(tensors), 0, units);
+    } finally {
+      keysTTensor?.dispose();
     }
-    return (blocks.length === 1 ? blocks[0]! : tf.concat(blocks, 0)) as tf.Tensor3D;
-  });
+  }
+  return tf.tensor3d(args.out, [T, H, C]);
 }
 
 // --- Index scores (Eq. 1), fast form of fp8Index ---
@@ -228,39 +251,32 @@ export function denseAttentionMqaFast(
  * I.arraySync(); // [[3, 3]]
  * ```
  */
-export function indexerScoresFast(q: tf.Tensor3D, weights: tf.Tensor2D, keys: tf.Tensor2D, keyScales: tf.Tensor1D): tf.Tensor2D {
+export function indexerScoresFast(
+  q: tf.Tensor3D,
+  weights: tf.Tensor2D,
+  keys: tf.Tensor2D,
+  keyScales: tf.Tensor1D,
+  opts: FastOptions = {},
+): tf.Tensor2D {
   const fn = 'indexerScoresFast';
   const { T, HI, DI, S } = checkTensors(INDEXER_SCORES_FAST, { q, weights, keys, keyScales }) as Record<'T' | 'HI' | 'DI' | 'S', number>;
-  const qd = q.dataSync() as Float32Array;
-  const wd = weights.dataSync() as Float32Array;
-  const sk = keyScales.dataSync() as Float32Array;
   const Tb = Math.max(1, Math.min(T, Math.floor(128 / HI), Math.floor((8 << 20) / (S * HI)))); // Aᵀ ≤ 32 MiB
-  const out = new Float32Array(T * S);
-  const QT = new Float32Array(DI * Tb * HI); // [DI, Tb·HI]
-  const W = new Float32Array(Tb * HI * Tb); // [Tb·HI, Tb]
-  for (let b0 = 0; b0 < T; b0 += Tb) {
-    const tb = Math.min(Tb, T - b0);
-    const N = tb * HI;
-    W.fill(0);
-    for (let i = 0; i < tb; i++) {
-      for (let j = 0; j < HI; j++) {
-        const row = (b0 + i) * HI + j;
-        for (let d = 0; d < DI; d++) QT[d * N + i * HI + j] = qd[row * DI + d]!;
-        W[(i * HI + j) * tb + i] = wd[row]!;
-      }
-    }
-    const IT = tf.tidy(() => {
-      const A = tf.fused.matMul({ a: keys, b: tf.tensor2d(QT.subarray(0, DI * N), [DI, N]), activation: 'relu' }); // [S, N]
-      return tf.matMul(A, tf.tensor2d(W.subarray(0, N * tb), [N, tb])); // [S, tb]
-    });
-    const it = IT.dataSync() as Float32Array;
-    IT.dispose();
-    for (let i = 0; i < tb; i++) {
-      const o = (b0 + i) * S;
-      for (let s = 0; s < S; s++) out[o + s] = sk[s]! * it[s * tb + i]!;
-    }
-  }
-  return tf.tensor2d(out, [T, S]);
+  const blocks = Math.ceil(T / Tb);
+  const threads = opts.pool?.threads ?? 1;
+  const ranges = threads > blocks ? Math.min(S, threads) : 1; // few queries (decode): split the keys
+  const pool = opts.pool && blocks * ranges > 1 ? opts.pool : undefined;
+  const args = {
+    T, HI, DI, S, Tb, ranges, keysId: keys.id,
+    q: hostData(q, pool) as Float32Array,
+    w: hostData(weights, pool) as Float32Array,
+    keyScales: (pool ? pool.shareTensor(keyScales) : keyScales.dataSync()) as Float32Array,
+    keys: pool ? (pool.shareTensor(keys) as Float32Array) : null,
+    out: pool ? pool.allocFloat32(T * S) : new Float32Array(T * S),
+  };
+  const units = indexerUnitCount(args);
+  if (pool) pool.run('indexer', args, units);
+  else indexerUnits(args, callerEnv(new Map([[keys.id, keys]])), 0, units);
+  return tf.tensor2d(args.out, [T, S]);
 }
 
 // --- Top-k selection (Eq. 2), linear-time form of selectTopK ---
@@ -281,146 +297,28 @@ export function indexerScoresFast(q: tf.Tensor3D, weights: tf.Tensor2D, keys: tf
  * // [[0, -1], [0, 1], [0, 2]]
  * ```
  */
-export function selectTopKFast(scores: tf.Tensor2D, startPos: number, k: number): tf.Tensor2D {
+export function selectTopKFast(scores: tf.Tensor2D, startPos: number, k: number, opts: FastOptions = {}): tf.Tensor2D {
   const fn = 'selectTopKFast';
   const { T, S } = checkTensors(SELECT_TOPK_FAST, { scores }) as Record<'T' | 'S', number>;
   checkInteger(fn, 'k', k, 1);
   checkQueryPositions(fn, startPos, S, T, 'S and T from scores');
   const width = Math.min(k, S);
-  const values = scores.dataSync() as Float32Array;
-  const out = new Int32Array(T * width).fill(-1);
-  const work = new Float32Array(S);
-  for (let i = 0; i < T; i++) {
-    const t = startPos + i;
-    const row = values.subarray(i * S, i * S + t + 1); // candidates s = 0..t
-    for (let s = 0; s <= t; s++) {
-      if (Number.isNaN(row[s]!)) throw new RangeError(`${fn}(): scores must not be NaN but row ${i} column ${s} is NaN`);
-    }
-    const n = Math.min(k, t + 1);
-    const o = i * width;
-    if (n === t + 1) {
-      for (let s = 0; s <= t; s++) out[o + s] = s;
-      continue;
-    }
-    work.set(row);
-    const theta = nthLargest(work.subarray(0, t + 1), n);
-    let above = 0; // how many scores are strictly above θ: all of them are selected
-    for (let s = 0; s <= t; s++) if (row[s]! > theta) above++;
-    let ties = n - above; // slots left for scores equal to θ, lowest positions first
-    let m = 0;
-    for (let s = 0; s <= t; s++) {
-      const v = row[s]!;
-      if (v > theta || (v === theta && ties-- > 0)) out[o + m++] = s;
-    }
-  }
+  const pool = opts.pool && T > 1 ? opts.pool : undefined;
+  const out = pool ? pool.allocInt32(T * width) : new Int32Array(T * width);
+  out.fill(-1);
+  const args = { T, S, k, width, startPos, scores: hostData(scores, pool) as Float32Array, out };
+  if (pool) pool.run('topk', args, T);
+  else topkUnits(args, callerEnv(new Map()), 0, T);
   return tf.tensor2d(out, [T, width], 'int32');
 }
 
 // --- Helpers ---
 
-/** The n-th largest value of `a` (1-based), by Hoare quickselect; permutes `a`. */
-function nthLargest(a: Float32Array, n: number): number {
-  let lo = 0;
-  let hi = a.length - 1;
-  const target = n - 1; // index in descending order
-  while (lo < hi) {
-    const pivot = a[(lo + hi) >>> 1]!;
-    let i = lo;
-    let j = hi;
-    while (i <= j) {
-      while (a[i]! > pivot) i++;
-      while (a[j]! < pivot) j--;
-      if (i <= j) {
-        const x = a[i]!;
-        a[i] = a[j]!;
-        a[j] = x;
-        i++;
-        j--;
-      }
-    }
-    if (target <= j) hi = j;
-    else if (target >= i) lo = i;
-    else return a[target]!;
-  }
-  return a[target]!;
-}
+/** Ids of per-call operands (negative: never a tensor id). */
+let nextCallId = -2;
 
-/** Returns `(positions, n, G)` → fills G [n, C + R] with rows [kv[s] ; pe[s]] of the first n positions. */
-function rowReader(kv: tf.Tensor2D, pe: tf.Tensor2D, host: boolean): (positions: Int32Array, n: number, G: Float32Array) => void {
-  const [, C] = kv.shape;
-  const R = pe.shape[1];
-  const D = C + R;
-  if (host) {
-    const kvd = kv.dataSync() as Float32Array;
-    const ped = pe.dataSync() as Float32Array;
-    return (positions, n, G) => {
-      for (let j = 0; j < n; j++) {
-        const s = positions[j]!;
-        G.set(kvd.subarray(s * C, s * C + C), j * D);
-        G.set(ped.subarray(s * R, s * R + R), j * D + C);
-      }
-    };
-  }
-  return (positions, n, G) => {
-    const [c, r] = tf.tidy(() => {
-      const index = tf.tensor2d(positions.subarray(0, n), [n, 1], 'int32');
-      return [tf.gatherND(kv, index), tf.gatherND(pe, index)];
-    });
-    const cd = c.dataSync() as Float32Array;
-    const rd = r.dataSync() as Float32Array;
-    c.dispose();
-    r.dispose();
-    for (let j = 0; j < n; j++) {
-      G.set(cd.subarray(j * C, j * C + C), j * D);
-      G.set(rd.subarray(j * R, j * R + R), j * D + C);
-    }
-  };
-}
-
-/** `a [M, K] · b [K, N]` on the backend (2-D, untransposed: XNNPACK on wasm); returns the data. */
-function matMulHost(a: Float32Array, b: Float32Array, M: number, K: number, N: number): Float32Array {
-  const y = tf.tidy(() => tf.matMul(tf.tensor2d(a.subarray(0, M * K), [M, K]), tf.tensor2d(b.subarray(0, K * N), [K, N])));
-  const data = y.dataSync() as Float32Array;
-  y.dispose();
-  return data;
-}
-
-/** pT[j, h] = softmax over j of scale · zT[j, h] (columns of an [n, H] matrix), in row order. */
-function softmaxColumns(zT: Float32Array, n: number, H: number, scale: number, pT: Float32Array): void {
-  const max = new Float64Array(H).fill(-Infinity);
-  const sum = new Float64Array(H);
-  for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) max[h] = Math.max(max[h]!, zT[j * H + h]!);
-  for (let j = 0; j < n; j++) {
-    for (let h = 0; h < H; h++) {
-      const e = Math.exp(scale * (zT[j * H + h]! - max[h]!)); // scale > 0: the max of scale·z is scale·max
-      pT[j * H + h] = e;
-      sum[h]! += e;
-    }
-  }
-  for (let h = 0; h < H; h++) sum[h] = 1 / sum[h]!;
-  for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) pT[j * H + h]! *= sum[h]!;
-}
-
-/**
- * dst [cols, rows] = the first `cols` columns of src [rows, width], transposed. Eight source rows at a
- * time, so each destination row is written in runs of 8 contiguous floats (measured ≈ 3× faster here
- * than square tiles).
- */
-function transposeBlock(src: Float32Array, rows: number, width: number, cols: number, dst: Float32Array): void {
-  const r8 = rows - (rows % 8);
-  for (let r = 0; r < r8; r += 8) {
-    for (let c = 0; c < cols; c++) {
-      const i = r * width + c;
-      const o = c * rows + r;
-      dst[o] = src[i]!;
-      dst[o + 1] = src[i + width]!;
-      dst[o + 2] = src[i + 2 * width]!;
-      dst[o + 3] = src[i + 3 * width]!;
-      dst[o + 4] = src[i + 4 * width]!;
-      dst[o + 5] = src[i + 5 * width]!;
-      dst[o + 6] = src[i + 6 * width]!;
-      dst[o + 7] = src[i + 7 * width]!;
-    }
-  }
-  for (let r = r8; r < rows; r++) for (let c = 0; c < cols; c++) dst[c * rows + r] = src[r * width + c]!;
+/** The data of a (small, per-call) tensor: shared with the pool's threads, or the caller's own copy. */
+function hostData(t: tf.Tensor, pool: KernelPool | undefined): Float32Array | Int32Array {
+  const data = t.dataSync() as Float32Array | Int32Array;
+  return pool ? pool.share(data) : data;
 }

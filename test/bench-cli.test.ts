@@ -1,37 +1,73 @@
 /**
- * `dsv32 bench --json` contract (issue #5): the JSON fields and their types. Runs the hidden smoke
- * grid (`--smoke`: L ≤ 512, 2 heads, one run) on wasm only so it finishes in seconds. No timing
+ * `dsv32 bench --json` contract (issues #5, #17): the JSON fields and their types. Runs the hidden smoke
+ * grid (`--smoke`: L ≤ 512, 2 heads, one run) on wasm only, on 1 and 2 threads, beside a stand-in peer
+ * (a fake python that reports a reference BLAS), so it finishes in seconds and needs no torch. No timing
  * assertion: only shapes of the report, the FLOP model and the exponent fit (math identities).
  */
 import { describe, it, expect, beforeAll } from 'vitest';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, existsSync, readdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { fitExponent } from '../bench/fit.ts';
-import { attentionFlopsPerPair, causalPairs, indexerFlopsPerPair, sparsePairs } from '../bench/flops.ts';
+import { fitExponent } from '../src/bench/fit.ts';
+import { attentionFlopsPerPair, causalPairs, dsaDecodeFlops, indexerFlopsPerPair, sparsePairs } from '../src/bench/flops.ts';
+import { PEER_UNSET_ENV, peerEnv } from '../src/bench/peer.ts';
 import { plotLogLog } from '../bench/svg.ts';
 
 const ROOT = resolve(__dirname, '..');
 
-function cli(args: string[]) {
-  return spawnSync(process.execPath, [join(ROOT, 'bin', 'dsv32.js'), ...args], { encoding: 'utf8', cwd: ROOT, timeout: 300_000 });
+function cli(args: string[], env: NodeJS.ProcessEnv = process.env) {
+  return spawnSync(process.execPath, [join(ROOT, 'bin', 'dsv32.js'), ...args], { encoding: 'utf8', cwd: ROOT, timeout: 300_000, env });
+}
+
+/** A stand-in for python3 + torch: answers the version probe, and as the peer prints a reference-BLAS info line and one row. */
+function fakePython(dir: string): string {
+  const path = join(dir, 'fake-python');
+  writeFileSync(
+    path,
+    `#!/bin/sh
+if [ "$1" = "-c" ]; then echo 9.9.9-fake; exit 0; fi
+echo '{"info": {"blas": "reference BLAS (/usr/lib/x86_64-linux-gnu/blas/libblas.so.3)", "coretype": "n/a", "fair": false, "torch": "9.9.9-fake", "threads": 1, "matmul_gflops": 5.5}}'
+echo '{"op": "sparse", "L": 256, "k": 128, "T": 2, "heads": 2, "threads": 1, "ms_median": 50.0, "cpu_ms_median": 49.0, "runs": 1, "peak_rss_mb": 10}'
+echo "OPENBLAS_CORETYPE=\${OPENBLAS_CORETYPE-unset} OPENBLAS_L2_SIZE=\${OPENBLAS_L2_SIZE-unset}" >> "${join(dir, 'peer-env.txt')}"
+echo '{"done": true}'
+`,
+  );
+  chmodSync(path, 0o755);
+  return path;
 }
 
 describe('dsv32 bench --json (smoke grid)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'dsv32-bench-'));
   const file = join(dir, 'bench.json');
-  const doc = join(dir, 'perf.md');
+  const docsBefore = statSync(join(ROOT, 'docs', 'performance.md')).mtimeMs;
   let r: ReturnType<typeof cli>;
   beforeAll(() => {
-    r = cli(['bench', '--smoke', '--backends', 'wasm', '--json', file, '--doc', doc]);
+    const env = { ...process.env, DSV32_PYTHON: fakePython(dir), OPENBLAS_CORETYPE: 'Haswell', OPENBLAS_L2_SIZE: '512' };
+    r = cli(['bench', '--smoke', '--backends', 'wasm', '--threads', '2', '--peer', '--json', file], env);
   }, 300_000);
 
   it('exits 0 and prints the table and the targets', () => {
     expect(r.stderr).not.toMatch(/Error/);
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/\| backend \| op \| series \| L \| k \| heads \|/);
+    expect(r.stdout).toMatch(/\| backend \| threads \| op \| series \| L \| k \| heads \|/);
     expect(r.stdout).toMatch(/Targets \(backend wasm/);
+  });
+
+  it('writes only its --json file (no docs, no plot)', () => {
+    expect(readdirSync(dir).sort()).toEqual(['bench.json', 'fake-python', 'peer-env.txt']);
+    expect(statSync(join(ROOT, 'docs', 'performance.md')).mtimeMs).toBe(docsBefore);
+  });
+
+  it('labels a reference-BLAS peer as not fair, computes no speedup against it, and unsets OPENBLAS_* for it only', () => {
+    const json = JSON.parse(readFileSync(file, 'utf8')) as { peer: Record<string, unknown>; results: Record<string, unknown>[] };
+    expect(json.peer).toMatchObject({ available: true, torch: '9.9.9-fake', fair: false, threads: 1, coretype: 'n/a' });
+    expect(json.peer.blas).toMatch(/^reference BLAS/);
+    expect(json.results.some((x) => x.backend === 'torch' && x.op === 'sparse' && x.threads === 1)).toBe(true);
+    expect(r.stdout).toMatch(/reference BLAS — not a fair peer; no speedup computed/);
+    expect(r.stdout).not.toMatch(/peer ms ÷/);
+    // one peer process per thread count (1 and 2), each without the machine's OPENBLAS_CORETYPE / L2 size
+    expect(readFileSync(join(dir, 'peer-env.txt'), 'utf8')).toBe('OPENBLAS_CORETYPE=unset OPENBLAS_L2_SIZE=unset\n'.repeat(2));
   });
 
   it('writes the contract fields with their types', () => {
@@ -47,12 +83,20 @@ describe('dsv32 bench --json (smoke grid)', () => {
     expect(results.length).toBeGreaterThan(0);
     for (const row of results) {
       expect(typeof row.op).toBe('string');
-      for (const key of ['L', 'k', 'heads', 'ms_median', 'peak_rss_mb']) expect(typeof row[key], key).toBe('number');
+      expect(typeof row.backend).toBe('string');
+      for (const key of ['L', 'k', 'heads', 'ms_median', 'cpu_ms_median', 'peak_rss_mb', 'threads']) expect(typeof row[key], key).toBe('number');
       expect(row.gflops === null || typeof row.gflops === 'number').toBe(true);
       expect(row.ms_median as number).toBeGreaterThan(0);
     }
     const ops = new Set(results.map((x) => x.op));
-    for (const op of ['dense', 'sparse', 'indexer', 'topk']) expect(ops.has(op), op).toBe(true);
+    for (const op of ['dense', 'sparse', 'indexer', 'topk', 'dense_decode', 'dsa_decode']) expect(ops.has(op), op).toBe(true);
+    // 1-thread and 2-thread rows of the fast kernels
+    for (const op of ['dense', 'sparse', 'indexer', 'dense_decode', 'dsa_decode']) {
+      const threads = new Set(results.filter((x) => x.backend === 'wasm' && x.op === op).map((x) => x.threads));
+      expect([...threads].sort(), op).toEqual([1, 2]);
+    }
+    const dsa = results.find((x) => x.op === 'dsa_decode' && x.L === 512)!;
+    expect(dsa.flops).toBe(dsaDecodeFlops(512, 128, 2, 2));
     // gflops is flops / time by the FLOP model of docs/spec-notes.md#flop-model
     const dense = results.find((x) => x.op === 'dense' && x.L === 512)!;
     const T = dense.T as number;
@@ -60,19 +104,36 @@ describe('dsv32 bench --json (smoke grid)', () => {
     expect(dense.gflops as number).toBeCloseTo((dense.flops as number) / (dense.ms_median as number) / 1e6, 6);
   });
 
-  it('writes the markdown report and the SVG plot', () => {
-    expect(readFileSync(doc, 'utf8')).toMatch(/# Performance of DeepSeek Sparse Attention/);
-    const svg = join(dir, 'perf-time-vs-L.svg');
+  it('renders the markdown report and the SVG plot from the saved report (npm run bench:doc)', () => {
+    const out = mkdtempSync(join(tmpdir(), 'dsv32-benchdoc-'));
+    const doc = join(out, 'perf.md');
+    const tsx = join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs');
+    const rr = spawnSync(process.execPath, [tsx, join(ROOT, 'bench', 'render.ts'), file, '--doc', doc], { encoding: 'utf8', cwd: ROOT, timeout: 120_000 });
+    expect(rr.stderr).toBe('');
+    expect(rr.status).toBe(0);
+    const text = readFileSync(doc, 'utf8');
+    expect(text).toMatch(/# Performance of DeepSeek Sparse Attention/);
+    expect(text).toContain(JSON.parse(readFileSync(file, 'utf8')).machine as string);
+    expect(text).toMatch(/reference BLAS — not a fair peer/);
+    const svg = join(out, 'perf-time-vs-L.svg');
     expect(existsSync(svg)).toBe(true);
     expect(readFileSync(svg, 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\n$/);
   });
 
-  it('re-renders the tables and the docs from a saved report (--report)', () => {
-    const doc2 = join(dir, 'again.md');
-    const again = cli(['bench', '--report', file, '--doc', doc2]);
+  it('prints the tables of a saved report (--report) and writes nothing', () => {
+    const again = cli(['bench', '--report', file]);
     expect(again.status).toBe(0);
-    expect(again.stdout).toMatch(/\| backend \| op \| series \|/);
-    expect(readFileSync(doc2, 'utf8')).toContain(JSON.parse(readFileSync(file, 'utf8')).machine as string);
+    expect(again.stdout).toMatch(/\| backend \| threads \| op \| series \|/);
+    expect(readdirSync(dir).sort()).toEqual(['bench.json', 'fake-python', 'peer-env.txt']);
+  });
+
+  it('refuses the removed --doc option and a bad --threads with exit code 2', () => {
+    const d = cli(['bench', '--smoke', '--doc', 'x.md']);
+    expect(d.status).toBe(2);
+    expect(d.stderr).toMatch(/bench: --doc was removed: .*npm run bench:doc/);
+    const t = cli(['bench', '--smoke', '--threads', '0']);
+    expect(t.status).toBe(2);
+    expect(t.stderr).toMatch(/bench: --threads must be an integer ≥ 1 but got '0'/);
   });
 
   it('rejects an unknown option and an unknown backend with exit code 2', () => {
@@ -96,6 +157,19 @@ describe('bench FLOP model and exponent fit', () => {
   it('uses the per-pair constants of docs/spec-notes.md#flop-model at the 671B head counts', () => {
     expect(attentionFlopsPerPair(128)).toBe(278_528);
     expect(indexerFlopsPerPair(64)).toBe(16_512);
+  });
+
+  it('counts a DSA decode step as indexer over all L keys plus attention over min(k, L)', () => {
+    // 128K, 671B heads: 131072·16512 + 2048·278528 and the dense step 131072·278528: ratio ≈ 13.3
+    expect(dsaDecodeFlops(131072, 2048, 128, 64)).toBe(131072 * 16512 + 2048 * 278528);
+    expect((131072 * 278528) / dsaDecodeFlops(131072, 2048, 128, 64)).toBeCloseTo(13.35, 2);
+    expect(dsaDecodeFlops(1000, 2048, 1, 1)).toBe(1000 * indexerFlopsPerPair(1) + 1000 * attentionFlopsPerPair(1));
+  });
+
+  it('gives the peer the caller environment without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, at the thread count asked', () => {
+    const env = peerEnv(2, { PATH: '/bin', OPENBLAS_CORETYPE: 'Haswell', OPENBLAS_L2_SIZE: '512', OTHER: 'x' });
+    for (const name of PEER_UNSET_ENV) expect(env[name]).toBeUndefined();
+    expect(env).toMatchObject({ PATH: '/bin', OTHER: 'x', OPENBLAS_NUM_THREADS: '2', OMP_NUM_THREADS: '2' });
   });
 
   it('fits the exponent of an exact power law and refuses a single L', () => {

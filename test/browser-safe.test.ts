@@ -1,6 +1,6 @@
 /**
  * The browser-safe core: the root entry `dsv32` and every public subpath except the Node-only
- * `dsv32/node` bundle for the browser (esbuild, platform browser) without a Node built-in.
+ * `dsv32/node` and `dsv32/threads` (worker threads for the fast kernels) bundle for the browser (esbuild, platform browser) without a Node built-in.
  * The same check on the installed package is in test/package-install.test.ts.
  */
 import { readFileSync } from 'node:fs';
@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { browserBundleErrors } from './helpers/browser-bundle.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-const NODE_ONLY = ['./node'];
+const NODE_ONLY = ['./node', './threads'];
 
 /** package.json `exports`: subpath → its source file (src/X.ts, compiled to dist/src/X.js). */
 function publicSources(): Map<string, string> {
@@ -24,7 +24,7 @@ function publicSources(): Map<string, string> {
 }
 
 describe('browser-safe core', () => {
-  it('every public subpath but dsv32/node bundles for the browser with no Node built-in', async () => {
+  it('every public subpath but dsv32/node and dsv32/threads bundles for the browser with no Node built-in', async () => {
     const sources = publicSources();
     expect(sources.get('.')).toBe(join(ROOT, 'src', 'index.ts'));
     const browser = [...sources].filter(([subpath]) => !NODE_ONLY.includes(subpath));

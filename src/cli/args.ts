@@ -68,7 +68,7 @@ export function parseIntegerArg(text: string, what: string, min = 0): number {
   const ok = (min < 0 ? SIGNED_DIGITS : DIGITS).test(text);
   const n = ok ? Number(text) : NaN;
   if (!Number.isSafeInteger(n) || n < min) {
-    throw new UsageError(`${what} expects an integer ≥ ${min} (decimal digits) but got ${quote(text)}`);
+    throw new UsageError(`${what} must be an integer ≥ ${min} but got ${quote(text)} (decimal digits only)`);
   }
   return n;
 }

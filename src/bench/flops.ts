@@ -1,5 +1,6 @@
 /**
- * FLOP model of the benchmarked operations (docs/spec-notes.md#flop-model).
+ * FLOP model of the benchmarked operations (docs/spec-notes.md#flop-model): FlashMLA `tests/lib.py` counting for
+ * attention, the indexer of Eq. 1.
  *
  * Counting 2 FLOPs per multiply-add, per attended (query, key) pair:
  *
@@ -35,4 +36,13 @@ export function attentionFlopsPerPair(H: number, C: number = DIMS_671B.C, R: num
 /** FLOPs per scored pair of the lightning indexer: HI·2·DI + 2·HI. */
 export function indexerFlopsPerPair(HI: number, DI: number = DIMS_671B.DI): number {
   return HI * 2 * DI + 2 * HI;
+}
+
+/**
+ * FLOPs of one decode step (one query at position L − 1) of DSA: the indexer scores all L keys, then
+ * core attention attends min(k, L) of them: `L·(HI·2·DI + 2·HI) + min(k, L)·2·H·(C + R + C)`.
+ * Dense decode (V3.1's absorbed MQA over all L latents) is `L·2·H·(C + R + C)`.
+ */
+export function dsaDecodeFlops(L: number, k: number, H: number, HI: number): number {
+  return L * indexerFlopsPerPair(HI) + Math.min(k, L) * attentionFlopsPerPair(H);
 }
