@@ -291,10 +291,11 @@ describe('tensor functions: wrong rank, wrong size and non-tensors are rejected 
 const TOTAL = new Set(['describeValue', 'isPyObject']);
 
 describe('plain functions reject an argument of the wrong kind, naming function and parameter', () => {
-  it('covers every exported function without a contract', () => {
+  it('covers every exported function without a contract', async () => {
     const plain = [...functions.keys()].filter((n) => !CONTRACTS.has(n));
     expect(plain.length).toBeGreaterThan(30);
     const problems: string[] = [];
+    const pending: { name: string; param: string; result: Promise<unknown> }[] = [];
     for (const name of plain) {
       const { fn } = functions.get(name)!;
       const names = paramNames(fn);
@@ -315,7 +316,7 @@ describe('plain functions reject an argument of the wrong kind, naming function 
         error = e;
       }
       if (result instanceof Promise) {
-        result.catch(() => {}); // async: the next test
+        pending.push({ name, param: names[0]!, result });
         continue;
       }
       const message = error instanceof Error ? error.message : '';
@@ -325,6 +326,16 @@ describe('plain functions reject an argument of the wrong kind, naming function 
       else if (!message.includes(`${name}()`) || !message.includes(names[0]!)) problems.push(`${name}(${names[0]}): ${message}`);
       if (tf.memory().numTensors !== before) problems.push(`${name} leaked tensors`);
     }
+    // async functions must reject, naming themselves and the parameter
+    for (const { name, param, result } of pending) {
+      const outcome = await result.then(
+        (v) => ({ ok: true as const, v }),
+        (e: unknown) => ({ ok: false as const, e }),
+      );
+      if (outcome.ok) problems.push(`${name}(${param}) accepted a symbol`);
+      else if (!(outcome.e instanceof Error) || !outcome.e.message.includes(`${name}()`) || !outcome.e.message.includes(param)) problems.push(`${name}(${param}): ${String(outcome.e)}`);
+    }
+    expect(pending.length, 'async functions found').toBeGreaterThan(0);
     expect(problems).toEqual([]);
   });
 
