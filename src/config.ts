@@ -409,18 +409,26 @@ export const CONFIG_671B: Readonly<ModelConfig> = Object.freeze({
  * qkHeadDim(CONFIG_671B); // => 192
  * ```
  */
-export function qkHeadDim(config: ModelConfig): number {
+export function qkHeadDim(config: Pick<ModelConfig, 'qk_nope_head_dim' | 'qk_rope_head_dim'>): number {
   checkObject('qkHeadDim', 'config', config);
   return config.qk_nope_head_dim + config.qk_rope_head_dim;
 }
 
+/** The config keys {@link softmaxScale} reads (a {@link ModelConfig} has them all). */
+export interface SoftmaxScaleConfig {
+  qk_nope_head_dim: number;
+  qk_rope_head_dim: number;
+  rope_scaling: Pick<RopeScaling, 'factor' | 'mscale' | 'original_max_position_embeddings'> | null;
+}
+
 /**
- * Attention softmax scale of MLA (official `MLA.__init__`):
+ * Attention softmax scale of MLA (official `MLA.__init__`; the one formula of dsv32):
  * `Dqk^-0.5`, times `mscale²` with `mscale = 0.1 · rope_scaling.mscale · ln(factor) + 1` when YaRN is
  * active, i.e. when `maxSeqLen > original_max_position_embeddings` (the inference-time maximum, not
  * `max_position_embeddings`). Computed in float64, like the Python float it mirrors
  * (mscale from `yarnMscale` in src/rope.ts).
  *
+ * @param config `qk_nope_head_dim`, `qk_rope_head_dim` and `rope_scaling` (null: no YaRN)
  * @param maxSeqLen the inference-time maximum sequence length (official `max_seq_len`, 16384 in the demo)
  * @example
  * ```ts
@@ -429,7 +437,7 @@ export function qkHeadDim(config: ModelConfig): number {
  * softmaxScale(CONFIG_671B, 16384); // => 0.1352337788608801
  * ```
  */
-export function softmaxScale(config: ModelConfig, maxSeqLen: number): number {
+export function softmaxScale(config: SoftmaxScaleConfig, maxSeqLen: number): number {
   checkObject('softmaxScale', 'config', config);
   if (!Number.isSafeInteger(maxSeqLen) || maxSeqLen < 1) {
     throw new RangeError(`softmaxScale(): maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);

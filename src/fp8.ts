@@ -20,13 +20,15 @@ const ACT_QUANT = defineContract('actQuant', { x: '[..., N]' }, { N: 'a multiple
 const ACT_QUANT_DEQUANT = defineContract('actQuantDequant', { x: '[..., N]' }, { N: 'a multiple of blockSize' });
 const WEIGHT_DEQUANT = defineContract('weightDequant', { w8: '[O, I]', scaleInv: '[⌈O/B⌉, ⌈I/B⌉]' }, { B: 'block' });
 const LINEAR = defineContract('linear', { 'w.weight': '[Out, In]', x: '[..., In]' });
+import { matMulWeightT, weightShape, type WeightMatrix } from './weight_matrix.ts';
 
 /**
- * The `Linear` record of src/checkpoint.ts, structurally: `weight` [out, in] float32 (dequantized),
+ * The `Linear` record of src/checkpoint.ts, structurally: `weight` [out, in] float32 (a tensor, or held
+ * as stored and dequantized per use, src/weight_matrix.ts),
  * `fp8` true when the checkpoint stored the weight as F8_E4M3 (then activations are block-quantized first).
  */
 export interface LinearLike {
-  weight: tf.Tensor2D;
+  weight: WeightMatrix;
   fp8: boolean;
 }
 
@@ -437,7 +439,7 @@ export function linear(x: tf.Tensor, w: LinearLike, scaleFmt: ScaleFmt, probe?: 
   }
   return tf.tidy(() => {
     const xin = w.fp8 ? actQuantDequant(x, scaleFmt, FP8_BLOCK, probe) : x;
-    const y = tf.matMul(tf.reshape(xin, [-1, inDim]), w.weight, false, true); // [M, out]
+    const y = matMulWeightT(tf.reshape(xin, [-1, inDim]) as tf.Tensor2D, w.weight); // [M, out]
     return tf.reshape(y, [...x.shape.slice(0, -1), out]);
   });
 }

@@ -17,7 +17,6 @@ import { tf } from './backend.ts';
 import { checkChoice, checkFiniteNumber, checkObject, checkTensors, defineContract } from './internal/contract.ts';
 
 const MASK = { shape: '[G, T]', dtype: 'mask' } as const;
-const STOP_GRADIENT = defineContract('stopGradient', { x: '[...]' });
 const GROUP_ADVANTAGES = defineContract('groupAdvantages', { rewards: '[G]' });
 const TOKEN_RATIO = defineContract('tokenRatio', { logp: '[G, T]', logpOld: '[G, T]', mask: MASK });
 const CLIPPED_SURROGATE = defineContract('clippedSurrogate', { ratio: '[G, T]', advantages: '[G]', mask: MASK });
@@ -36,6 +35,7 @@ const GRPO_INPUTS = {
 };
 const GRPO_LOSS = defineContract('grpoLoss', GRPO_INPUTS);
 const GRPO_LOSS_AND_GRAD = defineContract('grpoLossAndGrad', GRPO_INPUTS);
+import { stopGradient } from './internal/stop_gradient.ts';
 
 /** Advantage baseline: `mean` = R − mean(R) (V3.2, Eq. 5); `mean_std_*` = (R − mean) / (std + stdEps) (DeepSeekMath). */
 export type AdvantageMode = 'mean' | 'mean_std_sample' | 'mean_std_population';
@@ -48,7 +48,7 @@ const ADVANTAGE_MODES: readonly AdvantageMode[] = ['mean', 'mean_std_sample', 'm
 const KL_ESTIMATORS: readonly KlEstimator[] = ['k3', 'unbiased_k3', 'none'];
 const AGGREGATIONS: readonly Aggregation[] = ['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm'];
 
-// --- Helpers: padding and detach ---
+// --- Helpers: padding ---
 
 /** `mask` (0/1 float or bool) as a bool tensor. */
 function validOf(mask: tf.Tensor): tf.Tensor {
@@ -58,26 +58,6 @@ function validOf(mask: tf.Tensor): tf.Tensor {
 /** `x` where valid, 0 elsewhere (the first op on every input: no NaN/Inf of padding reaches arithmetic or gradients). */
 function clean(x: tf.Tensor, valid: tf.Tensor): tf.Tensor {
   return tf.where(valid, x, tf.zerosLike(x));
-}
-
-/**
- * Identity in the forward pass, zero gradient in the backward pass (PyTorch `x.detach()`).
- *
- * tfjs has no `stopGradient` op; this is `tf.customGrad` returning a zero gradient. Ops that consume its
- * output still sit on the gradient tape, so they need gradient functions of their own (tfjs comparison
- * kernels such as `Greater` have none: decisions are therefore built as constants, see {@link opsmKeepMask}).
- *
- * @deviation tfjs lacks detach; implemented with `tf.customGrad` (docs/deviations.md, Training-side math).
- * @example
- * ```ts
- * // d/dx of x·c with c = x held constant
- * tf.grad((x: tf.Tensor) => tf.sum(tf.mul(x, stopGradient(x))))(tf.tensor1d([3])).arraySync(); // => [3]
- * ```
- */
-export function stopGradient<R extends tf.Rank>(x: tf.Tensor<R>): tf.Tensor<R> {
-  checkTensors(STOP_GRADIENT, { x });
-  const f = tf.customGrad(((a: tf.Tensor) => ({ value: tf.clone(a), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) })) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return f(x) as tf.Tensor<R>;
 }
 
 // --- Group advantages (V3.2 Eq. 5; DeepSeekMath §4.1.2) ---
@@ -204,7 +184,7 @@ export function klUnbiasedK3(logp: tf.Tensor2D, logpOld: tf.Tensor2D, logpRef: t
 
 /**
  * OPSM statistic per sequence: (1/|o_i|) Σ_t (logpSampler − logp), the k1 estimate of KL(π_sampler ‖ π_θ),
- * computed on a detached `logp` ({@link stopGradient}); 0 for an empty row.
+ * computed on a detached `logp` (`stopGradient`, src/internal/stop_gradient.ts); 0 for an empty row.
  * @param logpSampler [G, T] log-probs returned by the inference engine. @param logp [G, T]. @param mask [G, T].
  * @returns [G] (no gradient reaches `logp`)
  * @example

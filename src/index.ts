@@ -39,6 +39,9 @@ export * from './safetensors.ts';
 export * as safetensors from './safetensors.ts';
 export * from './checkpoint.ts';
 export * as checkpoint from './checkpoint.ts';
+export * from './weight_matrix.ts';
+export * from './resident.ts';
+export * from './weight_budget.ts';
 
 // --- Numerics of the official kernels ---
 export * from './fp8.ts';
@@ -65,6 +68,7 @@ export * as sparseFast from './sparse_fast.ts';
 export * from './moe.ts';
 export * from './model.ts';
 export * as model from './model.ts';
+export * from './layer_stream.ts';
 
 // --- Training-side math (paper §2.1.1 Eq. 3–4, §3.1 Eq. 5–9) ---
 export * from './grpo.ts';

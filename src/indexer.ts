@@ -43,6 +43,7 @@ const INDEXER_ARGS = {
 };
 const INDEXER_SCORES = defineContract('indexerScores', INDEXER_ARGS, CONFIG_LETTERS);
 const INDEXER_SCORES_EXACT = defineContract('indexerScoresExact', INDEXER_ARGS, CONFIG_LETTERS);
+import type { WeightMatrix } from './weight_matrix.ts';
 
 /** LayerNorm eps of `k_norm` (official `LayerNorm(head_dim)` default). */
 export const INDEXER_K_NORM_EPS = 1e-6;
@@ -152,6 +153,19 @@ export interface IndexerOptions {
  */
 export function fp8Index(q8: tf.Tensor3D, weights: tf.Tensor2D, keys: tf.Tensor2D, keyScales: tf.Tensor1D): tf.Tensor2D {
   const { T, HI, DI } = checkTensors(FP8_INDEX, { q8, weights, keys, keyScales }) as Record<'T' | 'HI' | 'DI', number>;
+  // a long prefill goes in blocks of query rows, so that the [rows, HI, S] intermediates stay within
+  // 2²⁴ elements (64 MB); each row's scores are computed on their own, so no value changes
+  const rows = Math.max(1, Math.floor(2 ** 24 / (HI * Math.max(1, keys.shape[0]))));
+  if (T > rows) {
+    return tf.tidy(() => {
+      const blocks: tf.Tensor2D[] = [];
+      for (let t = 0; t < T; t += rows) {
+        const n = Math.min(rows, T - t);
+        blocks.push(fp8Index(tf.slice(q8, [t, 0, 0], [n, -1, -1]), tf.slice(weights, [t, 0], [n, -1]), keys, keyScales));
+      }
+      return tf.concat(blocks, 0) as tf.Tensor2D;
+    });
+  }
   return tf.tidy(() => {
     const logits = tf.matMul(tf.reshape(q8, [T * HI, DI]), keys, false, true); // [T·HI, S]
     const S = keys.shape[0];
@@ -224,7 +238,7 @@ function ropeFirst(v: tf.Tensor, cos: tf.Tensor2D, sin: tf.Tensor2D, R: number, 
 export function indexerScores(
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
-  w: IndexerWeights,
+  w: IndexerWeights<WeightMatrix>,
   cache: IndexerCache,
   startPos: number,
   opts: IndexerOptions,
@@ -324,7 +338,7 @@ export function indexerScores(
 export function indexerScoresExact(
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
-  w: IndexerWeights,
+  w: IndexerWeights<WeightMatrix>,
   cache: IndexerCache,
   startPos: number,
   opts: Omit<IndexerOptions, 'exact'>,
@@ -339,7 +353,7 @@ function checkArguments(
   contract: Contract,
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
-  w: IndexerWeights,
+  w: IndexerWeights<WeightMatrix>,
   cache: IndexerCache,
   startPos: number,
   opts: IndexerOptions,

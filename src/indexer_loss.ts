@@ -8,18 +8,19 @@
  *   restricted to S_t and renormalised, the softmax taken over S_t only.
  *
  * The indexer input is detached from the main model: the indexer is trained only by Lᴵ and the main model only
- * by the LM loss. Here the target is built from {@link stopGradient}(A), so `tf.grad` of Lᴵ gives exactly zero
- * for the main-attention probabilities (and for anything upstream of them); detach the hidden states fed to the
- * indexer (`stopGradient(h)`) in a full model.
+ * by the LM loss. Here the target is built from `stopGradient(A)` (src/internal/stop_gradient.ts), so `tf.grad`
+ * of Lᴵ gives exactly zero for the main-attention probabilities (and for anything upstream of them); detach the
+ * hidden states fed to the indexer (`stopGradient(h)`) in a full model.
  *
  * Shapes: H main-attention heads, T query positions = key positions (a prefill from position 0: query t sees s ≤ t).
  *
  * @module
  */
 import { tf } from './backend.ts';
-import { stopGradient } from './grpo.ts';
+import { stopGradient } from './internal/stop_gradient.ts';
 import { maskedLogSoftmax } from './sampling_mask.ts';
 import { checkInteger, checkTensors, defineContract } from './internal/contract.ts';
+import { selectTopK } from './topk.ts';
 
 const INDEXER_TARGET = defineContract('indexerTarget', { attentionProbs: '[H, T, T]' });
 const INDEXER_SELECTION = defineContract('indexerSelection', { indexScores: '[T, T]' });
@@ -82,14 +83,16 @@ function targetOf(fn: string, attentionProbs: tf.Tensor3D): tf.Tensor2D {
 // --- Selection S_t (Eq. 4) ---
 
 /**
- * Top-k selection of each row of the index scores over s ≤ t: n_t = min(k, t+1) positions, ascending, padded with −1.
+ * Top-k selection of each row of the index scores over s ≤ t (Eq. 2's S_t, computed by `selectTopK` of
+ * src/topk.ts from position 0): n_t = min(k, t+1) positions, ascending, padded with −1 to width k.
  * Ties: the higher score first, then the lower position (a deterministic rule; torch.topk leaves it unspecified).
  * @deviation Deterministic tie rule of the reference vectors (docs/spec-notes.md#selection); torch.topk's is unspecified.
  * @param indexScores [T, T] I_{t,s}. @param topk k ≥ 1.
- * @returns [T, k] int32
+ * @returns [T, k] int32 (also when k > T: the columns beyond T hold −1)
  * @example
  * ```ts
  * indexerSelection(tf.tensor2d([[0, 0, 0], [1, 2, 0], [3, 1, 2]]), 2).arraySync(); // => [[0, -1], [0, 1], [0, 2]]
+ * indexerSelection(tf.tensor2d([[0, 0], [1, 2]]), 3).arraySync(); // => [[0, -1, -1], [0, 1, -1]]
  * ```
  */
 export function indexerSelection(indexScores: tf.Tensor2D, topk: number): tf.Tensor2D {
@@ -98,15 +101,10 @@ export function indexerSelection(indexScores: tf.Tensor2D, topk: number): tf.Ten
   checkInteger('indexerSelection', 'topk', topk, 1);
   checkSquare(fn, 'indexScores', indexScores, 2);
   const T = indexScores.shape[0];
-  const v = indexScores.dataSync();
-  const out = new Int32Array(T * topk).fill(-1);
-  for (let t = 0; t < T; t++) {
-    const cand = Array.from({ length: t + 1 }, (_, s) => s);
-    cand.sort((a, b) => v[t * T + b]! - v[t * T + a]! || a - b);
-    const chosen = cand.slice(0, topk).sort((a, b) => a - b);
-    chosen.forEach((s, j) => { out[t * topk + j] = s; });
-  }
-  return tf.tensor2d(out, [T, topk], 'int32');
+  return tf.tidy(() => {
+    const selected = selectTopK(indexScores, 0, topk); // [T, min(k, T)]
+    return topk > T ? tf.pad(selected, [[0, 0], [0, topk - T]], -1) : selected; // [T, k]
+  });
 }
 
 // --- KL losses (Eqs. 3–4) ---

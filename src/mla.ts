@@ -57,6 +57,7 @@ function checkMlaCall(c: Contract, params: Record<string, unknown>, startPos: un
   checkInteger(c.fn, 'opts.maxSeqLen', o.maxSeqLen, 1);
   return checkTensors(c, params, configDims(c.fn, o.config));
 }
+import { materialize, type WeightMatrix } from './weight_matrix.ts';
 
 /** Block size of the FP8 round trip of the latent (official `block_size`). */
 const LATENT_BLOCK = 128;
@@ -231,7 +232,7 @@ export interface MlaOutput {
  */
 export function mlaQuery(
   x: tf.Tensor2D,
-  w: AttentionWeights,
+  w: AttentionWeights<WeightMatrix>,
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'probe'>,
 ): { qr: tf.Tensor2D; qNope: tf.Tensor3D; qPe: tf.Tensor3D } {
@@ -279,7 +280,7 @@ export function mlaQuery(
  */
 export function mlaLatent(
   x: tf.Tensor2D,
-  w: AttentionWeights,
+  w: AttentionWeights<WeightMatrix>,
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'probe'>,
 ): { normalized: tf.Tensor2D; latent: tf.Tensor2D; kPe: tf.Tensor2D } {
@@ -350,7 +351,7 @@ export function mlaAttend(
   kv: tf.Tensor2D,
   pe: tf.Tensor2D,
   topk: tf.Tensor2D,
-  w: AttentionWeights,
+  w: AttentionWeights<WeightMatrix>,
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention' | 'probe'> & { mode: 'mha' | 'mqa' },
 ): tf.Tensor2D {
@@ -377,7 +378,7 @@ export function mlaAttend(
         ? sparseAttentionMha(q, k, v, topk, startPos, scale)
         : denseAttentionMha(q, k, v, topk, startPos, scale);
     } else {
-      const wkvB = w.wkv_b.weight.reshape([H, Dn + Dv, C]); // [H, Dn + Dv, C], dequantized, no act_quant
+      const wkvB = materialize(w.wkv_b.weight).reshape([H, Dn + Dv, C]); // [H, Dn + Dv, C], dequantized, no act_quant
       const wUK = wkvB.slice([0, 0, 0], [H, Dn, C]); // [H, Dn, C]
       const wUV = wkvB.slice([0, Dn, 0], [H, Dv, C]); // [H, Dv, C]
       const qLatent = tf.matMul(qNope.transpose([1, 0, 2]), wUK).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, C]
@@ -436,7 +437,7 @@ export function mlaAttend(
  */
 export function mlaForward(
   x: tf.Tensor2D,
-  w: AttentionWeights,
+  w: AttentionWeights<WeightMatrix>,
   cache: MlaCache,
   startPos: number,
   opts: MlaOptions,
@@ -507,7 +508,7 @@ function appendCache(cache: MlaCache, latent: tf.Tensor2D, kPe: tf.Tensor2D): vo
 }
 
 /** Validates everything {@link mlaForward} can check before computing; returns T. */
-function checkInputs(x: tf.Tensor2D, w: AttentionWeights, cache: MlaCache, startPos: number, opts: MlaOptions): number {
+function checkInputs(x: tf.Tensor2D, w: AttentionWeights<WeightMatrix>, cache: MlaCache, startPos: number, opts: MlaOptions): number {
   const fn = 'mlaForward()';
   checkObject('mlaForward', 'cache', cache);
   const C = checkObject('mlaForward', 'opts', opts).config ? opts.config.kv_lora_rank : undefined;

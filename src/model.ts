@@ -52,6 +52,7 @@ function checkTokens(fn: string, tokens: unknown): ArrayLike<number> {
   }
   return t;
 }
+import { gatherRows, matMulWeightT, type WeightMatrix } from './weight_matrix.ts';
 
 /** Every weight of the model. */
 export interface ModelWeights {
@@ -227,7 +228,7 @@ export function disposeModelWeights(w: ModelWeights): void {
  * embedTokens([1, 0], tf.tensor2d([[1, 2], [3, 4]])).arraySync(); // => [[3, 4], [1, 2]]
  * ```
  */
-export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.Tensor2D {
+export function embedTokens(tokens: ArrayLike<number>, embed: WeightMatrix): tf.Tensor2D {
   checkTokens('embedTokens', tokens);
   const { V } = checkTensors(EMBED_TOKENS, { embed }) as Record<'V', number>;
   const ids = Int32Array.from(tokens as ArrayLike<number>);
@@ -237,7 +238,7 @@ export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.T
       throw new RangeError(`embedTokens(): token ids must be integers in [0, ${V}) but tokens[${i}] = ${t}`);
     }
   }
-  return tf.tidy(() => tf.gather(embed, ids) as tf.Tensor2D);
+  return tf.tidy(() => gatherRows(embed, ids));
 }
 
 // --- Block (official Block.forward) ---
@@ -274,7 +275,7 @@ export function embedTokens(tokens: ArrayLike<number>, embed: tf.Tensor2D): tf.T
 export function blockForward(
   h: tf.Tensor2D,
   residual: tf.Tensor2D | null,
-  w: LayerWeights,
+  w: LayerWeights<WeightMatrix>,
   cache: MlaCache,
   startPos: number,
   opts: ModelOptions & { routing?: LayerRouting; layer?: number },
@@ -349,7 +350,7 @@ export function blockForward(
 export function headLogits(
   h: tf.Tensor2D,
   residual: tf.Tensor2D,
-  global: GlobalWeights,
+  global: GlobalWeights<WeightMatrix>,
   eps: number,
   positions: 'last' | 'all' = 'last',
 ): tf.Tensor2D {
@@ -362,7 +363,7 @@ export function headLogits(
     const { out } = rmsNormResidual(h, residual, global.norm, eps);
     const T = out.shape[0]!;
     const x = positions === 'last' ? tf.slice(out, [T - 1, 0], [1, -1]) : out; // [1 or T, D]
-    return tf.matMul(x as tf.Tensor2D, global.head, false, true); // [1 or T, V]
+    return matMulWeightT(x as tf.Tensor2D, global.head); // [1 or T, V]
   });
 }
 

@@ -23,6 +23,7 @@ import { checkArray, checkChoice, checkObject, checkTensors, CONFIG_LETTERS, con
 const MOE_GATE = defineContract('moeGate', { x: '[T, D]', 'gate.weight': '[E, D]', 'gate.bias': { shape: '[E]', optional: true } }, CONFIG_LETTERS);
 const SWIGLU_FFN = defineContract('swigluFfn', { x: '[T, D]', ...under('w', ffnWeights('F')) });
 const MOE = defineContract('moe', { x: '[T, D]', ...under('w', MOE_WEIGHTS) }, CONFIG_LETTERS);
+import type { WeightMatrix } from './weight_matrix.ts';
 
 /** The config keys the gate reads (verbatim `config.json` names). */
 export type GateConfig = Pick<
@@ -262,7 +263,7 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync(); // => [[1.4621172, 0]]
  * ```
  */
-export function swigluFfn(x: tf.Tensor2D, w: FfnWeights, fmt: 'ue8m0' | null, at: FfnProbe = {}): tf.Tensor2D {
+export function swigluFfn(x: tf.Tensor2D, w: FfnWeights<WeightMatrix>, fmt: 'ue8m0' | null, at: FfnProbe = {}): tf.Tensor2D {
   checkObject('swigluFfn', 'w', w);
   checkTensors(SWIGLU_FFN, { x, w });
   checkChoice('swigluFfn', 'fmt', fmt, ['ue8m0', null]);
@@ -328,7 +329,7 @@ function permuteRows(a: tf.Tensor2D, perm: Int32Array, inverse: Int32Array): tf.
  */
 export function moe(
   x: tf.Tensor2D,
-  w: MoeWeights,
+  w: MoeWeights<WeightMatrix>,
   config: ModelConfig,
   opts: KeepRoutingOptions & { probe?: RoundingProbe } = {},
 ): { out: tf.Tensor2D; routing: LayerRouting } {

@@ -147,7 +147,8 @@ export function ropeParams(config: RopeConfigLike, maxSeqLen: number): RopeParam
 
 /**
  * YaRN attention-temperature factor m = 0.1·mscale·ln(factor) + 1 (1 when factor ≤ 1) [official `ModelArgs`
- * / MLA `__init__`]. The MLA softmax scale is multiplied by m² when YaRN is active; cos/sin are not scaled.
+ * / MLA `__init__`]. The MLA softmax scale (`softmaxScale`, src/config.ts) is multiplied by m² when YaRN is active;
+ * cos/sin are not scaled.
  *
  * @example
  * ```ts
@@ -159,29 +160,6 @@ export function yarnMscale(factor: number, mscale: number): number {
   checkFiniteNumber('yarnMscale', 'mscale', mscale);
   if (factor <= 1) return 1;
   return 0.1 * mscale * Math.log(factor) + 1;
-}
-
-/**
- * MLA softmax scale: qkHeadDim^−0.5, times m² (see {@link yarnMscale}) iff maxSeqLen > originalMaxPos
- * (float64, as the official Python scalar).
- *
- * @example
- * ```ts
- * mlaSoftmaxScale(192, { factor: 40, mscale: 1, originalMaxPos: 4096, maxSeqLen: 16384 }); // => 0.1352337788608801
- * ```
- */
-export function mlaSoftmaxScale(
-  qkHeadDim: number,
-  p: { factor: number; mscale: number; originalMaxPos: number; maxSeqLen: number },
-): number {
-  checkInteger('mlaSoftmaxScale', 'qkHeadDim', qkHeadDim, 1);
-  checkObject('mlaSoftmaxScale', 'p', p);
-  let scale = qkHeadDim ** -0.5;
-  if (p.maxSeqLen > p.originalMaxPos) {
-    const m = yarnMscale(p.factor, p.mscale);
-    scale = scale * m * m;
-  }
-  return scale;
 }
 
 // --- Angles ---

@@ -66,6 +66,11 @@ export interface SafetensorsFile {
   info(name: string): TensorInfo;
   read(name: string): TensorValues;
   readRaw(name: string): RawTensor;
+  /**
+   * Rows [first, first + count) of the first axis, undecoded, read at their byte offset in the file
+   * (an embedding row, a band of a weight matrix): `shape` is `[count, ...shape.slice(1)]`.
+   */
+  readRawRows(name: string, first: number, count: number): RawTensor;
   /** float32 tensor for float dtypes, int32 for integer dtypes (I64 must fit int32), bool for BOOL */
   readTensor(name: string): tf.Tensor;
   /** `__metadata__` of the file (of the index's `metadata`, stringified, for a sharded checkpoint) */
@@ -116,7 +121,17 @@ function getF16Table(): Float32Array {
 /** e5m2: the upper byte of an IEEE binary16. */
 const E5M2_TABLE = Float32Array.from({ length: 256 }, (_, c) => f16Value(c << 8));
 
-function decodeValues(dtype: Dtype, bytes: Uint8Array, path: string): TensorValues {
+/**
+ * Decodes stored bytes of one dtype (a whole tensor or some of its rows, as {@link SafetensorsFile}
+ * `readRawRows` returns them) to values, as `read` does.
+ *
+ * @param path names the file in the error a big-endian host gets
+ * @example
+ * ```ts
+ * decodeTensorBytes('BF16', new Uint8Array([0x80, 0x3f, 0x00, 0xc0]), 'w'); // => [1, -2]
+ * ```
+ */
+export function decodeTensorBytes(dtype: Dtype, bytes: Uint8Array, path: string): TensorValues {
   if (!LITTLE_ENDIAN) throw new SafetensorsError(path, 'big-endian hosts are not supported');
   const buf = bytes.buffer;
   const off = bytes.byteOffset;
@@ -374,9 +389,18 @@ export function safetensorsFromSource(path: string, source: ByteSource): Safeten
     const e = entry(name);
     return { dtype: e.info.dtype, shape: [...e.info.shape], bytes: source.read(e.filePos, e.info.byteLength) };
   };
+  const readRawRows = (name: string, first: number, count: number): RawTensor => {
+    const e = entry(name);
+    const [rows, ...rest] = e.info.shape;
+    if (rows === undefined || !Number.isSafeInteger(first) || !Number.isSafeInteger(count) || first < 0 || count < 0 || first + count > rows) {
+      throw new SafetensorsError(path, `tensor ${JSON.stringify(name)}: rows [${first}, ${first} + ${count}) must lie in [0, ${rows ?? 'a scalar has no rows'})`);
+    }
+    const rowBytes = rows === 0 ? 0 : e.info.byteLength / rows;
+    return { dtype: e.info.dtype, shape: [count, ...rest], bytes: source.read(e.filePos + first * rowBytes, count * rowBytes) };
+  };
   const read = (name: string): TensorValues => {
     const raw = readRaw(name);
-    return decodeValues(raw.dtype, raw.bytes, path);
+    return decodeTensorBytes(raw.dtype, raw.bytes, path);
   };
   return {
     path,
@@ -388,6 +412,7 @@ export function safetensorsFromSource(path: string, source: ByteSource): Safeten
     },
     read,
     readRaw,
+    readRawRows,
     readTensor: (name) => toTensor(read(name), entry(name).info, path, name),
     metadata: () => ({ ...metadata }),
     close: () => {
@@ -525,6 +550,7 @@ export function shardedSafetensors(
     info: (name) => fileOf(name).info(name),
     read: (name) => fileOf(name).read(name),
     readRaw: (name) => fileOf(name).readRaw(name),
+    readRawRows: (name, first, count) => fileOf(name).readRawRows(name, first, count),
     readTensor: (name) => fileOf(name).readTensor(name),
     metadata: () => ({ ...metadata }),
     close: () => {

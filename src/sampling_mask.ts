@@ -24,7 +24,7 @@ const TOKEN_LOG_PROBS = defineContract('tokenLogProbs', { logits: '[T, V]', toke
 const KEEP_SAMPLING_LOG_PROBS = defineContract('keepSamplingLogProbs', { logits: '[T, V]', kept: KEPT, tokens: TOKENS });
 const KEEP_SAMPLING_RATIO = defineContract('keepSamplingRatio', { logits: '[T, V]', logitsOld: '[T, V]', kept: KEPT, tokens: TOKENS });
 const KEPT_SET_FROM_LOGITS = defineContract('keptSetFromLogits', { logits: '[T, V]' });
-import { stopGradient } from './grpo.ts';
+import { stopGradient } from './internal/stop_gradient.ts';
 
 // --- Masked log-softmax ---
 

@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, copyFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { discoverCases } from '../src/conformance/run.ts';
 import { runConformance, parseConformanceArgs, formatTable } from '../src/cli/conformance.ts';
@@ -144,6 +144,29 @@ describe('dsv32 conformance (process)', () => {
     const rows = JSON.parse(readFileSync(out, 'utf8')) as Array<{ check: string; layer: number | null; pass: boolean }>;
     expect(rows.every((row) => row.pass)).toBe(true);
     expect(rows.some((row) => row.check === 'attn.out' && row.layer === 2)).toBe(true);
+    // every step of the trace: the prefill and its 4 decode steps, each compared
+    for (let step = 0; step <= 4; step++) {
+      expect(rows.some((row) => row.check === 'stream.logits' && (row as { step?: number }).step === step)).toBe(true);
+      expect(rows.some((row) => row.check === 'attn.out' && row.layer === 2 && (row as { step?: number }).step === step)).toBe(true);
+    }
+    const finite = rows.filter((row) => row.check === 'weights.finite') as Array<{ peak_bytes?: number }>;
+    expect(finite).toHaveLength(2 * 5);
+    expect(finite.every((row) => Number.isInteger(row.peak_bytes) && row.peak_bytes! > 0)).toBe(true);
+  });
+
+  it('--weights --steps N runs N greedy decode steps after the prefill, through every layer', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'dsv32-w-')), 'r.json');
+    const dir = join(FIXTURES, 'golden', 'public-fp8');
+    const tokens = join(dirname(out), 't.json');
+    writeFileSync(tokens, '[3, 1, 4, 1, 5]');
+    const r = cli(['conformance', '--weights', dir, '--layers', '1', '--tokens', tokens, '--steps', '2', '--json', out]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^step 2: layer 2 \(on the way\) \[moe\] T=1:/m);
+    expect(r.stdout.match(/greedy next token \d+/g)).toHaveLength(2);
+    const rows = JSON.parse(readFileSync(out, 'utf8')) as Array<{ check: string; step: number; layer: number }>;
+    expect(rows.map((row) => `${row.check}:${row.step}:${row.layer}`)).toEqual(['weights.finite:0:1', 'weights.finite:1:1', 'weights.finite:2:1']);
+    expect(() => parseConformanceArgs(['--weights', 'w', '--steps', '-1'])).toThrow(/--steps expects an integer ≥ 0 .* got '-1'/);
+    expect(() => parseConformanceArgs(['--weights', 'w', '--steps', '1', '--expect', 'e'])).toThrow(/--steps and --expect exclude each other/);
   });
 
   it('--weights on a folder without a checkpoint is a failed row with the reason, exit 1', () => {

@@ -165,9 +165,10 @@ function namesIn(text: string, plain: boolean): Name[] {
  *
  * Tables with a `function` column (docs/equations.md): the cell is split at `;` outside
  * parentheses; a part that links a src module (`[x.ts](../src/x.ts)`, also inside parentheses as in
- * `` `stopGradient` ([grpo.ts](../src/grpo.ts)) ``) names that module for its identifiers; a part
- * without a link keeps the module of the part before it in the same cell, and a cell's first part
- * without a link may name any module linked in the table so far (the rows share their modules).
+ * `` `stopGradient` ([internal/stop_gradient.ts](../src/internal/stop_gradient.ts)) ``) names that
+ * module for its identifiers; a part without a link keeps the module of the part before it in the
+ * same cell, and a cell's first part without a link may name any module linked in the table so far
+ * (the rows share their modules).
  * Every backticked identifier outside parentheses counts.
  *
  * Prose (docs/tour.md, and the text around the tables): per paragraph, camelCase names and

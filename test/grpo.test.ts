@@ -7,9 +7,10 @@ import { it, expect } from 'vitest';
 import fc from 'fast-check';
 import { tf } from '../src/backend.ts';
 import {
-  grpoLoss, grpoLossAndGrad, groupAdvantages, opsmSequenceKl, klK3, klUnbiasedK3, aggregateLoss, stopGradient,
+  grpoLoss, grpoLossAndGrad, groupAdvantages, opsmSequenceKl, klK3, klUnbiasedK3, aggregateLoss,
   type GrpoOptions, type AdvantageMode, type KlEstimator, type Aggregation,
 } from '../src/grpo.ts';
+import { stopGradient } from '../src/internal/stop_gradient.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 // --- float64 reference ---

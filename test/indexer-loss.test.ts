@@ -6,7 +6,7 @@ import { it, expect } from 'vitest';
 import fc from 'fast-check';
 import { tf } from '../src/backend.ts';
 import { indexerTarget, indexerSelection, indexerKlDense, indexerKlSparse } from '../src/indexer_loss.ts';
-import { stopGradient } from '../src/grpo.ts';
+import { stopGradient } from '../src/internal/stop_gradient.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 type Mat = number[][];
@@ -164,7 +164,7 @@ describeEachBackend('indexer loss', () => {
   it('leaks no tensors', async () => {
     const a = tf.tensor3d([[[1, 0, 0], [0.3, 0.7, 0], [0.2, 0.5, 0.3]]]), s = tf.tensor2d([[0, 0, 0], [1, 0, 0], [0, 2, 1]]);
     await expectNoTensorLeak(() => {
-      tf.dispose([indexerKlDense(a, s), indexerKlSparse(a, s, 2), tf.grad((x: tf.Tensor) => indexerKlSparse(a, x as tf.Tensor2D, 2))(s)]);
+      tf.dispose([indexerSelection(s, 2), indexerSelection(s, 5), indexerKlDense(a, s), indexerKlSparse(a, s, 2), tf.grad((x: tf.Tensor) => indexerKlSparse(a, x as tf.Tensor2D, 2))(s)]);
     });
     tf.dispose([a, s]);
   });

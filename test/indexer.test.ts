@@ -402,3 +402,25 @@ describeEachBackend('fp8Index (official fp8_index kernel)', () => {
     );
   });
 });
+
+describeEachBackend('fp8Index on a long prefill (blocks of query rows)', () => {
+  it('equals the scores of each query row computed alone, bit for bit', () => {
+    // HI = 64, S = 1100: 2²⁴ / (64 · 1100) = 238 rows per block, so T = 500 runs as 3 blocks
+    const [T, HI, DI, S] = [500, 64, 8, 1100];
+    const q8 = tf.randomNormal([T, HI, DI], 0, 1, 'float32', 1) as tf.Tensor3D;
+    const w = tf.randomNormal([T, HI], 0, 1, 'float32', 2) as tf.Tensor2D;
+    const keys = tf.randomNormal([S, DI], 0, 1, 'float32', 3) as tf.Tensor2D;
+    const scales = tf.randomUniform([S], 0.5, 2, 'float32', 4) as tf.Tensor1D;
+    const before = tf.memory().numTensors;
+    const all = fp8Index(q8, w, keys, scales);
+    expect(all.shape).toEqual([T, S]);
+    const got = all.dataSync();
+    for (const t of [0, 237, 238, 239, 476, 477, 499]) {
+      const one = tf.tidy(() => fp8Index(tf.slice(q8, [t, 0, 0], [1, -1, -1]), tf.slice(w, [t, 0], [1, -1]), keys, scales).dataSync());
+      expect(Array.from(got.subarray(t * S, (t + 1) * S))).toEqual(Array.from(one));
+    }
+    all.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([q8, w, keys, scales]);
+  });
+});

@@ -5,7 +5,8 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { tf } from '../src/backend.ts';
-import { applyRope, mlaSoftmaxScale, ropeAngles, ropeParams, yarnFrequencies, yarnMscale, type RopeParams } from '../src/rope.ts';
+import { applyRope, ropeAngles, ropeParams, yarnFrequencies, yarnMscale, type RopeParams } from '../src/rope.ts';
+import { softmaxScale } from '../src/config.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 const P671: RopeParams = { dim: 64, theta: 10000, factor: 40, originalMaxPos: 4096, betaFast: 32, betaSlow: 1, maxSeqLen: 16384 };
@@ -73,7 +74,7 @@ describe('yarnFrequencies', () => {
   });
 });
 
-describe('ropeParams, yarnMscale, mlaSoftmaxScale', () => {
+describe('ropeParams, yarnMscale, softmaxScale', () => {
   const config = {
     qk_rope_head_dim: 64, rope_theta: 10000,
     rope_scaling: { factor: 40, original_max_position_embeddings: 4096, beta_fast: 32, beta_slow: 1, mscale: 1 },
@@ -89,8 +90,9 @@ describe('ropeParams, yarnMscale, mlaSoftmaxScale', () => {
   it('m = 0.1·ln(40) + 1, final 671B scale 192^-0.5 · m² ≈ 0.135234 (docs/spec-notes.md#mla); 1 when factor ≤ 1', () => {
     expect(yarnMscale(40, 1)).toBeCloseTo(1.36889, 5);
     expect(yarnMscale(1, 1)).toBe(1);
-    expect(mlaSoftmaxScale(192, { factor: 40, mscale: 1, originalMaxPos: 4096, maxSeqLen: 16384 })).toBeCloseTo(0.135234, 6);
-    expect(mlaSoftmaxScale(192, { factor: 40, mscale: 1, originalMaxPos: 4096, maxSeqLen: 4096 })).toBe(192 ** -0.5);
+    const mla = { ...config, qk_nope_head_dim: 128 }; // Dqk = 128 + 64 = 192
+    expect(softmaxScale(mla, 16384)).toBeCloseTo(0.135234, 6);
+    expect(softmaxScale(mla, 4096)).toBe(192 ** -0.5);
   });
 });
 

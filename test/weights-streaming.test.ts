@@ -7,7 +7,7 @@
  * float32) is clearly smaller than the checkpoint (8 layers, ≈ 190 MB float32).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -16,7 +16,8 @@ import { tf, initBackend } from '../src/backend.ts';
 import type { WritableTensor } from '../src/safetensors.ts';
 import { writeSafetensors } from '../src/node.ts';
 import { parseConfig, CONFIG_671B, type ModelConfig } from '../src/config.ts';
-import { layerFloat32Bytes, runWeightsConformance } from '../src/conformance/weights.ts';
+import { runWeightsConformance } from '../src/conformance/weights.ts';
+import { layerFloat32Bytes, layerResidentBytes } from '../src/weight_budget.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -136,7 +137,7 @@ describe('runWeightsConformance on a synthetic sharded FP8 checkpoint', () => {
   });
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-  it('holds one layer at a time: peak growth ≤ 2 × one layer + slack, far below the checkpoint', async () => {
+  it('holds one layer at a time, as stored bytes: peak growth ≈ the resident layer, far below one float32 layer', async () => {
     const dir = join(root, 'big');
     const json = syntheticConfig(8, 32, 256);
     const cfg = writeCheckpoint(dir, json);
@@ -145,6 +146,7 @@ describe('runWeightsConformance on a synthetic sharded FP8 checkpoint', () => {
     for (let l = 0; l < cfg.num_hidden_layers; l++) total += layerFloat32Bytes(cfg, l);
     expect(layerBytes).toBeGreaterThan(25e6);
     expect(total).toBeGreaterThan(7 * layerBytes);
+    const resident = layerResidentBytes(cfg, 7);
 
     const lines: string[] = [];
     const base = await settledBaseline();
@@ -162,12 +164,17 @@ describe('runWeightsConformance on a synthetic sharded FP8 checkpoint', () => {
     });
     expect(rows.map((r) => `${r.check}:${r.layer}:${r.pass}`)).toEqual(['weights.finite:0:true', 'weights.finite:7:true']);
     expect(lines).toHaveLength(9); // 8 layers + logits (the run covers the last layer)
-    expect(lines[0]).toMatch(/^layer 0 \[dense\] T=6: attn\.out mean \S+ std \S+ max\|x\| \S+ \| ffn\.out mean/);
+    expect(lines[0]).toMatch(/^layer 0 \[dense\] T=6: attn\.out mean \S+ std \S+ max\|x\| \S+ \| ffn\.out mean .* \| peak \d+\.\d MB$/);
     expect(lines[3]).toMatch(/^layer 3 \(on the way\) \[moe\]/);
     expect(lines[8]).toMatch(/^logits \(last position\): mean/);
-    expect(peak).toBeGreaterThan(0.5 * layerBytes); // the sampling does see a loaded layer
-    expect(peak).toBeLessThan(2 * layerBytes + 16e6);
-    expect(peak).toBeLessThan(0.5 * total);
+    // the sampling does see the stored layer; the whole float32 layer is never there
+    expect(peak).toBeGreaterThan(resident.stored);
+    expect(peak).toBeLessThan(0.5 * layerBytes);
+    // the meter's peak of layer 7: its stored bytes and float32 tensors at least, one band and activations at most
+    const peak7 = rows[1]!.peak_bytes!;
+    expect(rows[1]!.reason).toMatch(/^peak \d+\.\d MB held/);
+    expect(peak7).toBeGreaterThan(resident.stored + resident.float32);
+    expect(peak7).toBeLessThan(resident.stored + resident.float32 + resident.expert + 4 * 256 * 256 * 4 + 2e6);
     expect(tf.memory().numTensors).toBe(tensorsBefore);
   });
 
@@ -223,6 +230,12 @@ describe('runWeightsConformance on a synthetic sharded FP8 checkpoint', () => {
     expect(r1).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: 'layers must be integers in [0, 2) but got [2]' })]);
     const r2 = await runWeightsConformance({ weightsDir: dir, tokens: [1, 64] });
     expect(r2).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: 'tokens must be ≥ 1 integers in [0, 64) but tokens[1] = 64' })]);
+    const r4 = await runWeightsConformance({ weightsDir: dir, steps: 1.5 });
+    expect(r4).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: 'steps must be an integer ≥ 0 but got 1.5' })]);
+    const r5 = await runWeightsConformance({ weightsDir: dir, prefillChunk: 0 });
+    expect(r5).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: 'prefillChunk must be an integer ≥ 1, without an expect trace, but got 0' })]);
+    const r6 = await runWeightsConformance({ weightsDir: dir, tokens: [1, 2], steps: 8191 });
+    expect(r6).toEqual([expect.objectContaining({ check: 'weights.args', pass: false, reason: '2 tokens + 8191 steps exceed max_seq_len 8192' })]);
     const r3 = await runWeightsConformance({ weightsDir: join(root, 'nowhere') });
     expect(r3[0]!.check).toBe('weights.config');
   });
@@ -233,7 +246,7 @@ describe('runWeightsConformance with an expect trace (the golden fixtures as rel
     await initBackend('wasm');
   });
   for (const name of ['public-fp32', 'public-fp8']) {
-    it(`${name}: streamed and teacher-forced rows all pass for layers 0..2 and the logits`, async () => {
+    it(`${name}: streamed and teacher-forced rows all pass for layers 0..2 and the logits, at every step`, async () => {
       const dir = `fixtures/golden/${name}`;
       const lines: string[] = [];
       const rows = await runWeightsConformance({
@@ -244,11 +257,11 @@ describe('runWeightsConformance with an expect trace (the golden fixtures as rel
       for (const c of ['stream.attn.in', 'stream.attn.out', 'stream.ffn.out', 'stream.logits', 'attn.qr', 'attn.out', 'indexer.topk', 'ffn.out', 'gate.indices', 'gate.weights', 'weights.finite']) {
         expect(checks.has(c)).toBe(true);
       }
-      expect(lines).toHaveLength(4);
+      expect(lines).toHaveLength(5 * 4); // 5 steps (prefill + 4 decode steps) × (3 layers + logits)
     });
   }
 
-  it('a perturbed expect trace fails the rows it touches', async () => {
+  const perturbed = async (key: string, layers: number[]) => {
     const dir = 'fixtures/golden/public-fp32';
     const tmp = mkdtempSync(join(tmpdir(), 'dsv32-expect-'));
     try {
@@ -258,15 +271,25 @@ describe('runWeightsConformance with an expect trace (the golden fixtures as rel
       for (const n of tr.names()) {
         const raw = tr.readRaw(n);
         const data = raw.dtype === 'F32' ? (tr.read(n) as Float32Array) : raw.bytes;
-        if (n === 'step0.expected.layer1.ffn.out') (data as Float32Array)[5] = (data as Float32Array)[5]! + 0.05;
+        if (n === key) (data as Float32Array)[5] = (data as Float32Array)[5]! + 0.05;
         out[n] = { dtype: raw.dtype, shape: raw.shape, data };
       }
       tr.close();
       writeSafetensors(join(tmp, 'trace.safetensors'), out);
-      const rows = await runWeightsConformance({ weightsDir: dir, layers: [1], expectFile: join(tmp, 'trace.safetensors'), maxSeqLen: 8192 });
-      expect(rows.filter((r) => !r.pass).map((r) => `${r.check}:${r.layer}`)).toEqual(['stream.ffn.out:1', 'ffn.out:1']);
+      writeFileSync(join(tmp, 'manifest.json'), readFileSync(`${dir}/manifest.json`));
+      const rows = await runWeightsConformance({ weightsDir: dir, layers, expectFile: join(tmp, 'trace.safetensors'), maxSeqLen: 8192 });
+      return rows.filter((r) => !r.pass).map((r) => `${r.check}:${r.step}:${r.layer}`);
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
+  };
+
+  it('a perturbed expect trace fails the rows it touches (prefill)', async () => {
+    expect(await perturbed('step0.expected.layer1.ffn.out', [1])).toEqual(['stream.ffn.out:0:1', 'ffn.out:0:1']);
+  });
+
+  it('a perturbed decode step fails that step\'s rows only', async () => {
+    expect(await perturbed('step3.expected.layer2.attn.out', [2])).toEqual(['stream.attn.out:3:2', 'attn.out:3:2']);
+    expect(await perturbed('step4.expected.logits', [2])).toEqual(['stream.logits:4:null']);
   });
 });

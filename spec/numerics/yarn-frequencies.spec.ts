@@ -6,7 +6,8 @@ description: YaRN-corrected float32 frequencies match the vector within 2 float3
 see: docs/spec-notes.md#rope-and-yarn; fixtures/vectors/numerics-rope.json
 ---*/
 import { it, expect } from 'vitest';
-import { mlaSoftmaxScale, yarnFrequencies } from '../../src/rope.ts';
+import { yarnFrequencies } from '../../src/rope.ts';
+import { softmaxScale } from '../../src/config.ts';
 import { assertClose, loadVector } from '../harness/index.ts';
 
 const v = loadVector('numerics-rope');
@@ -21,7 +22,9 @@ for (const [k, c] of (v.cases as any[]).entries()) {
     (c.freqs as number[]).forEach((e, i) => assertClose(f[i]!, e, { atol: 2 * 2 ** (Math.floor(Math.log2(e)) - 23) }));
   });
   it(`case ${k}: softmax scale`, () => {
-    assertClose(mlaSoftmaxScale(c.config.qk_head_dim, { ...p, mscale: c.config.mscale }), c.softmax_scale, { rtol: 1e-12 });
+    const rope_scaling = { factor: p.factor, mscale: c.config.mscale, original_max_position_embeddings: p.originalMaxPos };
+    const config = { qk_nope_head_dim: c.config.qk_head_dim - p.dim, qk_rope_head_dim: p.dim, rope_scaling };
+    assertClose(softmaxScale(config, p.maxSeqLen), c.softmax_scale, { rtol: 1e-12 });
   });
 }
 

@@ -1,13 +1,15 @@
 /**
- * `dsv32 conformance [DIR ...] [--json FILE] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE]]`
+ * `dsv32 conformance [DIR ...] [--json FILE] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]`
  *
  * Without `--weights`: finds every golden fixture folder and vector file under the given
  * directories (default: the bundled `fixtures/`), runs every check it knows, prints a table and
  * exits 0 only if every check passed. `--json FILE` writes the same rows as a JSON array of
- * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?}` (a public contract).
+ * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?, peak_bytes?}` (a public contract).
  *
  * With `--weights DIR`: runs the chosen layers of a released checkpoint directory one layer at a
- * time on the given token ids, printing activation statistics, and compares with `--expect`.
+ * time, weights resident as stored (docs/weights-streaming.md), on the given token ids, printing
+ * activation statistics and the peak bytes each layer held; compares every step of an `--expect`
+ * trace (prefill and decode steps), or runs `--steps N` greedy decode steps after the prefill.
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -35,19 +37,21 @@ export interface ConformanceArgs {
   layers?: number[];
   tokens?: string;
   expect?: string;
+  steps?: number;
   quiet: boolean;
 }
 
 /** The option table of `dsv32 conformance` (src/cli/args.ts). */
 export const CONFORMANCE_COMMAND: CommandSpec = {
   name: 'conformance',
-  usage: 'usage: dsv32 conformance [DIR ...] [--json FILE] [--quiet] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE]]\n',
+  usage: 'usage: dsv32 conformance [DIR ...] [--json FILE] [--quiet] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]\n',
   options: {
     json: { type: 'string' },
     weights: { type: 'string' },
     layers: { type: 'integer-list' },
     tokens: { type: 'string' },
     expect: { type: 'string' },
+    steps: { type: 'integer', min: 0 },
     quiet: { type: 'boolean', short: 'q' },
   },
   positionals: { min: 0, max: Infinity, name: 'DIR' },
@@ -67,10 +71,12 @@ function conformanceArgs({ values: v, positionals }: ParsedArgs): ConformanceArg
     ...(v.layers !== undefined ? { layers: v.layers as number[] } : {}),
     ...(v.tokens !== undefined ? { tokens: v.tokens as string } : {}),
     ...(v.expect !== undefined ? { expect: v.expect as string } : {}),
+    ...(v.steps !== undefined ? { steps: v.steps as number } : {}),
   };
-  if (!args.weights && (args.layers || args.tokens || args.expect)) {
-    throw new UsageError('--layers, --tokens and --expect need --weights DIR');
+  if (!args.weights && (args.layers || args.tokens || args.expect || args.steps !== undefined)) {
+    throw new UsageError('--layers, --tokens, --expect and --steps need --weights DIR');
   }
+  if (args.expect && args.steps !== undefined) throw new UsageError('--steps and --expect exclude each other (the trace gives the steps)');
   return args;
 }
 
@@ -144,6 +150,7 @@ async function runWeights(args: ConformanceArgs): Promise<CheckResult[]> {
     ...(args.layers ? { layers: args.layers } : {}),
     ...(tokens ? { tokens } : {}),
     ...(args.expect ? { expectFile: args.expect } : {}),
+    ...(args.steps !== undefined ? { steps: args.steps } : {}),
     log: (line: string) => process.stdout.write(line + '\n'),
   });
 }
@@ -177,6 +184,7 @@ async function runParsed(args: ConformanceArgs): Promise<number> {
       max_abs_err: r.max_abs_err === null || Number.isFinite(r.max_abs_err) ? r.max_abs_err : null,
       max_rel_err: r.max_rel_err === null || Number.isFinite(r.max_rel_err) ? r.max_rel_err : null,
       ...(r.reason ? { reason: r.reason } : {}),
+      ...(r.peak_bytes !== undefined ? { peak_bytes: r.peak_bytes } : {}),
     }));
     writeFileSync(args.json, JSON.stringify(out, null, 2) + '\n');
   }

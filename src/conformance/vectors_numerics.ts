@@ -10,7 +10,8 @@ import { tf } from '../backend.ts';
 import { compareArrays, type CheckResult } from './core/rows.ts';
 import { actQuant, decodeE4m3Bytes, e4m3Decode, e4m3Encode, e4m3Round, weightDequant, FP8_BLOCK } from '../fp8.ts';
 import { hadamard } from '../hadamard.ts';
-import { applyRope, mlaSoftmaxScale, ropeAngles, yarnFrequencies } from '../rope.ts';
+import { applyRope, ropeAngles, yarnFrequencies } from '../rope.ts';
+import { softmaxScale } from '../config.ts';
 import { nestedShape } from '../internal/contract.ts';
 
 /** Malformed vector data (caught and reported as a failed row). */
@@ -231,7 +232,8 @@ function checkRopeCase(c: string, json: unknown, k: number): CheckResult[] {
   const qkHeadDim = num(json, `${p}.config.qk_head_dim`);
   const mscale = num(json, `${p}.config.mscale`);
   const es = num(json, `${p}.softmax_scale`);
-  const ours = mlaSoftmaxScale(qkHeadDim, { factor: cfg.factor, mscale, originalMaxPos: cfg.originalMaxPos, maxSeqLen: cfg.maxSeqLen });
+  const rope_scaling = { factor: cfg.factor, mscale, original_max_position_embeddings: cfg.originalMaxPos };
+  const ours = softmaxScale({ qk_nope_head_dim: qkHeadDim - cfg.dim, qk_rope_head_dim: cfg.dim, rope_scaling }, cfg.maxSeqLen);
   const ds = Math.abs(ours - es);
   out.push(row(c, `${tag}.softmax_scale`, ds <= 1e-12 * Math.abs(es), ds, ds / Math.abs(es), 'rtol 1e-12'));
   // rotations at each position, both layouts

@@ -1,20 +1,17 @@
 /**
  * Conformance on a released checkpoint (`dsv32 conformance --weights DIR [--layers 0,3] [--tokens FILE]
- * [--expect FILE]`): runs layers of a sharded DeepSeek-V3.2 checkpoint **one layer at a time** — load
- * the layer's weights, run the block, log activation statistics, dispose, next — so memory stays
- * bounded by one layer's dequantized float32 weights (46 GB for the largest 671B layer, see
- * docs/weights-streaming.md and {@link layerFloat32Bytes}), never the whole checkpoint.
+ * [--expect FILE | --steps N]`): runs a sharded DeepSeek-V3.2 checkpoint **one layer at a time with
+ * resident weights** (src/layer_stream.ts): a layer's FP8/BF16 weights are held as stored bytes and
+ * dequantized one band per product, the MoE reads only the experts its gate picks, the embedding only
+ * the tokens' rows, the head in bands — so what is held is bounded by {@link weight_budget!layerResidentBytes}
+ * plus activations (docs/weights-streaming.md), never a whole layer in float32.
  *
- * The token ids go through layers 0..max(layers) as one prefill at position 0 (a layer's input is the
- * previous layer's output, so the layers before a chosen one run too); statistics are logged for every
- * layer run, rows are reported for the chosen ones. When the run covers every layer, the final norm and
- * head give the last position's logits.
- *
- * With `expectFile` (a trace in the golden fixture format, fixtures/golden/README.md), step 0 of the
- * trace is checked: the tokens are the trace's `input.tokens[0:n]`; for each chosen layer the modules
- * are teacher-forced from the recorded inputs (`attn.out`/`attn.qr`/`indexer.topk` from `attn.in`,
- * `gate.*`/`ffn.out` from `ffn.in`), and the streamed activations (`stream.attn.in`, `stream.ffn.out`,
- * `stream.logits`) are compared with the recorded ones. Tolerance `1e−4 · max(1, max|b|)`, sets for ids.
+ * A run is a prefill of the token ids at position 0 and then decode steps, the caches of every layer
+ * kept between them: the steps of the `expectFile` trace (its manifest's `steps`; step 0 only without
+ * one), or `steps` greedy decode steps. The layers 0..max(layers) run (a layer's input is the previous
+ * layer's output), all of them when logits are needed; statistics are logged for every layer run, rows
+ * are reported for the chosen ones: `weights.finite` per step (with the peak bytes the layer held), the
+ * comparisons with the trace (src/conformance/weights_trace.ts).
  *
  * Nothing throws: a missing tensor, a wrong shape or dtype is a failed row naming the tensor, what was
  * expected and what was found, and the run stops there (no layer is used half-loaded).
@@ -23,19 +20,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { tf } from '../backend.ts';
 import type { ModelConfig } from '../config.ts';
-import { type Checkpoint, type SafetensorsFile } from '../safetensors.ts';
+import type { Checkpoint, SafetensorsFile } from '../safetensors.ts';
 import { loadConfig, openCheckpoint, openSafetensors } from '../node.ts';
-import { disposeGlobalWeights, disposeLayerWeights, loadGlobalWeights, loadLayerWeights, type LayerWeights } from '../checkpoint.ts';
-import { createMlaCache, disposeMlaCache, mlaForward, truncateMlaCache } from '../mla.ts';
-import { moe, swigluFfn, type LayerRouting } from '../moe.ts';
-import { headLogits } from '../model.ts';
-import { scaleFmt } from '../config.ts';
-import type { RoundingProbe } from '../fp8.ts';
-import { explainByFlips } from './fp8/midpoints.ts';
-import { steeredBlock, type LayerRecord, type Steer } from './fp8/steer.ts';
-import { compareArrays, failure, setsRow, withNote, type CheckResult } from './core/rows.ts';
-import { FixtureError, GOLDEN_RTOL, maxSeqLenOf, parseSteps, readTokens, traceKey, type TracedTensor } from './core/fixture.ts';
-import { gateRows } from './checks/gate.ts';
+import { createStreamState, disposeStreamState, streamCall, type StreamState } from '../layer_stream.ts';
+import { MemoryMeter } from '../resident.ts';
+import { TraceChecks } from './weights_trace.ts';
+import { steeredBlock } from './fp8/steer.ts';
+import { failure, type CheckResult } from './core/rows.ts';
+import { FixtureError, GOLDEN_RTOL, maxSeqLenOf, parseSteps, readTokens, type GoldenStep } from './core/fixture.ts';
 
 /** Token ids used when none are given (spread over the vocabulary, reduced modulo V). */
 export const DEFAULT_TOKENS: readonly number[] = [0, 1, 100, 1000, 5000, 20000, 64000, 128000];
@@ -48,43 +40,21 @@ export interface WeightsConformanceOptions {
   layers?: number[];
   /** token ids (default {@link DEFAULT_TOKENS} mod V; the trace's tokens when `expectFile` is given). */
   tokens?: number[];
-  /** a trace in the golden fixture format to compare step 0 with. */
+  /** a trace in the golden fixture format: every step of it is run and compared. */
   expectFile?: string;
+  /** greedy decode steps after the prefill of `tokens` (each feeds the argmax of the previous logits;
+   *  the run then goes through every layer). Not with `expectFile`, whose steps are given. */
+  steps?: number;
+  /** attention kernels (src/mla.ts `MlaOptions.attention`); default 'sparse', as the golden checks. */
+  attention?: 'sparse' | 'dense' | 'fast';
+  /** run a long prefill in chunks of at most this many tokens (src/layer_stream.ts `StreamOptions.chunk`);
+   *  not with `expectFile`, whose comparisons take each step whole. */
+  prefillChunk?: number;
   /** inference-time max sequence length (YaRN, softmax scale); default the expect trace's manifest.json
    *  `max_seq_len` when there is one, else `max_position_embeddings`. */
   maxSeqLen?: number;
-  /** receives one line per layer with activation statistics. */
+  /** receives one line per layer and step with activation statistics and the peak bytes held. */
   log?: (line: string) => void;
-}
-
-// --- Memory bound ---
-
-/**
- * Bytes of one layer's weights once dequantized to float32 (what {@link runWeightsConformance} holds
- * at a time): MLA + indexer + norms + dense FFN, or + gate, E experts and the shared expert.
- *
- * @example
- * ```ts
- * import { CONFIG_671B } from 'dsv32/config';
- * layerFloat32Bytes(CONFIG_671B, 3); // => 46084982784
- * layerFloat32Bytes(CONFIG_671B, 0); // => 2389771264
- * ```
- */
-export function layerFloat32Bytes(config: ModelConfig, layer: number): number {
-  const c = config;
-  const D = c.hidden_size;
-  const H = c.num_attention_heads;
-  const attn =
-    c.q_lora_rank * D + c.q_lora_rank + H * (c.qk_nope_head_dim + c.qk_rope_head_dim) * c.q_lora_rank +
-    (c.kv_lora_rank + c.qk_rope_head_dim) * D + c.kv_lora_rank + H * (c.qk_nope_head_dim + c.v_head_dim) * c.kv_lora_rank +
-    D * H * c.v_head_dim;
-  const indexer = c.index_n_heads * c.index_head_dim * c.q_lora_rank + c.index_head_dim * D + 2 * c.index_head_dim + c.index_n_heads * D;
-  const norms = 2 * D;
-  const ffn =
-    layer < c.first_k_dense_replace
-      ? 3 * c.intermediate_size * D
-      : c.n_routed_experts * D + c.n_routed_experts + (c.n_routed_experts + c.n_shared_experts) * 3 * c.moe_intermediate_size * D;
-  return 4 * (attn + indexer + norms + ffn);
 }
 
 // --- Statistics ---
@@ -133,29 +103,42 @@ function expectManifest(expectFile: string): Record<string, unknown> | null {
 }
 
 /**
- * Length n of step 0 of an expect trace (the prefill compared here): the manifest's first step, else the
- * rows of the first recorded `step0.expected.layerL.attn.in`.
+ * The steps of an expect trace: the manifest's, else one prefill whose length is the rows of the first
+ * recorded `step0.expected.layerL.attn.in`.
  */
-function step0Length(trace: SafetensorsFile, manifest: Record<string, unknown> | null, N: number): number {
+function traceSteps(trace: SafetensorsFile, manifest: Record<string, unknown> | null, N: number): GoldenStep[] {
   if (manifest?.steps !== undefined) {
-    const first = parseSteps(manifest.steps)[0]!;
-    if (first.step !== 0) throw new FixtureError(`manifest.json steps[0] must be step 0 (the prefill compared here) but is step ${first.step}`);
-    return first.length;
+    const steps = parseSteps(manifest.steps);
+    if (steps[0]!.step !== 0) throw new FixtureError(`manifest.json steps[0] must be step 0 (the prefill) but is step ${steps[0]!.step}`);
+    return steps;
   }
   for (let l = 0; l < N; l++) {
     const name = `step0.expected.layer${l}.attn.in`;
-    if (trace.has(name)) return trace.info(name).shape.at(-2) ?? 1;
+    if (trace.has(name)) return [{ step: 0, start_pos: 0, length: trace.info(name).shape.at(-2) ?? 1 }];
   }
   throw new FixtureError('the expect trace has no manifest.json `steps` and no `step0.expected.layerL.attn.in`: step 0\'s length is unknown');
 }
 
+const megabytes = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
+
 // --- Run ---
+
+/** What a run does: its steps (tokens of each), the layers it goes through, the trace it compares with. */
+interface Plan {
+  steps: GoldenStep[];
+  tokens: number[];
+  /** greedy decode steps to append after `steps` */
+  greedy: number;
+  last: number;
+  maxSeqLen: number;
+}
 
 /**
  * Runs the chosen layers of a released checkpoint one layer at a time (see the module comment).
  *
- * @returns rows: `weights.finite` per chosen layer (activations finite), the comparisons with
- *   `expectFile`, or failed rows (`weights.load`, `weights.args`, ...) with reasons.
+ * @returns rows: `weights.finite` per chosen layer and step (activations finite; `reason` notes the
+ *   peak bytes held), the comparisons with `expectFile`, or failed rows (`weights.load`, `weights.args`,
+ *   `weights.expect`, ...) with reasons.
  * @example
  * ```ts
  * const rows = await runWeightsConformance({ weightsDir: 'fixtures/golden/public-fp8', layers: [1], tokens: [3, 1, 4] });
@@ -177,33 +160,46 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
   if (badLayer !== undefined || layers.length === 0) {
     return [failure(name, 'weights.args', `layers must be integers in [0, ${N}) but got [${opts.layers}]`)];
   }
-  let maxSeqLen = opts.maxSeqLen ?? config.max_position_embeddings;
+  const greedy = opts.steps ?? 0;
+  if (!Number.isInteger(greedy) || greedy < 0) return [failure(name, 'weights.args', `steps must be an integer ≥ 0 but got ${opts.steps}`)];
+  if (greedy > 0 && opts.expectFile) return [failure(name, 'weights.args', 'steps and an expect trace exclude each other: the trace gives the steps')];
+  const chunk = opts.prefillChunk;
+  if (chunk !== undefined && (!Number.isInteger(chunk) || chunk < 1 || opts.expectFile)) {
+    return [failure(name, 'weights.args', `prefillChunk must be an integer ≥ 1, without an expect trace, but got ${chunk}${opts.expectFile ? ' with one' : ''}`)];
+  }
 
   let trace: SafetensorsFile | null = null;
   let ckpt: Checkpoint | null = null;
   const rows: CheckResult[] = [];
   try {
     let tokens = opts.tokens ?? DEFAULT_TOKENS.map((t) => t % config.vocab_size);
+    let steps: GoldenStep[] = [{ step: 0, start_pos: 0, length: tokens.length }];
+    let maxSeqLen = opts.maxSeqLen ?? config.max_position_embeddings;
     if (opts.expectFile) {
       trace = openSafetensors(opts.expectFile);
       let recorded: number[];
       try {
         const manifest = expectManifest(opts.expectFile);
-        if (opts.maxSeqLen === undefined && manifest) maxSeqLen = maxSeqLenOf(manifest, config);
-        const n = step0Length(trace, manifest, N);
-        recorded = readTokens(trace, [{ step: 0, start_pos: 0, length: n }], config).slice(0, n);
+        steps = traceSteps(trace, manifest, N);
+        if (opts.maxSeqLen === undefined && manifest) maxSeqLen = maxSeqLenOf(manifest, config, steps);
+        const end = steps.at(-1)!.start_pos + steps.at(-1)!.length;
+        recorded = readTokens(trace, steps, config).slice(0, end);
       } catch (e) {
         if (!(e instanceof FixtureError)) throw e;
         return [failure(name, 'weights.expect', `${opts.expectFile}: ${e.message}`)];
       }
-      if (opts.tokens && opts.tokens.join(',') !== recorded.join(',')) {
-        return [failure(name, 'weights.args', `tokens differ from the trace's input.tokens[0:${recorded.length}] (${recorded.join(',')})`)];
+      const n = steps[0]!.length;
+      if (opts.tokens && opts.tokens.join(',') !== recorded.slice(0, n).join(',')) {
+        return [failure(name, 'weights.args', `tokens differ from the trace's input.tokens[0:${n}] (${recorded.slice(0, n).join(',')})`)];
       }
       tokens = recorded;
     }
     const badToken = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= config.vocab_size);
     if (badToken >= 0 || tokens.length === 0) {
       return [failure(name, 'weights.args', `tokens must be ≥ 1 integers in [0, ${config.vocab_size}) but tokens[${badToken}] = ${tokens[badToken]}`)];
+    }
+    if (tokens.length + greedy > maxSeqLen) {
+      return [failure(name, 'weights.args', `${tokens.length} tokens + ${greedy} steps exceed max_seq_len ${maxSeqLen}`)];
     }
     if (trace) {
       // a chosen layer the expect trace does not record would silently compare nothing
@@ -215,7 +211,9 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
       }
     }
     ckpt = openCheckpoint(opts.weightsDir);
-    rows.push(...stream(ckpt, config, layers, tokens, maxSeqLen, trace, name, log));
+    const last = greedy > 0 ? N - 1 : layers[layers.length - 1]!;
+    const plan: Plan = { steps, tokens, greedy, last, maxSeqLen };
+    run(ckpt, config, layers, plan, trace, name, { attention: opts.attention, chunk }, log, rows);
   } catch (e) {
     rows.push(failure(name, 'weights.load', (e as Error).message));
   } finally {
@@ -225,162 +223,74 @@ export async function runWeightsConformance(opts: WeightsConformanceOptions): Pr
   return rows;
 }
 
-function stream(
-  ckpt: Checkpoint, config: ModelConfig, layers: number[], tokens: number[], maxSeqLen: number,
-  trace: SafetensorsFile | null, name: string, log: (line: string) => void,
-): CheckResult[] {
-  const rows: CheckResult[] = [];
-  const last = layers[layers.length - 1]!;
+/**
+ * Runs the plan's steps (and greedy steps) streamed, pushing onto `rows` the rows per chosen layer and
+ * step and the comparisons (also those made before a failure, which it rethrows).
+ */
+function run(
+  ckpt: Checkpoint, config: ModelConfig, layers: number[], plan: Plan, trace: SafetensorsFile | null, name: string,
+  kernels: { attention: WeightsConformanceOptions['attention']; chunk: number | undefined }, log: (line: string) => void,
+  rows: CheckResult[],
+): void {
   const N = config.num_hidden_layers;
-  const T = tokens.length;
-  const D = config.hidden_size;
-  const compare: Compare = (check, layer, actual, key, explain) => {
-    if (!trace || !trace.has(key)) return;
-    const expected = trace.read(key) as Float32Array;
-    const c = compareArrays(actual, expected, GOLDEN_RTOL);
-    const r: CheckResult = { case: name, check, step: 0, layer, pass: c.pass, max_abs_err: c.maxAbs, max_rel_err: c.maxRel, ...(c.reason ? { reason: c.reason } : {}) };
-    rows.push(explain && !c.reason ? explain(r, expected, actual) : r);
-  };
-  const key = (l: number, what: TracedTensor) => traceKey(0, l, what);
-
-  // embedding rows only; the global weights are dropped before the first layer loads
-  let h: tf.Tensor2D;
-  {
-    const g = loadGlobalWeights(ckpt, config);
-    h = tf.gather(g.embed, tokens) as tf.Tensor2D; // [T, D]
-    disposeGlobalWeights(g);
-  }
-  let residual: tf.Tensor2D | null = null;
+  const logits = plan.last === N - 1;
+  const checks = trace ? new TraceChecks(trace, config, plan.maxSeqLen, name) : null;
+  const state: StreamState = createStreamState(plan.last);
+  const meter = new MemoryMeter();
+  const tokens = [...plan.tokens];
+  const steps = [...plan.steps];
+  const attention = kernels.attention ? { attention: kernels.attention } : {};
+  for (let g = 1; g <= plan.greedy; g++) steps.push({ step: g, start_pos: tokens.length + g - 1, length: 1 });
   try {
-    for (let l = 0; l <= last; l++) {
-      const w = loadLayerWeights(ckpt, config, l); // throws CheckpointError naming the tensor; nothing kept
-      const cache = createMlaCache();
-      try {
-        const chosen = layers.includes(l);
-        let stats = '';
-        // follow the recorded rounding at verified FP8 midpoints of every quantizer (fp8/steer.ts)
-        const b = steeredBlock(h, residual, w, cache, 0, { config, maxSeqLen, layer: l }, trace ? layerRecord(trace, l) : {}, GOLDEN_RTOL);
-        const note = (tensor: Steer['decidedBy']) => (r: CheckResult) => b.steers.filter((st) => st.decidedBy === tensor).reduce((row, st) => withNote(row, st.note), r);
-        stats = `attn.out ${fmt(activationStats(b.snap.attnOut))} | ffn.out ${fmt(activationStats(b.snap.ffnOut))}`;
-        if (chosen) {
-          compare('stream.attn.in', l, b.snap.attnIn, key(l, 'attn.in'));
-          compare('stream.attn.out', l, b.snap.attnOut, key(l, 'attn.out'), note('attn.out'));
-          compare('stream.ffn.out', l, b.snap.ffnOut, key(l, 'ffn.out'), note('ffn.out'));
+    for (const s of steps) {
+      const stepTokens = tokens.slice(s.start_pos, s.start_pos + s.length);
+      const prefix = s.step === 0 ? '' : `step ${s.step}: `;
+      let stats = '';
+      const { logits: values } = streamCall(ckpt, stepTokens, state, {
+        config, maxSeqLen: plan.maxSeqLen, last: plan.last, logits, meter,
+        ...attention,
+        ...(kernels.chunk ? { chunk: kernels.chunk } : {}),
+        // each block follows the recorded rounding at verified FP8 midpoints of its quantizers (fp8/steer.ts)
+        block: (l, w, h, residual, cache, pos) => {
+          const record = checks && layers.includes(l) ? checks.record(s.step, l) : {};
+          const b = steeredBlock(h, residual, w, cache, pos, { config, maxSeqLen: plan.maxSeqLen, layer: l, ...attention }, record, GOLDEN_RTOL);
+          stats = `attn.out ${fmt(activationStats(b.snap.attnOut))} | ffn.out ${fmt(activationStats(b.snap.ffnOut))}`;
+          if (checks && layers.includes(l)) checks.streamed(s.step, l, b.snap, b.steers);
+          return b;
+        },
+        onLayer: (w, done) => {
+          const l = done.layer;
+          const chosen = layers.includes(l);
+          const r = activationStats(done.residual);
+          log(`${prefix}layer ${l}${chosen ? '' : ' (on the way)'} [${done.kind}] T=${s.length}: ${stats} | residual ${fmt(r)} | peak ${megabytes(done.peakBytes)}`);
+          if (!chosen) return;
+          rows.push({
+            case: name, check: 'weights.finite', step: s.step, layer: l, pass: r.finite, max_abs_err: null, max_rel_err: null,
+            reason: `${r.finite ? '' : 'non-finite activations; '}peak ${megabytes(done.peakBytes)} held (weights in JS + backend tensors)`,
+            peak_bytes: done.peakBytes,
+          });
+          checks?.teacherForced(s.step, s.start_pos, l, w);
+        },
+      });
+      if (values) {
+        log(`${prefix}logits (last position): ${fmt(activationStats(values))}`);
+        checks?.logits(s.step, values);
+        if (s.start_pos + s.length === tokens.length && tokens.length < plan.tokens.length + plan.greedy) {
+          const next = argmax(values);
+          tokens.push(next);
+          log(`${prefix}greedy next token ${next}`);
         }
-        h.dispose();
-        residual?.dispose();
-        h = b.out;
-        residual = b.residual;
-        const s = activationStats(residual);
-        log(`layer ${l}${chosen ? '' : ' (on the way)'} [${w.ffn.kind}] T=${T}: ${stats} | residual ${fmt(s)}`);
-        if (chosen) {
-          rows.push({ case: name, check: 'weights.finite', step: 0, layer: l, pass: s.finite, max_abs_err: null, max_rel_err: null, ...(s.finite ? {} : { reason: 'non-finite activations' }) });
-          if (trace) rows.push(...teacherForced(w, config, maxSeqLen, trace, l, D, name, compare));
-        }
-      } finally {
-        disposeMlaCache(cache);
-        disposeLayerWeights(w);
-      }
-    }
-    if (last === N - 1) {
-      const g = loadGlobalWeights(ckpt, config);
-      try {
-        const logits = headLogits(h, residual!, g, config.rms_norm_eps);
-        const s = activationStats(logits);
-        log(`logits (last position): ${fmt(s)}`);
-        compare('stream.logits', null, logits.dataSync(), traceKey(0, null, 'logits'));
-        logits.dispose();
-      } finally {
-        disposeGlobalWeights(g);
       }
     }
   } finally {
-    h.dispose();
-    (residual as tf.Tensor2D | null)?.dispose();
+    disposeStreamState(state);
+    checks?.dispose();
+    rows.push(...(checks?.rows ?? []));
   }
-  return rows;
 }
 
-/** Layer-local checks from the recorded inputs of step 0 (prefill at position 0, fresh cache). */
-type Compare = (
-  check: string, layer: number | null, actual: ArrayLike<number>, key: string,
-  explain?: (row: CheckResult, expected: Float32Array, actual: ArrayLike<number>) => CheckResult,
-) => void;
-
-/** The recorded step-0 tensors of layer l that decide steers (fp8/steer.ts). */
-function layerRecord(trace: SafetensorsFile, l: number): LayerRecord {
-  const out: LayerRecord = {};
-  for (const t of ['attn.qr', 'indexer.score', 'attn.out', 'ffn.in', 'ffn.out'] as const) {
-    const k = traceKey(0, l, t);
-    if (trace.has(k)) out[t] = trace.read(k) as Float32Array;
-  }
-  const k = traceKey(0, l, 'indexer.topk');
-  if (trace.has(k)) out['indexer.topk'] = { data: Array.from(trace.read(k), Number), k: trace.info(k).shape.at(-1)! };
-  return out;
-}
-
-function teacherForced(
-  w: LayerWeights, config: ModelConfig, maxSeqLen: number, trace: SafetensorsFile, l: number, D: number, name: string,
-  compare: Compare,
-): CheckResult[] {
-  const rows: CheckResult[] = [];
-  const key = (what: TracedTensor) => traceKey(0, l, what);
-  const matrix = (k: string) => {
-    const { shape } = trace.info(k);
-    if (shape[shape.length - 1] !== D) {
-      throw new FixtureError(`${k} must be [1, T, ${D}] (hidden_size ${D}) but is [${shape.join(', ')}]`);
-    }
-    const v = trace.read(k) as Float32Array;
-    return tf.tensor2d(v, [v.length / D, D]);
-  };
-  if (trace.has(key('attn.in'))) {
-    const x = matrix(key('attn.in'));
-    const cache = createMlaCache();
-    try {
-      const T = x.shape[0];
-      const attend = (probe?: RoundingProbe) => {
-        truncateMlaCache(cache, 0);
-        const a = mlaForward(x, w.attn, cache, 0, { config, maxSeqLen, ...(probe ? { probe } : {}) });
-        const got = { qr: a.qr.dataSync() as Float32Array, out: a.out.dataSync() as Float32Array, topk: a.topk.dataSync() as Int32Array, k: a.topk.shape[1] };
-        tf.dispose([a.out, a.qr, a.indexScores, a.topk]);
-        return got;
-      };
-      const a = attend();
-      compare('attn.qr', l, a.qr, key('attn.qr'));
-      // a miss at an FP8 midpoint: the flip search of fp8/midpoints.ts (the last run is the kept one)
-      compare('attn.out', l, a.out, key('attn.out'), (r, expected) => explainByFlips(r, (probe) => attend(probe).out, expected, T, 0, GOLDEN_RTOL, true));
-      if (trace.has(key('indexer.topk'))) {
-        const want = Array.from(trace.read(key('indexer.topk')), Number);
-        rows.push(setsRow(name, 'indexer.topk', 0, l, a.topk, want, trace.info(key('indexer.topk')).shape.at(-1)!, a.k));
-      }
-    } finally {
-      disposeMlaCache(cache);
-      x.dispose();
-    }
-  }
-  if (trace.has(key('ffn.in'))) {
-    const x = matrix(key('ffn.in'));
-    try {
-      let y: tf.Tensor2D;
-      let routing: LayerRouting | null = null;
-      if (w.ffn.kind === 'dense') y = swigluFfn(x, w.ffn.dense, scaleFmt(config));
-      else ({ out: y, routing } = moe(x, w.ffn.moe, config));
-      const actualOut = y.dataSync() as Float32Array;
-      y.dispose();
-      const fixed = routing as LayerRouting | null;
-      const ffn = (probe: RoundingProbe) => {
-        const out = w.ffn.kind === 'dense'
-          ? swigluFfn(x, w.ffn.dense, scaleFmt(config), { probe })
-          : moe(x, w.ffn.moe, config, { ...(fixed ? { routing: fixed, combine: 'replay' as const } : {}), probe }).out;
-        const v = out.dataSync() as Float32Array;
-        out.dispose();
-        return v;
-      };
-      compare('ffn.out', l, actualOut, key('ffn.out'), (r, expected) => explainByFlips(r, ffn, expected, x.shape[0], 0, GOLDEN_RTOL));
-      if (fixed && trace.has(key('gate.indices'))) rows.push(...gateRows({ name, trace }, '', 0, l, fixed));
-    } finally {
-      x.dispose();
-    }
-  }
-  return rows;
+function argmax(v: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+  return best;
 }

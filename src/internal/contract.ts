@@ -237,17 +237,23 @@ export function checkTensors(c: Contract, params: Record<string, unknown>, known
         if (arg.optional) continue;
         throw new TypeError(`${fn}(): ${at} must be a tensor ${spec.text} but got ${kindOf(v)}`);
       }
-      if (!isTensor(v)) throw new TypeError(`${fn}(): ${at} must be a tensor ${spec.text} but got ${kindOf(v)}`);
-      if (v.isDisposed) throw new TypeError(`${fn}(): ${at} ${spec.text} was disposed`);
-      const allowed = DTYPES[arg.dtype ?? 'numeric'];
-      if (allowed && !allowed.includes(v.dtype)) {
-        throw new TypeError(`${fn}(): ${at} must be ${spec.text} of dtype ${allowed.join(' or ')} but got dtype ${v.dtype} ${shapeText(v.shape)}`);
+      // a weight may also be a deferred matrix (src/weight_matrix.ts): bytes outside the backend, a shape
+      const deferred = typeof v === 'object' && (v as { deferred?: unknown }).deferred === true && Array.isArray((v as { shape?: unknown }).shape);
+      if (!deferred && !isTensor(v)) throw new TypeError(`${fn}(): ${at} must be a tensor ${spec.text} but got ${kindOf(v)}`);
+      if (!deferred) {
+        const t = v as tf.Tensor;
+        if (t.isDisposed) throw new TypeError(`${fn}(): ${at} ${spec.text} was disposed`);
+        const allowed = DTYPES[arg.dtype ?? 'numeric'];
+        if (allowed && !allowed.includes(t.dtype)) {
+          throw new TypeError(`${fn}(): ${at} must be ${spec.text} of dtype ${allowed.join(' or ')} but got dtype ${t.dtype} ${shapeText(t.shape)}`);
+        }
       }
+      const shape = (v as { shape: number[] }).shape;
       const n = spec.dims.length;
-      if (spec.ellipsis ? v.rank < n : v.rank !== n) {
-        throw new RangeError(`${fn}(): ${at} must be ${spec.text} (rank ${spec.ellipsis ? `≥ ${n}` : n}) but got ${shapeText(v.shape)}`);
+      if (spec.ellipsis ? shape.length < n : shape.length !== n) {
+        throw new RangeError(`${fn}(): ${at} must be ${spec.text} (rank ${spec.ellipsis ? `≥ ${n}` : n}) but got ${shapeText(shape)}`);
       }
-      const tail = [...v.shape.slice(0, spec.head), ...v.shape.slice(v.rank - (n - spec.head))];
+      const tail = [...shape.slice(0, spec.head), ...shape.slice(shape.length - (n - spec.head))];
       const before = { ...dims };
       spec.dims.forEach((e, i) => {
         if (e.kind === 'var' && dims[e.name] === undefined) {
@@ -277,7 +283,7 @@ export function checkTensors(c: Contract, params: Record<string, unknown>, known
         }
         const from = [...groups].map(([s, ls]) => `${ls.join(', ')} ${s}`);
         throw new RangeError(
-          `${fn}(): ${at} must be ${spec.text} = [${want.join(', ')}] but got ${shapeText(v.shape)}${from.length ? ` (${from.join('; ')})` : ''}`,
+          `${fn}(): ${at} must be ${spec.text} = [${want.join(', ')}] but got ${shapeText(shape)}${from.length ? ` (${from.join('; ')})` : ''}`,
         );
       }
     }

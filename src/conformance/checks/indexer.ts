@@ -1,6 +1,7 @@
 /**
- * Golden checks of the lightning indexer and the top-k selection (DSA.md §2.2, §3.3) against a trace of
- * the official inference code (fixtures/golden/README.md).
+ * Golden checks of the lightning indexer and the top-k selection (paper §2.1 Eqs. 1–2;
+ * docs/spec-notes.md#lightning-indexer, docs/spec-notes.md#selection) against a trace of the official
+ * inference code (fixtures/golden/README.md).
  *
  * Teacher forcing: for every layer, the steps run in order on the RECORDED inputs of each step
  * (`stepS.expected.layerL.attn.in` = x, `.attn.qr` = qr), so the indexer cache of step S holds the keys

@@ -21,6 +21,8 @@ export interface CheckResult {
   max_rel_err: number | null;
   /** why it failed or a note (tolerance used, count of FP8 midpoint elements, ...). */
   reason?: string;
+  /** `weights.finite` rows of a `--weights` run: peak bytes the layer held (weights in JS + backend tensors). */
+  peak_bytes?: number;
 }
 
 /** A failed check carrying a reason (unreadable case, unknown kind, exception). */

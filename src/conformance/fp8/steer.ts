@@ -21,7 +21,7 @@
  * | `attn.out` | the above, `kv.latent`, `wkv_b.in`, `wo.in` |
  * | `ffn.out` | `ffn.in` (w1, w3 of every branch), `ffn.act` (w2 of every branch) |
  */
-import type { LayerWeights } from '../../checkpoint.ts';
+import type { ResidentLayerWeights } from '../../checkpoint.ts';
 import type { QuantSite } from '../../fp8.ts';
 import { truncateMlaCache, type MlaCache } from '../../mla.ts';
 import { blockForward, type LayerTrace, type ModelOptions } from '../../model.ts';
@@ -91,7 +91,7 @@ const ORDER = ['attn.qr', 'indexer.score', 'indexer.topk', 'attn.out', 'ffn.in',
  * ```
  */
 export function steeredBlock(
-  h: tf.Tensor2D, residual: tf.Tensor2D | null, w: LayerWeights, cache: MlaCache, startPos: number,
+  h: tf.Tensor2D, residual: tf.Tensor2D | null, w: ResidentLayerWeights, cache: MlaCache, startPos: number,
   opts: ModelOptions & { layer: number; routing?: LayerRouting }, record: LayerRecord, rtol: number,
 ): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null; snap: LayerSnapshot; steers: Steer[] } {
   const T = h.shape[0];
