@@ -20,7 +20,7 @@
  */
 import { tf } from './backend.ts';
 import { decodeE4m3Bytes } from './fp8.ts';
-import { checkObject, checkString } from './internal/contract.ts';
+import { checkObject, checkString, kindOf } from './internal/contract.ts';
 import { firstInvalidUtf8 } from './internal/utf8.ts';
 
 // --- Types ---
@@ -132,6 +132,8 @@ const E5M2_TABLE = Float32Array.from({ length: 256 }, (_, c) => f16Value(c << 8)
  * ```
  */
 export function decodeTensorBytes(dtype: Dtype, bytes: Uint8Array, path: string): TensorValues {
+  checkString('decodeTensorBytes', 'dtype', dtype);
+  if (!(bytes instanceof Uint8Array)) throw new TypeError(`decodeTensorBytes(): bytes must be a Uint8Array but got ${kindOf(bytes)}`);
   if (!LITTLE_ENDIAN) throw new SafetensorsError(path, 'big-endian hosts are not supported');
   const buf = bytes.buffer;
   const off = bytes.byteOffset;

@@ -495,3 +495,12 @@ export function nestedShape(x: unknown, rank: number, what: string): number[] {
   }
   return shape;
 }
+
+/** A weight matrix: a rank-2 tf.Tensor or a deferred matrix (src/weight_matrix.ts) with a [rows, cols] shape. */
+export function checkMatrix(fn: string, name: string, v: unknown): void {
+  const shape = typeof v === 'object' && v !== null ? (v as { shape?: unknown }).shape : undefined;
+  const deferred = typeof v === 'object' && v !== null && (v as { deferred?: unknown }).deferred === true;
+  if (!(isTensor(v) || deferred) || !Array.isArray(shape) || shape.length !== 2) {
+    throw new TypeError(`${fn}(): ${name} must be a weight matrix [rows, cols] (a rank-2 tensor or a deferred matrix) but got ${kindOf(v)}`);
+  }
+}
