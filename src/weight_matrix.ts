@@ -48,7 +48,7 @@ export type WeightMatrix = tf.Tensor2D | DeferredMatrix;
  * ```
  */
 export function isDeferred(w: WeightMatrix): w is DeferredMatrix {
-  checkMatrix('isDeferred', 'w', w);
+  if (w === null || typeof w !== 'object') throw new TypeError(`isDeferred(): w must be a tensor or a deferred matrix but got ${kindOf(w)}`);
   return (w as DeferredMatrix).deferred === true;
 }
 
