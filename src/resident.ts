@@ -117,6 +117,12 @@ class StoredMatrix implements DeferredMatrix {
     }
     const values = decodeTensorBytes(this.s.dtype, this.s.bytes(first, count), this.s.name) as Float32Array;
     const w = this.s.scale ? dequantRows(values, this.s.scale.read(), this.s.scale.block, first, count, cols) : values;
+    // weights must be finite: named here by tensor, as the float32 loader does (src/checkpoint.ts)
+    for (let i = 0; i < w.length; i++) {
+      if (!Number.isFinite(w[i]!)) {
+        throw new RangeError(`tensor "${this.s.name}": expected finite values but got ${w[i]} at flat index ${first * cols + i} (row ${first + Math.floor(i / cols)})`);
+      }
+    }
     const t = tf.tensor2d(w, [count, cols], 'float32');
     this.meter?.sample();
     return t;
