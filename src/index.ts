@@ -51,6 +51,8 @@ export * from './rope.ts';
 export * as rope from './rope.ts';
 export * from './norms.ts';
 export * as norms from './norms.ts';
+export * from './precision.ts';
+export * from './deviations.ts';
 
 // --- DeepSeek Sparse Attention (paper §2.1, Eq. 1–4) ---
 export * from './indexer.ts';

@@ -27,9 +27,11 @@ import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';
 import { scaleFmt } from './config.ts';
 import type { IndexerWeights } from './checkpoint.ts';
+import type { Deviations } from './deviations.ts';
 import { actQuant, linear, probeAt, type RoundingProbe } from './fp8.ts';
 import { hadamard } from './hadamard.ts';
 import { layerNorm } from './norms.ts';
+import { asActivation, type Precision } from './precision.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
 import { checkInteger, checkObject, checkTensors, CONFIG_LETTERS, configDims, type Contract, defineContract, INDEXER_WEIGHTS, under } from './internal/contract.ts';
 
@@ -117,6 +119,10 @@ export interface IndexerOptions {
   ropeInterleaved?: boolean;
   /** true = the readers' variant without Hadamard and FP8 (see {@link indexerScoresExact}); default false. */
   exact?: boolean;
+  /** activation precision (src/precision.ts); default 'fp32'. */
+  precision?: Precision | undefined;
+  /** catalogue deviations (src/deviations.ts): `indexer-rope-interleaved` (as `ropeInterleaved`), `indexer-weights-no-scale`. */
+  deviations?: Deviations | undefined;
   /**
    * Conformance seam: sees the quantizers of the call (`attn.qr` before wq_b, `attn.in` before wk,
    * `indexer.q` / `indexer.k` after the Hadamard; src/fp8.ts `QuantSite`) and may replace their e4m3 rounding.
@@ -245,8 +251,10 @@ export function indexerScores(
 ): tf.Tensor2D {
   const { HI, DI, R, T } = checkArguments(INDEXER_SCORES, x, qr, w, cache, startPos, opts);
   const { config, maxSeqLen } = opts;
-  const interleaved = opts.ropeInterleaved ?? false;
+  const interleaved = opts.ropeInterleaved ?? opts.deviations?.has('indexer-rope-interleaved') ?? false;
   const exact = opts.exact ?? false;
+  const noScale = opts.deviations?.has('indexer-weights-no-scale') ?? false; // the deviation drops HI^-½ · DI^-½
+  const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
   const fmt = scaleFmt(config);
   const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
 
@@ -256,12 +264,12 @@ export function indexerScores(
   try {
     scores = tf.tidy(() => {
       // --- Queries: q = wq_b(qr), [pe | nope] per head, RoPE on pe ---
-      let q = tf.reshape(linear(qr, w.wq_b, fmt, probeAt(opts.probe, { input: 'attn.qr', linear: 'indexer.wq_b' })), [T, HI, DI]); // [T, HI, DI]
-      q = ropeFirst(q, cos, sin, R, interleaved);
+      let q = tf.reshape(act(linear(qr, w.wq_b, fmt, probeAt(opts.probe, { input: 'attn.qr', linear: 'indexer.wq_b' }))), [T, HI, DI]); // [T, HI, DI]
+      q = act(ropeFirst(q, cos, sin, R, interleaved));
 
       // --- Key: k = LayerNorm(wk(x)), one head shared by all indexer heads ---
-      let k = layerNorm(linear(x, w.wk, fmt, probeAt(opts.probe, { input: 'attn.in', linear: 'indexer.wk' })), w.k_norm.weight, w.k_norm.bias, INDEXER_K_NORM_EPS); // [T, DI]
-      k = ropeFirst(k, cos, sin, R, interleaved);
+      let k = act(layerNorm(act(linear(x, w.wk, fmt, probeAt(opts.probe, { input: 'attn.in', linear: 'indexer.wk' }))), w.k_norm.weight, w.k_norm.bias, INDEXER_K_NORM_EPS)); // [T, DI]
+      k = act(ropeFirst(k, cos, sin, R, interleaved));
 
       // --- Hadamard rotation and FP8 block quantization (skipped by the exact variant) ---
       let q8: tf.Tensor = q;
@@ -269,8 +277,8 @@ export function indexerScores(
       let k8: tf.Tensor = k;
       let kScale: tf.Tensor = tf.ones([T]); // [T]
       if (!exact) {
-        q = hadamard(q);
-        k = hadamard(k);
+        q = act(hadamard(q));
+        k = act(hadamard(k));
         const qq = actQuant(q, fmt, DI, probeAt(opts.probe, { input: 'indexer.q', linear: 'indexer.q' })); // one block per (token, head)
         const kq = actQuant(k, fmt, DI, probeAt(opts.probe, { input: 'indexer.k', linear: 'indexer.k' })); // one block per token
         q8 = qq.q;
@@ -283,7 +291,9 @@ export function indexerScores(
       newScales = tf.keep(cache.scales ? tf.concat([cache.scales, kScale], 0) : tf.reshape(kScale, [T])) as tf.Tensor1D; // [S]
 
       // --- Head weights: w' = weights_proj(x) · HI^-½ · s_q · DI^-½ (official order, float32) ---
-      const headW = tf.mul(tf.mul(tf.mul(linear(x, w.weights_proj, fmt), HI ** -0.5), qScale), DI ** -0.5); // [T, HI]
+      const headW = noScale
+        ? tf.mul(linear(x, w.weights_proj, fmt), qScale)
+        : tf.mul(tf.mul(tf.mul(linear(x, w.weights_proj, fmt), HI ** -0.5), qScale), DI ** -0.5); // [T, HI]
 
       // --- Index scores (Eq. 1) ---
       return fp8Index(q8 as tf.Tensor3D, headW as tf.Tensor2D, newKeys, newScales); // [T, S]

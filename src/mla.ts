@@ -30,10 +30,12 @@
  */
 import { tf } from './backend.ts';
 import type { AttentionWeights } from './checkpoint.ts';
-import { type ModelConfig, scaleFmt, softmaxScale } from './config.ts';
+import { type ModelConfig, qkHeadDim, scaleFmt, softmaxScale } from './config.ts';
+import type { Deviations } from './deviations.ts';
 import { actQuantDequant, linear, probeAt, type RoundingProbe } from './fp8.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache } from './indexer.ts';
 import { rmsNorm } from './norms.ts';
+import { asActivation, type Precision } from './precision.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
 import { denseAttentionMha, denseAttentionMqa, sparseAttentionMha, sparseAttentionMqa } from './sparse_attention.ts';
 import { selectTopKFast, sparseAttentionMqaFast } from './sparse_fast.ts';
@@ -185,6 +187,10 @@ export interface MlaOptions {
   attention?: 'sparse' | 'dense' | 'fast';
   /** indexer RoPE layout; default the V3.2 final non-interleaved layout (true reproduces the pre-fix bug). */
   indexerRopeInterleaved?: boolean;
+  /** activation precision (src/precision.ts); default 'fp32'. */
+  precision?: Precision;
+  /** catalogue deviations to apply (src/deviations.ts): `kv-latent-no-fp8-roundtrip`, `softmax-no-mscale`, the indexer's. */
+  deviations?: Deviations;
   /**
    * Conformance seam: sees every FP8 activation quantizer of the call (`attn.in` before wq_a / wkv_a /
    * indexer wk, `attn.qr` before wq_b / indexer wq_b, `kv.latent`, `wkv_b.in`, `wo.in`, `indexer.q`,
@@ -234,20 +240,21 @@ export function mlaQuery(
   x: tf.Tensor2D,
   w: AttentionWeights<WeightMatrix>,
   startPos: number,
-  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'probe'>,
+  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'precision' | 'probe'>,
 ): { qr: tf.Tensor2D; qNope: tf.Tensor3D; qPe: tf.Tensor3D } {
   const { T } = checkMlaCall(MLA_QUERY, { x, w }, startPos, opts) as Record<'T', number>;
   const { config, maxSeqLen } = opts;
+  const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
   const H = config.num_attention_heads;
   const Dn = config.qk_nope_head_dim;
   const R = config.qk_rope_head_dim;
   const sf = scaleFmt(config);
   return tf.tidy(() => {
     const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
-    const qr = rmsNorm(linear(x, w.wq_a, sf, probeAt(opts.probe, { input: 'attn.in', linear: 'wq_a' })), w.q_norm, config.rms_norm_eps) as tf.Tensor2D; // [T, Dq]
-    const q = linear(qr, w.wq_b, sf, probeAt(opts.probe, { input: 'attn.qr', linear: 'wq_b' })).reshape([T, H, Dn + R]); // [T, H, Dqk]
+    const qr = act(rmsNorm(act(linear(x, w.wq_a, sf, probeAt(opts.probe, { input: 'attn.in', linear: 'wq_a' }))), w.q_norm, config.rms_norm_eps)) as tf.Tensor2D; // [T, Dq]
+    const q = act(linear(qr, w.wq_b, sf, probeAt(opts.probe, { input: 'attn.qr', linear: 'wq_b' }))).reshape([T, H, Dn + R]); // [T, H, Dqk]
     const qNope = q.slice([0, 0, 0], [T, H, Dn]) as tf.Tensor3D; // [T, H, Dn]
-    const qPe = applyRope(q.slice([0, 0, Dn], [T, H, R]), cos, sin, true) as tf.Tensor3D; // [T, H, R]
+    const qPe = act(applyRope(q.slice([0, 0, Dn], [T, H, R]), cos, sin, true)) as tf.Tensor3D; // [T, H, R]
     return { qr, qNope, qPe };
   });
 }
@@ -282,19 +289,23 @@ export function mlaLatent(
   x: tf.Tensor2D,
   w: AttentionWeights<WeightMatrix>,
   startPos: number,
-  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'probe'>,
+  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'precision' | 'deviations' | 'probe'>,
 ): { normalized: tf.Tensor2D; latent: tf.Tensor2D; kPe: tf.Tensor2D } {
   const { T } = checkMlaCall(MLA_LATENT, { x, w }, startPos, opts) as Record<'T', number>;
   const { config, maxSeqLen } = opts;
+  const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
+  const roundTrip = !opts.deviations?.has('kv-latent-no-fp8-roundtrip'); // V3.2-Exp had no round trip
   const C = config.kv_lora_rank;
   const R = config.qk_rope_head_dim;
   const sf = scaleFmt(config);
   return tf.tidy(() => {
     const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
-    const kvA = linear(x, w.wkv_a, sf, probeAt(opts.probe, { input: 'attn.in', linear: 'wkv_a' })); // [T, C + R]
-    const normalized = rmsNorm(kvA.slice([0, 0], [T, C]), w.kv_norm, config.rms_norm_eps) as tf.Tensor2D; // [T, C]
-    const latent = actQuantDequant(normalized, sf, latentBlock(C), probeAt(opts.probe, { input: 'kv.latent', linear: 'kv_norm' })) as tf.Tensor2D; // [T, C] FP8 round trip
-    const kPe = applyRope(kvA.slice([0, C], [T, R]), cos, sin, true) as tf.Tensor2D; // [T, R]
+    const kvA = act(linear(x, w.wkv_a, sf, probeAt(opts.probe, { input: 'attn.in', linear: 'wkv_a' }))); // [T, C + R]
+    const normalized = act(rmsNorm(kvA.slice([0, 0], [T, C]), w.kv_norm, config.rms_norm_eps)) as tf.Tensor2D; // [T, C]
+    const latent = (roundTrip
+      ? act(actQuantDequant(normalized, sf, latentBlock(C), probeAt(opts.probe, { input: 'kv.latent', linear: 'kv_norm' })))
+      : normalized.clone()) as tf.Tensor2D; // [T, C] FP8 round trip
+    const kPe = act(applyRope(kvA.slice([0, C], [T, R]), cos, sin, true)) as tf.Tensor2D; // [T, R]
     return { normalized, latent, kPe };
   });
 }
@@ -353,7 +364,7 @@ export function mlaAttend(
   topk: tf.Tensor2D,
   w: AttentionWeights<WeightMatrix>,
   startPos: number,
-  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention' | 'probe'> & { mode: 'mha' | 'mqa' },
+  opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention' | 'precision' | 'deviations' | 'probe'> & { mode: 'mha' | 'mqa' },
 ): tf.Tensor2D {
   const { T, H, Dn, S, C } = checkMlaCall(MLA_ATTEND, { qNope, qPe, kv, pe, topk, w }, startPos, opts) as Record<'T' | 'H' | 'Dn' | 'S' | 'C', number>;
   checkQueryPositions('mlaAttend', startPos, S, T, 'S from kv, T from qNope');
@@ -364,12 +375,15 @@ export function mlaAttend(
   const R = config.qk_rope_head_dim;
   const Dv = config.v_head_dim;
   const sf = scaleFmt(config);
-  const scale = softmaxScale(config, opts.maxSeqLen);
+  const scale = opts.deviations?.has('softmax-no-mscale')
+    ? qkHeadDim(config) ** -0.5 // the deviation: YaRN's mscale² left out
+    : softmaxScale(config, opts.maxSeqLen);
+  const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
   return tf.tidy(() => {
     let o: tf.Tensor3D; // [T, H, Dv]
     if (mode === 'mha' && attention !== 'fast') {
       const cached = { input: 'wkv_b.in', linear: 'wkv_b', tokens: Array.from({ length: S }, (_, s) => s - startPos) } as const; // rows = positions
-      const kvB = linear(kv, w.wkv_b, sf, probeAt(opts.probe, cached)).reshape([S, H, Dn + Dv]); // [S, H, Dn + Dv]
+      const kvB = act(linear(kv, w.wkv_b, sf, probeAt(opts.probe, cached))).reshape([S, H, Dn + Dv]); // [S, H, Dn + Dv]
       const kNope = kvB.slice([0, 0, 0], [S, H, Dn]); // [S, H, Dn]
       const v = kvB.slice([0, 0, Dn], [S, H, Dv]) as tf.Tensor3D; // [S, H, Dv]
       const k = tf.concat([kNope, tf.broadcastTo(pe.reshape([S, 1, R]), [S, H, R])], 2) as tf.Tensor3D; // [S, H, Dqk]
@@ -381,15 +395,15 @@ export function mlaAttend(
       const wkvB = materialize(w.wkv_b.weight).reshape([H, Dn + Dv, C]); // [H, Dn + Dv, C], dequantized, no act_quant
       const wUK = wkvB.slice([0, 0, 0], [H, Dn, C]); // [H, Dn, C]
       const wUV = wkvB.slice([0, Dn, 0], [H, Dv, C]); // [H, Dv, C]
-      const qLatent = tf.matMul(qNope.transpose([1, 0, 2]), wUK).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, C]
+      const qLatent = act(tf.matMul(qNope.transpose([1, 0, 2]), wUK).transpose([1, 0, 2])) as tf.Tensor3D; // [T, H, C]
       const oLatent = attention === 'fast'
         ? sparseAttentionMqaFast(qLatent, qPe, kv, pe, topk, startPos, scale)
         : attention === 'sparse'
           ? sparseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale)
           : denseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale); // [T, H, C]
-      o = tf.matMul(oLatent.transpose([1, 0, 2]), wUV, false, true).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, Dv]
+      o = tf.matMul(act(oLatent).transpose([1, 0, 2]), wUV, false, true).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, Dv]
     }
-    return linear(o.reshape([T, H * Dv]), w.wo, sf, probeAt(opts.probe, { input: 'wo.in', linear: 'wo' })) as tf.Tensor2D; // [T, D]
+    return act(linear(act(o).reshape([T, H * Dv]), w.wo, sf, probeAt(opts.probe, { input: 'wo.in', linear: 'wo' }))) as tf.Tensor2D; // [T, D]
   });
 }
 
@@ -458,6 +472,8 @@ export function mlaForward(
       config,
       maxSeqLen,
       ropeInterleaved: opts.indexerRopeInterleaved,
+      precision: opts.precision,
+      deviations: opts.deviations,
       ...(opts.probe ? { probe: opts.probe } : {}),
     });
     topk = opts.attention === 'fast'

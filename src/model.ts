@@ -27,7 +27,9 @@ import { type ModelConfig, scaleFmt } from './config.ts';
 import type { RoundingProbe } from './fp8.ts';
 import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache, type MlaOptions, type MlaOutput } from './mla.ts';
 import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
+import type { Deviations } from './deviations.ts';
 import { rmsNormResidual } from './norms.ts';
+import { asActivation, type Precision } from './precision.ts';
 import type { Checkpoint } from './safetensors.ts';
 import { checkArray, checkFiniteNumber, checkInteger, checkObject, checkTensors, CONFIG_LETTERS, configDims, defineContract, GLOBAL_WEIGHTS, kindOf, LAYER_WEIGHTS, MLA_CACHE, under } from './internal/contract.ts';
 
@@ -79,6 +81,10 @@ export interface ModelOptions {
   indexerRopeInterleaved?: boolean;
   /** Keep Routing: combine weights recomputed (default) or replayed when a record is supplied. */
   combine?: KeepRoutingOptions['combine'];
+  /** activation precision (src/precision.ts): 'fp32' (default) or 'bf16' where the official code is bf16. */
+  precision?: Precision;
+  /** catalogue deviations to apply (src/deviations.ts); absent or empty = the official math. */
+  deviations?: Deviations;
   /** observe every block, replace FP8 roundings ({@link ForwardProbe}); absent = the plain forward. */
   probe?: ForwardProbe;
 }
@@ -283,14 +289,14 @@ export function blockForward(
   checkObject('blockForward', 'w', w);
   checkObject('blockForward', 'cache', cache);
   checkObject('blockForward', 'opts', opts);
-  const { config } = opts;
+  const { config, precision, deviations } = opts;
   checkTensors(BLOCK_FORWARD, { h, residual, w, cache }, configDims('blockForward', config));
   checkInteger('blockForward', 'startPos', startPos, 0);
   const layer = opts.layer ?? 0;
   const observe = opts.probe?.rounding;
   const rounding: RoundingProbe | undefined = observe && ((site, x, q, scale) => observe({ ...site, layer }, x, q, scale));
   const eps = config.rms_norm_eps;
-  const n1 = rmsNormResidual(h, residual, w.attn_norm, eps);
+  const n1 = normInActivationDtype(h, residual, w.attn_norm, eps, precision);
   const attnIn = n1.out as tf.Tensor2D;
   let att: MlaOutput | null = null;
   let n2: { out: tf.Tensor; residual: tf.Tensor } | null = null;
@@ -304,16 +310,20 @@ export function blockForward(
       ...(opts.mode ? { mode: opts.mode } : {}),
       ...(opts.attention ? { attention: opts.attention } : {}),
       ...(opts.indexerRopeInterleaved !== undefined ? { indexerRopeInterleaved: opts.indexerRopeInterleaved } : {}),
+      ...(precision ? { precision } : {}),
+      ...(deviations ? { deviations } : {}),
       ...(rounding ? { probe: rounding } : {}),
     });
-    n2 = rmsNormResidual(att.out, n1.residual, w.ffn_norm, eps);
+    n2 = normInActivationDtype(att.out, n1.residual, w.ffn_norm, eps, precision);
     const ffnIn = n2.out as tf.Tensor2D;
     if (w.ffn.kind === 'dense') {
-      out = swigluFfn(ffnIn, w.ffn.dense, scaleFmt(config), rounding ? { probe: rounding } : {});
+      out = swigluFfn(ffnIn, w.ffn.dense, scaleFmt(config), { precision, ...(rounding ? { probe: rounding } : {}) });
     } else {
       const r = moe(ffnIn, w.ffn.moe, config, {
         ...(opts.routing ? { routing: opts.routing } : {}),
         ...(opts.combine ? { combine: opts.combine } : {}),
+        precision,
+        deviations,
         ...(rounding ? { probe: rounding } : {}),
       });
       out = r.out;
@@ -329,6 +339,24 @@ export function blockForward(
   }
 }
 
+/**
+ * The fused residual RMSNorm of {@link norms!rmsNormResidual} with both results in the activation dtype
+ * (official `RMSNorm.forward`: float32 inside, `.to(dtype)` on the output and on the residual).
+ */
+function normInActivationDtype(
+  x: tf.Tensor,
+  residual: tf.Tensor | null,
+  weight: tf.Tensor1D,
+  eps: number,
+  precision: Precision | undefined,
+): { out: tf.Tensor; residual: tf.Tensor } {
+  const n = rmsNormResidual(x, residual, weight, eps);
+  if (precision !== 'bf16') return n;
+  const rounded = { out: asActivation(n.out, precision), residual: asActivation(n.residual, precision) };
+  tf.dispose([n.out, n.residual]);
+  return rounded;
+}
+
 // --- Head (official Transformer.forward tail) ---
 
 /**
@@ -340,6 +368,8 @@ export function blockForward(
  * @param global embed / norm / head
  * @param eps `rms_norm_eps`
  * @param positions 'last' (official: only the last position) or 'all'
+ * @param precision 'bf16' rounds the normalized input to bf16 (official `self.norm(x)` in bf16, then
+ *   `.float()` for the float32 head); default 'fp32'
  * @returns [1, V] or [T, V]
  * @example
  * ```ts
@@ -353,6 +383,7 @@ export function headLogits(
   global: GlobalWeights<WeightMatrix>,
   eps: number,
   positions: 'last' | 'all' = 'last',
+  precision: Precision = 'fp32',
 ): tf.Tensor2D {
   checkObject('headLogits', 'global', global);
   const { T } = checkTensors(HEAD_LOGITS, { h, residual, global }) as Record<'T', number>;
@@ -360,7 +391,7 @@ export function headLogits(
   if (positions !== 'last' && positions !== 'all') throw new TypeError(`headLogits(): positions must be 'last' or 'all' but got ${kindOf(positions)}`);
   if (T < 1) throw new RangeError(`headLogits(): h must hold at least one position but got [${h.shape.join(', ')}]`);
   return tf.tidy(() => {
-    const { out } = rmsNormResidual(h, residual, global.norm, eps);
+    const out = asActivation(rmsNormResidual(h, residual, global.norm, eps).out, precision);
     const T = out.shape[0]!;
     const x = positions === 'last' ? tf.slice(out, [T - 1, 0], [1, -1]) : out; // [1 or T, D]
     return matMulWeightT(x as tf.Tensor2D, global.head); // [1 or T, V]
@@ -436,6 +467,11 @@ export function modelForward(
   });
   const record: RoutingRecord = { tokens: T, layers: {} };
   let h = embedTokens(tokens, weights.global.embed);
+  if (opts.precision === 'bf16') {
+    const embedded = h;
+    h = asActivation(embedded, 'bf16') as tf.Tensor2D; // official: the embedding table is bf16
+    embedded.dispose();
+  }
   let residual: tf.Tensor2D | null = null;
   try {
     for (let l = 0; l < config.num_hidden_layers; l++) {
@@ -453,7 +489,7 @@ export function modelForward(
       residual = b.residual;
       if (b.routing) record.layers[l] = b.routing;
     }
-    return { logits: headLogits(h, residual!, weights.global, config.rms_norm_eps, opts.logits ?? 'last'), routing: record };
+    return { logits: headLogits(h, residual!, weights.global, config.rms_norm_eps, opts.logits ?? 'last', opts.precision), routing: record };
   } finally {
     h.dispose();
     residual?.dispose();

@@ -17,12 +17,14 @@ import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';
 import { scaleFmt } from './config.ts';
 import type { FfnWeights, MoeWeights } from './checkpoint.ts';
+import type { Deviations } from './deviations.ts';
 import { linear, probeAt, type RoundingProbe } from './fp8.ts';
 import { checkArray, checkChoice, checkObject, checkTensors, CONFIG_LETTERS, configDims, defineContract, ffnWeights, MOE_WEIGHTS, under } from './internal/contract.ts';
 
 const MOE_GATE = defineContract('moeGate', { x: '[T, D]', 'gate.weight': '[E, D]', 'gate.bias': { shape: '[E]', optional: true } }, CONFIG_LETTERS);
 const SWIGLU_FFN = defineContract('swigluFfn', { x: '[T, D]', ...under('w', ffnWeights('F')) });
 const MOE = defineContract('moe', { x: '[T, D]', ...under('w', MOE_WEIGHTS) }, CONFIG_LETTERS);
+import { asActivation, type Precision } from './precision.ts';
 import type { WeightMatrix } from './weight_matrix.ts';
 
 /** The config keys the gate reads (verbatim `config.json` names). */
@@ -70,6 +72,16 @@ export interface KeepRoutingOptions {
    * reach the gate weight. `replay`: the recorded combine weights are used as they are.
    */
   combine?: 'recompute' | 'replay';
+}
+
+/** Options of {@link moe}: Keep Routing, precision and catalogue deviations. */
+export interface MoeOptions extends KeepRoutingOptions {
+  /** activation precision (src/precision.ts); default 'fp32'. */
+  precision?: Precision | undefined;
+  /** catalogue deviations (src/deviations.ts): `moe-bias-in-weights`, `moe-group-fill-zero`. */
+  deviations?: Deviations | undefined;
+  /** conformance seam: the rounding probe of every expert's quantizers ({@link FfnProbe}). */
+  probe?: RoundingProbe;
 }
 
 /**
@@ -161,9 +173,10 @@ export function moeGate(
   x: tf.Tensor2D,
   gate: MoeWeights['gate'],
   config: GateConfig,
-  opts: KeepRoutingOptions = {},
+  opts: KeepRoutingOptions & Pick<MoeOptions, 'deviations'> = {},
 ): { weights: tf.Tensor2D; indices: tf.Tensor2D } {
-  const { n_routed_experts: E, num_experts_per_tok: Ek, n_group: G, topk_group } = config;
+  const biasInWeights = opts.deviations?.has('moe-bias-in-weights') ?? false; // deviation: σ + b weighs the experts
+  const { n_routed_experts: E, num_experts_per_tok: Ek } = config;
   checkGateArgs(x, gate, config, opts.routing);
   const T = x.shape[0];
   return tf.tidy(() => {
@@ -181,28 +194,61 @@ export function moeGate(
       // 2. biased scores, for selection only. The selection is discrete: it runs on a detached copy of
       // the scores, so no gradient tape reaches top-k (which has no gradient in tfjs)
       const detached = tf.tensor2d(scores.dataSync() as Float32Array, [T, E]);
-      let biased = (gate.bias ? tf.add(detached, gate.bias) : detached) as tf.Tensor2D;
       // 3. group-limited routing
-      if (G > 1) {
-        const grouped = tf.reshape(biased, [T, G, E / G]); // [T, G, E/G]
-        const groupScores = gate.bias ? tf.sum(tf.topk(grouped, 2).values, -1) : tf.max(grouped, -1); // [T, G]
-        const keptGroups = tf.topk(groupScores, topk_group).indices; // [T, topk_group]
-        const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G), 1), 0); // [T, G] bool
-        const masked = tf.where(tf.expandDims(kept, -1), grouped, tf.scalar(-Infinity)); // [T, G, E/G]
-        biased = tf.reshape(masked, [T, E]);
-      }
+      const { selection } = routingScores(detached, gate, config, opts.deviations);
       // 4. top-Ek experts, gate order
-      indices = tf.topk(biased, Ek).indices as tf.Tensor2D; // [T, Ek] int32
+      indices = tf.topk(selection, Ek).indices as tf.Tensor2D; // [T, Ek] int32
     }
 
     // 5. combine weights from the unbiased scores
     // σ[ids] as a one-hot contraction (exact: one product by 1, the rest by 0), which keeps the
     // gradient path free of gather (whose gradient kernel the wasm backend lacks)
-    const picked = tf.mul(tf.expandDims(scores, 1), tf.oneHot(indices, E)); // [T, Ek, E]
+    const combineScores = biasInWeights && gate.bias ? tf.add(scores, gate.bias) : scores; // [T, E]
+    const picked = tf.mul(tf.expandDims(combineScores, 1), tf.oneHot(indices, E)); // [T, Ek, E]
     let weights = tf.sum(picked, -1) as tf.Tensor2D; // [T, Ek]
     if (config.scoring_func === 'sigmoid') weights = tf.div(weights, tf.sum(weights, -1, true));
     weights = tf.mul(weights, tf.scalar(config.routed_scaling_factor));
     return { weights, indices };
+  });
+}
+
+/**
+ * Selection scores of the gate (steps 2–3 of {@link moeGate}): `σ_b = σ + b`; with G = `n_group` > 1,
+ * group score = sum of the top-2 σ_b of each group of E/G experts (max σ without a bias), and every
+ * expert outside the `topk_group` best groups gets −∞ (0.0 under the deviation `moe-group-fill-zero`).
+ *
+ * @param scores [T, E] gate scores σ
+ * @param gate the gate weights (only `bias` is read)
+ * @param config gate keys of the model config
+ * @param deviations catalogue deviations (src/deviations.ts)
+ * @returns `biased` [T, E] σ_b, `groupScores` [T, G] (null when G = 1), `selection` [T, E] (σ_b with dropped groups masked)
+ * @example
+ * ```ts
+ * const cfg = { n_routed_experts: 4, num_experts_per_tok: 1, n_group: 2, topk_group: 1, routed_scaling_factor: 1, scoring_func: 'sigmoid' };
+ * const gate = { weight: tf.zeros([4, 1]) as tf.Tensor2D, bias: tf.tensor1d([-0.9, -0.9, -0.7, -0.7]) };
+ * routingScores(tf.fill([1, 4], 0.5) as tf.Tensor2D, gate, cfg).selection.arraySync(); // => [[-Infinity, -Infinity, -0.2, -0.2]]
+ * routingScores(tf.fill([1, 4], 0.5) as tf.Tensor2D, gate, cfg, new Set(['moe-group-fill-zero'])).selection.arraySync(); // => [[0, 0, -0.2, -0.2]]
+ * ```
+ */
+export function routingScores(
+  scores: tf.Tensor2D,
+  gate: MoeWeights['gate'],
+  config: GateConfig,
+  deviations?: Deviations,
+): { biased: tf.Tensor2D; groupScores: tf.Tensor2D | null; selection: tf.Tensor2D } {
+  const { n_routed_experts: E, n_group: G, topk_group } = config;
+  const droppedGroupScore = deviations?.has('moe-group-fill-zero') ? 0 : -Infinity; // deviation: 0.0 (HF, mlx-lm)
+  const [T] = scores.shape;
+  const biasedScores = () => (gate.bias ? tf.add(scores, gate.bias) : scores.clone()) as tf.Tensor2D; // [T, E]
+  if (G <= 1) return { ...tf.tidy(() => ({ biased: biasedScores(), selection: biasedScores() })), groupScores: null };
+  return tf.tidy(() => {
+    const biased = biasedScores();
+    const grouped = tf.reshape(biased, [T, G, E / G]); // [T, G, E/G]
+    const groupScores = (gate.bias ? tf.sum(tf.topk(grouped, 2).values, -1) : tf.max(grouped, -1)) as tf.Tensor2D; // [T, G]
+    const keptGroups = tf.topk(groupScores, topk_group).indices; // [T, topk_group]
+    const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G), 1), 0); // [T, G] bool
+    const masked = tf.where(tf.expandDims(kept, -1), grouped, tf.scalar(droppedGroupScore)); // [T, G, E/G]
+    return { biased, groupScores, selection: tf.reshape(masked, [T, E]) as tf.Tensor2D };
   });
 }
 
@@ -254,7 +300,8 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * @param w `{ w1 [F, D], w2 [D, F], w3 [F, D] }` (F = inter dim).
  * @param fmt activation scale format, `scaleFmt(config)`.
  * @param at conformance seam: a rounding probe of the two quantizers (`ffn.in` before W1 and W3, `ffn.act`
- *   before W2; src/fp8.ts `QuantSite`), the FFN `branch` it reports and the call token of each row.
+ *   before W2; src/fp8.ts `QuantSite`), the FFN `branch` it reports and the call token of each row; and
+ *   `precision` ('bf16' rounds the linear outputs and the SwiGLU product to bf16, src/precision.ts).
  * @returns [T, D]
  * @example
  * ```ts
@@ -263,17 +310,18 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync(); // => [[1.4621172, 0]]
  * ```
  */
-export function swigluFfn(x: tf.Tensor2D, w: FfnWeights<WeightMatrix>, fmt: 'ue8m0' | null, at: FfnProbe = {}): tf.Tensor2D {
+export function swigluFfn(x: tf.Tensor2D, w: FfnWeights<WeightMatrix>, fmt: 'ue8m0' | null, at: FfnOptions = {}): tf.Tensor2D {
   checkObject('swigluFfn', 'w', w);
   checkTensors(SWIGLU_FFN, { x, w });
   checkChoice('swigluFfn', 'fmt', fmt, ['ue8m0', null]);
   const site = (input: 'ffn.in' | 'ffn.act', name: string) =>
     probeAt(at.probe, { input, linear: `${at.branch ?? 'dense'}.${name}`, branch: at.branch ?? 'dense', ...(at.tokens ? { tokens: at.tokens } : {}) });
+  const act = (t: tf.Tensor) => asActivation(t, at.precision); // bf16 mode: the official tensor dtype
   return tf.tidy(() => {
-    const h1 = linear(x, w.w1, fmt, site('ffn.in', 'w1')); // [T, F]
-    const h3 = linear(x, w.w3, fmt, site('ffn.in', 'w3')); // [T, F]
-    const act = tf.mul(tf.mul(h1, tf.sigmoid(h1)), h3); // [T, F]
-    return linear(act, w.w2, fmt, site('ffn.act', 'w2')) as tf.Tensor2D; // [T, D]
+    const h1 = act(linear(x, w.w1, fmt, site('ffn.in', 'w1'))); // [T, F]
+    const h3 = act(linear(x, w.w3, fmt, site('ffn.in', 'w3'))); // [T, F]
+    const gated = act(tf.mul(tf.mul(h1, tf.sigmoid(h1)), h3)); // [T, F], silu and product in float32
+    return act(linear(gated, w.w2, fmt, site('ffn.act', 'w2'))) as tf.Tensor2D; // [T, D]
   });
 }
 
@@ -284,6 +332,11 @@ export interface FfnProbe {
   branch?: string;
   /** call token of each row of x (default row r = token r). */
   tokens?: ArrayLike<number>;
+}
+
+/** Options of {@link swigluFfn}: the conformance seam and the activation precision (src/precision.ts). */
+export interface FfnOptions extends FfnProbe {
+  precision?: Precision | undefined;
 }
 
 // --- MoE layer (official MoE.forward; spec §4.1 step 7) ---
@@ -331,10 +384,11 @@ export function moe(
   x: tf.Tensor2D,
   w: MoeWeights<WeightMatrix>,
   config: ModelConfig,
-  opts: KeepRoutingOptions & { probe?: RoundingProbe } = {},
+  opts: MoeOptions = {},
 ): { out: tf.Tensor2D; routing: LayerRouting } {
   checkObject('moe', 'w', w);
   checkArray('moe', 'w.experts', w.experts);
+  const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
   const E = config.n_routed_experts;
   checkTensors(MOE, { x, w }, configDims('moe', config));
   if (w.experts.length !== E) {
@@ -344,7 +398,9 @@ export function moe(
   let routing: LayerRouting | undefined;
   const out = tf.tidy(() => {
     const [T, D] = x.shape;
-    const { weights, indices } = moeGate(x, w.gate, config, opts);
+    const gate = moeGate(x, w.gate, config, opts);
+    const indices = gate.indices;
+    const weights = act(gate.weights); // official `weights.type_as(x)`
     const Ek = indices.shape[1];
     const ids = indices.dataSync() as Int32Array;
     routing = { tokens: T, experts: Ek, indices: Int32Array.from(ids), weights: Float32Array.from(weights.dataSync()) };
@@ -368,14 +424,15 @@ export function moe(
     for (let e = 0; e < E; e++) {
       const count = rowsOf[e]!.length;
       if (count === 0) continue;
-      const at = opts.probe ? { probe: opts.probe, branch: `expert ${e}`, tokens: rowsOf[e]! } : {};
+      const at = { precision: opts.precision, ...(opts.probe ? { probe: opts.probe, branch: `expert ${e}`, tokens: rowsOf[e]! } : {}) };
       outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, fmt, at)); // [n_e, D]
       n += count;
     }
     const expertOut = outputs.length === 1 ? outputs[0]! : (tf.concat(outputs, 0) as tf.Tensor2D); // [T·Ek, D], expert order
     const perSlot = tf.reshape(permuteRows(expertOut, slotRow, order), [T, Ek, D]); // [T, Ek, D], gate order
     const y = tf.sum(tf.mul(perSlot, tf.expandDims(weights, -1)), 1) as tf.Tensor2D; // [T, D], float32
-    return w.shared ? (tf.add(y, swigluFfn(x, w.shared, fmt, opts.probe ? { probe: opts.probe, branch: 'shared' } : {})) as tf.Tensor2D) : y;
+    const shared = (s: FfnWeights<WeightMatrix>) => swigluFfn(x, s, fmt, { precision: opts.precision, ...(opts.probe ? { probe: opts.probe, branch: 'shared' } : {}) });
+    return act(w.shared ? tf.add(y, shared(w.shared)) : y) as tf.Tensor2D;
   });
   return { out, routing: routing! };
 }

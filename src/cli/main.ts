@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * `dsv32` command line: info | conformance | encode | parse | bench.
+ * `dsv32` command line: info | conformance | check | encode | parse | bench.
  * Each subcommand lives in its own file under src/cli/ and exports `run(argv): Promise<number>`
  * returning the process exit code.
  */
@@ -10,6 +10,8 @@ commands:
   info                               backend, version, threads, CUDA
   conformance [DIR ...] [--json FILE] [--weights DIR ...]
                                      run golden fixtures and reference vectors
+  check TRACE.safetensors --fixture DIR [--precision fp32|bf16] [--json FILE]
+                                     judge another implementation's trace (bug or bf16 noise?)
   encode FILE.json [--thinking-mode thinking|chat] [--no-drop-thinking]
                                      V3.2 chat encoding of {"messages": [...], "tools"?: [...]}
   parse FILE.txt [--thinking-mode thinking|chat]
@@ -20,6 +22,7 @@ commands:
 const COMMANDS: Record<string, () => Promise<{ run: (argv: string[]) => Promise<number> }>> = {
   info: () => import('./info.ts'),
   conformance: () => import('./conformance.ts'),
+  check: () => import('./check.ts'),
   encode: () => import('./encode.ts'),
   parse: () => import('./parse.ts'),
   bench: () => import('./bench.ts'),
