@@ -24,6 +24,7 @@ import { checkArray, checkChoice, checkObject, checkTensors, CONFIG_LETTERS, con
 const MOE_GATE = defineContract('moeGate', { x: '[T, D]', 'gate.weight': '[E, D]', 'gate.bias': { shape: '[E]', optional: true } }, CONFIG_LETTERS);
 const SWIGLU_FFN = defineContract('swigluFfn', { x: '[T, D]', ...under('w', ffnWeights('F')) });
 const MOE = defineContract('moe', { x: '[T, D]', ...under('w', MOE_WEIGHTS) }, CONFIG_LETTERS);
+const ROUTING_SCORES = defineContract('routingScores', { scores: '[T, E]', 'gate.weight': '[E, D]', 'gate.bias': { shape: '[E]', optional: true } }, { E: CONFIG_LETTERS.E! });
 import { asActivation, type Precision } from './precision.ts';
 import type { WeightMatrix } from './weight_matrix.ts';
 
@@ -236,6 +237,9 @@ export function routingScores(
   config: GateConfig,
   deviations?: Deviations,
 ): { biased: tf.Tensor2D; groupScores: tf.Tensor2D | null; selection: tf.Tensor2D } {
+  checkObject('routingScores', 'gate', gate);
+  const known = configDims('routingScores', config);
+  checkTensors(ROUTING_SCORES, { scores, gate }, known.E !== undefined ? { E: known.E } : {});
   const { n_routed_experts: E, n_group: G, topk_group } = config;
   const droppedGroupScore = deviations?.has('moe-group-fill-zero') ? 0 : -Infinity; // deviation: 0.0 (HF, mlx-lm)
   const [T] = scores.shape;
