@@ -6,7 +6,7 @@
  *
  * The selection is RECOMPUTED with dsv32 (`indexerScores` of src/indexer.ts, then `selectTopK` of
  * src/topk.ts) from the golden folder's weights and its recorded indexer inputs (`attn.in`, `attn.qr`
- * of every step, teacher forcing as in src/conformance/golden_indexer.ts), and compared with the
+ * of every step, teacher forcing as in src/conformance/checks/indexer.ts), and compared with the
  * selection the official code recorded (`stepS.expected.layerL.indexer.topk`). The picture shows ours;
  * a cell where the two differ would be outlined in red, and the caption states the agreement.
  *

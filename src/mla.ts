@@ -157,7 +157,7 @@ export function truncateMlaCache(cache: MlaCache, length: number): void {
   if (length === S) return;
   const keep = <T extends tf.Tensor>(t: T | null): T | null => {
     if (t === null) return null;
-    const kept = length === 0 ? null : (tf.slice(t, 0, length) as T);
+    const kept = length === 0 ? null : tf.keep(tf.slice(t, 0, length) as T);
     t.dispose();
     return kept;
   };
@@ -509,15 +509,18 @@ function latentBlock(C: number): number {
   return C < LATENT_BLOCK ? C : LATENT_BLOCK;
 }
 
-/** Appends [T, C] latents and [T, R] rope keys to the cache (takes ownership of both). */
+/**
+ * Appends [T, C] latents and [T, R] rope keys to the cache (takes ownership of both). The cache's tensors
+ * are kept out of any enclosing `tf.tidy` (the cache outlives the call), as the indexer's keys are.
+ */
 function appendCache(cache: MlaCache, latent: tf.Tensor2D, kPe: tf.Tensor2D): void {
   if (cache.kv === null || cache.pe === null) {
-    cache.kv = latent;
-    cache.pe = kPe;
+    cache.kv = tf.keep(latent);
+    cache.pe = tf.keep(kPe);
     return;
   }
-  const kv = tf.concat([cache.kv, latent], 0) as tf.Tensor2D;
-  const pe = tf.concat([cache.pe, kPe], 0) as tf.Tensor2D;
+  const kv = tf.keep(tf.concat([cache.kv, latent], 0) as tf.Tensor2D);
+  const pe = tf.keep(tf.concat([cache.pe, kPe], 0) as tf.Tensor2D);
   tf.dispose([cache.kv, cache.pe, latent, kPe]);
   cache.kv = kv;
   cache.pe = pe;

@@ -25,7 +25,7 @@ import type { GlobalWeights, LayerWeights } from './checkpoint.ts';
 import { loadGlobalWeights, loadLayerWeights, disposeLayerWeights, disposeGlobalWeights } from './checkpoint.ts';
 import { type ModelConfig, scaleFmt } from './config.ts';
 import type { RoundingProbe } from './fp8.ts';
-import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache, type MlaOptions, type MlaOutput } from './mla.ts';
+import { createMlaCache, disposeMlaCache, mlaCacheLength, mlaForward, type MlaCache, type MlaOptions } from './mla.ts';
 import { moe, swigluFfn, type KeepRoutingOptions, type LayerRouting, type RoutingRecord } from './moe.ts';
 import type { Deviations } from './deviations.ts';
 import { rmsNormResidual } from './norms.ts';
@@ -90,7 +90,7 @@ export interface ModelOptions {
 }
 
 /**
- * What one block computed, handed to an `onLayer` observer. The tensors are valid only during the
+ * What one block computed, handed to the `layer` callback of a {@link ForwardProbe}. The tensors are valid only during the
  * callback (they are disposed right after it).
  */
 export interface LayerTrace {
@@ -289,54 +289,39 @@ export function blockForward(
   checkObject('blockForward', 'w', w);
   checkObject('blockForward', 'cache', cache);
   checkObject('blockForward', 'opts', opts);
-  const { config, precision, deviations } = opts;
+  const { config, precision } = opts;
   checkTensors(BLOCK_FORWARD, { h, residual, w, cache }, configDims('blockForward', config));
   checkInteger('blockForward', 'startPos', startPos, 0);
-  const layer = opts.layer ?? 0;
-  const observe = opts.probe?.rounding;
-  const rounding: RoundingProbe | undefined = observe && ((site, x, q, scale) => observe({ ...site, layer }, x, q, scale));
   const eps = config.rms_norm_eps;
-  const n1 = normInActivationDtype(h, residual, w.attn_norm, eps, precision);
-  const attnIn = n1.out as tf.Tensor2D;
-  let att: MlaOutput | null = null;
-  let n2: { out: tf.Tensor; residual: tf.Tensor } | null = null;
-  let out: tf.Tensor2D | null = null;
+  const layer = opts.layer ?? 0;
+  const rounding = roundingAt(opts.probe, layer);
   let routing: LayerRouting | null = null;
-  let returned = false;
-  try {
-    att = mlaForward(attnIn, w.attn, cache, startPos, {
-      config,
-      maxSeqLen: opts.maxSeqLen,
-      ...(opts.mode ? { mode: opts.mode } : {}),
-      ...(opts.attention ? { attention: opts.attention } : {}),
-      ...(opts.indexerRopeInterleaved !== undefined ? { indexerRopeInterleaved: opts.indexerRopeInterleaved } : {}),
-      ...(precision ? { precision } : {}),
-      ...(deviations ? { deviations } : {}),
-      ...(rounding ? { probe: rounding } : {}),
-    });
-    n2 = normInActivationDtype(att.out, n1.residual, w.ffn_norm, eps, precision);
-    const ffnIn = n2.out as tf.Tensor2D;
-    if (w.ffn.kind === 'dense') {
-      out = swigluFfn(ffnIn, w.ffn.dense, scaleFmt(config), { precision, ...(rounding ? { probe: rounding } : {}) });
-    } else {
-      const r = moe(ffnIn, w.ffn.moe, config, {
-        ...(opts.routing ? { routing: opts.routing } : {}),
-        ...(opts.combine ? { combine: opts.combine } : {}),
-        precision,
-        deviations,
-        ...(rounding ? { probe: rounding } : {}),
-      });
-      out = r.out;
-      routing = r.routing;
-    }
-    opts.probe?.layer?.(layer, { attnIn, qr: att.qr, indexScores: att.indexScores, topk: att.topk, attnOut: att.out, ffnIn, ffnOut: out, routing });
-    returned = true;
-    return { out, residual: n2.residual as tf.Tensor2D, routing };
-  } finally {
-    // intermediates always; on a throw (from a hook, say) also what would have been returned
-    tf.dispose([attnIn, n1.residual, ...(att ? [att.out, att.qr, att.indexScores, att.topk] : []), ...(n2 ? [n2.out] : [])]);
-    if (!returned) tf.dispose([...(out ? [out] : []), ...(n2 ? [n2.residual] : [])]);
-  }
+  const block = tf.tidy(() => {
+    const n1 = normInActivationDtype(h, residual, w.attn_norm, eps, precision); // r ← h + r;  x = attn_norm(r)
+    const att = mlaForward(n1.out as tf.Tensor2D, w.attn, cache, startPos, { ...opts, probe: rounding }); // a = MLA(x)
+    const n2 = normInActivationDtype(att.out, n1.residual, w.ffn_norm, eps, precision); // r ← a + r;  x = ffn_norm(r)
+    const ffn = ffnForward(n2.out as tf.Tensor2D, w.ffn, opts, rounding); // f = FFN(x)
+    routing = ffn.routing;
+    const trace = { attnIn: n1.out, qr: att.qr, indexScores: att.indexScores, topk: att.topk, attnOut: att.out, ffnIn: n2.out, ffnOut: ffn.out, routing };
+    opts.probe?.layer?.(layer, trace as LayerTrace);
+    return { out: ffn.out, residual: n2.residual as tf.Tensor2D };
+  });
+  return { ...block, routing };
+}
+
+/** FFN(x) [T, D]: the dense SwiGLU of the first `first_k_dense_replace` layers, the MoE after (with its routing). */
+function ffnForward(
+  x: tf.Tensor2D, ffn: LayerWeights<WeightMatrix>['ffn'], opts: ModelOptions & { routing?: LayerRouting }, probe: RoundingProbe | undefined,
+): { out: tf.Tensor2D; routing: LayerRouting | null } {
+  const { precision, deviations } = opts;
+  if (ffn.kind === 'dense') return { out: swigluFfn(x, ffn.dense, scaleFmt(opts.config), { precision, probe }), routing: null };
+  return moe(x, ffn.moe, opts.config, { routing: opts.routing, combine: opts.combine, precision, deviations, probe });
+}
+
+/** The model probe's rounding callback for one layer (the site told its layer), or undefined. */
+function roundingAt(probe: ForwardProbe | undefined, layer: number): RoundingProbe | undefined {
+  const rounding = probe?.rounding;
+  return rounding && ((site, x, q, scale) => rounding({ ...site, layer }, x, q, scale));
 }
 
 /**

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { discoverCases } from '../src/conformance/run.ts';
-import { runConformance, parseConformanceArgs, formatTable } from '../src/cli/conformance.ts';
+import { runConformance, parseConformanceArgs, formatGrouped, formatTable } from '../src/cli/conformance.ts';
 import { initBackend } from '../src/backend.ts';
 
 const ROOT = resolve(__dirname, '..');
@@ -100,6 +100,31 @@ describe('conformance CLI arguments', () => {
     expect(() => parseConformanceArgs(['--layers', '0,x', '--weights', 'w'])).toThrow(/--layers expects .* but got '0,x'/);
     expect(() => parseConformanceArgs(['--frobnicate'])).toThrow(/unknown option '--frobnicate'/);
     expect(() => parseConformanceArgs(['--layers', '1'])).toThrow(/need --weights/);
+  });
+
+  it('the default report groups rows per case × check (count, failures, worst errors, FP8-midpoint rows) and lists failing rows in full', () => {
+    const row = { case: 'c', check: 'e2e.attn.out', step: 0, layer: 0, pass: true, max_abs_err: 1e-7, max_rel_err: 1e-7 };
+    const rows = [
+      row,
+      { ...row, layer: 1, max_abs_err: 3e-7, reason: 'steered at an FP8 midpoint: kv.latent … token 3 element 5, |x/s − midpoint| = 1.0e-6: …' },
+      { ...row, layer: 2, pass: false, max_abs_err: 0.5, max_rel_err: 0.25, reason: 'max|a−b| = 5.000e-1 > 0.0001 · max(1, max|b|)' },
+      { ...row, check: 'e2e.logits', layer: null },
+    ];
+    const lines = formatGrouped(rows).split('\n');
+    expect(lines[0]!.split(/\s+/)).toEqual(['case', 'check', 'rows', 'failed', 'max_abs_err', 'max_rel_err', 'fp8_midpoint']);
+    expect(lines[2]!.split(/\s+/)).toEqual(['c', 'e2e.attn.out', '3', '1', '5.00e-1', '2.50e-1', '1']);
+    expect(lines[3]!.split(/\s+/)).toEqual(['c', 'e2e.logits', '1', '0', '1.00e-7', '1.00e-7', '0']);
+    expect(lines[5]).toBe('failing rows (1):');
+    expect(lines.slice(6).join('\n')).toBe(formatTable([rows[2]!]));
+    expect(formatGrouped([row]).split('\n')).toHaveLength(3); // nothing failing: no failing section
+  });
+
+  it('--verbose prints every row; the default prints the grouped report', () => {
+    expect(parseConformanceArgs(['--verbose'])).toMatchObject({ verbose: true });
+    expect(parseConformanceArgs([])).toMatchObject({ verbose: false });
+    const file = join(FIXTURES, 'vectors', 'numerics-hadamard.json');
+    expect(cli(['conformance', file]).stdout).toMatch(/^case\s+check\s+rows\s+failed/);
+    expect(cli(['conformance', file, '--verbose']).stdout).toMatch(/^case\s+check\s+step\s+layer/);
   });
 
   it('formats failed rows with their reason', () => {

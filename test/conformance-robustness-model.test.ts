@@ -1,12 +1,12 @@
 /**
- * Robustness of the model-side golden checks (src/conformance/golden_model.ts), the --weights/--expect
- * run (weights.ts) and the midpoint flags (fp8_midpoints.ts) on malformed or partial fixtures: a missing
+ * Robustness of the model-side golden checks (src/conformance/checks/model.ts, checks/e2e.ts), the --weights/--expect
+ * run (weights.ts) and the midpoint flags (fp8/midpoints.ts) on malformed or partial fixtures: a missing
  * or misshapen tensor is a failed row naming it, never a lost run, a raw exception or a leaked tensor.
  *
  * The folders are small perturbed copies of fixtures/golden/public-fp32 (2 steps: the 40-token prefill
  * and one decode step), written to a temp dir. These check the checker, so they run on wasm only.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import { mkdtempSync, mkdirSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -17,6 +17,9 @@ import { checkGoldenModel } from '../src/conformance/checks/golden.ts';
 import { runWeightsConformance } from '../src/conformance/weights.ts';
 import { midpointRows, scaleAtPow2Step } from '../src/conformance/fp8/midpoints.ts';
 import type { CheckResult } from '../src/conformance/core/rows.ts';
+
+// long synchronous checks: let the worker answer the runner's messages between tests (vitest RPC timeout)
+beforeEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const BASE = resolve('fixtures/golden/public-fp32');
 const LAYERS = 3;

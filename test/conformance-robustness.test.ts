@@ -1,10 +1,10 @@
 /**
  * Robustness of the golden checks (attention + indexer side) and of the runner against malformed or
  * partial fixture folders: small perturbed copies of fixtures/golden/public-fp32 (2 steps: the 40-token
- * prefill and one decode step), written to a temp folder. The model side (golden_model.ts) has its own
+ * prefill and one decode step), written to a temp folder. The model side (checks/model.ts, checks/e2e.ts) has its own
  * file, test/conformance-robustness-model.test.ts.
  */
-import { it, expect, beforeAll, afterAll } from 'vitest';
+import { it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -19,6 +19,9 @@ import { discoverCases, runGoldenCase } from '../src/conformance/run.ts';
 import { openGolden, type GoldenFixture } from '../src/conformance/core/fixture.ts';
 import type { CheckResult } from '../src/conformance/core/rows.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
+
+// long synchronous checks: let the worker answer the runner's messages between tests (vitest RPC timeout)
+beforeEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const BASE = resolve(import.meta.dirname, '..', 'fixtures', 'golden', 'public-fp32');
 const TWO_STEPS = [

@@ -1,4 +1,4 @@
-import { it, expect, beforeAll, afterAll } from 'vitest';
+import { it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -9,6 +9,9 @@ import { checkGoldenAttention } from '../src/conformance/checks/golden.ts';
 import type { GoldenFixture } from '../src/conformance/core/fixture.ts';
 import type { CheckResult } from '../src/conformance/core/rows.ts';
 import { describeEachBackend } from './helpers/backends.ts';
+
+// long synchronous checks: let the worker answer the runner's messages between tests (vitest RPC timeout)
+beforeEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const GOLDEN = resolve(import.meta.dirname, '..', 'fixtures', 'golden');
 

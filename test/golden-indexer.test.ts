@@ -1,4 +1,4 @@
-import { it, expect, beforeAll, afterAll } from 'vitest';
+import { it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -11,6 +11,9 @@ import { selectTopK } from '../src/topk.ts';
 import { checkGoldenIndexer } from '../src/conformance/checks/golden.ts';
 import { openGolden, type GoldenFixture } from '../src/conformance/core/fixture.ts';
 import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
+
+// long synchronous checks: let the worker answer the runner's messages between tests (vitest RPC timeout)
+beforeEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const GOLDEN = resolve('fixtures/golden');
 const fixture = (name: string): GoldenFixture => openGolden({ type: 'golden', name, dir: join(GOLDEN, name) });
@@ -36,7 +39,7 @@ function doctored(edit: (t: Record<string, WritableTensor>) => void): GoldenFixt
 const tmpDirs: string[] = [];
 afterAll(() => tmpDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-describeEachBackend('golden indexer checks (src/conformance/golden_indexer.ts)', () => {
+describeEachBackend('golden indexer checks (src/conformance/checks/indexer.ts)', () => {
   it('public-fp32: every step and layer passes (scores and selections)', async () => {
     const rows = await checkGoldenIndexer(fixture('public-fp32'));
     expect(failures(rows)).toEqual([]);

@@ -3,7 +3,7 @@
  * (fixtures/golden/README.md): every row passes on public-fp32 and public-fp8, on every backend, and a
  * perturbed trace makes exactly the affected rows fail with a reason.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import { mkdtempSync, mkdirSync, rmSync, copyFileSync, symlinkSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -14,6 +14,9 @@ import { openSafetensors, writeSafetensors } from '../src/node.ts';
 import type { CheckResult } from '../src/conformance/core/rows.ts';
 import { describeEachBackend } from './helpers/backends.ts';
 import { initBackend, tf } from '../src/backend.ts';
+
+// long synchronous checks: let the worker answer the runner's messages between tests (vitest RPC timeout)
+beforeEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const GOLDEN = resolve('fixtures/golden');
 const golden = (name: string, dir = join(GOLDEN, name)) => checkGoldenModel(openGolden({ type: 'golden', name, dir }));

@@ -1,9 +1,11 @@
 /**
- * `dsv32 conformance [DIR ...] [--json FILE] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]`
+ * `dsv32 conformance [DIR ...] [--json FILE] [--verbose] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]`
  *
  * Without `--weights`: finds every golden fixture folder and vector file under the given
- * directories (default: the bundled `fixtures/`), runs every check it knows, prints a table and
- * exits 0 only if every check passed. `--json FILE` writes the same rows as a JSON array of
+ * directories (default: the bundled `fixtures/`), runs every check it knows, prints a report and
+ * exits 0 only if every check passed. The report groups the rows: one line per case × check with the
+ * number of rows, how many failed, the worst errors and how many rows followed or exempted an FP8
+ * midpoint; then every failing row in full. `--verbose` prints every row instead. `--json FILE` writes the same rows as a JSON array of
  * `{case, check, step, layer, pass, max_abs_err, max_rel_err, reason?, peak_bytes?}` (a public contract).
  *
  * With `--weights DIR`: runs the chosen layers of a released checkpoint directory one layer at a
@@ -39,12 +41,14 @@ export interface ConformanceArgs {
   expect?: string;
   steps?: number;
   quiet: boolean;
+  /** print every row, not the grouped report. */
+  verbose: boolean;
 }
 
 /** The option table of `dsv32 conformance` (src/cli/args.ts). */
 export const CONFORMANCE_COMMAND: CommandSpec = {
   name: 'conformance',
-  usage: 'usage: dsv32 conformance [DIR ...] [--json FILE] [--quiet] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]\n',
+  usage: 'usage: dsv32 conformance [DIR ...] [--json FILE] [--quiet | --verbose] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]\n',
   options: {
     json: { type: 'string' },
     weights: { type: 'string' },
@@ -53,6 +57,7 @@ export const CONFORMANCE_COMMAND: CommandSpec = {
     expect: { type: 'string' },
     steps: { type: 'integer', min: 0 },
     quiet: { type: 'boolean', short: 'q' },
+    verbose: { type: 'boolean', short: 'v' },
   },
   positionals: { min: 0, max: Infinity, name: 'DIR' },
 };
@@ -66,6 +71,7 @@ function conformanceArgs({ values: v, positionals }: ParsedArgs): ConformanceArg
   const args: ConformanceArgs = {
     dirs: positionals,
     quiet: v.quiet === true,
+    verbose: v.verbose === true,
     ...(v.json !== undefined ? { json: v.json as string } : {}),
     ...(v.weights !== undefined ? { weights: v.weights as string } : {}),
     ...(v.layers !== undefined ? { layers: v.layers as number[] } : {}),
@@ -102,6 +108,44 @@ export function formatTable(rows: CheckResult[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (i === 6 ? 4 : b[i]!.length))));
   const line = (cells: string[]): string => cells.map((c, i) => (i === 6 ? c : c.padEnd(widths[i]!))).join('  ');
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
+}
+
+/** A row that followed (e2e) or exempted (teacher-forced) an FP8 rounding midpoint, or counted elements at one. */
+const MIDPOINT_NOTE = /^steered at an FP8 midpoint|FP8 midpoint \(rows|FP8-midpoint elements counted/;
+
+/**
+ * The grouped report: one line per case × check (in first-seen order) with the row count, failures, the
+ * worst errors, and the rows at an FP8 midpoint (steered, exempted by a verified flip, or counted); then
+ * every failing row in full ({@link formatTable}).
+ *
+ * @example
+ * ```ts
+ * const row = { case: 'c', check: 'attn.out', step: 0, layer: 1, pass: true, max_abs_err: 2e-7, max_rel_err: 1e-7 };
+ * const report = formatGrouped([row, { ...row, layer: 2, max_rel_err: 3e-7, reason: 'steered at an FP8 midpoint: …' }]);
+ * report.split('\n')[2]!.split(/\s+/); // => ['c', 'attn.out', '2', '0', '2.00e-7', '3.00e-7', '1']
+ * ```
+ */
+export function formatGrouped(rows: CheckResult[]): string {
+  const groups = new Map<string, CheckResult[]>();
+  for (const r of rows) {
+    const key = `${r.case}\u0000${r.check}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const worst = (g: CheckResult[], k: 'max_abs_err' | 'max_rel_err') => {
+    const v = g.map((r) => r[k]).filter((x): x is number => x !== null);
+    return v.length ? Math.max(...v) : null;
+  };
+  const header = ['case', 'check', 'rows', 'failed', 'max_abs_err', 'max_rel_err', 'fp8_midpoint'];
+  const body = [...groups.values()].map((g) => [
+    g[0]!.case, g[0]!.check, String(g.length), String(g.filter((r) => !r.pass).length),
+    fmt(worst(g, 'max_abs_err')), fmt(worst(g, 'max_rel_err')), String(g.filter((r) => MIDPOINT_NOTE.test(r.reason ?? '')).length),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const out = [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)];
+  const failing = rows.filter((r) => !r.pass);
+  if (failing.length) out.push('', `failing rows (${failing.length}):`, formatTable(failing));
+  return out.join('\n');
 }
 
 function progress(enabled: boolean, done: number, total: number, label: string): void {
@@ -171,7 +215,7 @@ async function runParsed(args: ConformanceArgs): Promise<number> {
     if (e instanceof UsageError) throw e;
     rows = [failure(args.weights ?? args.dirs.join(','), 'run', `conformance run failed: ${(e as Error).message}`)];
   }
-  if (!args.quiet) process.stdout.write(formatTable(rows) + '\n');
+  if (!args.quiet) process.stdout.write((args.verbose ? formatTable(rows) : formatGrouped(rows)) + '\n');
   const failed = rows.filter((r) => !r.pass).length;
   process.stdout.write(`\nbackend ${backend.name}: ${rows.length - failed} passed, ${failed} failed\n`);
   if (args.json) {

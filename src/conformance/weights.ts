@@ -252,7 +252,8 @@ function run(
         ...(kernels.chunk ? { chunk: kernels.chunk } : {}),
         // each block follows the recorded rounding at verified FP8 midpoints of its quantizers (fp8/steer.ts)
         block: (l, w, h, residual, cache, pos) => {
-          const record = checks && layers.includes(l) ? checks.record(s.step, l) : {};
+          // every recorded layer steers, also the layers on the way: a midpoint there changes every later layer
+          const record = checks ? checks.record(s.step, l) : {};
           const b = steeredBlock(h, residual, w, cache, pos, { config, maxSeqLen: plan.maxSeqLen, layer: l, ...attention }, record, GOLDEN_RTOL);
           stats = `attn.out ${fmt(activationStats(b.snap.attnOut))} | ffn.out ${fmt(activationStats(b.snap.ffnOut))}`;
           if (checks && layers.includes(l)) checks.streamed(s.step, l, b.snap, b.steers);

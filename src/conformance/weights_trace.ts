@@ -68,9 +68,10 @@ export class TraceChecks {
 
   /** `stream.*` rows of a chosen layer from the (steered) block's snapshot; steer notes on the rows they decided. */
   streamed(step: number, layer: number, snap: LayerSnapshot, steers: Steer[]): void {
-    const note = (tensor: Steer['decidedBy']): Explain => (r) => steers.filter((st) => st.decidedBy === tensor).reduce((row, st) => withNote(row, st.note), r);
+    const note = (...tensors: Steer['decidedBy'][]): Explain => (r) => steers.filter((st) => tensors.includes(st.decidedBy)).reduce((row, st) => withNote(row, st.note), r);
     this.compare('stream.attn.in', step, layer, snap.attnIn, traceKey(step, layer, 'attn.in'));
-    this.compare('stream.attn.out', step, layer, snap.attnOut, traceKey(step, layer, 'attn.out'), note('attn.out'));
+    // the stream has no attn.qr / indexer.score rows: their steers are named on attn.out
+    this.compare('stream.attn.out', step, layer, snap.attnOut, traceKey(step, layer, 'attn.out'), note('attn.qr', 'indexer.score', 'attn.out'));
     this.compare('stream.ffn.out', step, layer, snap.ffnOut, traceKey(step, layer, 'ffn.out'), note('ffn.out'));
   }
 

@@ -42,11 +42,8 @@ export function attentionCheck(attention?: MlaOptions['attention']) {
  *
  * @example
  * ```ts
- * import { openCase, closeCase } from '../core/case.ts';
- * import { readGolden } from '../core/fixture.ts';
- * const c = openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' }));
- * checkAttention(c).every((r) => r.pass); // => true
- * closeCase(c);
+ * // on a case opened once (core/case.ts `openCase`), as checks/golden.ts does:
+ * // checkAttention(openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' })));
  * ```
  */
 export function checkAttention(c: GoldenCase, attention?: MlaOptions['attention']): CheckResult[] {

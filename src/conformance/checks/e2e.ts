@@ -32,11 +32,8 @@ export const e2eCheck = {
  *
  * @example
  * ```ts
- * import { openCase, closeCase } from '../core/case.ts';
- * import { readGolden } from '../core/fixture.ts';
- * const c = openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' }));
- * endToEnd(c).every((r) => r.pass); // => true
- * closeCase(c);
+ * // on a case opened once (core/case.ts `openCase`), as checks/golden.ts does:
+ * // endToEnd(openCase(readGolden({ name: 'public2-fp8', dir: 'fixtures/golden/public2-fp8' })));
  * ```
  */
 export function endToEnd(c: GoldenCase): CheckResult[] {

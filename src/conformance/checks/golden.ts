@@ -35,11 +35,7 @@ export const GOLDEN_CHECKS: readonly GoldenCheck[] = [indexerCheck, attentionChe
  *
  * @example
  * ```ts
- * import { openCase, closeCase } from '../core/case.ts';
- * import { readGolden } from '../core/fixture.ts';
- * const c = openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' }));
- * runGoldenChecks(c).every((r) => r.pass); // => true
- * closeCase(c);
+ * // run.ts `runGoldenCase`: withCase(readGolden(c), (golden) => runGoldenChecks(golden))
  * ```
  */
 export function runGoldenChecks(c: GoldenCase, checks: readonly GoldenCheck[] = GOLDEN_CHECKS): CheckResult[] {
@@ -61,8 +57,10 @@ export function runGoldenChecks(c: GoldenCase, checks: readonly GoldenCheck[] = 
  *
  * @example
  * ```ts
- * import { readGolden } from '../core/fixture.ts';
- * const rows = await checkGoldenAttention(readGolden({ name: 'bug', dir: 'fixtures/golden/public-fp32-indexer-rope-bug' }));
+ * import { readFileSync } from 'node:fs';
+ * const dir = 'fixtures/golden/public-fp32-indexer-rope-bug';
+ * const manifest = JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8'));
+ * const rows = await checkGoldenAttention({ name: 'rope-bug', dir, weightsDir: 'fixtures/golden/public-fp32', manifest });
  * rows.some((r) => r.check.startsWith('attn.')); // => false
  * ```
  */
@@ -75,8 +73,10 @@ export async function checkGoldenAttention(fx: GoldenFixture | GoldenCase, opts:
  *
  * @example
  * ```ts
- * import { readGolden } from '../core/fixture.ts';
- * (await checkGoldenIndexer(readGolden({ name: 'fp32', dir: 'fixtures/golden/public-fp32' }))).every((r) => r.pass); // => true
+ * import { readFileSync } from 'node:fs';
+ * const dir = 'fixtures/golden/public-fp32';
+ * const fx = { name: 'public-fp32', dir, weightsDir: dir, manifest: JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8')) };
+ * (await checkGoldenIndexer(fx)).every((r) => r.pass); // => true
  * ```
  */
 export async function checkGoldenIndexer(fx: GoldenFixture | GoldenCase): Promise<CheckResult[]> {
@@ -89,8 +89,10 @@ export async function checkGoldenIndexer(fx: GoldenFixture | GoldenCase): Promis
  *
  * @example
  * ```ts
- * import { readGolden } from '../core/fixture.ts';
- * (await checkGoldenModel(readGolden({ name: 'fp32', dir: 'fixtures/golden/public-fp32' }))).every((r) => r.pass); // => true
+ * import { readFileSync } from 'node:fs';
+ * const dir = 'fixtures/golden/public-fp32';
+ * const fx = { name: 'public-fp32', dir, weightsDir: dir, manifest: JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8')) };
+ * (await checkGoldenModel(fx)).every((r) => r.pass); // => true
  * ```
  */
 export async function checkGoldenModel(fx: GoldenFixture | GoldenCase): Promise<CheckResult[]> {

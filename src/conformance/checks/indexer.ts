@@ -7,9 +7,10 @@
  * (`stepS.expected.layerL.attn.in` = x, `.attn.qr` = qr), so the indexer cache of step S holds the keys
  * the earlier steps computed from their recorded inputs. Compared per step and layer:
  * - `indexer.score` [1, n, end_pos]: `max|a−b| ≤ 1e-4 · max(1, max|b|)`. An element whose query row or
- *   key column had a q/k value within float32 noise of an e4m3 rounding midpoint (so that float32
- *   summation order alone can move it to the neighbouring e4m3 value) is counted instead of failed:
- *   it must only stay within 1e-2 of the same scale (one e4m3 quantum moves a score by ~1e-3).
+ *   key column had a q/k value on an e4m3 rounding midpoint (../fp8/midpoints.ts `midpointRows`, one
+ *   tolerance `MIDPOINT_TOL`; the q and k come from the model's rounding probe) is counted instead of
+ *   failed: it must only stay within 1e-2 of the same scale (`explainScoresByMidpoints`; one e4m3 quantum
+ *   moves a score by ~1e-3).
  * - `indexer.topk` [n, min(k, end_pos)]: as sets per row; a position may differ only where its
  *   recorded score equals the recorded k-th score within 1e-5 relative.
  *
@@ -41,8 +42,8 @@ import type { RoundingProbe } from '../../fp8.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache } from '../../indexer.ts';
 import { selectTopK } from '../../topk.ts';
 import type { GoldenCase } from '../core/case.ts';
-import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, traceKey, type GoldenStep } from '../core/fixture.ts';
-import { failure, numericRow, type CheckResult } from '../core/rows.ts';
+import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, traceKey, type GoldenStep, type TracedTensor, ropeBugKey, ropeBugRecord } from '../core/fixture.ts';
+import { failure, numericRow, rowSetDiff, type CheckResult } from '../core/rows.ts';
 import { explainScoresByMidpoints, midpointRows } from '../fp8/midpoints.ts';
 
 /** Score tolerance of float32 weights (README): max|a−b| ≤ SCORE_RTOL · max(1, max|b|). */
@@ -62,17 +63,14 @@ export const indexerCheck = {
  * @returns rows `indexer.score` / `indexer.topk` per step and layer, or the `rope_bug.*` rows.
  * @example
  * ```ts
- * import { openCase, closeCase } from '../core/case.ts';
- * import { readGolden } from '../core/fixture.ts';
- * const c = openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' }));
- * checkIndexer(c).every((r) => r.pass); // => true
- * closeCase(c);
+ * // on a case opened once (core/case.ts `openCase`), as checks/golden.ts does:
+ * // checkIndexer(openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' })));
  * ```
  */
 export function checkIndexer(c: GoldenCase): CheckResult[] {
   try {
     if (c.steps.length > 0) return checkTraced(c);
-    if (c.trace.names().some((n) => /^step\d+\.interleaved_bug\.layer\d+\.indexer\.topk$/.test(n))) return checkRopeBug(c);
+    if (c.trace.names().some((n) => ropeBugRecord(n))) return checkRopeBug(c);
     return [failure(c.name, 'indexer', 'manifest.json has no `steps` and trace.safetensors holds no `stepS.interleaved_bug.layerL.indexer.topk`')];
   } catch (e) {
     return [failure(c.name, 'indexer', `check threw: ${(e as Error).message}`)];
@@ -123,9 +121,8 @@ function compareTopk(
   const examples: string[] = [];
   for (let i = 0; i < n; i++) {
     const t = start + i;
-    const a = new Set(Array.from(got.subarray(i * width, (i + 1) * width)).filter((s) => s >= 0));
-    const b = new Set(Array.from(exp.subarray(i * width, (i + 1) * width)).filter((s) => s >= 0));
-    const diff = [...a].filter((s) => !b.has(s)).concat([...b].filter((s) => !a.has(s)));
+    const { missing, extra } = rowSetDiff(got, width, exp, width, i);
+    const diff = [...extra, ...missing];
     if (diff.length === 0) continue;
     differing += diff.length;
     const row = Array.from({ length: t + 1 }, (_, s) => tieScores[i * S + s]!);
@@ -190,7 +187,7 @@ function runStep(
   L: number,
   maxSeqLen: number,
 ): { rows: CheckResult[]; ran: boolean } {
-  const p = `step${st.step}.expected.layer${L}`;
+  const key = (t: TracedTensor) => traceKey(st.step, L, t);
   const n = st.length;
   const S = st.start_pos + n;
   let x: tf.Tensor2D | undefined;
@@ -205,8 +202,8 @@ function runStep(
   const out: CheckResult[] = [];
   let stage = 'indexer.score';
   try {
-    x = readInput(trace, `${p}.attn.in`, n, config.hidden_size);
-    qr = readInput(trace, `${p}.attn.qr`, n, config.q_lora_rank);
+    x = readInput(trace, key('attn.in'), n, config.hidden_size);
+    qr = readInput(trace, key('attn.qr'), n, config.q_lora_rank);
     scores = indexerScores(x, qr, w, cache, st.start_pos, { config, maxSeqLen, probe });
     const ue8m0 = scaleFmt(config) === 'ue8m0';
     const flags = (input: string) => (quantized[input] ? midpointRows(quantized[input].values, quantized[input].scales, n, ue8m0) : new Array<boolean>(n).fill(false));
@@ -215,10 +212,10 @@ function runStep(
     const got = scores.dataSync() as Float32Array;
 
     let expScores: Float64Array | null = null;
-    if (!trace.has(`${p}.indexer.score`)) out.push(failure(name, 'indexer.score', `trace lacks ${p}.indexer.score`, st.step, L));
+    if (!trace.has(key('indexer.score'))) out.push(failure(name, 'indexer.score', `trace lacks ${key('indexer.score')}`, st.step, L));
     else {
-      const e = readMatrix(trace, `${p}.indexer.score`);
-      if (e.data.length !== n * S) out.push(failure(name, 'indexer.score', `${p}.indexer.score must hold ${n}×${S} values but holds ${e.data.length}`, st.step, L));
+      const e = readMatrix(trace, key('indexer.score'));
+      if (e.data.length !== n * S) out.push(failure(name, 'indexer.score', `${key('indexer.score')} must hold ${n}×${S} values but holds ${e.data.length}`, st.step, L));
       else {
         expScores = e.data;
         const row = numericRow(name, 'indexer.score', st.step, L, got, e.data, SCORE_RTOL);
@@ -228,9 +225,9 @@ function runStep(
 
     stage = 'indexer.topk';
     topk = selectTopK(scores, st.start_pos, config.index_topk);
-    if (!trace.has(`${p}.indexer.topk`)) out.push(failure(name, 'indexer.topk', `trace lacks ${p}.indexer.topk`, st.step, L));
+    if (!trace.has(key('indexer.topk'))) out.push(failure(name, 'indexer.topk', `trace lacks ${key('indexer.topk')}`, st.step, L));
     else {
-      const e = readMatrix(trace, `${p}.indexer.topk`);
+      const e = readMatrix(trace, key('indexer.topk'));
       const width = topk.shape[1];
       const c = compareTopk(topk.dataSync() as Int32Array, e.data, n, width, e.cols, st.start_pos, config.index_topk, expScores ?? got, S);
       out.push({ case: name, check: 'indexer.topk', step: st.step, layer: L, pass: c.pass, max_abs_err: c.differing, max_rel_err: null, reason: c.reason ?? 'as sets; max_abs_err = number of differing positions' });
@@ -259,7 +256,7 @@ function checkRopeBug(fx: GoldenCase): CheckResult[] {
   const steps = parseSteps(baseManifest.steps);
   const maxSeqLen = fx.maxSeqLen; // its own manifest's, else the base folder's (validateGolden)
   const bugNames = bugTrace.names();
-  const lastStep = Math.max(...bugNames.map((nm) => Number(/^step(\d+)\.interleaved_bug\./.exec(nm)?.[1] ?? -1)));
+  const lastStep = Math.max(...bugNames.map((nm) => ropeBugRecord(nm)?.step ?? -1));
   const baseTrace = openSafetensors(join(base, 'trace.safetensors'));
   try {
     // the bug trace's tokens must be a prefix of the base run's tokens
@@ -302,16 +299,16 @@ function ropeBugStep(
   L: number,
   maxSeqLen: number,
 ): CheckResult[] {
-  const p = `step${st.step}.expected.layer${L}`;
-  const bugName = `step${st.step}.interleaved_bug.layer${L}.indexer.topk`;
+  const key = (t: TracedTensor) => traceKey(st.step, L, t);
+  const bugName = ropeBugKey(st.step, L);
   const n = st.length;
   const S = st.start_pos + n;
   const k = config.index_topk;
   const owned: tf.Tensor[] = [];
   const own = <T extends tf.Tensor>(t: T): T => (owned.push(t), t);
   try {
-    const x = own(readInput(baseTrace, `${p}.attn.in`, n, config.hidden_size));
-    const qr = own(readInput(baseTrace, `${p}.attn.qr`, n, config.q_lora_rank));
+    const x = own(readInput(baseTrace, key('attn.in'), n, config.hidden_size));
+    const qr = own(readInput(baseTrace, key('attn.qr'), n, config.q_lora_rank));
     const good = own(indexerScores(x, qr, w, shipped, st.start_pos, { config, maxSeqLen }));
     const bad = own(indexerScores(x, qr, w, buggy, st.start_pos, { config, maxSeqLen, ropeInterleaved: true }));
     if (!bugTrace.has(bugName)) return []; // steps without a bug record only fill the caches
@@ -325,11 +322,11 @@ function ropeBugStep(
     const out: CheckResult[] = [];
     const badScores = bad.dataSync();
     if (L === 0) out.push(row('rope_bug.interleaved_reproduces_bug', compareTopk(badSel, bug.data, n, width, bug.cols, st.start_pos, k, badScores, S), 'interleaved indexer RoPE gives the recorded bug selections'));
-    if (baseTrace.has(`${p}.indexer.topk`)) {
-      const baseSel = readMatrix(baseTrace, `${p}.indexer.topk`);
-      const tie = baseTrace.has(`${p}.indexer.score`) ? readMatrix(baseTrace, `${p}.indexer.score`).data : good.dataSync();
+    if (baseTrace.has(key('indexer.topk'))) {
+      const baseSel = readMatrix(baseTrace, key('indexer.topk'));
+      const tie = baseTrace.has(key('indexer.score')) ? readMatrix(baseTrace, key('indexer.score')).data : good.dataSync();
       out.push(row('rope_bug.shipped_reproduces_base', compareTopk(goodSel, baseSel.data, n, width, baseSel.cols, st.start_pos, k, tie, S), 'shipped (non-interleaved) RoPE gives the base folder’s selections'));
-    } else out.push(failure(name, 'rope_bug.shipped_reproduces_base', `base trace lacks ${p}.indexer.topk`, st.step, L));
+    } else out.push(failure(name, 'rope_bug.shipped_reproduces_base', `base trace lacks ${key('indexer.topk')}`, st.step, L));
     // the case must discriminate: the shipped selections are not the bug's in at least one row
     const vsBug = compareTopk(goodSel, bug.data, n, width, bug.cols, st.start_pos, k, new Float64Array(n * S).fill(NaN), S);
     out.push({

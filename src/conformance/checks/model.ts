@@ -41,11 +41,8 @@ export const modelCheck = {
  *
  * @example
  * ```ts
- * import { openCase, closeCase } from '../core/case.ts';
- * import { readGolden } from '../core/fixture.ts';
- * const c = openCase(readGolden({ name: 'public-fp8', dir: 'fixtures/golden/public-fp8' }));
- * teacherForced(c).every((r) => r.pass); // => true
- * closeCase(c);
+ * // on a case opened once (core/case.ts `openCase`), as checks/golden.ts does:
+ * // teacherForced(openCase(readGolden({ name: 'public-fp8', dir: 'fixtures/golden/public-fp8' })));
  * ```
  */
 export function teacherForced(c: GoldenCase): CheckResult[] {

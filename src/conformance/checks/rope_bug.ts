@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createModelCache, disposeModelCache, modelForward, type ModelCache } from '../../model.ts';
 import type { GoldenCase } from '../core/case.ts';
-import { FixtureError, parseSteps, readTokens, type GoldenStep } from '../core/fixture.ts';
+import { FixtureError, parseSteps, readTokens, ropeBugRecord, type GoldenStep } from '../core/fixture.ts';
 import { failure, setsRow, type CheckResult } from '../core/rows.ts';
 
 /** Check family: the e2e rows of the RoPE-bug case (a case without `steps`). */
@@ -22,7 +22,6 @@ export const ropeBugCheck = {
   run: ropeBugEndToEnd,
 };
 
-const BUG_NAME = /^step(\d+)\.interleaved_bug\.layer(\d+)\.indexer\.topk$/;
 
 /**
  * The RoPE-bug case: bug records `stepS.interleaved_bug.layerL.indexer.topk` at any steps S of the base
@@ -31,11 +30,8 @@ const BUG_NAME = /^step(\d+)\.interleaved_bug\.layer(\d+)\.indexer\.topk$/;
  *
  * @example
  * ```ts
- * import { openCase, closeCase } from '../core/case.ts';
- * import { readGolden } from '../core/fixture.ts';
- * const c = openCase(readGolden({ name: 'bug', dir: 'fixtures/golden/public-fp32-indexer-rope-bug' }));
- * ropeBugEndToEnd(c).map((r) => r.pass); // => [true, true, true]
- * closeCase(c);
+ * // on a case opened once (core/case.ts `openCase`), as checks/golden.ts does:
+ * // ropeBugEndToEnd(openCase(readGolden({ name: 'bug', dir: 'fixtures/golden/public-fp32-indexer-rope-bug' })));
  * ```
  */
 export function ropeBugEndToEnd(fx: GoldenCase): CheckResult[] {
@@ -45,8 +41,8 @@ export function ropeBugEndToEnd(fx: GoldenCase): CheckResult[] {
   let cache: ModelCache | null = null;
   try {
     const records = trace.names().flatMap((nm) => {
-      const m = BUG_NAME.exec(nm);
-      return m ? [{ name: nm, step: Number(m[1]), layer: Number(m[2]) }] : [];
+      const r = ropeBugRecord(nm);
+      return r ? [{ name: nm, ...r }] : [];
     });
     if (records.length === 0) return [];
     // the base run's steps: a bug record at step S covers the positions of the base folder's step S

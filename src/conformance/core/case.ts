@@ -35,8 +35,10 @@ export class CaseError extends Error {
  * @throws CaseError naming the failed row's check and the reason
  * @example
  * ```ts
- * import { readGolden } from './fixture.ts';
- * const c = openCase(readGolden({ name: 'public-fp32', dir: 'fixtures/golden/public-fp32' }));
+ * import { readFileSync } from 'node:fs';
+ * const dir = 'fixtures/golden/public-fp32';
+ * const fx = { name: 'public-fp32', dir, weightsDir: dir, manifest: JSON.parse(readFileSync(`${dir}/manifest.json`, 'utf8')) };
+ * const c = openCase(fx);
  * c.weights.layers.length; // => 3
  * closeCase(c);
  * ```

@@ -117,6 +117,27 @@ export function readTokens(trace: SafetensorsFile, steps: GoldenStep[], config: 
   return tokens;
 }
 
+/**
+ * The RoPE-bug case's records (fixtures/golden/README.md): `stepS.interleaved_bug.layerL.indexer.topk`, the
+ * selections of the pre-fix interleaved indexer RoPE. Returns {step, layer} of a record name, or null.
+ *
+ * @example
+ * ```ts
+ * ropeBugRecord('step1.interleaved_bug.layer2.indexer.topk'); // => { step: 1, layer: 2 }
+ * ropeBugKey(1, 2); // => 'step1.interleaved_bug.layer2.indexer.topk'
+ * ropeBugRecord('step1.expected.layer2.indexer.topk'); // => null
+ * ```
+ */
+export function ropeBugRecord(name: string): { step: number; layer: number } | null {
+  const m = /^step(\d+)\.interleaved_bug\.layer(\d+)\.indexer\.topk$/.exec(name);
+  return m ? { step: Number(m[1]), layer: Number(m[2]) } : null;
+}
+
+/** The name of the RoPE-bug record of (step, layer) (see {@link ropeBugRecord}). */
+export function ropeBugKey(step: number, layer: number): string {
+  return `step${step}.interleaved_bug.layer${layer}.indexer.topk`;
+}
+
 /** True when the trace records layer `layer` at step `step` (its `attn.in` is present). */
 export function layerTraced(trace: SafetensorsFile, step: number, layer: number): boolean {
   return trace.has(traceKey(step, layer, 'attn.in'));

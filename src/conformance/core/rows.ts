@@ -93,11 +93,8 @@ export function setsRow(
   if (actual.length !== rows * kActual) return { ...base, pass: false, reason: `shape: ${actual.length / kActual} rows of ${kActual} ≠ expected ${rows} rows of ${k}` };
   const bad: string[] = [];
   for (let r = 0; r < rows; r++) {
-    const a = new Set(Array.from({ length: kActual }, (_, j) => Number(actual[r * kActual + j])).filter((v) => v >= 0));
-    const b = new Set(Array.from({ length: k }, (_, j) => Number(expected[r * k + j])).filter((v) => v >= 0));
-    if (a.size !== b.size || [...b].some((v) => !a.has(v))) {
-      bad.push(`row ${r}: missing {${[...b].filter((v) => !a.has(v))}} extra {${[...a].filter((v) => !b.has(v))}}`);
-    }
+    const { missing, extra } = rowSetDiff(actual, kActual, expected, k, r);
+    if (missing.length || extra.length) bad.push(`row ${r}: missing {${missing}} extra {${extra}}`);
   }
   return bad.length ? { ...base, pass: false, reason: `${bad.length} of ${rows} rows differ as sets; ${bad.slice(0, 3).join('; ')}` } : { ...base, pass: true };
 }
@@ -105,4 +102,22 @@ export function setsRow(
 /** Appends a note to a row's reason. */
 export function withNote(r: CheckResult, note: string): CheckResult {
   return { ...r, reason: r.reason ? `${r.reason}; ${note}` : note };
+}
+
+/**
+ * Row r of two index lists (`actual` [rows, kActual], `expected` [rows, k], −1 padding ignored) as sets:
+ * the expected positions missing from `actual` and the extra ones. The one set comparison of the suite
+ * ({@link setsRow}; the tie-aware top-k rows of checks/indexer.ts).
+ *
+ * @example
+ * ```ts
+ * rowSetDiff([3, 1, -1], 3, [1, 2, -1], 3, 0); // => { missing: [2], extra: [3] }
+ * ```
+ */
+export function rowSetDiff(
+  actual: ArrayLike<number>, kActual: number, expected: ArrayLike<number>, k: number, r: number,
+): { missing: number[]; extra: number[] } {
+  const a = new Set(Array.from({ length: kActual }, (_, j) => Number(actual[r * kActual + j])).filter((v) => v >= 0));
+  const b = new Set(Array.from({ length: k }, (_, j) => Number(expected[r * k + j])).filter((v) => v >= 0));
+  return { missing: [...b].filter((v) => !a.has(v)), extra: [...a].filter((v) => !b.has(v)) };
 }

@@ -44,6 +44,9 @@ export const MIDPOINT_TOL = 448 * 2 ** -22;
  */
 export const E2E_WINDOW = 8;
 
+/** 2^(e − 6) for e = 0..14: the lower ends of the e4m3 binades (2⁻⁶ … 2⁸). */
+const BINADE = Array.from({ length: 15 }, (_, e) => 2 ** (e - 6));
+
 /**
  * Distance from v (|v| < 448) to the nearest rounding midpoint of the e4m3 grid, and the e4m3 value on
  * the other side of that midpoint (the rounding a tiny perturbation of v could give instead).
@@ -59,7 +62,9 @@ export const E2E_WINDOW = 8;
 export function midpoint(v: number): { dist: number; other: number } {
   const a = Math.abs(v);
   if (a >= FP8_E4M3_MAX) return { dist: Infinity, other: v };
-  const ulp = 2 ** (Math.floor(Math.log2(Math.max(a, 2 ** -6))) - 3); // spacing of the e4m3 grid around a
+  let e = 0; // binade of a: 2^(e − 6) ≤ a < 2^(e − 5), subnormals in binade 0
+  while (e < 14 && a >= BINADE[e + 1]!) e++;
+  const ulp = BINADE[e]! / 8; // spacing of the e4m3 grid around a
   const lower = Math.floor(a / ulp) * ulp;
   const mid = lower + ulp / 2;
   const rounded = a - lower < ulp / 2 || (a - lower === ulp / 2 && (lower / ulp) % 2 === 0) ? lower : lower + ulp;
@@ -188,6 +193,8 @@ export interface Flip {
   element: number;
   /** |x/s − midpoint| when found. */
   dist: number;
+  /** the quantizer input x/s when found (its e4m3 quantum, and so the flip's effect, grows with |x/s|). */
+  y?: number;
   /** the first consumer seen (`wq_a`, `expert 3.w2`, ...), for the report. */
   linear: string;
 }
@@ -199,8 +206,8 @@ export function flipKey(f: Pick<Flip, 'layer' | 'input' | 'branch' | 'token' | '
 
 /**
  * A rounding probe (src/model.ts `ForwardProbe.rounding`) that rounds the elements named by `flips` to
- * their other e4m3 neighbour, and, with `found`, lists every element of every quantizer within `tol` of a
- * midpoint (each once, by {@link flipKey}).
+ * their other e4m3 neighbour, and, with `found`, lists every element within `tol` of a midpoint of every
+ * quantizer (of the inputs in `only`, when given), each once (by {@link flipKey}).
  *
  * @example
  * ```ts
@@ -213,13 +220,14 @@ export function flipKey(f: Pick<Flip, 'layer' | 'input' | 'branch' | 'token' | '
  * found.map((f) => f.element); // => [1]
  * ```
  */
-export function roundingProbe(flips: readonly Flip[], found?: Flip[], tol = MIDPOINT_TOL): RoundingProbe {
+export function roundingProbe(flips: readonly Flip[], found?: Flip[], tol = MIDPOINT_TOL, only?: ReadonlySet<QuantSite['input']>): RoundingProbe {
   const wanted = new Set(flips.map(flipKey));
   const inputs = new Set(flips.map((f) => f.input));
   const seen = new Set<string>();
   return (site, x, q, scale) => {
     const apply = inputs.has(site.input);
-    if (!apply && !found) return null;
+    const list = found !== undefined && (!only || only.has(site.input));
+    if (!apply && !list) return null;
     const xs = x.dataSync() as Float32Array;
     const ss = scale.dataSync() as Float32Array;
     const rows = x.shape[0] ?? 1;
@@ -230,14 +238,14 @@ export function roundingProbe(flips: readonly Flip[], found?: Flip[], tol = MIDP
     for (let i = 0; i < xs.length; i++) {
       const y = Math.fround(xs[i]! / ss[Math.floor(i / block)]!);
       const m = midpoint(y);
-      if (m.dist > tol && !apply) continue;
+      if (!apply && !(list && m.dist <= tol)) continue;
       const r = Math.floor(i / perRow);
       key.token = site.tokens ? site.tokens[r]! : r;
       key.element = i - r * perRow;
       const k = flipKey(key);
-      if (found && m.dist <= tol && !seen.has(k)) {
+      if (list && m.dist <= tol && !seen.has(k)) {
         seen.add(k);
-        found.push({ ...key, ...(site.layer === undefined ? {} : { layer: site.layer }), dist: m.dist, linear: site.linear });
+        found.push({ ...key, ...(site.layer === undefined ? {} : { layer: site.layer }), dist: m.dist, y, linear: site.linear });
       }
       if (apply && wanted.has(k) && m.dist !== Infinity) {
         out ??= Float32Array.from(q.dataSync() as Float32Array);
@@ -272,12 +280,12 @@ export function* subsets<T>(items: readonly T[], maxSize = items.length): Genera
 }
 
 /** Limits of {@link searchFlips}: candidates kept (closest first), subset size, evaluations. */
-export const FLIP_SEARCH = { candidates: 24, maxSize: 3, tries: 96 } as const;
+export const FLIP_SEARCH: { readonly candidates: number; readonly maxSize: number; readonly tries: number } = { candidates: 24, maxSize: 3, tries: 96 };
 
 /**
- * The flip search: tries subsets of `candidates` ({@link subsets}; the {@link FLIP_SEARCH}.candidates
- * closest to their midpoint, at most `maxSize` at a time, at most `tries` evaluations) and returns the
- * first subset for which `reproduces` is true, or null.
+ * The flip search: tries subsets of `candidates` ({@link subsets}; the first {@link FLIP_SEARCH}.candidates
+ * in `order` — default: closest to their midpoint first —, at most `maxSize` at a time, at most `tries`
+ * evaluations) and returns the first subset for which `reproduces` is true, or null.
  *
  * @example
  * ```ts
@@ -286,9 +294,12 @@ export const FLIP_SEARCH = { candidates: 24, maxSize: 3, tries: 96 } as const;
  * searchFlips(c, () => false); // => null
  * ```
  */
-export function searchFlips(candidates: readonly Flip[], reproduces: (subset: Flip[]) => boolean, limits: Partial<typeof FLIP_SEARCH> = {}): Flip[] | null {
+export function searchFlips(
+  candidates: readonly Flip[], reproduces: (subset: Flip[]) => boolean, limits: Partial<typeof FLIP_SEARCH> = {},
+  order: (a: Flip, b: Flip) => number = (a, b) => a.dist - b.dist,
+): Flip[] | null {
   const { candidates: keep, maxSize, tries } = { ...FLIP_SEARCH, ...limits };
-  const closest = [...candidates].sort((a, b) => a.dist - b.dist).slice(0, keep);
+  const closest = [...candidates].sort(order).slice(0, keep);
   let n = 0;
   for (const subset of subsets(closest, maxSize)) {
     if (n++ >= tries) break;

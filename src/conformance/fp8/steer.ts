@@ -26,8 +26,8 @@ import type { QuantSite } from '../../fp8.ts';
 import { truncateMlaCache, type MlaCache } from '../../mla.ts';
 import { blockForward, type LayerTrace, type ModelOptions } from '../../model.ts';
 import type { LayerRouting } from '../../moe.ts';
-import { compareArrays } from '../core/rows.ts';
-import { describeFlip, E2E_WINDOW, MIDPOINT_TOL, roundingProbe, searchFlips, type Flip } from './midpoints.ts';
+import { compareArrays, setsRow } from '../core/rows.ts';
+import { describeFlip, E2E_WINDOW, flipKey, MIDPOINT_TOL, roundingProbe, searchFlips, type Flip } from './midpoints.ts';
 import type { tf } from '../../backend.ts';
 
 /** A block's tensors as plain arrays (copies; {@link LayerTrace} tensors die with the block call). */
@@ -74,6 +74,8 @@ const DECIDERS: ReadonlyArray<{ tensor: Steer['decidedBy']; sites: ReadonlySet<Q
   { tensor: 'attn.out', sites: new Set(['attn.in', 'attn.qr', 'indexer.q', 'indexer.k', 'kv.latent', 'wkv_b.in', 'wo.in']) },
   { tensor: 'ffn.out', sites: new Set(['ffn.in', 'ffn.act']) },
 ];
+/** Quantizer inputs of a key position (read by later queries): its latent, its indexer key, and its attention input. */
+const KEY_SITES: ReadonlySet<QuantSite['input']> = new Set(['attn.in', 'kv.latent', 'wkv_b.in', 'indexer.k']);
 /** Every compared tensor, in the order the block computes them. */
 const ORDER = ['attn.qr', 'indexer.score', 'indexer.topk', 'attn.out', 'ffn.in', 'ffn.out'] as const;
 
@@ -95,11 +97,11 @@ export function steeredBlock(
   opts: ModelOptions & { layer: number; routing?: LayerRouting }, record: LayerRecord, rtol: number,
 ): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null; snap: LayerSnapshot; steers: Steer[] } {
   const T = h.shape[0];
-  const run = (flips: readonly Flip[], found?: Flip[], tol?: number) => {
+  const run = (flips: readonly Flip[], found?: Flip[], tol?: number, only?: ReadonlySet<QuantSite['input']>) => {
     truncateMlaCache(cache, startPos);
     let snap: LayerSnapshot | null = null;
     const indexer: Pick<LayerSnapshot, 'indexerQ' | 'indexerK'> = { indexerQ: null, indexerK: null };
-    const flip = roundingProbe(flips, found, tol);
+    const flip = roundingProbe(flips, found, tol, only);
     const b = blockForward(h, residual, w, cache, startPos, {
       ...opts,
       probe: {
@@ -127,13 +129,16 @@ export function steeredBlock(
   for (const { tensor, sites } of DECIDERS) {
     const expected = record[tensor];
     if (!expected) continue;
-    const tokens = failingTokens(tensor, cur.snap, expected, startPos, T, rtol);
-    if (tokens.size === 0) continue;
+    const { rows, keys } = failingTokens(tensor, cur.snap, expected, startPos, T, rtol);
+    if (rows.size === 0) continue;
+    // a candidate explains the failing elements of its row (query) or of its column (key): most first, then closest
+    const explains = (f: Flip) => Math.max(rows.get(f.token) ?? 0, KEY_SITES.has(f.input) ? (keys.get(f.token) ?? 0) : 0);
     // the candidates: quantizer inputs on a midpoint, upstream of the tensor, in the failing rows
     const found: Flip[] = [];
-    dispose(run(flips, found, E2E_WINDOW * MIDPOINT_TOL));
-    const taken = new Set(flips.map((f) => `${f.input}|${f.token}|${f.element}|${f.branch}`));
-    const candidates = found.filter((f) => sites.has(f.input) && tokens.has(f.token) && !taken.has(`${f.input}|${f.token}|${f.element}|${f.branch}`));
+    dispose(run(flips, found, E2E_WINDOW * MIDPOINT_TOL, sites));
+    const taken = new Set(flips.map(flipKey));
+    const inRows = (f: Flip) => rows.has(f.token) || (KEY_SITES.has(f.input) && keys.has(f.token));
+    const candidates = found.filter((f) => sites.has(f.input) && inRows(f) && !taken.has(flipKey(f)));
     const upTo = ORDER.indexOf(tensor);
     let kept: ReturnType<typeof run> | null = null;
     let tried = false;
@@ -146,7 +151,7 @@ export function steeredBlock(
       }
       dispose(r);
       return false;
-    });
+    }, {}, (a, b) => explains(b) - explains(a) || a.dist - b.dist);
     if (subset && kept) {
       dispose(cur);
       cur = kept;
@@ -184,55 +189,38 @@ const ACTUAL = { 'attn.qr': 'qr', 'indexer.score': 'indexScores', 'attn.out': 'a
 function matches(tensor: (typeof ORDER)[number], snap: LayerSnapshot, record: LayerRecord, rtol: number): boolean {
   if (tensor === 'indexer.topk') {
     const r = record['indexer.topk'];
-    return !r || sameSets(snap.topk, snap.K, r.data, r.k);
+    return !r || setsRow('', tensor, null, null, snap.topk, r.data, r.k, snap.K).pass;
   }
   const expected = record[tensor];
   return !expected || compareArrays(snap[ACTUAL[tensor]], expected, rtol).pass;
 }
 
-/** Row-wise set equality of index lists ([rows, ka] and [rows, kb], −1 ignored). */
-export function sameSets(a: ArrayLike<number>, ka: number, b: ArrayLike<number>, kb: number): boolean {
-  const rows = b.length / kb;
-  if (a.length !== rows * ka) return false;
-  for (let r = 0; r < rows; r++) {
-    const x = new Set<number>();
-    for (let j = 0; j < ka; j++) if (Number(a[r * ka + j]) >= 0) x.add(Number(a[r * ka + j]));
-    let n = 0;
-    for (let j = 0; j < kb; j++) {
-      const v = Number(b[r * kb + j]);
-      if (v < 0) continue;
-      if (!x.has(v)) return false;
-      n++;
-    }
-    if (n !== x.size) return false;
-  }
-  return true;
-}
-
 /**
- * The call tokens whose quantizer inputs may explain a miss of `tensor` (empty when it matches): the
- * failing rows; for the index scores also the failing key columns of this call; for the attention output
- * every token up to the last failing row (its latents and keys are read by the failing queries).
+ * The call tokens whose quantizer inputs may explain a miss of `tensor` (empty when it matches), each with
+ * the number of failing elements it could explain: `rows`, the failing rows (queries); `keys`, the key
+ * positions they read: for the index scores the failing columns of this call, for the attention output
+ * every position up to the last failing row (negative = cached; count 0: no column structure to rank by).
  */
-function failingTokens(tensor: Steer['decidedBy'], snap: LayerSnapshot, expected: Float32Array, startPos: number, T: number, rtol: number): Set<number> {
+function failingTokens(
+  tensor: Steer['decidedBy'], snap: LayerSnapshot, expected: Float32Array, startPos: number, T: number, rtol: number,
+): { rows: Map<number, number>; keys: Map<number, number> } {
   const actual = snap[ACTUAL[tensor]];
-  const out = new Set<number>();
-  if (actual.length !== expected.length) return out; // a malformed record: no flip can fix it
+  const rows = new Map<number, number>();
+  const keys = new Map<number, number>();
+  if (actual.length !== expected.length) return { rows, keys }; // a malformed record: no flip can fix it
   const c = compareArrays(actual, expected, rtol);
-  if (c.pass || c.reason) return out;
+  if (c.pass || c.reason) return { rows, keys };
   let maxRef = 0;
   for (let i = 0; i < expected.length; i++) maxRef = Math.max(maxRef, Math.abs(expected[i]!));
   const bound = rtol * Math.max(1, maxRef);
   const width = expected.length / T;
+  const count = (m: Map<number, number>, k: number) => m.set(k, (m.get(k) ?? 0) + 1);
   for (let i = 0; i < expected.length; i++) {
     if (!(Math.abs(actual[i]! - expected[i]!) <= bound)) {
-      out.add(Math.floor(i / width));
-      if (tensor === 'indexer.score' && i % width >= startPos) out.add((i % width) - startPos);
+      count(rows, Math.floor(i / width));
+      if (tensor === 'indexer.score' && i % width >= startPos) count(keys, (i % width) - startPos);
     }
   }
-  if (tensor === 'attn.out') {
-    const last = Math.max(...out);
-    for (let t = -startPos; t <= last; t++) out.add(t);
-  }
-  return out;
+  if (tensor === 'attn.out') for (let t = -startPos; t <= Math.max(...rows.keys()); t++) if (!keys.has(t)) keys.set(t, 0);
+  return { rows, keys };
 }

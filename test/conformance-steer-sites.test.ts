@@ -1,0 +1,150 @@
+// End-to-end steering at EVERY FP8 quantizer site (src/conformance/fp8/steer.ts), built on purpose: for
+// each site, an element of its quantizer input that lies near an e4m3 midpoint in our run is rounded the
+// other way to make an "official" run (as a machine with another float32 summation order could); its
+// tensors become the recorded ones. The steered block must find exactly that element, decide it with the
+// first recorded tensor it changes, and reproduce every recorded tensor (caches included: the next decode
+// step reads the flipped cache). The sites of the shipped fixtures cover only a few of these.
+import { it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
+import { resolve } from 'node:path';
+import { tf } from '../src/backend.ts';
+import type { ModelConfig } from '../src/config.ts';
+import type { QuantSite } from '../src/fp8.ts';
+import { createMlaCache, disposeMlaCache, type MlaCache } from '../src/mla.ts';
+import { blockForward, embedTokens, type LayerTrace } from '../src/model.ts';
+import { closeCase, openCase, type GoldenCase } from '../src/conformance/core/case.ts';
+import { readGolden } from '../src/conformance/core/fixture.ts';
+import { compareArrays, setsRow } from '../src/conformance/core/rows.ts';
+import { E2E_WINDOW, MIDPOINT_TOL, flipKey, roundingProbe, type Flip } from '../src/conformance/fp8/midpoints.ts';
+import { steeredBlock, type LayerRecord } from '../src/conformance/fp8/steer.ts';
+import { describeEachBackend } from './helpers/backends.ts';
+
+// long synchronous checks: let the worker answer the runner's messages between tests (vitest RPC timeout)
+beforeEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
+
+const T = 24;
+const RTOL = 1e-4;
+const ORDER = ['attn.qr', 'indexer.score', 'indexer.topk', 'attn.out', 'ffn.in', 'ffn.out'] as const;
+
+interface Snap { [k: string]: Float32Array }
+
+/** One block call (layer `layer` as the first block, prefill of T tokens, then one decode step) with the given flips. */
+function run(c: GoldenCase, config: ModelConfig, layer: number, flips: Flip[], found?: Flip[]): { prefill: Snap; decode: Snap; cache: MlaCache } {
+  const cache = createMlaCache();
+  const snaps: Snap[] = [];
+  for (const [start, n] of [[0, T], [T, 1]] as const) {
+    const h = embedTokens(c.tokens.slice(start, start + n), c.weights.global.embed);
+    let snap: Snap = {};
+    const b = blockForward(h, null, c.weights.layers[layer]!, cache, start, {
+      config, maxSeqLen: c.maxSeqLen, layer,
+      probe: {
+        layer: (_l, t: LayerTrace) => {
+          const tensors = { 'attn.qr': t.qr, 'indexer.score': t.indexScores, 'indexer.topk': t.topk, 'attn.out': t.attnOut, 'ffn.in': t.ffnIn, 'ffn.out': t.ffnOut };
+          snap = Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, Float32Array.from(v.dataSync())]));
+        },
+        // the flips apply to the prefill only (element indices are per call)
+        rounding: start === 0 ? roundingProbe(flips, found, E2E_WINDOW * MIDPOINT_TOL) : undefined,
+      },
+    });
+    tf.dispose([h, b.out, b.residual]);
+    snaps.push(snap);
+  }
+  return { prefill: snaps[0]!, decode: snaps[1]!, cache };
+}
+
+/** The first tensor (in the block's order) on which two runs differ beyond the golden tolerance. */
+function firstDiffering(a: Snap, b: Snap): (typeof ORDER)[number] | null {
+  for (const t of ORDER) {
+    if (t === 'indexer.topk') {
+      const k = a[t]!.length / T;
+      if (!setsRow('', t, null, null, a[t]!, b[t]!, k).pass) return t;
+    } else if (!compareArrays(a[t]!, b[t]!, RTOL).pass) return t;
+  }
+  return null;
+}
+
+const SITES: Array<{ input: QuantSite['input']; branch?: RegExp; layer: number; plainScales?: boolean }> = [
+  { input: 'attn.in', layer: 0 },
+  { input: 'attn.qr', layer: 0, plainScales: true }, // (with ue8m0 scales this input has no element near a midpoint here)
+  { input: 'indexer.q', layer: 0 },
+  { input: 'indexer.k', layer: 0 },
+  { input: 'kv.latent', layer: 0 },
+  { input: 'wo.in', layer: 0 },
+  { input: 'ffn.in', layer: 0 }, // dense FFN (w1, w3)
+  { input: 'ffn.act', branch: /^dense$/, layer: 0 }, // dense FFN (w2)
+  { input: 'ffn.in', layer: 1 }, // every routed expert's and the shared expert's w1, w3
+  { input: 'ffn.act', branch: /^expert \d+$/, layer: 1 },
+  { input: 'ffn.act', branch: /^shared$/, layer: 1 },
+];
+
+describeEachBackend('e2e steering covers every FP8 quantizer site (synthetic midpoints)', () => {
+  let c: GoldenCase;
+  beforeAll(() => {
+    c = openCase(readGolden({ name: 'public-fp8', dir: resolve('fixtures/golden/public-fp8') }));
+  });
+  afterAll(() => closeCase(c));
+
+  it('wkv_b.in (MHA prefill) needs no steering: the cached latents are e4m3 values times their block scale, quantized again on the grid', () => {
+    for (const plainScales of [false, true]) {
+      const config: ModelConfig = plainScales ? { ...c.config, quantization_config: { ...c.config.quantization_config!, scale_fmt: null } } : c.config;
+      const found: Flip[] = [];
+      const plain = run(c, config, 0, [], found);
+      disposeMlaCache(plain.cache);
+      expect(found.filter((f) => f.input === 'attn.in').length).toBeGreaterThan(0); // the probe did look
+      expect(found.filter((f) => f.input === 'wkv_b.in')).toEqual([]);
+    }
+  });
+
+  for (const site of SITES) {
+    const name = `${site.input}${site.branch ? ` (${site.branch.source})` : ''} in layer ${site.layer}${site.plainScales ? ', plain scales' : ''}`;
+    it(`${name}: the steered block finds the flipped element, decides it with the first tensor it changes, and carries it forward`, () => {
+      const before = tf.memory().numTensors;
+      const config: ModelConfig = site.plainScales
+        ? { ...c.config, quantization_config: { ...c.config.quantization_config!, scale_fmt: null } }
+        : c.config;
+      // our run, listing the elements near a midpoint at this site
+      const found: Flip[] = [];
+      const plain = run(c, config, site.layer, [], found);
+      disposeMlaCache(plain.cache);
+      const near = found.filter((f) => f.input === site.input && (!site.branch || site.branch.test(f.branch ?? ''))).sort((a, b) => Math.abs(b.y!) - Math.abs(a.y!));
+      expect(near.length, 'elements of this site near an e4m3 midpoint').toBeGreaterThan(0);
+      // the "official" run: the largest such element (largest e4m3 quantum) whose other rounding shows in a recorded tensor
+      let chosen: { flip: Flip; official: ReturnType<typeof run>; decidedBy: (typeof ORDER)[number] } | null = null;
+      for (const flip of near.slice(0, 16)) {
+        const official = run(c, config, site.layer, [flip]);
+        const decidedBy = firstDiffering(plain.prefill, official.prefill);
+        if (decidedBy && decidedBy !== 'indexer.topk' && decidedBy !== 'ffn.in') {
+          chosen = { flip, official, decidedBy };
+          break;
+        }
+        disposeMlaCache(official.cache);
+      }
+      expect(chosen, 'a flip at this site that changes a recorded tensor').not.toBeNull();
+      const { flip, official, decidedBy } = chosen!;
+      disposeMlaCache(official.cache);
+      const record = Object.fromEntries(ORDER.map((t) => [t, t === 'indexer.topk' ? { data: official.prefill[t]!, k: official.prefill[t]!.length / T } : official.prefill[t]!])) as LayerRecord;
+
+      // the steered prefill, then a plain decode step on the cache it left
+      const cache = createMlaCache();
+      const h = embedTokens(c.tokens.slice(0, T), c.weights.global.embed);
+      const b = steeredBlock(h, null, c.weights.layers[site.layer]!, cache, 0, { config, maxSeqLen: c.maxSeqLen, layer: site.layer }, record, RTOL);
+      tf.dispose([h, b.out, b.residual]);
+      expect(b.steers.map((s) => [s.decidedBy, s.flips.map(flipKey)]), JSON.stringify(b.steers)).toEqual([[decidedBy, [flipKey(flip)]]]);
+      expect(b.steers[0]!.note).toMatch(new RegExp(`^steered at an FP8 midpoint: ${site.input.replace('.', '\\.')}.* token ${flip.token} element ${flip.element}, `));
+      for (const t of ['attn.qr', 'indexer.score', 'attn.out', 'ffn.in', 'ffn.out'] as const) {
+        const actual = { 'attn.qr': b.snap.qr, 'indexer.score': b.snap.indexScores, 'attn.out': b.snap.attnOut, 'ffn.in': b.snap.ffnIn, 'ffn.out': b.snap.ffnOut }[t];
+        expect(compareArrays(actual, official.prefill[t]!, RTOL).pass, t).toBe(true);
+      }
+      // carried forward: the decode step on the steered cache reproduces the official decode step
+      const h1 = embedTokens(c.tokens.slice(T, T + 1), c.weights.global.embed);
+      let decodeOut: Float32Array | null = null;
+      const d = blockForward(h1, null, c.weights.layers[site.layer]!, cache, T, {
+        config, maxSeqLen: c.maxSeqLen, layer: site.layer,
+        probe: { layer: (_l, t) => void (decodeOut = Float32Array.from(t.attnOut.dataSync())) },
+      });
+      tf.dispose([h1, d.out, d.residual]);
+      disposeMlaCache(cache);
+      expect(compareArrays(decodeOut!, official.decode['attn.out']!, RTOL).pass).toBe(true);
+      expect(tf.memory().numTensors).toBe(before);
+    });
+  }
+});
