@@ -21,7 +21,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type * as esbuild from 'esbuild';
 
-/** Package root: the nearest folder above this file with a package.json (also from the compiled dist/src/). */
+/** Package root: the nearest folder above this file with a package.json (also from the compiled dist/). */
 export const REPO_ROOT = ((): string => {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);

@@ -25,7 +25,7 @@ import { failure, type CheckResult } from '../conformance/core/rows.ts';
 import { readTextFile } from './read.ts';
 import { parseCommandArgs, parseTokenIds, runCommand, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 
-/** The package root: the nearest folder above this file with a package.json (src/cli/ runs from a clone, dist/src/cli/ when installed). */
+/** The package root: the nearest folder above this file with a package.json (src/cli/ runs from a clone, dist/cli/ when installed). */
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
