@@ -255,7 +255,6 @@ export function indexerScores(
   const exact = opts.exact ?? false;
   const noScale = opts.deviations?.has('indexer-weights-no-scale') ?? false; // the deviation drops HI^-½ · DI^-½
   const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
-  const fmt = scaleFmt(config);
   const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
 
   let newKeys: tf.Tensor2D | null = null;
@@ -264,11 +263,11 @@ export function indexerScores(
   try {
     scores = tf.tidy(() => {
       // --- Queries: q = wq_b(qr), [pe | nope] per head, RoPE on pe ---
-      let q = tf.reshape(act(linear(qr, w.wq_b, fmt, probeAt(opts.probe, { input: 'attn.qr', linear: 'indexer.wq_b' }))), [T, HI, DI]); // [T, HI, DI]
+      let q = tf.reshape(act(linear(qr, w.wq_b, scaleFmt(config), probeAt(opts.probe, { input: 'attn.qr', linear: 'indexer.wq_b' }))), [T, HI, DI]); // [T, HI, DI]
       q = act(ropeFirst(q, cos, sin, R, interleaved));
 
       // --- Key: k = LayerNorm(wk(x)), one head shared by all indexer heads ---
-      let k = act(layerNorm(act(linear(x, w.wk, fmt, probeAt(opts.probe, { input: 'attn.in', linear: 'indexer.wk' }))), w.k_norm.weight, w.k_norm.bias, INDEXER_K_NORM_EPS)); // [T, DI]
+      let k = act(layerNorm(act(linear(x, w.wk, scaleFmt(config), probeAt(opts.probe, { input: 'attn.in', linear: 'indexer.wk' }))), w.k_norm.weight, w.k_norm.bias, INDEXER_K_NORM_EPS)); // [T, DI]
       k = act(ropeFirst(k, cos, sin, R, interleaved));
 
       // --- Hadamard rotation and FP8 block quantization (skipped by the exact variant) ---
@@ -279,8 +278,8 @@ export function indexerScores(
       if (!exact) {
         q = act(hadamard(q));
         k = act(hadamard(k));
-        const qq = actQuant(q, fmt, DI, probeAt(opts.probe, { input: 'indexer.q', linear: 'indexer.q' })); // one block per (token, head)
-        const kq = actQuant(k, fmt, DI, probeAt(opts.probe, { input: 'indexer.k', linear: 'indexer.k' })); // one block per token
+        const qq = actQuant(q, scaleFmt(config), DI, probeAt(opts.probe, { input: 'indexer.q', linear: 'indexer.q' })); // one block per (token, head)
+        const kq = actQuant(k, scaleFmt(config), DI, probeAt(opts.probe, { input: 'indexer.k', linear: 'indexer.k' })); // one block per token
         q8 = qq.q;
         qScale = tf.reshape(qq.scale, [T, HI]);
         k8 = kq.q;
@@ -292,8 +291,8 @@ export function indexerScores(
 
       // --- Head weights: w' = weights_proj(x) · HI^-½ · s_q · DI^-½ (official order, float32) ---
       const headW = noScale
-        ? tf.mul(linear(x, w.weights_proj, fmt), qScale)
-        : tf.mul(tf.mul(tf.mul(linear(x, w.weights_proj, fmt), HI ** -0.5), qScale), DI ** -0.5); // [T, HI]
+        ? tf.mul(linear(x, w.weights_proj, scaleFmt(config)), qScale)
+        : tf.mul(tf.mul(tf.mul(linear(x, w.weights_proj, scaleFmt(config)), HI ** -0.5), qScale), DI ** -0.5); // [T, HI]
 
       // --- Index scores (Eq. 1) ---
       return fp8Index(q8 as tf.Tensor3D, headW as tf.Tensor2D, newKeys, newScales); // [T, S]

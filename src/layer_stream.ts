@@ -94,7 +94,7 @@ export function createStreamState(last: number): StreamState {
  * ```ts
  * const s = createStreamState(0);
  * disposeStreamState(s);
- * s.caches[0]!.kv; // => null
+ * s.caches[0]!.latents; // => null
  * ```
  */
 export function disposeStreamState(s: StreamState): void {

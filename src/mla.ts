@@ -46,7 +46,7 @@ const MLA_QUERY = defineContract('mlaQuery', { x: '[T, D]', ...under('w', ATTENT
 const MLA_LATENT = defineContract('mlaLatent', { x: '[T, D]', ...under('w', ATTENTION_WEIGHTS) }, CONFIG_LETTERS);
 const MLA_ATTEND = defineContract(
   'mlaAttend',
-  { qNope: '[T, H, Dn]', qPe: '[T, H, R]', kv: '[S, C]', pe: '[S, R]', topk: { shape: '[T, K]', dtype: 'int32' }, ...under('w', ATTENTION_WEIGHTS) },
+  { qNope: '[T, H, Dn]', qPe: '[T, H, R]', latents: '[S, C]', ropeKeys: '[S, R]', selected: { shape: '[T, K]', dtype: 'int32' }, ...under('w', ATTENTION_WEIGHTS) },
   CONFIG_LETTERS,
 );
 const MLA_FORWARD = defineContract('mlaForward', { x: '[T, D]', ...under('w', ATTENTION_WEIGHTS), ...under('cache', MLA_CACHE) }, CONFIG_LETTERS);
@@ -72,10 +72,10 @@ const LATENT_BLOCK = 128;
  * {@link mlaForward} call; `null` before the first call. Owned by the caller: free it with {@link disposeMlaCache}.
  */
 export interface MlaCache {
-  /** [S, C] latents c_s (after kv_norm and the FP8 round trip). */
-  kv: tf.Tensor2D | null;
-  /** [S, R] rope keys k_pe_s, already rotated by position s. */
-  pe: tf.Tensor2D | null;
+  /** [S, C] latents c_s (after kv_norm and the FP8 round trip; official `kv_cache`). */
+  latents: tf.Tensor2D | null;
+  /** [S, R] rope keys k_pe_s, already rotated by position s (official `pe_cache`). */
+  ropeKeys: tf.Tensor2D | null;
   /** the lightning indexer's key cache of the same layer. */
   indexer: IndexerCache;
 }
@@ -86,12 +86,12 @@ export interface MlaCache {
  * @example
  * ```ts
  * const cache = createMlaCache();
- * cache.kv; // => null
+ * cache.latents; // => null
  * mlaCacheLength(cache); // => 0
  * ```
  */
 export function createMlaCache(): MlaCache {
-  return { kv: null, pe: null, indexer: createIndexerCache() };
+  return { latents: null, ropeKeys: null, indexer: createIndexerCache() };
 }
 
 /**
@@ -100,18 +100,18 @@ export function createMlaCache(): MlaCache {
  * @example
  * ```ts
  * const cache = createMlaCache();
- * cache.kv = tf.zeros([2, 8]) as tf.Tensor2D;
- * cache.pe = tf.zeros([2, 4]) as tf.Tensor2D;
+ * cache.latents = tf.zeros([2, 8]) as tf.Tensor2D;
+ * cache.ropeKeys = tf.zeros([2, 4]) as tf.Tensor2D;
  * disposeMlaCache(cache);
- * cache.kv; // => null
+ * cache.latents; // => null
  * ```
  */
 export function disposeMlaCache(cache: MlaCache): void {
   checkObject('disposeMlaCache', 'cache', cache);
-  cache.kv?.dispose();
-  cache.pe?.dispose();
-  cache.kv = null;
-  cache.pe = null;
+  cache.latents?.dispose();
+  cache.ropeKeys?.dispose();
+  cache.latents = null;
+  cache.ropeKeys = null;
   disposeIndexerCache(cache.indexer);
 }
 
@@ -125,7 +125,7 @@ export function disposeMlaCache(cache: MlaCache): void {
  */
 export function mlaCacheLength(cache: MlaCache): number {
   checkObject('mlaCacheLength', 'cache', cache);
-  return cache.kv ? cache.kv.shape[0] : 0;
+  return cache.latents ? cache.latents.shape[0] : 0;
 }
 
 /**
@@ -140,12 +140,12 @@ export function mlaCacheLength(cache: MlaCache): number {
  * @example
  * ```ts
  * const cache = createMlaCache();
- * cache.kv = tf.zeros([3, 8]) as tf.Tensor2D;
- * cache.pe = tf.zeros([3, 4]) as tf.Tensor2D;
+ * cache.latents = tf.zeros([3, 8]) as tf.Tensor2D;
+ * cache.ropeKeys = tf.zeros([3, 4]) as tf.Tensor2D;
  * truncateMlaCache(cache, 1);
  * mlaCacheLength(cache); // => 1
  * truncateMlaCache(cache, 0);
- * cache.kv; // => null
+ * cache.latents; // => null
  * ```
  */
 export function truncateMlaCache(cache: MlaCache, length: number): void {
@@ -161,8 +161,8 @@ export function truncateMlaCache(cache: MlaCache, length: number): void {
     t.dispose();
     return kept;
   };
-  cache.kv = keep(cache.kv);
-  cache.pe = keep(cache.pe);
+  cache.latents = keep(cache.latents);
+  cache.ropeKeys = keep(cache.ropeKeys);
   const ix = cache.indexer;
   ix.keys = keep(ix.keys);
   ix.scales = keep(ix.scales);
@@ -207,8 +207,8 @@ export interface MlaOutput {
   qr: tf.Tensor2D;
   /** [T, S] index scores I_{t,s} (before the causal mask). */
   indexScores: tf.Tensor2D;
-  /** [T, min(k, S)] int32 selected positions per query, ascending, −1 padded. */
-  topk: tf.Tensor2D;
+  /** [T, min(k, S)] int32 selected positions per query, ascending, −1 padded (official `topk_indices`). */
+  selected: tf.Tensor2D;
 }
 
 // --- Query path (official MLA.forward: wq_a → q_norm → wq_b) ---
@@ -248,11 +248,10 @@ export function mlaQuery(
   const H = config.num_attention_heads;
   const Dn = config.qk_nope_head_dim;
   const R = config.qk_rope_head_dim;
-  const sf = scaleFmt(config);
   return tf.tidy(() => {
     const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
-    const qr = act(rmsNorm(act(linear(x, w.wq_a, sf, probeAt(opts.probe, { input: 'attn.in', linear: 'wq_a' }))), w.q_norm, config.rms_norm_eps)) as tf.Tensor2D; // [T, Dq]
-    const q = act(linear(qr, w.wq_b, sf, probeAt(opts.probe, { input: 'attn.qr', linear: 'wq_b' }))).reshape([T, H, Dn + R]); // [T, H, Dqk]
+    const qr = act(rmsNorm(act(linear(x, w.wq_a, scaleFmt(config), probeAt(opts.probe, { input: 'attn.in', linear: 'wq_a' }))), w.q_norm, config.rms_norm_eps)) as tf.Tensor2D; // [T, Dq]
+    const q = act(linear(qr, w.wq_b, scaleFmt(config), probeAt(opts.probe, { input: 'attn.qr', linear: 'wq_b' }))).reshape([T, H, Dn + R]); // [T, H, Dqk]
     const qNope = q.slice([0, 0, 0], [T, H, Dn]) as tf.Tensor3D; // [T, H, Dn]
     const qPe = act(applyRope(q.slice([0, 0, Dn], [T, H, R]), cos, sin, true)) as tf.Tensor3D; // [T, H, R]
     return { qr, qNope, qPe };
@@ -297,13 +296,12 @@ export function mlaLatent(
   const roundTrip = !opts.deviations?.has('kv-latent-no-fp8-roundtrip'); // V3.2-Exp had no round trip
   const C = config.kv_lora_rank;
   const R = config.qk_rope_head_dim;
-  const sf = scaleFmt(config);
   return tf.tidy(() => {
     const { cos, sin } = ropeAngles(yarnFrequencies(ropeParams(config, maxSeqLen)), startPos, T); // [T, R/2]
-    const kvA = act(linear(x, w.wkv_a, sf, probeAt(opts.probe, { input: 'attn.in', linear: 'wkv_a' }))); // [T, C + R]
+    const kvA = act(linear(x, w.wkv_a, scaleFmt(config), probeAt(opts.probe, { input: 'attn.in', linear: 'wkv_a' }))); // [T, C + R]
     const normalized = act(rmsNorm(kvA.slice([0, 0], [T, C]), w.kv_norm, config.rms_norm_eps)) as tf.Tensor2D; // [T, C]
     const latent = (roundTrip
-      ? act(actQuantDequant(normalized, sf, latentBlock(C), probeAt(opts.probe, { input: 'kv.latent', linear: 'kv_norm' })))
+      ? act(actQuantDequant(normalized, scaleFmt(config), latentBlock(C), probeAt(opts.probe, { input: 'kv.latent', linear: 'kv_norm' })))
       : normalized.clone()) as tf.Tensor2D; // [T, C] FP8 round trip
     const kPe = act(applyRope(kvA.slice([0, C], [T, R]), cos, sin, true)) as tf.Tensor2D; // [T, R]
     return { normalized, latent, kPe };
@@ -331,9 +329,9 @@ export function mlaLatent(
  *   quantize the latent again (the official prefill does; the golden traces pass either way).
  * @param qNope [T, H, Dn]
  * @param qPe [T, H, R] rotated
- * @param kv [S, C] cached latents
- * @param pe [S, R] cached rope keys
- * @param topk [T, K] int32 selected positions (−1 padded)
+ * @param latents [S, C] cached latents
+ * @param ropeKeys [S, R] cached rope keys
+ * @param selected [T, K] int32 selected positions (−1 padded)
  * @param w attention weights (wkv_b, wo)
  * @param startPos position of query row 0
  * @param opts config, maxSeqLen (softmax scale), mode (required), attention (default 'sparse'; 'fast' always absorbed)
@@ -349,9 +347,9 @@ export function mlaLatent(
  * const opts = { config, maxSeqLen: 8192 };
  * const { qNope, qPe } = mlaQuery(x, layer.attn, 0, opts);
  * const { latent, kPe } = mlaLatent(x, layer.attn, 0, opts);
- * const topk = tf.tensor2d([[0, -1, -1], [0, 1, -1], [0, 1, 2]], [3, 3], 'int32'); // dense causal
- * const mha = mlaAttend(qNope, qPe, latent, kPe, topk, layer.attn, 0, { ...opts, mode: 'mha' });
- * const mqa = mlaAttend(qNope, qPe, latent, kPe, topk, layer.attn, 0, { ...opts, mode: 'mqa' });
+ * const selected = tf.tensor2d([[0, -1, -1], [0, 1, -1], [0, 1, 2]], [3, 3], 'int32'); // dense causal
+ * const mha = mlaAttend(qNope, qPe, latent, kPe, selected, layer.attn, 0, { ...opts, mode: 'mha' });
+ * const mqa = mlaAttend(qNope, qPe, latent, kPe, selected, layer.attn, 0, { ...opts, mode: 'mqa' });
  * mha.shape; // => [3, 256]
  * tf.max(tf.abs(tf.sub(mha, mqa))).arraySync() < 1e-5; // => true
  * ```
@@ -359,14 +357,14 @@ export function mlaLatent(
 export function mlaAttend(
   qNope: tf.Tensor3D,
   qPe: tf.Tensor3D,
-  kv: tf.Tensor2D,
-  pe: tf.Tensor2D,
-  topk: tf.Tensor2D,
+  latents: tf.Tensor2D,
+  ropeKeys: tf.Tensor2D,
+  selected: tf.Tensor2D,
   w: AttentionWeights<WeightMatrix>,
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention' | 'precision' | 'deviations' | 'probe'> & { mode: 'mha' | 'mqa' },
 ): tf.Tensor2D {
-  const { T, H, Dn, S, C } = checkMlaCall(MLA_ATTEND, { qNope, qPe, kv, pe, topk, w }, startPos, opts) as Record<'T' | 'H' | 'Dn' | 'S' | 'C', number>;
+  const { T, H, Dn, S, C } = checkMlaCall(MLA_ATTEND, { qNope, qPe, latents, ropeKeys, selected, w }, startPos, opts) as Record<'T' | 'H' | 'Dn' | 'S' | 'C', number>;
   checkQueryPositions('mlaAttend', startPos, S, T, 'S from kv, T from qNope');
   checkChoice('mlaAttend', 'opts.mode', opts.mode, ['mha', 'mqa']);
   checkChoice('mlaAttend', 'opts.attention', opts.attention ?? 'sparse', ['sparse', 'dense', 'fast']);
@@ -374,7 +372,6 @@ export function mlaAttend(
   const attention = opts.attention ?? 'sparse';
   const R = config.qk_rope_head_dim;
   const Dv = config.v_head_dim;
-  const sf = scaleFmt(config);
   const scale = opts.deviations?.has('softmax-no-mscale')
     ? qkHeadDim(config) ** -0.5 // the deviation: YaRN's mscale² left out
     : softmaxScale(config, opts.maxSeqLen);
@@ -383,27 +380,27 @@ export function mlaAttend(
     let o: tf.Tensor3D; // [T, H, Dv]
     if (mode === 'mha' && attention !== 'fast') {
       const cached = { input: 'wkv_b.in', linear: 'wkv_b', tokens: Array.from({ length: S }, (_, s) => s - startPos) } as const; // rows = positions
-      const kvB = act(linear(kv, w.wkv_b, sf, probeAt(opts.probe, cached))).reshape([S, H, Dn + Dv]); // [S, H, Dn + Dv]
+      const kvB = act(linear(latents, w.wkv_b, scaleFmt(config), probeAt(opts.probe, cached))).reshape([S, H, Dn + Dv]); // [S, H, Dn + Dv]
       const kNope = kvB.slice([0, 0, 0], [S, H, Dn]); // [S, H, Dn]
       const v = kvB.slice([0, 0, Dn], [S, H, Dv]) as tf.Tensor3D; // [S, H, Dv]
-      const k = tf.concat([kNope, tf.broadcastTo(pe.reshape([S, 1, R]), [S, H, R])], 2) as tf.Tensor3D; // [S, H, Dqk]
+      const k = tf.concat([kNope, tf.broadcastTo(ropeKeys.reshape([S, 1, R]), [S, H, R])], 2) as tf.Tensor3D; // [S, H, Dqk]
       const q = tf.concat([qNope, qPe], 2) as tf.Tensor3D; // [T, H, Dqk]
       o = attention === 'sparse'
-        ? sparseAttentionMha(q, k, v, topk, startPos, scale)
-        : denseAttentionMha(q, k, v, topk, startPos, scale);
+        ? sparseAttentionMha(q, k, v, selected, startPos, scale)
+        : denseAttentionMha(q, k, v, selected, startPos, scale);
     } else {
       const wkvB = materialize(w.wkv_b.weight).reshape([H, Dn + Dv, C]); // [H, Dn + Dv, C], dequantized, no act_quant
       const wUK = wkvB.slice([0, 0, 0], [H, Dn, C]); // [H, Dn, C]
       const wUV = wkvB.slice([0, Dn, 0], [H, Dv, C]); // [H, Dv, C]
       const qLatent = act(tf.matMul(qNope.transpose([1, 0, 2]), wUK).transpose([1, 0, 2])) as tf.Tensor3D; // [T, H, C]
       const oLatent = attention === 'fast'
-        ? sparseAttentionMqaFast(qLatent, qPe, kv, pe, topk, startPos, scale)
+        ? sparseAttentionMqaFast(qLatent, qPe, latents, ropeKeys, selected, startPos, scale)
         : attention === 'sparse'
-          ? sparseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale)
-          : denseAttentionMqa(qLatent, qPe, kv, pe, topk, startPos, scale); // [T, H, C]
+          ? sparseAttentionMqa(qLatent, qPe, latents, ropeKeys, selected, startPos, scale)
+          : denseAttentionMqa(qLatent, qPe, latents, ropeKeys, selected, startPos, scale); // [T, H, C]
       o = tf.matMul(act(oLatent).transpose([1, 0, 2]), wUV, false, true).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, Dv]
     }
-    return act(linear(act(o).reshape([T, H * Dv]), w.wo, sf, probeAt(opts.probe, { input: 'wo.in', linear: 'wo' }))) as tf.Tensor2D; // [T, D]
+    return act(linear(act(o).reshape([T, H * Dv]), w.wo, scaleFmt(config), probeAt(opts.probe, { input: 'wo.in', linear: 'wo' }))) as tf.Tensor2D; // [T, D]
   });
 }
 
@@ -428,7 +425,7 @@ export function mlaAttend(
  * @param cache this layer's cache; must hold exactly startPos positions
  * @param startPos absolute position of x's first row
  * @param opts config, maxSeqLen, mode, attention, indexerRopeInterleaved
- * @returns out [T, D], qr [T, Dq], indexScores [T, S], topk [T, min(k, S)]
+ * @returns out [T, D], qr [T, Dq], indexScores [T, S], selected [T, min(k, S)]
  * @throws RangeError for shapes that do not match the config, startPos ≠ cache length, or
  *   startPos + T > maxSeqLen; TypeError for an unknown mode or attention
  * @example
@@ -442,7 +439,7 @@ export function mlaAttend(
  * const cache = createMlaCache();
  * const pre = mlaForward(x, layer.attn, cache, 0, { config, maxSeqLen: 8192 }); // MHA prefill of 3 tokens
  * pre.out.shape; // => [3, 256]
- * pre.topk.arraySync(); // => [[0, -1, -1], [0, 1, -1], [0, 1, 2]]
+ * pre.selected.arraySync(); // => [[0, -1, -1], [0, 1, -1], [0, 1, 2]]
  * const dec = mlaForward(x.slice([0, 0], [1, -1]), layer.attn, cache, 3, { config, maxSeqLen: 8192 }); // MQA decode at t = 3
  * dec.indexScores.shape; // => [1, 4]
  * mlaCacheLength(cache); // => 4
@@ -466,7 +463,7 @@ export function mlaForward(
 
   // --- Lightning indexer and top-k selection (Eq. 1, Eq. 2) ---
   let indexScores: tf.Tensor2D | undefined;
-  let topk: tf.Tensor2D;
+  let selected: tf.Tensor2D;
   try {
     indexScores = indexerScores(x, qr, w.indexer, cache.indexer, startPos, {
       config,
@@ -476,7 +473,7 @@ export function mlaForward(
       deviations: opts.deviations,
       ...(opts.probe ? { probe: opts.probe } : {}),
     });
-    topk = opts.attention === 'fast'
+    selected = opts.attention === 'fast'
       ? selectTopKFast(indexScores, startPos, config.index_topk)
       : selectTopK(indexScores, startPos, config.index_topk);
   } catch (e) {
@@ -489,14 +486,14 @@ export function mlaForward(
 
   let out: tf.Tensor2D;
   try {
-    out = mlaAttend(qNope, qPe, cache.kv!, cache.pe!, topk, w, startPos, { ...opts, mode });
+    out = mlaAttend(qNope, qPe, cache.latents!, cache.ropeKeys!, selected, w, startPos, { ...opts, mode });
   } catch (e) {
-    tf.dispose([qr, indexScores, topk]);
+    tf.dispose([qr, indexScores, selected]);
     throw e;
   } finally {
     tf.dispose([qNope, qPe]);
   }
-  return { out, qr, indexScores, topk };
+  return { out, qr, indexScores, selected };
 }
 
 // --- Helpers ---
@@ -514,16 +511,16 @@ function latentBlock(C: number): number {
  * are kept out of any enclosing `tf.tidy` (the cache outlives the call), as the indexer's keys are.
  */
 function appendCache(cache: MlaCache, latent: tf.Tensor2D, kPe: tf.Tensor2D): void {
-  if (cache.kv === null || cache.pe === null) {
-    cache.kv = tf.keep(latent);
-    cache.pe = tf.keep(kPe);
+  if (cache.latents === null || cache.ropeKeys === null) {
+    cache.latents = tf.keep(latent);
+    cache.ropeKeys = tf.keep(kPe);
     return;
   }
-  const kv = tf.keep(tf.concat([cache.kv, latent], 0) as tf.Tensor2D);
-  const pe = tf.keep(tf.concat([cache.pe, kPe], 0) as tf.Tensor2D);
-  tf.dispose([cache.kv, cache.pe, latent, kPe]);
-  cache.kv = kv;
-  cache.pe = pe;
+  const kv = tf.keep(tf.concat([cache.latents, latent], 0) as tf.Tensor2D);
+  const pe = tf.keep(tf.concat([cache.ropeKeys, kPe], 0) as tf.Tensor2D);
+  tf.dispose([cache.latents, cache.ropeKeys, latent, kPe]);
+  cache.latents = kv;
+  cache.ropeKeys = pe;
 }
 
 /** Validates everything {@link mlaForward} can check before computing; returns T. */

@@ -100,8 +100,8 @@ export interface LayerTrace {
   qr: tf.Tensor2D;
   /** [T, S] index scores before the causal mask. */
   indexScores: tf.Tensor2D;
-  /** [T, min(k, S)] int32 selected positions, ascending, −1 padded. */
-  topk: tf.Tensor2D;
+  /** [T, min(k, S)] int32 selected positions, ascending, −1 padded (official `topk_indices`). */
+  selected: tf.Tensor2D;
   /** [T, D] MLA output (after wo). */
   attnOut: tf.Tensor2D;
   /** [T, D] FFN input (after ffn_norm). */
@@ -155,7 +155,7 @@ export function createModelCache(config: ModelConfig): ModelCache {
  * import { CONFIG_671B } from 'dsv32/config';
  * const cache = createModelCache(CONFIG_671B);
  * disposeModelCache(cache);
- * cache.layers[0]!.kv; // => null
+ * cache.layers[0]!.latents; // => null
  * ```
  */
 export function disposeModelCache(cache: ModelCache): void {
@@ -302,7 +302,7 @@ export function blockForward(
     const n2 = normInActivationDtype(att.out, n1.residual, w.ffn_norm, eps, precision); // r ← a + r;  x = ffn_norm(r)
     const ffn = ffnForward(n2.out as tf.Tensor2D, w.ffn, opts, rounding); // f = FFN(x)
     routing = ffn.routing;
-    const trace = { attnIn: n1.out, qr: att.qr, indexScores: att.indexScores, topk: att.topk, attnOut: att.out, ffnIn: n2.out, ffnOut: ffn.out, routing };
+    const trace = { attnIn: n1.out, qr: att.qr, indexScores: att.indexScores, selected: att.selected, attnOut: att.out, ffnIn: n2.out, ffnOut: ffn.out, routing };
     opts.probe?.layer?.(layer, trace as LayerTrace);
     return { out: ffn.out, residual: n2.residual as tf.Tensor2D };
   });

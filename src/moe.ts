@@ -320,7 +320,7 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  *
  * @param x [T, D]
  * @param w `{ w1 [F, D], w2 [D, F], w3 [F, D] }` (F = inter dim).
- * @param fmt activation scale format, `scaleFmt(config)`.
+ * @param scaleFmt activation scale format, `scaleFmt(config)`.
  * @param at conformance seam: a rounding probe of the two quantizers (`ffn.in` before W1 and W3, `ffn.act`
  *   before W2; src/fp8.ts `QuantSite`), the FFN `branch` it reports and the call token of each row; and
  *   `precision` ('bf16' rounds the linear outputs and the SwiGLU product to bf16, src/precision.ts).
@@ -332,18 +332,18 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * swigluFfn(tf.tensor2d([[1, 0]]), { w1: lin([[1, 0]]), w3: lin([[2, 0]]), w2: lin([[1], [0]]) }, null).arraySync(); // => [[1.4621172, 0]]
  * ```
  */
-export function swigluFfn(x: tf.Tensor2D, w: FfnWeights<WeightMatrix>, fmt: 'ue8m0' | null, at: FfnOptions = {}): tf.Tensor2D {
+export function swigluFfn(x: tf.Tensor2D, w: FfnWeights<WeightMatrix>, scaleFmt: 'ue8m0' | null, at: FfnOptions = {}): tf.Tensor2D {
   checkObject('swigluFfn', 'w', w);
   checkTensors(SWIGLU_FFN, { x, w });
-  checkChoice('swigluFfn', 'fmt', fmt, ['ue8m0', null]);
+  checkChoice('swigluFfn', 'fmt', scaleFmt, ['ue8m0', null]);
   const site = (input: 'ffn.in' | 'ffn.act', name: string) =>
     probeAt(at.probe, { input, linear: `${at.branch ?? 'dense'}.${name}`, branch: at.branch ?? 'dense', ...(at.tokens ? { tokens: at.tokens } : {}) });
   const act = (t: tf.Tensor) => asActivation(t, at.precision); // bf16 mode: the official tensor dtype
   return tf.tidy(() => {
-    const h1 = act(linear(x, w.w1, fmt, site('ffn.in', 'w1'))); // [T, F]
-    const h3 = act(linear(x, w.w3, fmt, site('ffn.in', 'w3'))); // [T, F]
+    const h1 = act(linear(x, w.w1, scaleFmt, site('ffn.in', 'w1'))); // [T, F]
+    const h3 = act(linear(x, w.w3, scaleFmt, site('ffn.in', 'w3'))); // [T, F]
     const gated = act(tf.mul(tf.mul(h1, tf.sigmoid(h1)), h3)); // [T, F], silu and product in float32
-    return act(linear(gated, w.w2, fmt, site('ffn.act', 'w2'))) as tf.Tensor2D; // [T, D]
+    return act(linear(gated, w.w2, scaleFmt, site('ffn.act', 'w2'))) as tf.Tensor2D; // [T, D]
   });
 }
 
@@ -416,7 +416,6 @@ export function moe(
   if (w.experts.length !== E) {
     throw new RangeError(`moe(): weights must hold n_routed_experts=${E} experts but hold ${w.experts.length}`);
   }
-  const fmt = scaleFmt(config);
   let routing: LayerRouting | undefined;
   const out = tf.tidy(() => {
     const [T, D] = x.shape;
@@ -447,13 +446,13 @@ export function moe(
       const count = rowsOf[e]!.length;
       if (count === 0) continue;
       const at = { precision: opts.precision, ...(opts.probe ? { probe: opts.probe, branch: `expert ${e}`, tokens: rowsOf[e]! } : {}) };
-      outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, fmt, at)); // [n_e, D]
+      outputs.push(swigluFfn(tf.slice(byExpert, [n, 0], [count, D]), w.experts[e]!, scaleFmt(config), at)); // [n_e, D]
       n += count;
     }
     const expertOut = outputs.length === 1 ? outputs[0]! : (tf.concat(outputs, 0) as tf.Tensor2D); // [T·Ek, D], expert order
     const perSlot = tf.reshape(permuteRows(expertOut, slotRow, order), [T, Ek, D]); // [T, Ek, D], gate order
     const y = tf.sum(tf.mul(perSlot, tf.expandDims(weights, -1)), 1) as tf.Tensor2D; // [T, D], float32
-    const shared = (s: FfnWeights<WeightMatrix>) => swigluFfn(x, s, fmt, { precision: opts.precision, ...(opts.probe ? { probe: opts.probe, branch: 'shared' } : {}) });
+    const shared = (s: FfnWeights<WeightMatrix>) => swigluFfn(x, s, scaleFmt(config), { precision: opts.precision, ...(opts.probe ? { probe: opts.probe, branch: 'shared' } : {}) });
     return act(w.shared ? tf.add(y, shared(w.shared)) : y) as tf.Tensor2D;
   });
   return { out, routing: routing! };

@@ -26,7 +26,7 @@ import { tf } from './backend.ts';
 import { selectionMask } from './topk.ts';
 import { checkFiniteNumber, checkInteger, checkQueryPositions, checkTensors, defineContract, MHA_ARGS, MQA_ARGS } from './internal/contract.ts';
 
-const CAUSAL_SELECTION_MASK = defineContract('causalSelectionMask', { topk: { shape: '[T, K]', dtype: 'int32' } });
+const CAUSAL_SELECTION_MASK = defineContract('causalSelectionMask', { selected: { shape: '[T, K]', dtype: 'int32' } });
 const SPARSE_MQA = defineContract('sparseAttentionMqa', MQA_ARGS);
 const SPARSE_MHA = defineContract('sparseAttentionMha', MHA_ARGS);
 const DENSE_MQA = defineContract('denseAttentionMqa', MQA_ARGS);
@@ -45,7 +45,7 @@ export interface GatherOptions {
  * query t and s ≤ t, −∞ otherwise (official: `index_mask = full(−inf).scatter_(topk, 0)`, then
  * `index_mask += causal_mask`). The selection part is `selectionMask` of src/topk.ts; −1 selects nothing.
  *
- * @param topk [T, K] int32 selected absolute positions per query row (any order; −1 = empty slot)
+ * @param selected [T, K] int32 selected absolute positions per query row (any order; −1 = empty slot)
  * @param S number of key positions (columns of the mask)
  * @param startPos absolute position of query row 0 (row i is at t = startPos + i)
  * @returns [T, S] float32 of 0 and −∞
@@ -55,13 +55,13 @@ export interface GatherOptions {
  * causalSelectionMask(tf.tensor2d([[0, 2], [0, 2]], [2, 2], 'int32'), 3, 1).arraySync(); // => [[0, -Infinity, -Infinity], [0, -Infinity, 0]]
  * ```
  */
-export function causalSelectionMask(topk: tf.Tensor2D, S: number, startPos: number): tf.Tensor2D {
+export function causalSelectionMask(selected: tf.Tensor2D, S: number, startPos: number): tf.Tensor2D {
   const fn = 'causalSelectionMask';
-  const { T } = checkTensors(CAUSAL_SELECTION_MASK, { topk }) as Record<'T', number>;
+  const { T } = checkTensors(CAUSAL_SELECTION_MASK, { selected }) as Record<'T', number>;
   checkInteger(fn, 'S', S, 1);
   checkQueryPositions(fn, startPos, S, T, 'S is the argument S, T from topk');
   return tf.tidy(() => {
-    const selection = selectionMask(topk, S); // [T, S] 0 | −∞
+    const selection = selectionMask(selected, S); // [T, S] 0 | −∞
     return tf.where(causalMask(T, S, startPos), selection, tf.fill([T, S], -Infinity)) as tf.Tensor2D;
   });
 }
@@ -70,14 +70,14 @@ export function causalSelectionMask(topk: tf.Tensor2D, S: number, startPos: numb
 
 /**
  * Sparse attention over the latent cache in MLA's absorbed (MQA) mode, by gathering the selected rows.
- * For query t, head h, selected slot j (position s = topk[t, j]):
+ * For query t, head h, selected slot j (position s = selected[t, j]):
  *
  *   `z[h,t,j] = scale · (q̃[t,h] · c_s + q_pe[t,h] · k_pe_s)`, `p = softmax_j(z)` over valid slots only,
  *   `ō[t,h] = Σ_j p[h,t,j] · c_s`
  *
  * where `q̃ = W_UKᵀ q_nope` (absorbed, size C) — official MLA.forward decode branch, restricted to S_t.
  * Each query's latents [K, C] and rope keys [K, R] are gathered once and serve all H heads.
- * A slot is valid iff `0 ≤ topk[t, j] ≤ t`; invalid slots (−1 padding, or a future position, which the
+ * A slot is valid iff `0 ≤ selected[t, j] ≤ t`; invalid slots (−1 padding, or a future position, which the
  * official causal mask would remove) score −∞ and read row 0 instead, so rows > t are never read.
  * Every row must have at least one valid slot (else the softmax is 0/0 = NaN, as in the official code).
  *
@@ -88,7 +88,7 @@ export function causalSelectionMask(topk: tf.Tensor2D, S: number, startPos: numb
  * @param qPe [T, H, R] rotated rope queries
  * @param kv [S, C] latent cache (normalized, FP8-rounded latents c_s); rows ≥ startPos + T are never read
  * @param pe [S, R] rotated rope keys
- * @param topk [T, K] int32 selected positions per query (any order, −1 = padding)
+ * @param selected [T, K] int32 selected positions per query (any order, −1 = padding)
  * @param startPos absolute position of query row 0
  * @param scale softmax scale (`softmaxScale(config, maxSeqLen)`)
  * @returns ō [T, H, C] (apply W_UV and wo outside)
@@ -105,13 +105,13 @@ export function sparseAttentionMqa(
   qPe: tf.Tensor3D,
   kv: tf.Tensor2D,
   pe: tf.Tensor2D,
-  topk: tf.Tensor2D,
+  selected: tf.Tensor2D,
   startPos: number,
   scale: number,
   opts: GatherOptions = {},
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMqa';
-  const { T, H, C, S, R } = checkTensors(SPARSE_MQA, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'S' | 'R', number>;
+  const { T, H, C, S, R } = checkTensors(SPARSE_MQA, { qLatent, qPe, kv, pe, selected }) as Record<'T' | 'H' | 'C' | 'S' | 'R', number>;
   checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
   checkFiniteNumber(fn, 'scale', scale);
   const queryBlock = checkBlock(fn, opts.queryBlock);
@@ -119,7 +119,7 @@ export function sparseAttentionMqa(
     const blocks: tf.Tensor3D[] = [];
     for (let b0 = 0; b0 < T; b0 += queryBlock) {
       const Tb = Math.min(queryBlock, T - b0);
-      const { index, valid } = slots(topk.slice([b0, 0], [Tb, -1]), startPos + b0); // [Tb, K]
+      const { index, valid } = slots(selected.slice([b0, 0], [Tb, -1]), startPos + b0); // [Tb, K]
       const kvG = tf.gather(kv, index); // [Tb, K, C] — gathered once for all heads
       const peG = tf.gather(pe, index); // [Tb, K, R]
       const qL = qLatent.slice([b0, 0, 0], [Tb, H, C]); // [Tb, H, C]
@@ -144,7 +144,7 @@ export function sparseAttentionMqa(
  * @param q [T, H, Dqk] queries `[q_nope ; q_pe]`
  * @param k [S, H, Dqk] keys; rows > t are never read for query t
  * @param v [S, H, Dv] values
- * @param topk [T, K] int32 selected positions (any order, −1 = padding)
+ * @param selected [T, K] int32 selected positions (any order, −1 = padding)
  * @param startPos absolute position of query row 0
  * @param scale softmax scale
  * @returns o [T, H, Dv]
@@ -159,13 +159,13 @@ export function sparseAttentionMha(
   q: tf.Tensor3D,
   k: tf.Tensor3D,
   v: tf.Tensor3D,
-  topk: tf.Tensor2D,
+  selected: tf.Tensor2D,
   startPos: number,
   scale: number,
   opts: GatherOptions = {},
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMha';
-  const { T, H, Dqk, S, Dv } = checkTensors(SPARSE_MHA, { q, k, v, topk }) as Record<'T' | 'H' | 'Dqk' | 'S' | 'Dv', number>;
+  const { T, H, Dqk, S, Dv } = checkTensors(SPARSE_MHA, { q, k, v, selected }) as Record<'T' | 'H' | 'Dqk' | 'S' | 'Dv', number>;
   checkQueryPositions(fn, startPos, S, T, 'S from k, T from q');
   checkFiniteNumber(fn, 'scale', scale);
   const queryBlock = checkBlock(fn, opts.queryBlock);
@@ -173,7 +173,7 @@ export function sparseAttentionMha(
     const blocks: tf.Tensor3D[] = [];
     for (let b0 = 0; b0 < T; b0 += queryBlock) {
       const Tb = Math.min(queryBlock, T - b0);
-      const { index, valid } = slots(topk.slice([b0, 0], [Tb, -1]), startPos + b0); // [Tb, K]
+      const { index, valid } = slots(selected.slice([b0, 0], [Tb, -1]), startPos + b0); // [Tb, K]
       const kG = tf.gather(k, index).transpose([0, 2, 1, 3]); // [Tb, H, K, Dqk]
       const vG = tf.gather(v, index).transpose([0, 2, 1, 3]); // [Tb, H, K, Dv]
       const qB = q.slice([b0, 0, 0], [Tb, H, Dqk]).expandDims(2); // [Tb, H, 1, Dqk]
@@ -198,7 +198,7 @@ export function sparseAttentionMha(
  * @param qPe [T, H, R]
  * @param kv [S, C]
  * @param pe [S, R]
- * @param topk [T, K] int32
+ * @param selected [T, K] int32
  * @param startPos position of row 0
  * @param scale softmax scale
  * @returns ō [T, H, C]
@@ -214,19 +214,19 @@ export function denseAttentionMqa(
   qPe: tf.Tensor3D,
   kv: tf.Tensor2D,
   pe: tf.Tensor2D,
-  topk: tf.Tensor2D,
+  selected: tf.Tensor2D,
   startPos: number,
   scale: number,
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqa';
-  const { T, H, C, S, R } = checkTensors(DENSE_MQA, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'S' | 'R', number>;
+  const { T, H, C, S, R } = checkTensors(DENSE_MQA, { qLatent, qPe, kv, pe, selected }) as Record<'T' | 'H' | 'C' | 'S' | 'R', number>;
   checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
   checkFiniteNumber(fn, 'scale', scale);
   return tf.tidy(() => {
     const zLatent = tf.matMul(qLatent.reshape([T * H, C]), kv, false, true); // [T·H, S]
     const zRope = tf.matMul(qPe.reshape([T * H, R]), pe, false, true); // [T·H, S]
     const z = tf.add(zLatent, zRope).mul(scale).reshape([T, H, S]); // [T, H, S]
-    const p = tf.softmax(z.add(causalSelectionMask(topk, S, startPos).expandDims(1))); // [T, H, S]
+    const p = tf.softmax(z.add(causalSelectionMask(selected, S, startPos).expandDims(1))); // [T, H, S]
     return tf.matMul(p.reshape([T * H, S]), kv).reshape([T, H, C]) as tf.Tensor3D; // [T, H, C]
   });
 }
@@ -240,7 +240,7 @@ export function denseAttentionMqa(
  * @param q [T, H, Dqk]
  * @param k [S, H, Dqk]
  * @param v [S, H, Dv]
- * @param topk [T, K] int32
+ * @param selected [T, K] int32
  * @param startPos position of row 0
  * @param scale softmax scale
  * @returns o [T, H, Dv]
@@ -255,17 +255,17 @@ export function denseAttentionMha(
   q: tf.Tensor3D,
   k: tf.Tensor3D,
   v: tf.Tensor3D,
-  topk: tf.Tensor2D,
+  selected: tf.Tensor2D,
   startPos: number,
   scale: number,
 ): tf.Tensor3D {
   const fn = 'denseAttentionMha';
-  const { T, S } = checkTensors(DENSE_MHA, { q, k, v, topk }) as Record<'T' | 'S', number>;
+  const { T, S } = checkTensors(DENSE_MHA, { q, k, v, selected }) as Record<'T' | 'S', number>;
   checkQueryPositions(fn, startPos, S, T, 'S from k, T from q');
   checkFiniteNumber(fn, 'scale', scale);
   return tf.tidy(() => {
     const z = tf.matMul(q.transpose([1, 0, 2]), k.transpose([1, 0, 2]), false, true).mul(scale); // [H, T, S]
-    const p = tf.softmax(z.add(causalSelectionMask(topk, S, startPos))); // [H, T, S]
+    const p = tf.softmax(z.add(causalSelectionMask(selected, S, startPos))); // [H, T, S]
     return tf.matMul(p, v.transpose([1, 0, 2])).transpose([1, 0, 2]) as tf.Tensor3D; // [T, H, Dv]
   });
 }
@@ -280,11 +280,11 @@ function causalMask(T: number, S: number, startPos: number): tf.Tensor2D {
 }
 
 /** Slot validity `0 ≤ s ≤ t` and the row each slot reads (invalid slots read row 0, never a future row). */
-function slots(topk: tf.Tensor2D, startPos: number): { index: tf.Tensor2D; valid: tf.Tensor2D } {
-  const [Tb] = topk.shape;
+function slots(selected: tf.Tensor2D, startPos: number): { index: tf.Tensor2D; valid: tf.Tensor2D } {
+  const [Tb] = selected.shape;
   const t = tf.range(startPos, startPos + Tb, 1, 'int32').reshape([Tb, 1]);
-  const valid = tf.logicalAnd(tf.greaterEqual(topk, 0), tf.lessEqual(topk, t)) as tf.Tensor2D; // [Tb, K]
-  const index = tf.where(valid, topk, tf.zerosLike(topk)) as tf.Tensor2D; // [Tb, K]
+  const valid = tf.logicalAnd(tf.greaterEqual(selected, 0), tf.lessEqual(selected, t)) as tf.Tensor2D; // [Tb, K]
+  const index = tf.where(valid, selected, tf.zerosLike(selected)) as tf.Tensor2D; // [Tb, K]
   return { index, valid };
 }
 

@@ -98,7 +98,7 @@ export interface FastGatherOptions extends FastOptions {
  * @param qLatent [T, H, C] absorbed no-rope queries q̃ = W_UKᵀ q_nope
  * @param qPe [T, H, R] rotated rope queries
  * @param kv [S, C] latent cache; @param pe [S, R] rotated rope keys
- * @param topk [T, K] int32 selected positions (any order, −1 = padding); row i is query t = startPos + i
+ * @param selected [T, K] int32 selected positions (any order, −1 = padding); row i is query t = startPos + i
  * @param startPos absolute position of query row 0
  * @param scale softmax scale
  * @returns ō [T, H, C]
@@ -114,13 +114,13 @@ export function sparseAttentionMqaFast(
   qPe: tf.Tensor3D,
   kv: tf.Tensor2D,
   pe: tf.Tensor2D,
-  topk: tf.Tensor2D,
+  selected: tf.Tensor2D,
   startPos: number,
   scale: number,
   opts: FastGatherOptions = {},
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMqaFast';
-  const { T, H, C, R, S, K } = checkTensors(SPARSE_MQA_FAST, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
+  const { T, H, C, R, S, K } = checkTensors(SPARSE_MQA_FAST, { qLatent, qPe, kv, pe, selected }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
   checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
   checkFiniteNumber(fn, 'scale', scale);
   const D = C + R;
@@ -134,7 +134,7 @@ export function sparseAttentionMqaFast(
     T, H, C, R, S, K, startPos, scale, kvId: kv.id, peId: pe.id,
     qL: hostData(qLatent, pool) as Float32Array,
     qR: hostData(qPe, pool) as Float32Array,
-    slots: hostData(topk, pool) as Int32Array,
+    slots: hostData(selected, pool) as Int32Array,
     kv: pool ? (pool.shareTensor(kv) as Float32Array) : hostMode ? (kv.dataSync() as Float32Array) : null,
     pe: pool ? (pool.shareTensor(pe) as Float32Array) : hostMode ? (pe.dataSync() as Float32Array) : null,
     out: pool ? pool.allocFloat32(T * H * C) : new Float32Array(T * H * C),
@@ -163,7 +163,7 @@ export function sparseAttentionMqaFast(
  * With a pool, blocks (or, for fewer blocks than threads, head groups of a block) run on the threads.
  *
  * @param qLatent [T, H, C]; @param qPe [T, H, R]; @param kv [S, C]; @param pe [S, R]
- * @param topk [T, K] int32 selected positions (−1 = padding); @param startPos position of row 0
+ * @param selected [T, K] int32 selected positions (−1 = padding); @param startPos position of row 0
  * @param scale softmax scale
  * @returns ō [T, H, C]
  * @example
@@ -177,13 +177,13 @@ export function denseAttentionMqaFast(
   qPe: tf.Tensor3D,
   kv: tf.Tensor2D,
   pe: tf.Tensor2D,
-  topk: tf.Tensor2D,
+  selected: tf.Tensor2D,
   startPos: number,
   scale: number,
   opts: FastOptions = {},
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqaFast';
-  const { T, H, C, R, S, K } = checkTensors(DENSE_MQA_FAST, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
+  const { T, H, C, R, S, K } = checkTensors(DENSE_MQA_FAST, { qLatent, qPe, kv, pe, selected }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
   checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
   checkFiniteNumber(fn, 'scale', scale);
   const Tb = Math.max(1, Math.min(T, Math.floor((8 << 20) / (H * S)))); // Z block ≤ 32 MiB
@@ -204,7 +204,7 @@ export function denseAttentionMqaFast(
     T, H, C, R, S, K, startPos, scale, Tb, groups, kvId: kv.id, peId: pe.id, keysTId: keysT ? keysTId : -1,
     qL: hostData(qLatent, pool) as Float32Array,
     qR: hostData(qPe, pool) as Float32Array,
-    slots: hostData(topk, pool) as Int32Array,
+    slots: hostData(selected, pool) as Int32Array,
     kv: pool ? (pool.shareTensor(kv) as Float32Array) : null,
     pe: pool ? (pool.shareTensor(pe) as Float32Array) : null,
     keysT: pool ? keysT : null,

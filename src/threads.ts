@@ -15,8 +15,8 @@
  * ```ts
  * import { sparseAttentionMqaFast } from 'dsv32/sparse_fast';
  * const pool = await createKernelPool({ threads: 2 });
- * const topk = tf.tensor2d([[0, -1], [0, 1]], [2, 2], 'int32'); // query 0 sees key 0, query 1 keys 0 and 1
- * const o = sparseAttentionMqaFast(tf.ones([2, 1, 2]), tf.zeros([2, 1, 1]), tf.tensor2d([[1, 0], [0, 1]]), tf.zeros([2, 1]), topk, 0, 1, { pool });
+ * const selected = tf.tensor2d([[0, -1], [0, 1]], [2, 2], 'int32'); // query 0 sees key 0, query 1 keys 0 and 1
+ * const o = sparseAttentionMqaFast(tf.ones([2, 1, 2]), tf.zeros([2, 1, 1]), tf.tensor2d([[1, 0], [0, 1]]), tf.zeros([2, 1]), selected, 0, 1, { pool });
  * o.arraySync(); // => [[[1, 0]], [[0.5, 0.5]]]
  * await pool.close();
  * ```

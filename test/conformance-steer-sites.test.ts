@@ -38,7 +38,7 @@ function run(c: GoldenCase, config: ModelConfig, layer: number, flips: Flip[], f
       config, maxSeqLen: c.maxSeqLen, layer,
       probe: {
         layer: (_l, t: LayerTrace) => {
-          const tensors = { 'attn.qr': t.qr, 'indexer.score': t.indexScores, 'indexer.topk': t.topk, 'attn.out': t.attnOut, 'ffn.in': t.ffnIn, 'ffn.out': t.ffnOut };
+          const tensors = { 'attn.qr': t.qr, 'indexer.score': t.indexScores, 'indexer.topk': t.selected, 'attn.out': t.attnOut, 'ffn.in': t.ffnIn, 'ffn.out': t.ffnOut };
           snap = Object.fromEntries(Object.entries(tensors).map(([k, v]) => [k, Float32Array.from(v.dataSync())]));
         },
         // the flips apply to the prefill only (element indices are per call)

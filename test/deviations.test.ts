@@ -37,7 +37,7 @@ describeEachBackend('bf16 mode and deviation switches', () => {
       const cache = createMlaCache();
       const o = mlaForward(x, layer.attn, cache, 0, { config, maxSeqLen: 8192, precision });
       const values = { out: o.out.dataSync() as Float32Array, qr: o.qr.dataSync() as Float32Array };
-      tf.dispose([o.out, o.qr, o.indexScores, o.topk]);
+      tf.dispose([o.out, o.qr, o.indexScores, o.selected]);
       disposeMlaCache(cache);
       return values;
     };
@@ -87,7 +87,7 @@ describeEachBackend('bf16 mode and deviation switches', () => {
       const cache = createMlaCache();
       const o = mlaForward(x, layer.attn, cache, 0, { config, maxSeqLen: 8192, deviations });
       const v = o.out.dataSync() as Float32Array;
-      tf.dispose([o.out, o.qr, o.indexScores, o.topk]);
+      tf.dispose([o.out, o.qr, o.indexScores, o.selected]);
       disposeMlaCache(cache);
       return v;
     };

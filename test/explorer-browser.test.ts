@@ -139,7 +139,7 @@ describe('static build (scripts/build-explorer.ts layout) [wasm]', () => {
       expect(problems).toEqual([]);
       const fp8 = openSafetensors(join(GOLDEN, 'public-fp8', 'trace.safetensors'));
       expect(state.view!.fixture).toBe('public-fp8');
-      expect(state.view!.topk.map(asSet)).toEqual(rowsOf(fp8, 'step0.expected.layer0.indexer.topk').map(asSet));
+      expect(state.view!.selected.map(asSet)).toEqual(rowsOf(fp8, 'step0.expected.layer0.indexer.topk').map(asSet));
       expect(state.view!.officialBugTopk).toBeNull(); // the RoPE-bug trace belongs to public-fp32
     } finally {
       await alone.close();

@@ -56,7 +56,7 @@ describeEachBackend('explorer view model (src/browser/compute.ts)', () => {
   it('layer 1, decode step 2: selections, routing (experts and combine weights) equal the official ones', async () => {
     const v = await computeView(fixture(), 2, 1, 3);
     expect([v.T, v.S, v.startPos, v.head]).toEqual([1, 42, 41, 3]);
-    expect(v.topk.map(asSet)).toEqual(rowsOf(trace, 'step2.expected.layer1.indexer.topk').map(asSet));
+    expect(v.selected.map(asSet)).toEqual(rowsOf(trace, 'step2.expected.layer1.indexer.topk').map(asSet));
     expect(v.officialBugTopk).toBeNull(); // not teacher-forcible beyond layer 0, step 0
     const ids = rowsOf(trace, 'step2.expected.layer1.gate.indices');
     const weights = rowsOf(trace, 'step2.expected.layer1.gate.weights');

@@ -166,10 +166,10 @@ describeEachBackend('e4m3Round', () => {
 });
 
 /** float64 act_quant oracle, one block: the README formula step by step in float32. */
-function oracleActQuant(block: number[], fmt: 'ue8m0' | null): { q: number[]; s: number } {
+function oracleActQuant(block: number[], scaleFmt: 'ue8m0' | null): { q: number[]; s: number } {
   const amax = Math.max(Math.max(...block.map(Math.abs)), Math.fround(1e-4));
   let s = Math.fround(amax * Math.fround(1 / 448));
-  if (fmt === 'ue8m0') {
+  if (scaleFmt === 'ue8m0') {
     let p = 2 ** Math.floor(Math.log2(s));
     while (p < s) p *= 2;
     while (p / 2 >= s) p /= 2;
@@ -183,10 +183,10 @@ describeEachBackend('actQuant / actQuantDequant', () => {
   const rand = (n: number, seed: number, amp: number): number[] =>
     Array.from({ length: n }, (_, i) => Math.fround(Math.sin(seed * 97.3 + i * 12.9898) * amp * (1 + (i % 7))));
 
-  for (const fmt of ['ue8m0', null] as const) {
-    it(`matches the float64 oracle block by block (${fmt ?? 'none'})`, () => {
+  for (const scaleFmt of ['ue8m0', null] as const) {
+    it(`matches the float64 oracle block by block (${scaleFmt ?? 'none'})`, () => {
       const rows = [rand(256, 1, 0.01), rand(256, 2, 30), new Array<number>(256).fill(0), rand(256, 3, 1e-7)];
-      const { q, scale } = actQuant(tf.tensor2d(rows), fmt);
+      const { q, scale } = actQuant(tf.tensor2d(rows), scaleFmt);
       expect(q.shape).toEqual([4, 256]);
       expect(scale.shape).toEqual([4, 2]);
       const qv = q.arraySync() as number[][];
@@ -194,7 +194,7 @@ describeEachBackend('actQuant / actQuantDequant', () => {
       tf.dispose([q, scale]);
       for (let r = 0; r < rows.length; r++) {
         for (let b = 0; b < 2; b++) {
-          const o = oracleActQuant(rows[r]!.slice(b * 128, b * 128 + 128), fmt);
+          const o = oracleActQuant(rows[r]!.slice(b * 128, b * 128 + 128), scaleFmt);
           expect(sv[r]![b]).toBe(o.s);
           expect(qv[r]!.slice(b * 128, b * 128 + 128).map((v) => v || 0)).toEqual(o.q.map((v) => v || 0));
         }
@@ -230,10 +230,10 @@ describeEachBackend('actQuant / actQuantDequant', () => {
       fc.asyncProperty(
         fc.array(fc.float({ noNaN: true, noDefaultInfinity: true, min: -1e4, max: 1e4 }), { minLength: 128, maxLength: 128 }),
         fc.constantFrom('ue8m0' as const, null),
-        async (xs, fmt) => {
+        async (xs, scaleFmt) => {
           const x = tf.tensor1d(xs);
-          const { q, scale } = actQuant(x, fmt);
-          const deq = actQuantDequant(x, fmt);
+          const { q, scale } = actQuant(x, scaleFmt);
+          const deq = actQuantDequant(x, scaleFmt);
           const s = scale.dataSync()[0]!;
           const d = deq.dataSync();
           const qv = q.dataSync();

@@ -28,12 +28,12 @@ function randArray(rand: () => number, n: number, scale = 1): Float32Array {
   return Float32Array.from({ length: n }, () => (rand() * 2 - 1) * scale);
 }
 
-function makeConfig(d: Dims, fmt: 'ue8m0' | null = null, k = 4): ModelConfig {
+function makeConfig(d: Dims, scaleFmt: 'ue8m0' | null = null, k = 4): ModelConfig {
   return {
     ...CONFIG_671B,
     hidden_size: d.D, q_lora_rank: d.Dq, index_n_heads: d.HI, index_head_dim: d.DI, qk_rope_head_dim: d.R, index_topk: k,
     rope_scaling: null, rope_theta: 10000,
-    quantization_config: fmt ? { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', scale_fmt: fmt, weight_block_size: [128, 128] } : undefined,
+    quantization_config: scaleFmt ? { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', scale_fmt: scaleFmt, weight_block_size: [128, 128] } : undefined,
   };
 }
 
@@ -96,10 +96,10 @@ function e4m3(v: number): number {
 }
 
 /** act_quant of one block: s = fround(amax · fround(1/448)) (ue8m0: next power of two), q = e4m3(x/s). */
-function actQuant64(v: number[], fmt: 'ue8m0' | null): { q: number[]; s: number; pre: number[] } {
+function actQuant64(v: number[], scaleFmt: 'ue8m0' | null): { q: number[]; s: number; pre: number[] } {
   const amax = Math.max(...v.map(Math.abs), 1e-4);
   let s = Math.fround(Math.fround(amax) * Math.fround(1 / 448));
-  if (fmt === 'ue8m0') s = 2 ** Math.ceil(Math.log2(s));
+  if (scaleFmt === 'ue8m0') s = 2 ** Math.ceil(Math.log2(s));
   const pre = v.map((x) => Math.fround(x / s));
   return { q: pre.map(e4m3), s, pre };
 }
@@ -118,7 +118,7 @@ interface Ref {
 }
 
 /** Scores of all tokens 0..L−1 (rows startPos..L−1), float64. */
-function reference(d: Dims, r: RawWeights, x: Float32Array, qr: Float32Array, L: number, startPos: number, fmt: 'ue8m0' | null, interleaved = false): Ref {
+function reference(d: Dims, r: RawWeights, x: Float32Array, qr: Float32Array, L: number, startPos: number, scaleFmt: 'ue8m0' | null, interleaved = false): Ref {
   const { D, Dq, HI, DI, R } = d;
   const keys: { k: number[]; kh: number[]; k8: number[]; sk: number; mid: boolean }[] = [];
   for (let t = 0; t < L; t++) {
@@ -128,7 +128,7 @@ function reference(d: Dims, r: RawWeights, x: Float32Array, qr: Float32Array, L:
     const kn = k0.map((v, i) => ((v - mean) / Math.sqrt(vr + 1e-6)) * r.gamma[i]! + r.beta[i]!);
     const k = ropeFirst(kn, t, R, interleaved);
     const kh = hadamard64(k);
-    const { q: k8, s: sk, pre } = actQuant64(kh, fmt);
+    const { q: k8, s: sk, pre } = actQuant64(kh, scaleFmt);
     keys.push({ k, kh, k8, sk, mid: pre.some(nearMidpoint) });
   }
   const out: Ref = { exact: [], fp8: [], bound: [], mag: [], nearMid: [] };
@@ -139,7 +139,7 @@ function reference(d: Dims, r: RawWeights, x: Float32Array, qr: Float32Array, L:
     const heads = Array.from({ length: HI }, (_, j) => {
       const q = ropeFirst(q0.slice(j * DI, (j + 1) * DI), t, R, interleaved);
       const qh = hadamard64(q);
-      const { q: q8, s: sq, pre } = actQuant64(qh, fmt);
+      const { q: q8, s: sq, pre } = actQuant64(qh, scaleFmt);
       return { q, qh, q8, sq, pre };
     });
     const rowMid = heads.some((h) => h.pre.some(nearMidpoint));

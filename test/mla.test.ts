@@ -43,21 +43,21 @@ function disposeWeights(w: AttentionWeights): void {
     i.wq_b.weight, i.wk.weight, i.weights_proj.weight, i.k_norm.weight, i.k_norm.bias]);
 }
 
-interface Run { out: number[][]; topk: number[][]; scores: number[][] }
+interface Run { out: number[][]; selected: number[][]; scores: number[][] }
 
 /** Runs the chunks in order on one cache, returning the concatenated rows. */
 function runChunks(x: Float32Array, D: number, chunks: number[], w: AttentionWeights, config: ModelConfig, maxSeqLen: number,
   extra: { mode?: 'mha' | 'mqa'; attention?: 'sparse' | 'dense' | 'fast' } = {}): Run {
   const cache = createMlaCache();
-  const res: Run = { out: [], topk: [], scores: [] };
+  const res: Run = { out: [], selected: [], scores: [] };
   let pos = 0;
   for (const n of chunks) {
     const xi = tf.tensor2d(x.subarray(pos * D, (pos + n) * D), [n, D]);
     const r = mlaForward(xi, w, cache, pos, { config, maxSeqLen, ...extra });
     res.out.push(...(r.out.arraySync() as number[][]));
-    res.topk.push(...(r.topk.arraySync() as number[][]));
+    res.selected.push(...(r.selected.arraySync() as number[][]));
     res.scores.push(...(r.indexScores.arraySync() as number[][]));
-    tf.dispose([r.out, r.qr, r.indexScores, r.topk, xi]);
+    tf.dispose([r.out, r.qr, r.indexScores, r.selected, xi]);
     pos += n;
   }
   disposeMlaCache(cache);
@@ -92,7 +92,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
         const twoPrefills = runChunks(x, 16, m < n ? [m, n - m] : [n], w, config, maxSeqLen);
         disposeWeights(w);
         for (const other of [decode, twoPrefills]) {
-          const sets = (r: Run) => r.topk.map((row) => row.filter((s) => s >= 0)); // widths differ: min(k, end_pos)
+          const sets = (r: Run) => r.selected.map((row) => row.filter((s) => s >= 0)); // widths differ: min(k, end_pos)
           expect(sets(other)).toEqual(sets(whole)); // same selections
           expect(maxDiff(other.out, whole.out)).toBeLessThan(2e-5);
           // index scores agree on every column the chunk could see (s ≤ its end_pos − 1)
@@ -116,7 +116,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
         for (const mode of ['mha', 'mqa'] as const) {
           for (const attention of ['sparse', 'dense'] as const) {
             const r = runChunks(x, 16, chunks, w, config, maxSeqLen, { mode, attention });
-            expect(r.topk).toEqual(ref.topk);
+            expect(r.selected).toEqual(ref.selected);
             expect(maxDiff(r.out, ref.out)).toBeLessThan(2e-5);
           }
         }
@@ -140,7 +140,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
           const fast = runChunks(x, 16, chunks, w, config, maxSeqLen, { attention: 'fast' });
           for (const attention of ['sparse', 'dense'] as const) {
             const ref = runChunks(x, 16, chunks, w, config, maxSeqLen, { attention });
-            expect(fast.topk).toEqual(ref.topk); // selectTopKFast ≡ selectTopK
+            expect(fast.selected).toEqual(ref.selected); // selectTopKFast ≡ selectTopK
             expect(maxDiff(fast.out, ref.out)).toBeLessThan(2e-5);
           }
         }
@@ -195,8 +195,8 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
           const cache = createMlaCache();
           const r = mlaForward(xT, w, cache, 0, { config, maxSeqLen, mode: mqa ? 'mqa' : 'mha', ...(fast ? { attention: 'fast' as const } : {}) });
           const got = r.out.arraySync() as number[][];
-          expect(r.topk.arraySync()).toEqual(Array.from({ length: n }, (_, t) => Array.from({ length: n }, (_, j) => (j <= t ? j : -1))));
-          tf.dispose([r.out, r.qr, r.indexScores, r.topk, xT]);
+          expect(r.selected.arraySync()).toEqual(Array.from({ length: n }, (_, t) => Array.from({ length: n }, (_, j) => (j <= t ? j : -1))));
+          tf.dispose([r.out, r.qr, r.indexScores, r.selected, xT]);
           disposeMlaCache(cache);
           disposeWeights(w);
           expect(maxDiff(got, want)).toBeLessThan(1e-5);
@@ -213,8 +213,8 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
     const r = mlaForward(x, w, cache, 0, { config, maxSeqLen: 8192 });
     const l = mlaLatent(x, w, 0, { config, maxSeqLen: 8192 });
     const c = l.normalized.arraySync() as number[][];
-    const kv = cache.kv!.arraySync() as number[][];
-    expect(cache.pe!.arraySync()).toEqual(l.kPe.arraySync());
+    const kv = cache.latents!.arraySync() as number[][];
+    expect(cache.ropeKeys!.arraySync()).toEqual(l.kPe.arraySync());
     const inv448 = Math.fround(1 / 448);
     c.forEach((row, s) => {
       const scale = Math.fround(Math.max(Math.max(...row.map(Math.abs)), 1e-4) * inv448); // one block (C = 8)
@@ -225,7 +225,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
       });
       expect(row.some((v, j) => v !== kv[s]![j])).toBe(true); // the round trip changed something
     });
-    tf.dispose([r.out, r.qr, r.indexScores, r.topk, x, l.normalized, l.latent, l.kPe]);
+    tf.dispose([r.out, r.qr, r.indexScores, r.selected, x, l.normalized, l.latent, l.kPe]);
     disposeMlaCache(cache);
     disposeWeights(w);
   });
@@ -236,20 +236,20 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
     const x = rand(9, 7 * 16, 2);
     const cache = createMlaCache();
     const pre = mlaForward(tf.tensor2d(x.subarray(0, 6 * 16), [6, 16]), w, cache, 0, { config, maxSeqLen: 8192 });
-    tf.dispose([pre.out, pre.qr, pre.indexScores, pre.topk]);
+    tf.dispose([pre.out, pre.qr, pre.indexScores, pre.selected]);
     // decode the 7th token on a copy of the cache, once clean and once with every unselected row poisoned
     const step = () => {
       const x1 = tf.tensor2d(x.subarray(6 * 16), [1, 16]);
       const r = mlaForward(x1, w, cache, 6, { config, maxSeqLen: 8192 });
-      const sel = new Set((r.topk.arraySync() as number[][])[0]);
+      const sel = new Set((r.selected.arraySync() as number[][])[0]);
       const out = r.out.arraySync();
-      tf.dispose([r.out, r.qr, r.indexScores, r.topk, x1]);
+      tf.dispose([r.out, r.qr, r.indexScores, r.selected, x1]);
       return { out, sel };
     };
-    const snapshot = { kv: cache.kv!.clone(), pe: cache.pe!.clone(), ik: cache.indexer.keys!.clone(), is: cache.indexer.scales!.clone() };
+    const snapshot = { kv: cache.latents!.clone(), pe: cache.ropeKeys!.clone(), ik: cache.indexer.keys!.clone(), is: cache.indexer.scales!.clone() };
     const restore = () => {
-      tf.dispose([cache.kv!, cache.pe!, cache.indexer.keys!, cache.indexer.scales!]);
-      cache.kv = snapshot.kv.clone(); cache.pe = snapshot.pe.clone();
+      tf.dispose([cache.latents!, cache.ropeKeys!, cache.indexer.keys!, cache.indexer.scales!]);
+      cache.latents = snapshot.kv.clone(); cache.ropeKeys = snapshot.pe.clone();
       cache.indexer.keys = snapshot.ik.clone(); cache.indexer.scales = snapshot.is.clone();
     };
     const clean = step();
@@ -259,8 +259,8 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
     const kv = snapshot.kv.arraySync() as number[][];
     const pe = snapshot.pe.arraySync() as number[][];
     for (let s = 0; s < 6; s++) if (!clean.sel.has(s)) { kv[s] = kv[s]!.map(() => NaN); pe[s] = pe[s]!.map(() => 1e30); }
-    tf.dispose([cache.kv!, cache.pe!]);
-    cache.kv = tf.tensor2d(kv); cache.pe = tf.tensor2d(pe);
+    tf.dispose([cache.latents!, cache.ropeKeys!]);
+    cache.latents = tf.tensor2d(kv); cache.ropeKeys = tf.tensor2d(pe);
     const dirty = step();
     expect(dirty.sel).toEqual(clean.sel);
     expect(dirty.out).toEqual(clean.out);
@@ -278,11 +278,11 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
       const cache = createMlaCache();
       for (const [xi, pos] of [[x, 0], [x1, 4], [x, 5]] as const) {
         const r = mlaForward(xi, w, cache, pos, { config, maxSeqLen: 8192 });
-        tf.dispose([r.out, r.qr, r.indexScores, r.topk]);
+        tf.dispose([r.out, r.qr, r.indexScores, r.selected]);
       }
       expect(mlaCacheLength(cache)).toBe(9);
       disposeMlaCache(cache);
-      expect(cache.kv).toBeNull();
+      expect(cache.latents).toBeNull();
       expect(cache.indexer.keys).toBeNull();
     });
     tf.dispose([x, x1]);

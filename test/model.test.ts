@@ -91,7 +91,7 @@ for (const fixture of ['public-fp32', 'public-fp8']) {
       const all = modelForward(TOKENS.slice(0, 6), w, cache, 0, {
         ...opts(),
         logits: 'all',
-        probe: { layer: (l, t) => void seen.push(`${l}:${t.attnIn.shape}:${t.ffnOut.shape}:${t.topk.shape}:${t.routing ? t.routing.experts : '-'}`) },
+        probe: { layer: (l, t) => void seen.push(`${l}:${t.attnIn.shape}:${t.ffnOut.shape}:${t.selected.shape}:${t.routing ? t.routing.experts : '-'}`) },
       });
       disposeModelCache(cache);
       const cache2 = createModelCache(config);

@@ -80,7 +80,7 @@ const caseArb = fc
     const rng = rand(c.seed ^ 0x5bd1e995, 4 * c.T * S + 8);
     let r = 0;
     const sel: number[][] = [];
-    const topk: number[] = [];
+    const selected: number[] = [];
     for (let i = 0; i < c.T; i++) {
       const t = c.startPos + i;
       const cand = Array.from({ length: t + 1 }, (_, s) => s);
@@ -94,9 +94,9 @@ const caseArb = fc
       if (c.withFuture && row.length < c.K && t + 1 < S) row.push(t + 1);
       while (row.length < c.K) row.push(-1);
       sel.push(chosen);
-      topk.push(...row);
+      selected.push(...row);
     }
-    return { ...c, S, sel, topk };
+    return { ...c, S, sel, selected };
   });
 
 // --- Tests ---
@@ -125,7 +125,7 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
         const [gather, dense] = tf.tidy(() => {
           const args = [
             tf.tensor3d(qL, [T, H, C]), tf.tensor3d(qP, [T, H, R]), tf.tensor2d(kv, [S, C]), tf.tensor2d(pe, [S, R]),
-            tf.tensor2d(c.topk, [T, c.K], 'int32'),
+            tf.tensor2d(c.selected, [T, c.K], 'int32'),
           ] as const;
           return [
             sparseAttentionMqa(...args, startPos, scale, { queryBlock: c.block }).dataSync(),
@@ -162,7 +162,7 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
         const [gather, dense] = tf.tidy(() => {
           const args = [
             tf.tensor3d(q, [T, H, Dqk]), tf.tensor3d(k, [S, H, Dqk]), tf.tensor3d(v, [S, H, Dv]),
-            tf.tensor2d(c.topk, [T, c.K], 'int32'),
+            tf.tensor2d(c.selected, [T, c.K], 'int32'),
           ] as const;
           return [
             sparseAttentionMha(...args, startPos, scale, { queryBlock: c.block }).dataSync(),
@@ -184,7 +184,7 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
           const H = 2, C = 3, R = 2, S = startPos + T, K = S + extraK;
           const qL = rand(seed, T * H * C), qP = rand(seed + 1, T * H * R), kv = rand(seed + 2, S * C), pe = rand(seed + 3, S * R);
           // the selectTopK layout: 0..t ascending, then −1
-          const topk = Array.from({ length: T }, (_, i) => Array.from({ length: K }, (_, j) => (j <= startPos + i ? j : -1))).flat();
+          const selected = Array.from({ length: T }, (_, i) => Array.from({ length: K }, (_, j) => (j <= startPos + i ? j : -1))).flat();
           const causal = Array.from({ length: T }, (_, i) => Array.from({ length: startPos + i + 1 }, (_, s) => s));
           const want = oracle(
             T, H, C, causal,
@@ -199,7 +199,7 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
           );
           const got = tf.tidy(() =>
             sparseAttentionMqa(tf.tensor3d(qL, [T, H, C]), tf.tensor3d(qP, [T, H, R]), tf.tensor2d(kv, [S, C]), tf.tensor2d(pe, [S, R]),
-              tf.tensor2d(topk, [T, K], 'int32'), startPos, 1.3).dataSync(),
+              tf.tensor2d(selected, [T, K], 'int32'), startPos, 1.3).dataSync(),
           );
           expect(maxAbsDiff(got, want)).toBeLessThan(1e-5);
         },
@@ -216,7 +216,7 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
         const run = (kvData: Float32Array, peData: Float32Array) =>
           tf.tidy(() =>
             sparseAttentionMqa(tf.tensor3d(qL, [T, H, C]), tf.tensor3d(qP, [T, H, R]), tf.tensor2d(kvData, [S, C]),
-              tf.tensor2d(peData, [S, R]), tf.tensor2d(c.topk, [T, c.K], 'int32'), startPos, 0.5, { queryBlock: c.block }).dataSync(),
+              tf.tensor2d(peData, [S, R]), tf.tensor2d(c.selected, [T, c.K], 'int32'), startPos, 0.5, { queryBlock: c.block }).dataSync(),
           );
         const clean = run(kv, pe);
         expect(clean.every(Number.isFinite)).toBe(true);
@@ -267,34 +267,34 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
     tf.tidy(() => {
       const qL = tf.zeros([2, 1, 3]) as tf.Tensor3D, qP = tf.zeros([2, 1, 2]) as tf.Tensor3D;
       const kv = tf.zeros([4, 3]) as tf.Tensor2D, pe = tf.zeros([4, 2]) as tf.Tensor2D;
-      const topk = tf.tensor2d([[0, 1], [0, 1]], [2, 2], 'int32');
-      expect(() => sparseAttentionMqa(tf.zeros([2, 3]) as unknown as tf.Tensor3D, qP, kv, pe, topk, 0, 1)).toThrow(
+      const selected = tf.tensor2d([[0, 1], [0, 1]], [2, 2], 'int32');
+      expect(() => sparseAttentionMqa(tf.zeros([2, 3]) as unknown as tf.Tensor3D, qP, kv, pe, selected, 0, 1)).toThrow(
         'sparseAttentionMqa(): qLatent must be [T, H, C] (rank 3) but got [2, 3]',
       );
-      expect(() => sparseAttentionMqa(qL, tf.zeros([2, 1, 4]) as tf.Tensor3D, kv, pe, topk, 0, 1)).toThrow(
+      expect(() => sparseAttentionMqa(qL, tf.zeros([2, 1, 4]) as tf.Tensor3D, kv, pe, selected, 0, 1)).toThrow(
         'sparseAttentionMqa(): qPe must be [T, H, R] = [2, 1, 2] but got [2, 1, 4] (T, H from qLatent; R from pe)',
       );
-      expect(() => sparseAttentionMqa(qL, qP, tf.zeros([4, 5]) as tf.Tensor2D, pe, topk, 0, 1)).toThrow(
+      expect(() => sparseAttentionMqa(qL, qP, tf.zeros([4, 5]) as tf.Tensor2D, pe, selected, 0, 1)).toThrow(
         'sparseAttentionMqa(): kv must be [S, C] = [S, 3] but got [4, 5] (C from qLatent)',
       );
       expect(() => sparseAttentionMqa(qL, qP, kv, pe, tf.tensor2d([[0, 1], [0, 1]]), 0, 1)).toThrow(
-        'sparseAttentionMqa(): topk must be [T, K] of dtype int32 but got dtype float32 [2, 2]',
+        'sparseAttentionMqa(): selected must be [T, K] of dtype int32 but got dtype float32 [2, 2]',
       );
       expect(() => sparseAttentionMqa(qL, qP, kv, pe, tf.tensor2d([[0, 1]], [1, 2], 'int32'), 0, 1)).toThrow(
-        'sparseAttentionMqa(): topk must be [T, K] = [2, K] but got [1, 2] (T from qLatent)',
+        'sparseAttentionMqa(): selected must be [T, K] = [2, K] but got [1, 2] (T from qLatent)',
       );
-      expect(() => sparseAttentionMqa(qL, qP, kv, pe, topk, 3, 1)).toThrow(
+      expect(() => sparseAttentionMqa(qL, qP, kv, pe, selected, 3, 1)).toThrow(
         'sparseAttentionMqa(): the keys must cover every query position: need S ≥ startPos + T = 5 but got S = 4',
       );
-      expect(() => sparseAttentionMqa(qL, qP, kv, pe, topk, -1, 1)).toThrow('sparseAttentionMqa(): startPos must be an integer ≥ 0 but got -1');
-      expect(() => sparseAttentionMqa(qL, qP, kv, pe, topk, 0, 1, { queryBlock: 0 })).toThrow(
+      expect(() => sparseAttentionMqa(qL, qP, kv, pe, selected, -1, 1)).toThrow('sparseAttentionMqa(): startPos must be an integer ≥ 0 but got -1');
+      expect(() => sparseAttentionMqa(qL, qP, kv, pe, selected, 0, 1, { queryBlock: 0 })).toThrow(
         'sparseAttentionMqa(): opts.queryBlock must be an integer ≥ 1 but got 0',
       );
       const q = tf.zeros([2, 1, 5]) as tf.Tensor3D;
-      expect(() => denseAttentionMha(q, tf.zeros([4, 2, 5]) as tf.Tensor3D, tf.zeros([4, 1, 2]) as tf.Tensor3D, topk, 0, 1)).toThrow(
+      expect(() => denseAttentionMha(q, tf.zeros([4, 2, 5]) as tf.Tensor3D, tf.zeros([4, 1, 2]) as tf.Tensor3D, selected, 0, 1)).toThrow(
         'denseAttentionMha(): k must be [S, H, Dqk] = [S, 1, 5] but got [4, 2, 5] (H, Dqk from q)',
       );
-      expect(() => sparseAttentionMha(q, tf.zeros([4, 1, 5]) as tf.Tensor3D, tf.zeros([3, 1, 2]) as tf.Tensor3D, topk, 0, 1)).toThrow(
+      expect(() => sparseAttentionMha(q, tf.zeros([4, 1, 5]) as tf.Tensor3D, tf.zeros([3, 1, 2]) as tf.Tensor3D, selected, 0, 1)).toThrow(
         'sparseAttentionMha(): v must be [S, H, Dv] = [4, 1, Dv] but got [3, 1, 2] (S from k; H from q)',
       );
     });

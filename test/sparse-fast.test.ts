@@ -16,11 +16,11 @@ import { describeEachBackend, expectNoTensorLeak } from './helpers/backends.ts';
 
 /** ō[t,h] = Σ_{s ∈ S_t} softmax(scale·(q̃·c_s + q_pe·k_pe_s)) c_s with S_t = valid slots 0 ≤ s ≤ t. */
 function oracleAttention(
-  qL: number[][][], qR: number[][][], kv: number[][], pe: number[][], topk: number[][], startPos: number, scale: number,
+  qL: number[][][], qR: number[][][], kv: number[][], pe: number[][], selected: number[][], startPos: number, scale: number,
 ): number[][][] {
   return qL.map((heads, i) => {
     const t = startPos + i;
-    const sel = [...new Set(topk[i]!.filter((s) => s >= 0 && s <= t))];
+    const sel = [...new Set(selected[i]!.filter((s) => s >= 0 && s <= t))];
     return heads.map((q, h) => {
       const z = sel.map((s) => scale * (dot(q, kv[s]!) + dot(qR[i]![h]!, pe[s]!)));
       const m = Math.max(...z);
@@ -65,7 +65,7 @@ const attentionCase = fc
       kv: matrix(S, C),
       pe: matrix(S, R),
       // per row: K slots from −1..S−1 (future positions included: they must be ignored), at least one s ≤ t
-      topk: fc.array(fc.array(fc.integer({ min: -1, max: S - 1 }), { minLength: K, maxLength: K }), { minLength: T, maxLength: T }).map((rows) =>
+      selected: fc.array(fc.array(fc.integer({ min: -1, max: S - 1 }), { minLength: K, maxLength: K }), { minLength: T, maxLength: T }).map((rows) =>
         rows.map((row, i) => uniqueValid(row.some((s) => s >= 0 && s <= startPos + i) ? row : [Math.min(startPos + i, S - 1), ...row.slice(1)], startPos + i)),
       ),
       scale: fc.float({ min: Math.fround(0.05), max: 1, noNaN: true }),
@@ -89,7 +89,7 @@ function tensors(c: AttentionCase) {
     qR: tf.tensor3d(c.qR, [c.T, c.H, c.R]),
     kv: tf.tensor2d(c.kv, [c.S, c.C]),
     pe: tf.tensor2d(c.pe, [c.S, c.R]),
-    topk: tf.tensor2d(c.topk, [c.T, c.topk[0]!.length], 'int32'),
+    selected: tf.tensor2d(c.selected, [c.T, c.selected[0]!.length], 'int32'),
   };
 }
 
@@ -98,13 +98,13 @@ describeEachBackend('sparse_fast', () => {
     await fc.assert(
       fc.asyncProperty(attentionCase, async (c) => {
         const x = tensors(c);
-        const want = oracleAttention(c.qL, c.qR, c.kv, c.pe, c.topk, c.startPos, c.scale);
+        const want = oracleAttention(c.qL, c.qR, c.kv, c.pe, c.selected, c.startPos, c.scale);
         const outs = [
-          sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, c.startPos, c.scale, { rows: 'host' }),
-          sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, c.startPos, c.scale, { rows: 'device' }),
-          sparseAttentionMqa(x.qL, x.qR, x.kv, x.pe, x.topk, c.startPos, c.scale),
-          denseAttentionMqa(x.qL, x.qR, x.kv, x.pe, x.topk, c.startPos, c.scale),
-          denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, c.startPos, c.scale),
+          sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, c.startPos, c.scale, { rows: 'host' }),
+          sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, c.startPos, c.scale, { rows: 'device' }),
+          sparseAttentionMqa(x.qL, x.qR, x.kv, x.pe, x.selected, c.startPos, c.scale),
+          denseAttentionMqa(x.qL, x.qR, x.kv, x.pe, x.selected, c.startPos, c.scale),
+          denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, c.startPos, c.scale),
         ];
         for (const o of outs) {
           expect(o.shape).toEqual([c.T, c.H, c.C]);
@@ -154,11 +154,11 @@ describeEachBackend('sparse_fast', () => {
       const kv = tf.tensor2d(rnd(S * C, 3), [S, C]);
       const pe = tf.tensor2d(rnd(S * R, 4), [S, R]);
       const scores = tf.tensor2d(rnd(T * S, 5), [T, S]);
-      const topk = selectTopK(scores, startPos, k);
-      expect(selectTopKFast(scores, startPos, k).arraySync()).toEqual(topk.arraySync());
-      const want = oracleAttention(qL.arraySync(), qR.arraySync(), kv.arraySync(), pe.arraySync(), topk.arraySync(), startPos, scale);
-      expectClose(sparseAttentionMqaFast(qL, qR, kv, pe, topk, startPos, scale), want);
-      expectClose(denseAttentionMqaFast(qL, qR, kv, pe, topk, startPos, scale), want);
+      const selected = selectTopK(scores, startPos, k);
+      expect(selectTopKFast(scores, startPos, k).arraySync()).toEqual(selected.arraySync());
+      const want = oracleAttention(qL.arraySync(), qR.arraySync(), kv.arraySync(), pe.arraySync(), selected.arraySync(), startPos, scale);
+      expectClose(sparseAttentionMqaFast(qL, qR, kv, pe, selected, startPos, scale), want);
+      expectClose(denseAttentionMqaFast(qL, qR, kv, pe, selected, startPos, scale), want);
       if (k >= S) {
         // k ≥ L: sparse attention is dense causal attention
         const causal = tf.tensor2d(Array.from({ length: T }, (_, i) => Array.from({ length: S }, (_, s) => (s <= startPos + i ? s : -1))), [T, S], 'int32');
@@ -174,11 +174,11 @@ describeEachBackend('sparse_fast', () => {
     const sel = [pick(0), pick(1)];
     const x = {
       qL: tf.tensor3d(rnd(T * H * C, 1), [T, H, C]), qR: tf.tensor3d(rnd(T * H * R, 2), [T, H, R]),
-      kv: tf.tensor2d(rnd(S * C, 3), [S, C]), pe: tf.tensor2d(rnd(S * R, 4), [S, R]), topk: tf.tensor2d(sel, [T, K], 'int32'),
+      kv: tf.tensor2d(rnd(S * C, 3), [S, C]), pe: tf.tensor2d(rnd(S * R, 4), [S, R]), selected: tf.tensor2d(sel, [T, K], 'int32'),
     };
     const want = oracleAttention(x.qL.arraySync(), x.qR.arraySync(), x.kv.arraySync(), x.pe.arraySync(), sel, startPos, 0.5);
-    expectClose(denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, startPos, 0.5), want);
-    expectClose(sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, startPos, 0.5), want);
+    expectClose(denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, startPos, 0.5), want);
+    expectClose(sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, startPos, 0.5), want);
   });
 
   it('indexerScoresFast ≡ fp8Index ≡ float64 oracle', async () => {
@@ -225,11 +225,11 @@ describeEachBackend('sparse_fast', () => {
   it('leaks no tensor', async () => {
     const qL = tf.ones([2, 2, 3]) as tf.Tensor3D, qR = tf.ones([2, 2, 1]) as tf.Tensor3D;
     const kv = tf.ones([4, 3]) as tf.Tensor2D, pe = tf.ones([4, 1]) as tf.Tensor2D;
-    const topk = tf.tensor2d([[0, 2], [1, -1]], [2, 2], 'int32');
+    const selected = tf.tensor2d([[0, 2], [1, -1]], [2, 2], 'int32');
     const q = tf.ones([2, 3, 4]) as tf.Tensor3D, w = tf.ones([2, 3]) as tf.Tensor2D, keys = tf.ones([4, 4]) as tf.Tensor2D, ks = tf.ones([4]) as tf.Tensor1D;
     const scores = tf.ones([2, 4]) as tf.Tensor2D;
-    for (const rows of ['host', 'device'] as const) await expectNoTensorLeak(() => sparseAttentionMqaFast(qL, qR, kv, pe, topk, 2, 1, { rows }).dispose());
-    await expectNoTensorLeak(() => denseAttentionMqaFast(qL, qR, kv, pe, topk, 2, 1).dispose());
+    for (const rows of ['host', 'device'] as const) await expectNoTensorLeak(() => sparseAttentionMqaFast(qL, qR, kv, pe, selected, 2, 1, { rows }).dispose());
+    await expectNoTensorLeak(() => denseAttentionMqaFast(qL, qR, kv, pe, selected, 2, 1).dispose());
     await expectNoTensorLeak(() => indexerScoresFast(q, w, keys, ks).dispose());
     await expectNoTensorLeak(() => selectTopKFast(scores, 2, 2).dispose());
   });
@@ -237,18 +237,18 @@ describeEachBackend('sparse_fast', () => {
   it('rejects bad arguments with messages that name the function and the argument', () => {
     const qL = tf.ones([2, 2, 3]) as tf.Tensor3D, qR = tf.ones([2, 2, 1]) as tf.Tensor3D;
     const kv = tf.ones([4, 3]) as tf.Tensor2D, pe = tf.ones([4, 1]) as tf.Tensor2D;
-    const topk = tf.tensor2d([[0, 2], [1, -1]], [2, 2], 'int32');
+    const selected = tf.tensor2d([[0, 2], [1, -1]], [2, 2], 'int32');
     const sp = (...a: Parameters<typeof sparseAttentionMqaFast>) => () => sparseAttentionMqaFast(...a);
-    expect(sp(qL, qR, kv, pe, topk, 2, 1, { rows: 'gpu' as 'host' })).toThrow("sparseAttentionMqaFast(): opts.rows must be 'auto', 'host' or 'device' but got 'gpu'");
-    expect(sp(tf.ones([2, 3]) as unknown as tf.Tensor3D, qR, kv, pe, topk, 2, 1)).toThrow('sparseAttentionMqaFast(): qLatent must be [T, H, C] (rank 3) but got [2, 3]');
-    expect(sp(qL, qR, kv, tf.ones([4]) as unknown as tf.Tensor2D, topk, 2, 1)).toThrow('sparseAttentionMqaFast(): pe must be [S, R] (rank 2) but got [4]');
-    expect(sp(qL, tf.ones([2, 2, 2]) as tf.Tensor3D, kv, pe, topk, 2, 1)).toThrow('sparseAttentionMqaFast(): qPe must be [T, H, R] = [2, 2, 1] but got [2, 2, 2] (T, H from qLatent; R from pe)');
-    expect(sp(qL, qR, tf.ones([4, 2]) as tf.Tensor2D, pe, topk, 2, 1)).toThrow('sparseAttentionMqaFast(): kv must be [S, C] = [S, 3] but got [4, 2] (C from qLatent)');
-    expect(sp(qL, qR, kv, pe, tf.ones([2, 2]) as tf.Tensor2D, 2, 1)).toThrow('sparseAttentionMqaFast(): topk must be [T, K] of dtype int32 but got dtype float32 [2, 2]');
-    expect(sp(qL, qR, kv, pe, tf.tensor2d([[0]], [1, 1], 'int32'), 2, 1)).toThrow('sparseAttentionMqaFast(): topk must be [T, K] = [2, K] but got [1, 1] (T from qLatent)');
-    expect(sp(qL, qR, kv, pe, topk, -1, 1)).toThrow('sparseAttentionMqaFast(): startPos must be an integer ≥ 0 but got -1');
-    expect(sp(qL, qR, kv, pe, topk, 3, 1)).toThrow('sparseAttentionMqaFast(): the keys must cover every query position: need S ≥ startPos + T = 5 but got S = 4');
-    expect(() => denseAttentionMqaFast(qL, qR, kv, pe, topk, 3, 1)).toThrow('denseAttentionMqaFast(): the keys must cover every query position: need S ≥ startPos + T = 5 but got S = 4');
+    expect(sp(qL, qR, kv, pe, selected, 2, 1, { rows: 'gpu' as 'host' })).toThrow("sparseAttentionMqaFast(): opts.rows must be 'auto', 'host' or 'device' but got 'gpu'");
+    expect(sp(tf.ones([2, 3]) as unknown as tf.Tensor3D, qR, kv, pe, selected, 2, 1)).toThrow('sparseAttentionMqaFast(): qLatent must be [T, H, C] (rank 3) but got [2, 3]');
+    expect(sp(qL, qR, kv, tf.ones([4]) as unknown as tf.Tensor2D, selected, 2, 1)).toThrow('sparseAttentionMqaFast(): pe must be [S, R] (rank 2) but got [4]');
+    expect(sp(qL, tf.ones([2, 2, 2]) as tf.Tensor3D, kv, pe, selected, 2, 1)).toThrow('sparseAttentionMqaFast(): qPe must be [T, H, R] = [2, 2, 1] but got [2, 2, 2] (T, H from qLatent; R from pe)');
+    expect(sp(qL, qR, tf.ones([4, 2]) as tf.Tensor2D, pe, selected, 2, 1)).toThrow('sparseAttentionMqaFast(): kv must be [S, C] = [S, 3] but got [4, 2] (C from qLatent)');
+    expect(sp(qL, qR, kv, pe, tf.ones([2, 2]) as tf.Tensor2D, 2, 1)).toThrow('sparseAttentionMqaFast(): selected must be [T, K] of dtype int32 but got dtype float32 [2, 2]');
+    expect(sp(qL, qR, kv, pe, tf.tensor2d([[0]], [1, 1], 'int32'), 2, 1)).toThrow('sparseAttentionMqaFast(): selected must be [T, K] = [2, K] but got [1, 1] (T from qLatent)');
+    expect(sp(qL, qR, kv, pe, selected, -1, 1)).toThrow('sparseAttentionMqaFast(): startPos must be an integer ≥ 0 but got -1');
+    expect(sp(qL, qR, kv, pe, selected, 3, 1)).toThrow('sparseAttentionMqaFast(): the keys must cover every query position: need S ≥ startPos + T = 5 but got S = 4');
+    expect(() => denseAttentionMqaFast(qL, qR, kv, pe, selected, 3, 1)).toThrow('denseAttentionMqaFast(): the keys must cover every query position: need S ≥ startPos + T = 5 but got S = 4');
 
     const q = tf.ones([2, 3, 4]) as tf.Tensor3D, w = tf.ones([2, 3]) as tf.Tensor2D, keys = tf.ones([5, 4]) as tf.Tensor2D, ks = tf.ones([5]) as tf.Tensor1D;
     expect(() => indexerScoresFast(tf.ones([2, 3]) as unknown as tf.Tensor3D, w, keys, ks)).toThrow('indexerScoresFast(): q must be [T, HI, DI] (rank 3) but got [2, 3]');

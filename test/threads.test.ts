@@ -41,7 +41,7 @@ function inputs(T: number, S: number, H: number, C: number, R: number, HI: numbe
     keys: u([S, DI], 8) as tf.Tensor2D,
     keyScales: tf.randomUniform([S], 0.5, 1.5, 'float32', seed) as tf.Tensor1D,
     scores,
-    topk: selectTopKFast(scores, S - T, k),
+    selected: selectTopKFast(scores, S - T, k),
   };
 }
 
@@ -73,15 +73,15 @@ describeEachBackend('kernel pool', (backend) => {
         const x = inputs(T, S, H, C, R, HI, DI, k, seed);
         const scale = 0.3;
         const one = [
-          sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, S - T, scale),
-          denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, S - T, scale),
+          sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, S - T, scale),
+          denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, S - T, scale),
           indexerScoresFast(x.q, x.w, x.keys, x.keyScales),
           selectTopKFast(x.scores, S - T, k),
         ];
         for (const pool of pools) {
           const many = [
-            sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, S - T, scale, { pool }),
-            denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, S - T, scale, { pool }),
+            sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, S - T, scale, { pool }),
+            denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, S - T, scale, { pool }),
             indexerScoresFast(x.q, x.w, x.keys, x.keyScales, { pool }),
             selectTopKFast(x.scores, S - T, k, { pool }),
           ];
@@ -112,8 +112,8 @@ describeEachBackend('kernel pool', (backend) => {
     const pool = pools[0]!;
     const call = () =>
       tf.dispose([
-        sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, 65, 0.3, { pool }),
-        denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.topk, 65, 0.3, { pool }),
+        sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, 65, 0.3, { pool }),
+        denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, 65, 0.3, { pool }),
         indexerScoresFast(x.q, x.w, x.keys, x.keyScales, { pool }),
         selectTopKFast(x.scores, 65, 9, { pool }),
       ]);

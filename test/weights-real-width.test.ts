@@ -78,8 +78,8 @@ describeEachBackend('streamed resident run ≡ whole-layer float32 run (syntheti
         const step: number[] = [];
         const opts = {
           config, maxSeqLen: MAX_SEQ_LEN, last: N - 1, logits: true, meter,
-          onTrace: (_l: number, _w: unknown, t: { topk: tf.Tensor2D }) => {
-            selected = Math.max(selected, t.topk.shape[1]);
+          onTrace: (_l: number, _w: unknown, t: { selected: tf.Tensor2D }) => {
+            selected = Math.max(selected, t.selected.shape[1]);
           },
           onLayer: (_w: unknown, d: { peakBytes: number }) => step.push(d.peakBytes),
         };

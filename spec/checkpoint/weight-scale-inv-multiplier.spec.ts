@@ -46,8 +46,7 @@ it('the loaded FP8 weights reproduce the official dense FFN output w2(silu(w1 x)
   const { w1, w2, w3 } = w.ffn.dense;
   const x = trace.readTensor('step0.expected.layer0.ffn.in'); // [1, T, D]
   const expected = trace.read('step0.expected.layer0.ffn.out') as Float32Array;
-  const fmt = scaleFmt(config);
-  const y = tf.tidy(() => linear(tf.mul(tf.sigmoid(linear(x, w1, fmt)), linear(x, w1, fmt)).mul(linear(x, w3, fmt)), w2, fmt));
+  const y = tf.tidy(() => linear(tf.mul(tf.sigmoid(linear(x, w1, scaleFmt(config))), linear(x, w1, scaleFmt(config))).mul(linear(x, w3, scaleFmt(config))), w2, scaleFmt(config)));
   const maxRef = expected.reduce((m, v) => Math.max(m, Math.abs(v)), 1);
   assertClose(y, expected, { atol: 1e-4 * maxRef });
   tf.dispose([x, y]);

@@ -43,10 +43,10 @@ function run(name: string, L: number, exact: boolean) {
   disposeIndexerCache(cache);
   disposeLayerWeights(w);
   const expected = trace.read(`step0.expected.layer${L}.indexer.score`) as Float32Array;
-  const topk = Array.from(trace.read(`step0.expected.layer${L}.indexer.topk`) as BigInt64Array, Number);
+  const selected = Array.from(trace.read(`step0.expected.layer${L}.indexer.topk`) as BigInt64Array, Number);
   let maxErr = 0;
   for (let i = 0; i < expected.length; i++) maxErr = Math.max(maxErr, Math.abs(scores[i]! - expected[i]!));
-  const rowsDiffer = sel.filter((r, t) => r.join() !== topk.slice(t * 16, (t + 1) * 16).join()).length;
+  const rowsDiffer = sel.filter((r, t) => r.join() !== selected.slice(t * 16, (t + 1) * 16).join()).length;
   return { maxErr, rowsDiffer, qScale };
 }
 

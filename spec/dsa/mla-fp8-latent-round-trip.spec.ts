@@ -25,7 +25,7 @@ it('public-fp8: every cached latent block is (power-of-two scale) × e4m3 values
   const cache = createMlaCache();
   const r = mlaForward(x, w.attn, cache, 0, { config, maxSeqLen });
   const l = mlaLatent(x, w.attn, 0, { config, maxSeqLen });
-  const kv = cache.kv!.dataSync();
+  const kv = cache.latents!.dataSync();
   const c = l.normalized.dataSync();
   const C = config.kv_lora_rank;
   let changed = 0;
@@ -42,8 +42,8 @@ it('public-fp8: every cached latent block is (power-of-two scale) × e4m3 values
   }
   expect(changed).toBeGreaterThan(kv.length / 2); // the round trip is not the identity
   expect(C % 128).toBe(0);
-  expect(Array.from(cache.pe!.dataSync())).toEqual(Array.from(l.kPe.dataSync())); // k_pe cached unquantized
-  tf.dispose([x, r.out, r.qr, r.indexScores, r.topk, l.normalized, l.latent, l.kPe]);
+  expect(Array.from(cache.ropeKeys!.dataSync())).toEqual(Array.from(l.kPe.dataSync())); // k_pe cached unquantized
+  tf.dispose([x, r.out, r.qr, r.indexScores, r.selected, l.normalized, l.latent, l.kPe]);
   disposeMlaCache(cache);
   disposeLayerWeights(w);
 });

@@ -31,10 +31,10 @@ it('public-fp8 layer 2: prefill 40 then 4 decode steps on one cache match every 
     const x = trace.readTensor(`step${st.step}.expected.layer2.attn.in`).reshape([st.length, config.hidden_size]) as tf.Tensor2D;
     const r = mlaForward(x, w.attn, cache, st.start_pos, { config, maxSeqLen });
     const end = st.start_pos + st.length;
-    assertShape(cache.kv!, [end, config.kv_lora_rank]);
-    assertShape(cache.pe!, [end, config.qk_rope_head_dim]);
+    assertShape(cache.latents!, [end, config.kv_lora_rank]);
+    assertShape(cache.ropeKeys!, [end, config.qk_rope_head_dim]);
     assertClose(r.out, trace.read(`step${st.step}.expected.layer2.attn.out`) as Float32Array, { atol: 1e-4 });
-    tf.dispose([x, r.out, r.qr, r.indexScores, r.topk]);
+    tf.dispose([x, r.out, r.qr, r.indexScores, r.selected]);
   }
   disposeMlaCache(cache);
   disposeLayerWeights(w);
@@ -52,10 +52,10 @@ it('prefill 40 ≡ prefill 25 + prefill 15 (the later chunk attends to the cache
       const xi = x.slice([pos, 0], [n, -1]);
       const r = mlaForward(xi, w.attn, cache, pos, { config, maxSeqLen });
       rows.push(...(r.out.arraySync() as number[][]));
-      tf.dispose([xi, r.out, r.qr, r.indexScores, r.topk]);
+      tf.dispose([xi, r.out, r.qr, r.indexScores, r.selected]);
       pos += n;
     }
-    expect(cache.kv!.shape[0]).toBe(40);
+    expect(cache.latents!.shape[0]).toBe(40);
     disposeMlaCache(cache);
     return rows;
   };

@@ -31,7 +31,7 @@ it('public-fp32 layer 1 prefill: mode mha ≡ mode mqa ≡ the official (MHA) ou
     const cache = createMlaCache();
     const r = mlaForward(x, w.attn, cache, 0, { config, maxSeqLen, mode });
     const out = r.out.dataSync();
-    tf.dispose([r.out, r.qr, r.indexScores, r.topk]);
+    tf.dispose([r.out, r.qr, r.indexScores, r.selected]);
     disposeMlaCache(cache);
     return out;
   });

@@ -37,10 +37,10 @@ it('public-fp32 decode (MQA) matches the official output with the mscale² scale
   const q = mlaQuery(x1, w.attn, 40, { config, maxSeqLen: 8192 });
   const noYarn = { ...config, rope_scaling: { ...config.rope_scaling!, factor: 1 } }; // mscale = 1, same 8192 run
   expect(softmaxScale(noYarn, 8192)).toBeCloseTo((config.qk_nope_head_dim + config.qk_rope_head_dim) ** -0.5, 12);
-  const out = mlaAttend(q.qNope, q.qPe, cache.kv!, cache.pe!, dec.topk, w.attn, 40, { config: noYarn, maxSeqLen: 8192, mode: 'mqa' });
+  const out = mlaAttend(q.qNope, q.qPe, cache.latents!, cache.ropeKeys!, dec.selected, w.attn, 40, { config: noYarn, maxSeqLen: 8192, mode: 'mqa' });
   const d = Array.from(out.dataSync()).reduce((m, v, i) => Math.max(m, Math.abs(v - expected[i]!)), 0);
   expect(d).toBeGreaterThan(1e-2);
-  tf.dispose([x0, x1, pre.out, pre.qr, pre.indexScores, pre.topk, dec.out, dec.qr, dec.indexScores, dec.topk, q.qr, q.qNope, q.qPe, out]);
+  tf.dispose([x0, x1, pre.out, pre.qr, pre.indexScores, pre.selected, dec.out, dec.qr, dec.indexScores, dec.selected, q.qr, q.qNope, q.qPe, out]);
   disposeMlaCache(cache);
   disposeLayerWeights(w);
 });

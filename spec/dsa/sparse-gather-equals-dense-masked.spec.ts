@@ -31,7 +31,7 @@ it('public-fp32 layer 2 prefill (40 queries, k = 16): gather ≡ dense masked (M
     const cache = createMlaCache();
     const r = mlaForward(x, w.attn, cache, 0, { config, maxSeqLen, attention, mode });
     const out = r.out.dataSync();
-    tf.dispose([r.out, r.qr, r.indexScores, r.topk]);
+    tf.dispose([r.out, r.qr, r.indexScores, r.selected]);
     disposeMlaCache(cache);
     return out;
   }));
@@ -44,13 +44,13 @@ it('public-fp32 layer 2 prefill (40 queries, k = 16): gather ≡ dense masked (M
 it('random cache, shuffled selections with padding, several query blocks', () => {
   const T = 6, H = 3, C = 5, R = 4, S = 9, startPos = 3;
   const rnd = (n: number, s: number) => Array.from({ length: n }, (_, i) => Math.sin(7.1 * i + s));
-  const topk = [[3, 0, -1, 1], [4, 2, 0, 1], [5, -1, -1, 0], [6, 1, 3, 2], [7, 5, 6, 0], [8, 2, 4, 7]];
+  const selected = [[3, 0, -1, 1], [4, 2, 0, 1], [5, -1, -1, 0], [6, 1, 3, 2], [7, 5, 6, 0], [8, 2, 4, 7]];
   tf.tidy(() => {
     const args = [tf.tensor3d(rnd(T * H * C, 1), [T, H, C]), tf.tensor3d(rnd(T * H * R, 2), [T, H, R]), tf.tensor2d(rnd(S * C, 3), [S, C]),
-      tf.tensor2d(rnd(S * R, 4), [S, R]), tf.tensor2d(topk, [T, 4], 'int32')] as const;
+      tf.tensor2d(rnd(S * R, 4), [S, R]), tf.tensor2d(selected, [T, 4], 'int32')] as const;
     assertClose(sparseAttentionMqa(...args, startPos, 0.8, { queryBlock: 4 }), denseAttentionMqa(...args, startPos, 0.8), { atol: 1e-6 });
     const mha = [tf.tensor3d(rnd(T * H * 6, 5), [T, H, 6]), tf.tensor3d(rnd(S * H * 6, 6), [S, H, 6]), tf.tensor3d(rnd(S * H * 2, 7), [S, H, 2]),
-      tf.tensor2d(topk, [T, 4], 'int32')] as const;
+      tf.tensor2d(selected, [T, 4], 'int32')] as const;
     assertClose(sparseAttentionMha(...mha, startPos, 0.8, { queryBlock: 4 }), denseAttentionMha(...mha, startPos, 0.8), { atol: 1e-6 });
   });
 });

@@ -206,38 +206,38 @@ export async function runBackend(
 
     // dense masked attention (the selection only masks: the cost is every causal pair)
     if (limit(grid.denseL).includes(L)) {
-      const topk = randomTopK(L, T, grid.k, seed + 5);
+      const selected = randomTopK(L, T, grid.k, seed + 5);
       const flops = causalPairs(L, T) * attentionFlopsPerPair(H, C, R);
       const row = { op: 'dense', series: `k=${grid.k}`, L, k: grid.k, heads: H, T, flops };
       for (const { threads, opts } of threadOptions(L)) {
-        await record({ ...row, threads }, () => denseAttentionMqaFast(qL, qR, kv, pe, topk, L - T, scale, opts));
+        await record({ ...row, threads }, () => denseAttentionMqaFast(qL, qR, kv, pe, selected, L - T, scale, opts));
       }
       if (primary && grid.referenceL.includes(L)) {
-        await record({ ...row, op: 'dense_ref', threads: 1 }, () => denseAttentionMqa(qL, qR, kv, pe, topk, L - T, scale));
+        await record({ ...row, op: 'dense_ref', threads: 1 }, () => denseAttentionMqa(qL, qR, kv, pe, selected, L - T, scale));
       }
-      topk.dispose();
+      selected.dispose();
     }
     // sparse gather attention, prefill chunk and decode
     for (const k of ks) {
-      const topk = randomTopK(L, T, k, seed + 6 + k);
+      const selected = randomTopK(L, T, k, seed + 6 + k);
       const flops = sparsePairs(L, T, k) * attentionFlopsPerPair(H, C, R);
       const row = { op: 'sparse', series: seriesOf(k), L, k, heads: H, T, flops };
       for (const { threads, opts } of threadOptions(k === grid.k ? L : -1)) {
-        await record({ ...row, threads }, () => sparseAttentionMqaFast(qL, qR, kv, pe, topk, L - T, scale, opts));
+        await record({ ...row, threads }, () => sparseAttentionMqaFast(qL, qR, kv, pe, selected, L - T, scale, opts));
       }
-      if (primary && k === grid.k && L === grid.profileL) sparseProfile = profileSparse(qL, qR, kv, pe, topk, L, T, k, scale);
+      if (primary && k === grid.k && L === grid.profileL) sparseProfile = profileSparse(qL, qR, kv, pe, selected, L, T, k, scale);
       if (primary && grid.referenceL.includes(L)) {
-        await record({ ...row, op: 'sparse_ref', threads: 1 }, () => sparseAttentionMqa(qL, qR, kv, pe, topk, L - T, scale));
+        await record({ ...row, op: 'sparse_ref', threads: 1 }, () => sparseAttentionMqa(qL, qR, kv, pe, selected, L - T, scale));
       }
       if (k === grid.k) {
-        const last = tf.tidy(() => topk.slice([T - 1, 0], [1, -1])) as tf.Tensor2D;
+        const last = tf.tidy(() => selected.slice([T - 1, 0], [1, -1])) as tf.Tensor2D;
         const q1 = tf.tidy(() => qL.slice([T - 1, 0, 0], [1, H, C])) as tf.Tensor3D;
         const r1 = tf.tidy(() => qR.slice([T - 1, 0, 0], [1, H, R])) as tf.Tensor3D;
         const f1 = sparsePairs(L, 1, k) * attentionFlopsPerPair(H, C, R);
         await record({ ...row, op: 'sparse_decode', T: 1, flops: f1, threads: 1 }, () => sparseAttentionMqaFast(q1, r1, kv, pe, last, L - 1, scale));
         tf.dispose([last, q1, r1]);
       }
-      topk.dispose();
+      selected.dispose();
     }
     tf.dispose([kv, pe, qL, qR]);
 
@@ -268,10 +268,10 @@ export async function runBackend(
 }
 
 /** One instrumented run of sparse attention: milliseconds per query in each phase. */
-function profileSparse(qL: tf.Tensor3D, qR: tf.Tensor3D, kv: tf.Tensor2D, pe: tf.Tensor2D, topk: tf.Tensor2D, L: number, T: number, k: number, scale: number): SparseProfile {
+function profileSparse(qL: tf.Tensor3D, qR: tf.Tensor3D, kv: tf.Tensor2D, pe: tf.Tensor2D, selected: tf.Tensor2D, L: number, T: number, k: number, scale: number): SparseProfile {
   const H = qL.shape[1];
   const profile = new Float64Array(SPARSE_PHASES.length);
-  sparseAttentionMqaFast(qL, qR, kv, pe, topk, L - T, scale, { profile }).dispose();
+  sparseAttentionMqaFast(qL, qR, kv, pe, selected, L - T, scale, { profile }).dispose();
   const perQuery = Object.fromEntries(SPARSE_PHASES.map((name, i) => [name, profile[i]! / T]));
   const n = Math.min(k, L - T + 1); // every query of the block has at least this many valid slots
   return {
@@ -314,9 +314,9 @@ async function decodeRows(
     );
     await record({ ...row, op: 'dsa_decode', threads, flops: dsaDecodeFlops(L, k, H, HI) }, () => {
       const scores = indexerScoresFast(qI, wI, keys, keyScales, opts); // [1, L]
-      const topk = selectTopKFast(scores, L - 1, k); // [1, k]
-      const out = sparseAttentionMqaFast(qL, qR, kv, pe, topk, L - 1, scale, opts);
-      tf.dispose([scores, topk]);
+      const selected = selectTopKFast(scores, L - 1, k); // [1, k]
+      const out = sparseAttentionMqaFast(qL, qR, kv, pe, selected, L - 1, scale, opts);
+      tf.dispose([scores, selected]);
       return out;
     });
   }

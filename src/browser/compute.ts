@@ -79,7 +79,7 @@ export interface ExplorerView {
   /** max |I − I_official| / max(1, max |I_official|) over the causal part. */
   scoreRelErr: number;
   /** [T][k'] selected positions, ascending, −1 padded (dsv32, shipped layout). */
-  topk: number[][];
+  selected: number[][];
   /** [T][k'] recorded selections (official). */
   officialTopk: number[][];
   /** per row: same set as the official selection. */
@@ -149,10 +149,10 @@ async function take(t: tf.Tensor): Promise<Float32Array | Int32Array> {
 async function select(
   x: tf.Tensor2D, qr: tf.Tensor2D, w: LayerWeights, cache: IndexerCache, startPos: number,
   config: ModelConfig, maxSeqLen: number, ropeInterleaved: boolean,
-): Promise<{ scores: tf.Tensor2D; topk: tf.Tensor2D }> {
+): Promise<{ scores: tf.Tensor2D; selected: tf.Tensor2D }> {
   const scores = indexerScores(x, qr, w.attn.indexer, cache, startPos, { config, maxSeqLen, ropeInterleaved });
   await scores.data(); // the values now live on the CPU side too; selectTopK reads them synchronously
-  return { scores, topk: selectTopK(scores, startPos, config.index_topk) };
+  return { scores, selected: selectTopK(scores, startPos, config.index_topk) };
 }
 
 /**
@@ -161,11 +161,11 @@ async function select(
  * `p[t,j] = softmax_j(scale · (q̃[t,h]·c_{s_j} + q_pe[t,h]·k_pe_{s_j}))`, `q̃ = W_UKᵀ q_nope`, −1 slots excluded.
  *
  * @param qNope [T, H, Dn]  @param qPe [T, H, R]  @param kv [S, C]  @param pe [S, R]
- * @param topk [T, K] int32 selected positions (−1 padded)
+ * @param selected [T, K] int32 selected positions (−1 padded)
  * @returns [T, K] weights (0 on −1 slots)
  */
 function headAttention(
-  qNope: tf.Tensor3D, qPe: tf.Tensor3D, kv: tf.Tensor2D, pe: tf.Tensor2D, topk: tf.Tensor2D,
+  qNope: tf.Tensor3D, qPe: tf.Tensor3D, kv: tf.Tensor2D, pe: tf.Tensor2D, selected: tf.Tensor2D,
   w: LayerWeights, h: number, config: ModelConfig, maxSeqLen: number,
 ): tf.Tensor2D {
   const [T, H, Dn] = qNope.shape;
@@ -175,15 +175,15 @@ function headAttention(
     const wUK = w.attn.wkv_b.weight.reshape([H, Dn + config.v_head_dim, C]).slice([h, 0, 0], [1, Dn, C]).reshape([Dn, C]); // [Dn, C]
     const qLatent = tf.matMul(qNope.slice([0, h, 0], [T, 1, Dn]).reshape([T, Dn]), wUK); // [T, C]
     const qRope = qPe.slice([0, h, 0], [T, 1, R]).reshape([T, R]); // [T, R]
-    const valid = tf.greaterEqual(topk, 0); // [T, K]
-    const slots = tf.maximum(topk, tf.scalar(0, 'int32')); // [T, K] (−1 reads row 0, masked below)
+    const valid = tf.greaterEqual(selected, 0); // [T, K]
+    const slots = tf.maximum(selected, tf.scalar(0, 'int32')); // [T, K] (−1 reads row 0, masked below)
     const c = tf.gather(kv, slots); // [T, K, C]
     const r = tf.gather(pe, slots); // [T, K, R]
     const z = tf.add(
       tf.matMul(qLatent.expandDims(1), c, false, true),
       tf.matMul(qRope.expandDims(1), r, false, true),
-    ).reshape(topk.shape).mul(softmaxScale(config, maxSeqLen)); // [T, K]
-    return tf.softmax(tf.where(valid, z, tf.fill(topk.shape, -Infinity))) as tf.Tensor2D;
+    ).reshape(selected.shape).mul(softmaxScale(config, maxSeqLen)); // [T, K]
+    return tf.softmax(tf.where(valid, z, tf.fill(selected.shape, -Infinity))) as tf.Tensor2D;
   });
 }
 
@@ -246,21 +246,21 @@ export async function computeView(fx: OpenFixture, step: number, layer: number, 
       const ours = await select(x, qr, w, shipped, startPos, config, maxSeqLen, false);
       const theirs = await select(x, qr, w, bug, startPos, config, maxSeqLen, true);
       if (i < at) {
-        tf.dispose([x, qr, qNope, qPe, ours.scores, ours.topk, theirs.scores, theirs.topk]);
+        tf.dispose([x, qr, qNope, qPe, ours.scores, ours.selected, theirs.scores, theirs.selected]);
         continue;
       }
       // --- the chosen step ---
       const S = startPos + T;
-      const out = mlaAttend(qNope, qPe, kv, pe, ours.topk, w.attn, startPos, { config, maxSeqLen, mode: T > 1 ? 'mha' : 'mqa' });
-      const probs = headAttention(qNope, qPe, kv, pe, ours.topk, w, head, config, maxSeqLen);
-      const K = ours.topk.shape[1];
-      const topkValues = await ours.topk.data();
-      const topk = rows(topkValues, K);
+      const out = mlaAttend(qNope, qPe, kv, pe, ours.selected, w.attn, startPos, { config, maxSeqLen, mode: T > 1 ? 'mha' : 'mqa' });
+      const probs = headAttention(qNope, qPe, kv, pe, ours.selected, w, head, config, maxSeqLen);
+      const K = ours.selected.shape[1];
+      const topkValues = await ours.selected.data();
+      const selected = rows(topkValues, K);
       const scores = rows(await take(ours.scores), S);
-      const bugTopk = rows(await take(theirs.topk), K);
+      const bugTopk = rows(await take(theirs.selected), K);
       const p = rows(await take(probs), K);
       const outValues = await take(out);
-      tf.dispose([x, qr, qNope, qPe, ours.topk, theirs.scores]);
+      tf.dispose([x, qr, qNope, qPe, ours.selected, theirs.scores]);
 
       const officialTopk = readRows(fx.trace, key(s, layer, 'indexer.topk'));
       const officialScores = readRows(fx.trace, key(s, layer, 'indexer.score'));
@@ -272,13 +272,13 @@ export async function computeView(fx: OpenFixture, step: number, layer: number, 
         tokens: Array.from(fx.trace.read('input.tokens') as ArrayLike<number | bigint>, Number).slice(0, S),
         scores,
         scoreRelErr: relErr(causal(scores), causal(officialScores)),
-        topk,
+        selected,
         officialTopk,
-        topkMatch: topk.map((row, r) => sameSet(row, officialTopk[r] ?? [])),
+        topkMatch: selected.map((row, r) => sameSet(row, officialTopk[r] ?? [])),
         bugTopk,
         officialBugTopk: teacherForcibleBug ? readRows(fx.bugTrace!, bugName) : null,
-        bugDiffers: bugTopk.map((row, r) => !sameSet(row, topk[r]!)),
-        attention: topk.map((row, r) => ({
+        bugDiffers: bugTopk.map((row, r) => !sameSet(row, selected[r]!)),
+        attention: selected.map((row, r) => ({
           positions: row.filter((v) => v >= 0),
           weights: row.map((v, j) => (v >= 0 ? p[r]![j]! : NaN)).filter((v) => !Number.isNaN(v)),
         })),

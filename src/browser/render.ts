@@ -46,7 +46,7 @@ export function drawHeatmap(canvas: HTMLCanvasElement, v: ExplorerView, row: num
   v.scores.forEach((r, i) => r.slice(0, v.startPos + i + 1).forEach((x) => ((lo = Math.min(lo, x)), (hi = Math.max(hi, x)))));
   for (let i = 0; i < v.T; i++) {
     const t = v.startPos + i;
-    const ours = new Set(v.topk[i]);
+    const ours = new Set(v.selected[i]);
     const official = new Set(v.officialTopk[i]);
     const bug = new Set(v.bugTopk[i]);
     for (let s = 0; s < v.S; s++) {
@@ -90,10 +90,10 @@ export function selectionHtml(v: ExplorerView, row: number): string {
     <p class="sum">all rows: ${matches}/${v.T} equal the official selection (as sets);
       index scores max rel. error ${fmt(v.scoreRelErr)} ${ok(v.scoreRelErr <= FLOAT_RTOL, `≤ ${FLOAT_RTOL}`, `> ${FLOAT_RTOL}`)}</p>
     <dl class="sel">
-      <dt>dsv32 (shipped RoPE)</dt><dd data-testid="topk" data-row="${t}">${list(v.topk[row]!)}</dd>
+      <dt>dsv32 (shipped RoPE)</dt><dd data-testid="topk" data-row="${t}">${list(v.selected[row]!)}</dd>
       <dt>official</dt><dd data-testid="official-topk">${list(v.officialTopk[row]!)} ${ok(v.topkMatch[row]!)}</dd>
       <dt>dsv32, interleaved-RoPE bug</dt><dd data-testid="bug-topk">${list(v.bugTopk[row]!)}
-        <span class="${v.bugDiffers[row] ? 'warn' : 'ok'}">${v.bugDiffers[row] ? `${v.bugTopk[row]!.filter((s) => s >= 0 && !v.topk[row]!.includes(s)).length} positions differ from the shipped selection` : 'same set as shipped'}</span></dd>
+        <span class="${v.bugDiffers[row] ? 'warn' : 'ok'}">${v.bugDiffers[row] ? `${v.bugTopk[row]!.filter((s) => s >= 0 && !v.selected[row]!.includes(s)).length} positions differ from the shipped selection` : 'same set as shipped'}</span></dd>
       <dt>official bug run</dt><dd data-testid="official-bug-topk">${officialBug
         ? `${list(officialBug)} ${ok(list(officialBug) === list(v.bugTopk[row]!))} <small>(${bugMatches}/${v.T} rows)</small>`
         : '<small>compared at layer 0, step 0 of public-fp32 only: later layers of the bug run saw inputs changed by its own selections</small>'}</dd>

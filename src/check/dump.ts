@@ -45,7 +45,7 @@ export function dumpTrace(fixture: JudgeFixture, opts: DumpOptions = {}): Record
         out[name('attn.in')] = float(t.attnIn, [1, T, config.hidden_size]);
         out[name('attn.qr')] = float(t.qr, [1, T, config.q_lora_rank]);
         out[name('indexer.score')] = float(t.indexScores, [1, ...t.indexScores.shape]);
-        out[name('indexer.topk')] = index(t.topk.dataSync() as Int32Array, t.topk.shape);
+        out[name('indexer.topk')] = index(t.selected.dataSync() as Int32Array, t.selected.shape);
         out[name('attn.out')] = float(t.attnOut, [1, T, config.hidden_size]);
         out[name('ffn.in')] = float(t.ffnIn, [1, T, config.hidden_size]);
         if (t.routing) {

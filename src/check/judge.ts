@@ -61,14 +61,14 @@ export interface JudgeOptions {
  * agree (no cached position came from a failed tensor), else a cache of its own.
  */
 interface LayerState {
-  t: { kv: tf.Tensor2D | null; pe: tf.Tensor2D | null; indexer: IndexerCache };
-  s: { kv: tf.Tensor2D | null; pe: tf.Tensor2D | null; indexer: IndexerCache } | null;
+  t: { latents: tf.Tensor2D | null; ropeKeys: tf.Tensor2D | null; indexer: IndexerCache };
+  s: { latents: tf.Tensor2D | null; ropeKeys: tf.Tensor2D | null; indexer: IndexerCache } | null;
 }
 
 function disposeLayerState(state: LayerState): void {
   for (const c of [state.t, state.s]) {
     if (!c) continue;
-    tf.dispose([c.kv, c.pe].filter((t): t is tf.Tensor2D => t !== null));
+    tf.dispose([c.latents, c.ropeKeys].filter((t): t is tf.Tensor2D => t !== null));
     disposeIndexerCache(c.indexer);
   }
 }
@@ -85,7 +85,7 @@ export function judgeTrace(fixture: JudgeFixture, trace: OpenedTrace, opts: Judg
   const { config, weights } = fixture;
   const L = Math.min(config.num_hidden_layers, (opts.lastLayer ?? Infinity) + 1);
   const rows: CheckRow[] = [];
-  const states: LayerState[] = Array.from({ length: L }, () => ({ t: { kv: null, pe: null, indexer: createIndexerCache() }, s: null }));
+  const states: LayerState[] = Array.from({ length: L }, () => ({ t: { latents: null, ropeKeys: null, indexer: createIndexerCache() }, s: null }));
   try {
     for (const st of fixture.steps) {
       tf.tidy(() => {
@@ -137,7 +137,7 @@ function judgeLayer(
   // the s side gets caches of its own from the first step where it differs
   if (!state.s && isDirty(x, qr)) {
     const c = state.t;
-    state.s = { kv: c.kv && tf.keep(c.kv.clone()), pe: c.pe && tf.keep(c.pe.clone()), indexer: cloneIndexerCache(c.indexer) };
+    state.s = { latents: c.latents && tf.keep(c.latents.clone()), ropeKeys: c.ropeKeys && tf.keep(c.ropeKeys.clone()), indexer: cloneIndexerCache(c.indexer) };
   }
   const caches = { t: state.t, s: state.s ?? state.t };
   const scoresT = indexerScores(x.t, qr.t, w.attn.indexer, caches.t.indexer, startPos, { config, maxSeqLen, deviations });
@@ -146,22 +146,22 @@ function judgeLayer(
     : samePair(scoresT);
   const S = startPos + T;
   judge('indexer.score', [x, qr], (v) => scores[v], (i) => i % S <= startPos + Math.floor(i / S));
-  const topk = judgeTopk(trace, opts, rows, step, l, scores, startPos, config.index_topk);
+  const selected = judgeTopk(trace, opts, rows, step, l, scores, startPos, config.index_topk);
   const cacheRows = { t: mlaLatent(x.t, w.attn, startPos, mla), s: isDirty(x) ? mlaLatent(x.s, w.attn, startPos, mla) : null };
   const latent = both([x], (v) => (v === 's' && cacheRows.s ? cacheRows.s : cacheRows.t).latent);
   const kPe = both([x], (v) => (v === 's' && cacheRows.s ? cacheRows.s : cacheRows.t).kPe);
   const grown = (cached: tf.Tensor2D | null, rows: tf.Tensor2D) => (cached ? tf.concat([cached, rows], 0) : rows) as tf.Tensor2D;
   const sides = [latent, kPe, scores]; // dirty when x is, or when the s side has caches of its own
-  const kv = both(sides, (v) => grown(caches[v].kv, latent[v]));
-  const pe = both(sides, (v) => grown(caches[v].pe, kPe[v]));
+  const kv = both(sides, (v) => grown(caches[v].latents, latent[v]));
+  const pe = both(sides, (v) => grown(caches[v].ropeKeys, kPe[v]));
   for (const v of ['t', 's'] as const) {
     const c = state[v];
     if (!c) continue;
-    tf.dispose([c.kv, c.pe].filter((t): t is tf.Tensor2D => t !== null));
-    [c.kv, c.pe] = [tf.keep(kv[v].clone()), tf.keep(pe[v].clone())];
+    tf.dispose([c.latents, c.ropeKeys].filter((t): t is tf.Tensor2D => t !== null));
+    [c.latents, c.ropeKeys] = [tf.keep(kv[v].clone()), tf.keep(pe[v].clone())];
   }
   const mode = T > 1 ? 'mha' : 'mqa';
-  const a = judge('attn.out', [x, kv], (v) => mlaAttend(q(v).qNope, q(v).qPe, kv[v], pe[v], topk, w.attn, startPos, { ...mla, mode }));
+  const a = judge('attn.out', [x, kv], (v) => mlaAttend(q(v).qNope, q(v).qPe, kv[v], pe[v], selected, w.attn, startPos, { ...mla, mode }));
 
   // --- FFN: ffn.in, gate, ffn.out ---
   const r2 = both([resid, a], (v) => tf.add(resid[v], a[v]) as tf.Tensor2D);

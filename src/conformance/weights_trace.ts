@@ -123,8 +123,8 @@ export class TraceChecks {
       const attend = (probe?: RoundingProbe) => {
         truncateMlaCache(cache, startPos);
         const a = mlaForward(x, w.attn, cache, startPos, { config, maxSeqLen, ...(probe ? { probe } : {}) });
-        const got = { qr: a.qr.dataSync() as Float32Array, out: a.out.dataSync() as Float32Array, topk: a.topk.dataSync() as Int32Array, k: a.topk.shape[1] };
-        tf.dispose([a.out, a.qr, a.indexScores, a.topk]);
+        const got = { qr: a.qr.dataSync() as Float32Array, out: a.out.dataSync() as Float32Array, selected: a.selected.dataSync() as Int32Array, k: a.selected.shape[1] };
+        tf.dispose([a.out, a.qr, a.indexScores, a.selected]);
         return got;
       };
       const a = attend();
@@ -132,7 +132,7 @@ export class TraceChecks {
       this.compare('attn.out', step, layer, a.out, key('attn.out'), (r, expected) => explainByFlips(r, (probe) => attend(probe).out, expected, T, startPos, GOLDEN_RTOL, true));
       if (this.trace.has(key('indexer.topk'))) {
         const want = Array.from(this.trace.read(key('indexer.topk')), Number);
-        this.rows.push(setsRow(this.name, 'indexer.topk', step, layer, a.topk, want, this.trace.info(key('indexer.topk')).shape.at(-1)!, a.k));
+        this.rows.push(setsRow(this.name, 'indexer.topk', step, layer, a.selected, want, this.trace.info(key('indexer.topk')).shape.at(-1)!, a.k));
       }
     } finally {
       x.dispose();
@@ -142,17 +142,16 @@ export class TraceChecks {
   private ffn(step: number, layer: number, w: ResidentLayerWeights): void {
     const x = this.recordedInput(traceKey(step, layer, 'ffn.in'));
     try {
-      const fmt = scaleFmt(this.config);
       let y: tf.Tensor2D;
       let routing: LayerRouting | null = null;
-      if (w.ffn.kind === 'dense') y = swigluFfn(x, w.ffn.dense, fmt);
+      if (w.ffn.kind === 'dense') y = swigluFfn(x, w.ffn.dense, scaleFmt(this.config));
       else ({ out: y, routing } = moe(x, w.ffn.moe, this.config));
       const actual = y.dataSync() as Float32Array;
       y.dispose();
       const fixed = routing as LayerRouting | null;
       const ffn = (probe: RoundingProbe) => {
         const out = w.ffn.kind === 'dense'
-          ? swigluFfn(x, w.ffn.dense, fmt, { probe })
+          ? swigluFfn(x, w.ffn.dense, scaleFmt(this.config), { probe })
           : moe(x, w.ffn.moe, this.config, { ...(fixed ? { routing: fixed, combine: 'replay' as const } : {}), probe }).out;
         const v = out.dataSync() as Float32Array;
         out.dispose();

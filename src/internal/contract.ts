@@ -349,7 +349,7 @@ export const MQA_ARGS: Record<string, string | TensorArg> = {
   kv: '[S, C]',
   pe: '[S, R]',
   qPe: '[T, H, R]',
-  topk: { shape: '[T, K]', dtype: 'int32' },
+  selected: { shape: '[T, K]', dtype: 'int32' },
 };
 
 /** MHA-form attention inputs (per-head keys and values). */
@@ -357,7 +357,7 @@ export const MHA_ARGS: Record<string, string | TensorArg> = {
   q: '[T, H, Dqk]',
   k: '[S, H, Dqk]',
   v: '[S, H, Dv]',
-  topk: { shape: '[T, K]', dtype: 'int32' },
+  selected: { shape: '[T, K]', dtype: 'int32' },
 };
 
 /**
@@ -456,8 +456,8 @@ export const GLOBAL_WEIGHTS: Record<string, string | TensorArg> = { embed: '[V, 
 
 /** An `MlaCache` (src/mla.ts): empty (nulls) or S cached positions. */
 export const MLA_CACHE: Record<string, string | TensorArg> = {
-  kv: { shape: '[S, C]', optional: true },
-  pe: { shape: '[S, R]', optional: true },
+  latents: { shape: '[S, C]', optional: true },
+  ropeKeys: { shape: '[S, R]', optional: true },
   'indexer.keys': { shape: '[S, DI]', optional: true },
   'indexer.scales': { shape: '[S]', optional: true },
 };

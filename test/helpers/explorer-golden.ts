@@ -31,6 +31,6 @@ export function expectLayer0Step0Official(v: ExplorerView, trace: SafetensorsFil
     maxRef = Math.max(maxRef, Math.abs(score[t]![s]!));
   }));
   expect(maxErr / Math.max(1, maxRef)).toBeLessThanOrEqual(1e-4);
-  expect(v.topk.map(asSet)).toEqual(rowsOf(trace, 'step0.expected.layer0.indexer.topk').map(asSet));
+  expect(v.selected.map(asSet)).toEqual(rowsOf(trace, 'step0.expected.layer0.indexer.topk').map(asSet));
   expect(v.bugTopk.map(asSet)).toEqual(rowsOf(bugTrace, 'step0.interleaved_bug.layer0.indexer.topk').map(asSet));
 }

@@ -53,7 +53,7 @@ function global(): GlobalWeights {
 }
 
 const x = (T = 3, D = 8) => rnd([T, D]) as tf.Tensor2D;
-const topk = (rows: number[][]) => tf.tensor2d(rows, undefined, 'int32');
+const selected = (rows: number[][]) => tf.tensor2d(rows, undefined, 'int32');
 const mask = () => tf.tensor2d([[1, 1, 0], [1, 0, 0]]);
 const logp = () => tf.tensor2d([[-1, -2, -3], [-0.5, -1, -2]]);
 const mlaOpts = { config: TOY, maxSeqLen: 16 };
@@ -69,20 +69,20 @@ export const VALID_CALLS: Record<string, () => unknown[]> = {
   indexerScores: () => [x(), rnd([3, 4]), attention().indexer, createIndexerCache(), 0, mlaOpts],
   indexerScoresExact: () => [x(), rnd([3, 4]), attention().indexer, createIndexerCache(), 0, mlaOpts],
   selectTopK: () => [scoresTT(), 0, 2],
-  selectionMask: () => [topk([[0, -1], [0, 1]]), 3],
-  causalSelectionMask: () => [topk([[0, -1], [0, 1]]), 3, 0],
-  sparseAttentionMqa: () => [rnd([2, 2, 8]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), topk([[0, -1], [0, 1]]), 1, 0.5],
-  denseAttentionMqa: () => [rnd([2, 2, 8]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), topk([[0, -1], [0, 1]]), 1, 0.5],
-  sparseAttentionMha: () => [rnd([2, 2, 6]), rnd([3, 2, 6]), rnd([3, 2, 3]), topk([[0, -1], [0, 1]]), 1, 0.5],
-  denseAttentionMha: () => [rnd([2, 2, 6]), rnd([3, 2, 6]), rnd([3, 2, 3]), topk([[0, -1], [0, 1]]), 1, 0.5],
-  sparseAttentionMqaFast: () => [rnd([2, 2, 8]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), topk([[0, -1], [0, 1]]), 1, 0.5],
-  denseAttentionMqaFast: () => [rnd([2, 2, 8]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), topk([[0, -1], [0, 1]]), 1, 0.5],
+  selectionMask: () => [selected([[0, -1], [0, 1]]), 3],
+  causalSelectionMask: () => [selected([[0, -1], [0, 1]]), 3, 0],
+  sparseAttentionMqa: () => [rnd([2, 2, 8]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), selected([[0, -1], [0, 1]]), 1, 0.5],
+  denseAttentionMqa: () => [rnd([2, 2, 8]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), selected([[0, -1], [0, 1]]), 1, 0.5],
+  sparseAttentionMha: () => [rnd([2, 2, 6]), rnd([3, 2, 6]), rnd([3, 2, 3]), selected([[0, -1], [0, 1]]), 1, 0.5],
+  denseAttentionMha: () => [rnd([2, 2, 6]), rnd([3, 2, 6]), rnd([3, 2, 3]), selected([[0, -1], [0, 1]]), 1, 0.5],
+  sparseAttentionMqaFast: () => [rnd([2, 2, 8]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), selected([[0, -1], [0, 1]]), 1, 0.5],
+  denseAttentionMqaFast: () => [rnd([2, 2, 8]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), selected([[0, -1], [0, 1]]), 1, 0.5],
   indexerScoresFast: () => [rnd([3, 2, 8]), rnd([3, 2]), rnd([5, 8]), ones([5])],
   selectTopKFast: () => [scoresTT(), 0, 2],
   // MLA, MoE, model
   mlaQuery: () => [x(), attention(), 0, mlaOpts],
   mlaLatent: () => [x(), attention(), 0, mlaOpts],
-  mlaAttend: () => [rnd([2, 2, 4]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), topk([[0, -1], [0, 1]]), attention(), 1, { ...mlaOpts, mode: 'mqa' }],
+  mlaAttend: () => [rnd([2, 2, 4]), rnd([2, 2, 4]), rnd([3, 8]), rnd([3, 4]), selected([[0, -1], [0, 1]]), attention(), 1, { ...mlaOpts, mode: 'mqa' }],
   mlaForward: () => [x(), attention(), createMlaCache(), 0, mlaOpts],
   moeGate: () => [x(), moeWeights().gate, TOY],
   swigluFfn: () => [x(), ffn(6), null],

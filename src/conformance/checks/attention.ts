@@ -100,7 +100,7 @@ function checkStep(
     truncateMlaCache(cache, st.start_pos);
     const r = mlaForward(x, w, cache, st.start_pos, { ...opts, ...(probe ? { probe } : {}) });
     const out = { qr: r.qr.dataSync() as Float32Array, out: r.out.dataSync() as Float32Array };
-    tf.dispose([r.out, r.qr, r.indexScores, r.topk]);
+    tf.dispose([r.out, r.qr, r.indexScores, r.selected]);
     return out;
   };
   try {

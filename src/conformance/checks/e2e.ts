@@ -131,7 +131,7 @@ function layerRows(c: GoldenCase, s: GoldenStep, l: number, snap: LayerSnapshot,
   if (trace.has(key('indexer.topk'))) {
     rows.push(...guard(c.name, 'e2e.indexer.topk', s.step, l, () => {
       const k = trace.info(key('indexer.topk')).shape.at(-1)!;
-      return [setsRow(c.name, 'e2e.indexer.topk', s.step, l, snap.topk, recorded(trace, key('indexer.topk')), k, snap.K)];
+      return [setsRow(c.name, 'e2e.indexer.topk', s.step, l, snap.selected, recorded(trace, key('indexer.topk')), k, snap.K)];
     }));
   }
   numeric('attn.out', snap.attnOut);

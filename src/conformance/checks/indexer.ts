@@ -198,7 +198,7 @@ function runStep(
     return null;
   };
   let scores: tf.Tensor2D | undefined;
-  let topk: tf.Tensor2D | undefined;
+  let selected: tf.Tensor2D | undefined;
   const out: CheckResult[] = [];
   let stage = 'indexer.score';
   try {
@@ -224,12 +224,12 @@ function runStep(
     }
 
     stage = 'indexer.topk';
-    topk = selectTopK(scores, st.start_pos, config.index_topk);
+    selected = selectTopK(scores, st.start_pos, config.index_topk);
     if (!trace.has(key('indexer.topk'))) out.push(failure(name, 'indexer.topk', `trace lacks ${key('indexer.topk')}`, st.step, L));
     else {
       const e = readMatrix(trace, key('indexer.topk'));
-      const width = topk.shape[1];
-      const c = compareTopk(topk.dataSync() as Int32Array, e.data, n, width, e.cols, st.start_pos, config.index_topk, expScores ?? got, S);
+      const width = selected.shape[1];
+      const c = compareTopk(selected.dataSync() as Int32Array, e.data, n, width, e.cols, st.start_pos, config.index_topk, expScores ?? got, S);
       out.push({ case: name, check: 'indexer.topk', step: st.step, layer: L, pass: c.pass, max_abs_err: c.differing, max_rel_err: null, reason: c.reason ?? 'as sets; max_abs_err = number of differing positions' });
     }
     return { rows: out, ran: true };
@@ -238,7 +238,7 @@ function runStep(
     out.push(failure(name, stage, `step ${st.step}: ${(e as Error).message}`, st.step, L));
     return { rows: out, ran: scores !== undefined };
   } finally {
-    tf.dispose([x, qr, scores, topk].filter((t) => t !== undefined) as tf.Tensor[]);
+    tf.dispose([x, qr, scores, selected].filter((t) => t !== undefined) as tf.Tensor[]);
   }
 }
 

@@ -92,7 +92,7 @@ export function ropeBugEndToEnd(fx: GoldenCase): CheckResult[] {
             const r = due.find((x) => x.layer === l);
             if (!r) return;
             const k = trace.info(r.name).shape[1]!;
-            rows.push(setsRow(fx.name, check, st.step, l, t.topk.dataSync(), Array.from(trace.read(r.name), Number), k, t.topk.shape[1]));
+            rows.push(setsRow(fx.name, check, st.step, l, t.selected.dataSync(), Array.from(trace.read(r.name), Number), k, t.selected.shape[1]));
           },
         },
       });

@@ -38,7 +38,7 @@ export interface LayerSnapshot {
   indexScores: Float32Array;
   S: number;
   /** [T, K] int32, −1 padded */
-  topk: Int32Array;
+  selected: Int32Array;
   K: number;
   attnOut: Float32Array;
   ffnIn: Float32Array;
@@ -178,7 +178,7 @@ function snapshot(t: LayerTrace, indexer: Pick<LayerSnapshot, 'indexerQ' | 'inde
   const copy = (x: tf.Tensor) => Float32Array.from(x.dataSync() as Float32Array);
   return {
     attnIn: copy(t.attnIn), qr: copy(t.qr), indexScores: copy(t.indexScores), S: t.indexScores.shape[1],
-    topk: Int32Array.from(t.topk.dataSync()), K: t.topk.shape[1], attnOut: copy(t.attnOut), ffnIn: copy(t.ffnIn),
+    selected: Int32Array.from(t.selected.dataSync()), K: t.selected.shape[1], attnOut: copy(t.attnOut), ffnIn: copy(t.ffnIn),
     ffnOut: copy(t.ffnOut), routing: t.routing, ...indexer,
   };
 }
@@ -189,7 +189,7 @@ const ACTUAL = { 'attn.qr': 'qr', 'indexer.score': 'indexScores', 'attn.out': 'a
 function matches(tensor: (typeof ORDER)[number], snap: LayerSnapshot, record: LayerRecord, rtol: number): boolean {
   if (tensor === 'indexer.topk') {
     const r = record['indexer.topk'];
-    return !r || setsRow('', tensor, null, null, snap.topk, r.data, r.k, snap.K).pass;
+    return !r || setsRow('', tensor, null, null, snap.selected, r.data, r.k, snap.K).pass;
   }
   const expected = record[tensor];
   return !expected || compareArrays(snap[ACTUAL[tensor]], expected, rtol).pass;
