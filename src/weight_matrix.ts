@@ -80,19 +80,17 @@ export function matMulWeightT(x: tf.Tensor2D, w: WeightMatrix): tf.Tensor2D {
   }
   if (!isDeferred(w)) return tf.matMul(x, w, false, true);
   return tf.tidy(() => {
-    const xT = tf.transpose(x); // [in, M]
     const parts: tf.Tensor2D[] = [];
     for (let first = 0; first < out; first += w.bandRows) {
       const count = Math.min(w.bandRows, out - first);
       parts.push(
         tf.tidy(() => {
           const band = w.rows(first, count); // [count, in] float32, the only dequantized copy
-          return tf.matMul(band, xT); // [count, M]
+          return tf.matMul(x, band, false, true); // [M, count]: the same product as on the whole W
         }),
       );
     }
-    const yT = parts.length === 1 ? parts[0]! : (tf.concat(parts, 0) as tf.Tensor2D); // [out, M]
-    return tf.transpose(yT) as tf.Tensor2D; // [M, out]
+    return parts.length === 1 ? parts[0]! : (tf.concat(parts, 1) as tf.Tensor2D); // [M, out]
   });
 }
 
