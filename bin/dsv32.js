@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Development launcher: runs the TypeScript CLI (src/cli/main.ts) through tsx (a dev dependency), so the
 // tests and `node bin/dsv32.js ...` in a clone always run the current sources, without a build.
-// The published `dsv32` command (package.json `bin`) is the compiled dist/src/cli/main.js, which
+// The published `dsv32` command (package.json `bin`) is the compiled dist/cli/main.js, which
 // `npm install` / `npm run build` produce; this file is not part of the package.
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';

@@ -117,7 +117,7 @@ export async function initBackend(name?: BackendName): Promise<BackendInfo> {
   const requested = name ?? (fromEnv ? (fromEnv as BackendName) : undefined);
   if (requested !== undefined && !BACKEND_NAMES.includes(requested)) {
     throw new TypeError(
-      `initBackend(): backend must be one of ${BACKEND_NAMES.join(', ')} (argument or DSV32_BACKEND) but got '${String(requested)}'`,
+      `initBackend(): name (the backend) must be one of ${BACKEND_NAMES.join(', ')} (argument or DSV32_BACKEND) but got '${String(requested)}'`,
     );
   }
   if (current && (requested === undefined || requested === current.name) && tf.getBackend() === current.tfjsBackend) {

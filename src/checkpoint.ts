@@ -25,6 +25,7 @@
 import { tf } from './backend.ts';
 import type { ModelConfig } from './config.ts';
 import type { Checkpoint, Dtype } from './safetensors.ts';
+import { checkInteger, checkObject, kindOf } from './internal/contract.ts';
 import { onDemandMatrix, residentMatrix, type MemoryMeter } from './resident.ts';
 import { isDeferred, type DeferredMatrix, type WeightMatrix } from './weight_matrix.ts';
 
@@ -160,6 +161,18 @@ class Loader {
     return info.dtype;
   }
 
+  /** Weights must be finite: a NaN or ±Infinity is reported by tensor name here, not as a NaN score later. */
+  private finite(name: string, data: Float32Array): Float32Array {
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i]!)) {
+        let count = 0;
+        for (let j = i; j < data.length; j++) if (!Number.isFinite(data[j]!)) count++;
+        throw new CheckpointError(name, 'finite values', `${data[i]} at flat index ${i} (${count} non-finite of ${data.length})`, this.where);
+      }
+    }
+    return data;
+  }
+
   private keep<T extends tf.Tensor | DeferredMatrix>(t: T): T {
     this.made.push(t);
     return t;
@@ -168,7 +181,7 @@ class Loader {
   /** A float (non-FP8) tensor as float32. */
   plain(name: string, shape: number[]): tf.Tensor {
     this.check(name, shape, PLAIN_FLOAT);
-    return this.keep(tf.tensor(this.ckpt.read(name) as Float32Array, shape, 'float32'));
+    return this.keep(tf.tensor(this.finite(name, this.ckpt.read(name) as Float32Array), shape, 'float32'));
   }
 
   vector(name: string, n: number): tf.Tensor1D {
@@ -210,8 +223,8 @@ class Loader {
       const t = { ckpt: this.ckpt, name: wName, scale: { name: sName, block: this.block } };
       return { weight: this.keep(make(t, this.resident?.meter ?? null)), fp8: true };
     }
-    const w8 = this.ckpt.read(wName) as Float32Array; // e4m3 values, decoded
-    const scale = this.ckpt.read(sName) as Float32Array;
+    const w8 = this.finite(wName, this.ckpt.read(wName) as Float32Array); // e4m3 values, decoded
+    const scale = this.finite(sName, this.ckpt.read(sName) as Float32Array);
     // W[i, j] = W₈[i, j] · scale[⌊i/b0⌋, ⌊j/b1⌋], each product rounded to float32
     const w = new Float32Array(out * inDim);
     for (let i = 0; i < out; i++) {
@@ -219,7 +232,7 @@ class Loader {
       const base = i * inDim;
       for (let j = 0; j < inDim; j++) w[base + j] = w8[base + j]! * scale[sRow + Math.floor(j / b1)]!;
     }
-    return { weight: this.keep(tf.tensor2d(w, [out, inDim])), fp8: true };
+    return { weight: this.keep(tf.tensor2d(this.finite(wName, w), [out, inDim])), fp8: true };
   }
 
   ffn(prefix: string, inner: number, dim: number, when: 'resident' | 'on demand' = 'resident'): FfnWeights<WeightMatrix> {
@@ -278,6 +291,9 @@ function guarded<T>(loader: Loader, build: () => T): T {
  * ```
  */
 export function loadLayerWeights(ckpt: Checkpoint, config: ModelConfig, layer: number): LayerWeights {
+  checkObject('loadLayerWeights', 'ckpt', ckpt);
+  checkObject('loadLayerWeights', 'config', config);
+  checkInteger('loadLayerWeights', 'layer', layer, 0);
   // a float32 loader makes only tensors
   return buildLayer(new Loader(ckpt, `loadLayerWeights(layer ${layer})`, blockOf(config)), 'loadLayerWeights', config, layer) as LayerWeights;
 }
@@ -308,6 +324,9 @@ export function loadLayerWeights(ckpt: Checkpoint, config: ModelConfig, layer: n
  * ```
  */
 export function loadResidentLayer(ckpt: Checkpoint, config: ModelConfig, layer: number, meter: MemoryMeter | null = null): ResidentLayerWeights {
+  checkObject('loadResidentLayer', 'ckpt', ckpt);
+  checkObject('loadResidentLayer', 'config', config);
+  checkInteger('loadResidentLayer', 'layer', layer, 0);
   return buildLayer(new Loader(ckpt, `loadResidentLayer(layer ${layer})`, blockOf(config), { meter }), 'loadResidentLayer', config, layer);
 }
 
@@ -384,6 +403,8 @@ function buildLayer(L: Loader, fn: string, config: ModelConfig, layer: number): 
  * ```
  */
 export function loadGlobalWeights(ckpt: Checkpoint, config: ModelConfig): GlobalWeights {
+  checkObject('loadGlobalWeights', 'ckpt', ckpt);
+  checkObject('loadGlobalWeights', 'config', config);
   return buildGlobals(new Loader(ckpt, 'loadGlobalWeights()', blockOf(config)), config) as GlobalWeights;
 }
 
@@ -403,6 +424,8 @@ export function loadGlobalWeights(ckpt: Checkpoint, config: ModelConfig): Global
  * ```
  */
 export function loadResidentGlobals(ckpt: Checkpoint, config: ModelConfig, meter: MemoryMeter | null = null): ResidentGlobalWeights {
+  checkObject('loadResidentGlobals', 'ckpt', ckpt);
+  checkObject('loadResidentGlobals', 'config', config);
   return buildGlobals(new Loader(ckpt, 'loadResidentGlobals()', blockOf(config), { meter }), config);
 }
 
@@ -434,6 +457,7 @@ function buildGlobals(L: Loader, config: ModelConfig): ResidentGlobalWeights {
  * ```
  */
 export function layerTensors(w: ResidentLayerWeights): tf.Tensor[] {
+  checkLayerRecord('layerTensors', w);
   return layerParts(w).filter((t): t is tf.Tensor => !isDeferred(t as WeightMatrix));
 }
 
@@ -457,6 +481,15 @@ function layerParts(w: ResidentLayerWeights): (tf.Tensor | DeferredMatrix)[] {
   return out;
 }
 
+/** The nesting of a {@link LayerWeights} record (its tensors are the caller's business here). */
+function checkLayerRecord(fn: string, w: ResidentLayerWeights): void {
+  checkObject(fn, 'w', w);
+  checkObject(fn, 'w.attn', w.attn);
+  checkObject(fn, 'w.attn.indexer', w.attn.indexer);
+  const ffn = checkObject(fn, 'w.ffn', w.ffn);
+  if (ffn.kind !== 'dense' && ffn.kind !== 'moe') throw new TypeError(`${fn}(): w.ffn.kind must be 'dense' or 'moe' but got ${kindOf(ffn.kind)}`);
+}
+
 /**
  * Disposes every tensor of a layer record and releases its deferred matrices (idempotent).
  *
@@ -472,6 +505,7 @@ function layerParts(w: ResidentLayerWeights): (tf.Tensor | DeferredMatrix)[] {
  * ```
  */
 export function disposeLayerWeights(w: ResidentLayerWeights): void {
+  checkLayerRecord('disposeLayerWeights', w);
   for (const t of layerParts(w)) if (isDeferred(t as WeightMatrix) || !(t as tf.Tensor).isDisposed) t.dispose();
 }
 
@@ -489,5 +523,6 @@ export function disposeLayerWeights(w: ResidentLayerWeights): void {
  * ```
  */
 export function disposeGlobalWeights(g: ResidentGlobalWeights): void {
+  checkObject('disposeGlobalWeights', 'g', g);
   for (const t of [g.embed, g.norm, g.head]) if (isDeferred(t as WeightMatrix) || !(t as tf.Tensor).isDisposed) t.dispose();
 }

@@ -13,6 +13,7 @@
  * @module
  */
 import { yarnMscale } from './rope.ts';
+import { checkObject, checkString } from './internal/contract.ts';
 
 // --- Types ---
 
@@ -107,7 +108,7 @@ export class ConfigError extends Error {
     readonly actual: string,
     where = 'parseConfig()',
   ) {
-    super(`${where}: config key "${key}": expected ${expected} but got ${actual}`);
+    super(key === '(root)' ? `${where}: json (the config root) must be ${expected} but got ${actual}` : `${where}: config key "${key}": expected ${expected} but got ${actual}`);
     this.name = 'ConfigError';
   }
 }
@@ -409,6 +410,7 @@ export const CONFIG_671B: Readonly<ModelConfig> = Object.freeze({
  * ```
  */
 export function qkHeadDim(config: Pick<ModelConfig, 'qk_nope_head_dim' | 'qk_rope_head_dim'>): number {
+  checkObject('qkHeadDim', 'config', config);
   return config.qk_nope_head_dim + config.qk_rope_head_dim;
 }
 
@@ -436,6 +438,7 @@ export interface SoftmaxScaleConfig {
  * ```
  */
 export function softmaxScale(config: SoftmaxScaleConfig, maxSeqLen: number): number {
+  checkObject('softmaxScale', 'config', config);
   if (!Number.isSafeInteger(maxSeqLen) || maxSeqLen < 1) {
     throw new RangeError(`softmaxScale(): maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);
   }
@@ -459,5 +462,6 @@ export function softmaxScale(config: SoftmaxScaleConfig, maxSeqLen: number): num
  * ```
  */
 export function scaleFmt(config: ModelConfig): 'ue8m0' | null {
+  checkObject('scaleFmt', 'config', config);
   return config.quantization_config?.scale_fmt === 'ue8m0' ? 'ue8m0' : null;
 }

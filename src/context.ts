@@ -10,6 +10,7 @@
  * @module
  */
 import { isPyObject, pyJsonDumps, type PyJson } from './pyjson.ts';
+import { checkArray } from './internal/contract.ts';
 
 // --- Message types ---
 
@@ -67,6 +68,7 @@ export interface ChatMessage {
  * ```
  */
 export function findLastUserIndex(messages: readonly ChatMessage[]): number {
+  checkArray('findLastUserIndex', 'messages', messages);
   for (let i = messages.length - 1; i >= 0; i--) {
     const role = messages[i]!.role;
     if (role === 'user' || role === 'developer') return i;
@@ -102,6 +104,7 @@ export function findLastUserIndex(messages: readonly ChatMessage[]): number {
  * ```
  */
 export function dropThinking(messages: readonly ChatMessage[]): ChatMessage[] {
+  checkArray('dropThinking', 'messages', messages);
   const lastUser = findLastUserIndex(messages);
   return messages.map((m, i) => {
     if (m.role !== 'assistant' || i >= lastUser || !('reasoning_content' in m)) return m;
@@ -135,6 +138,7 @@ export function dropThinking(messages: readonly ChatMessage[]): ChatMessage[] {
  * ```
  */
 export function visibleContext(messages: readonly ChatMessage[], thinkingMode: ThinkingMode): ChatMessage[] {
+  checkArray('visibleContext', 'messages', messages);
   if (thinkingMode === 'thinking') return dropThinking(messages);
   return messages.map((m) => {
     if (m.role !== 'assistant' || !('reasoning_content' in m)) return m;
@@ -193,6 +197,7 @@ const isStringOrNone = (v: unknown): boolean => v === undefined || v === null ||
  * ```
  */
 export function validateMessages(messages: unknown, fn: string, label: (i: number) => string = (i) => `messages[${i}]`): asserts messages is ChatMessage[] {
+  if (typeof fn !== 'string') fn = 'validateMessages()';
   if (!Array.isArray(messages)) throw new TypeError(`${fn}: messages must be an array but got ${describeValue(messages)}`);
   messages.forEach((m: unknown, i) => {
     const at = label(i);

@@ -42,5 +42,6 @@ export type Deviations = ReadonlySet<DeviationId>;
  * ```
  */
 export function isDeviationId(id: string): id is DeviationId {
+  if (typeof id !== 'string') throw new TypeError(`isDeviationId(): id must be a string but got ${typeof id}`);
   return (DEVIATION_IDS as readonly string[]).includes(id);
 }

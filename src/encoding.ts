@@ -9,7 +9,8 @@
  * @module
  */
 import { describeValue, findLastUserIndex, validateMessages, visibleContext, type ChatMessage, type ThinkingMode, type ToolCall, type ToolSpec } from './context.ts';
-import { isPyObject, parsePyJson, pyJsonDumps, pyJsonString, PyDict, type PyJson } from './pyjson.ts';
+import { isPyObject, JsonDepthError, parsePyJson, pyJsonDumps, pyJsonString, PyDict, type PyJson } from './pyjson.ts';
+import { checkArray, checkString } from './internal/contract.ts';
 
 export { PyDict, PyFloat, parsePyJson, pyJsonDumps, pyFloatRepr, type PyJson } from './pyjson.ts';
 
@@ -84,6 +85,7 @@ export const RESPONSE_FORMAT_PREFIX = '## Response Format:\n\nYou MUST strictly 
  * ```
  */
 export function renderTools(tools: readonly ToolSpec[]): string {
+  checkArray('renderTools', 'tools', tools);
   const schemas = tools.map((t) => pyJsonDumps(t.function)).join('\n');
   return TOOLS_TEMPLATE.replace('{tool_schemas}', () => schemas);
 }
@@ -110,6 +112,7 @@ export function renderTools(tools: readonly ToolSpec[]): string {
  * ```
  */
 export function encodeArgumentsToDsml(argumentsJson: string, where = 'encodeArgumentsToDsml(): arguments'): string {
+  checkString('encodeArgumentsToDsml', 'argumentsJson', argumentsJson);
   let args: PyJson;
   try {
     args = parsePyJson(argumentsJson);
@@ -243,6 +246,7 @@ export interface EncodeOptions {
  * ```
  */
 export function encodeMessages(messages: readonly ChatMessage[], options: EncodeOptions): string {
+  checkArray('encodeMessages', 'messages', messages);
   const fn = 'encodeMessages()';
   const { thinkingMode, dropThinking = true, context = [], addDefaultBosToken = true } = options ?? ({} as EncodeOptions);
   if (thinkingMode !== 'thinking' && thinkingMode !== 'chat') {
@@ -364,6 +368,7 @@ export function parseCompletion(text: string, options: { thinkingMode: ThinkingM
           try {
             parsePyJson(value);
           } catch (e) {
+            if (e instanceof JsonDepthError) fail(`parameter "${key}" of invoke "${toolName}": ${e.message}`, index);
             fail(`parameter "${key}" of invoke "${toolName}" has string="false" but its value is not JSON (${(e as Error).message})`, index);
           }
           params.push([key, value]);

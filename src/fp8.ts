@@ -13,6 +13,13 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkChoice, checkObject, checkTensors, defineContract, kindOf } from './internal/contract.ts';
+
+const E4M3_ROUND = defineContract('e4m3Round', { x: '[...]' });
+const ACT_QUANT = defineContract('actQuant', { x: '[..., N]' }, { N: 'a multiple of blockSize' });
+const ACT_QUANT_DEQUANT = defineContract('actQuantDequant', { x: '[..., N]' }, { N: 'a multiple of blockSize' });
+const WEIGHT_DEQUANT = defineContract('weightDequant', { w8: '[O, I]', scaleInv: '[⌈O/B⌉, ⌈I/B⌉]' }, { B: 'block' });
+const LINEAR = defineContract('linear', { 'w.weight': '[Out, In]', x: '[..., In]' });
 import { matMulWeightT, weightShape, type WeightMatrix } from './weight_matrix.ts';
 
 /**
@@ -77,6 +84,8 @@ export type RoundingProbe = (site: QuantSite, x: tf.Tensor, q: tf.Tensor, scale:
  * ```
  */
 export function probeAt(probe: RoundingProbe | undefined, site: QuantSite): QuantProbe | undefined {
+  if (probe !== undefined && typeof probe !== 'function') throw new TypeError(`probeAt(): probe must be a function or undefined but got ${kindOf(probe)}`);
+  if (probe !== undefined) checkObject('probeAt', 'site', site);
   return probe ? (x, q, scale) => probe(site, x, q, scale) : undefined;
 }
 
@@ -109,6 +118,7 @@ export const FP8_E4M3_MAX_INV = Math.fround(1 / FP8_E4M3_MAX);
  * ```
  */
 export function e4m3Decode(code: number): number {
+  if (typeof code !== 'number') throw new TypeError(`e4m3Decode(): code must be an integer in 0..255 but got ${kindOf(code)}`);
   if (!Number.isInteger(code) || code < 0 || code > 255) {
     throw new RangeError(`e4m3Decode(): code must be an integer in 0..255 but got ${code}`);
   }
@@ -157,6 +167,7 @@ function floorPow2Scalar(a: number): number {
  * ```
  */
 export function e4m3Encode(x: number): number {
+  if (typeof x !== 'number') throw new TypeError(`e4m3Encode(): x must be a number but got ${kindOf(x)}`);
   if (Number.isNaN(x)) return 0x7f;
   const sign = x < 0 ? 0x80 : 0;
   const a = Math.abs(x);
@@ -189,6 +200,7 @@ const DECODE_TABLE: Float32Array = (() => {
  * ```
  */
 export function decodeE4m3Bytes(bytes: Uint8Array): Float32Array {
+  if (!(bytes instanceof Uint8Array)) throw new TypeError(`decodeE4m3Bytes(): bytes must be a Uint8Array but got ${kindOf(bytes)}`);
   const out = new Float32Array(bytes.length);
   for (let i = 0; i < bytes.length; i++) out[i] = DECODE_TABLE[bytes[i]!]!;
   return out;
@@ -248,6 +260,7 @@ function ceilPow2(s: tf.Tensor): tf.Tensor {
  * ```
  */
 export function e4m3Round(x: tf.Tensor): tf.Tensor {
+  checkTensors(E4M3_ROUND, { x });
   return tf.tidy(() => {
     const xf = tf.cast(x, 'float32');
     const nan = tf.isNaN(xf);
@@ -309,12 +322,16 @@ export function actQuant(
   blockSize = FP8_BLOCK,
   probe?: QuantProbe,
 ): { q: tf.Tensor; scale: tf.Tensor } {
-  checkScaleFmt('actQuant', scaleFmt);
-  checkBlock('actQuant', 'blockSize', blockSize);
-  if (x.rank < 1) throw new RangeError(`actQuant(): x must have rank ≥ 1 but got a scalar`);
-  const n = x.shape[x.rank - 1]!;
+  return quantize(ACT_QUANT, x, scaleFmt, blockSize, probe);
+}
+
+function quantize(contract: typeof ACT_QUANT, x: tf.Tensor, scaleFmt: ScaleFmt, blockSize: number, probe?: QuantProbe): { q: tf.Tensor; scale: tf.Tensor } {
+  const fn = contract.fn;
+  const { N: n } = checkTensors(contract, { x }) as Record<'N', number>;
+  checkScaleFmt(fn, scaleFmt);
+  checkBlock(fn, 'blockSize', blockSize);
   if (n % blockSize !== 0) {
-    throw new RangeError(`actQuant(): last dim of x must be divisible by blockSize ${blockSize} but got ${n}`);
+    throw new RangeError(`${fn}(): x must be [..., N] with N a multiple of blockSize ${blockSize} but got [${x.shape.join(', ')}]`);
   }
   return tf.tidy(() => {
     const lead = x.shape.slice(0, -1);
@@ -326,7 +343,7 @@ export function actQuant(
     const q = tf.reshape(e4m3Round(tf.div(xb, tf.expandDims(scale, -1))), x.shape); // [..., N]
     const replaced = probe?.(x, q, scale);
     if (replaced && replaced.shape.join() !== x.shape.join()) {
-      throw new RangeError(`actQuant(): a probe must return q of shape [${x.shape}] but returned [${replaced.shape}]`);
+      throw new RangeError(`${fn}(): a probe must return q of shape [${x.shape}] but returned [${replaced.shape}]`);
     }
     return { q: replaced ?? q, scale };
   });
@@ -349,7 +366,7 @@ export function actQuant(
  * ```
  */
 export function actQuantDequant(x: tf.Tensor, scaleFmt: ScaleFmt, blockSize = FP8_BLOCK, probe?: QuantProbe): tf.Tensor {
-  const { q, scale } = actQuant(x, scaleFmt, blockSize, probe);
+  const { q, scale } = quantize(ACT_QUANT_DEQUANT, x, scaleFmt, blockSize, probe);
   return tf.tidy(() => {
     const n = x.shape[x.rank - 1]!;
     const lead = x.shape.slice(0, -1);
@@ -381,14 +398,7 @@ export function actQuantDequant(x: tf.Tensor, scaleFmt: ScaleFmt, blockSize = FP
  */
 export function weightDequant(w8: tf.Tensor, scaleInv: tf.Tensor, block = FP8_BLOCK): tf.Tensor {
   checkBlock('weightDequant', 'block', block);
-  if (w8.rank !== 2) throw new RangeError(`weightDequant(): w8 must be rank 2 [out, in] but got shape [${w8.shape}]`);
-  const [rows, cols] = w8.shape as [number, number];
-  const want = [Math.ceil(rows / block), Math.ceil(cols / block)];
-  if (scaleInv.rank !== 2 || scaleInv.shape[0] !== want[0] || scaleInv.shape[1] !== want[1]) {
-    throw new RangeError(
-      `weightDequant(): scaleInv must have shape [${want}] (ceil of [${rows}, ${cols}] / ${block}) but got [${scaleInv.shape}]`,
-    );
-  }
+  const { O: rows, I: cols } = checkTensors(WEIGHT_DEQUANT, { w8, scaleInv }, { B: block }) as Record<'O' | 'I', number>;
   const rowBlock = Int32Array.from({ length: rows }, (_, i) => Math.floor(i / block));
   const colBlock = Int32Array.from({ length: cols }, (_, j) => Math.floor(j / block));
   return tf.tidy(() => {
@@ -418,9 +428,14 @@ export function weightDequant(w8: tf.Tensor, scaleInv: tf.Tensor, block = FP8_BL
  * ```
  */
 export function linear(x: tf.Tensor, w: LinearLike, scaleFmt: ScaleFmt, probe?: QuantProbe): tf.Tensor {
-  const [out, inDim] = weightShape(w.weight);
-  if (x.rank < 1 || x.shape[x.rank - 1] !== inDim) {
-    throw new RangeError(`linear(): last dim of x must be in = ${inDim} (weight [${out}, ${inDim}]) but got shape [${x.shape}]`);
+  checkObject('linear', 'w', w);
+  const { Out: out, In: inDim } = checkTensors(LINEAR, { x, w }) as Record<'Out' | 'In', number>;
+  checkChoice('linear', 'w.fp8', w.fp8, [true, false]);
+  if (w.fp8) {
+    checkScaleFmt('linear', scaleFmt);
+    if (inDim % FP8_BLOCK !== 0) {
+      throw new RangeError(`linear(): x must be [..., In] with In a multiple of ${FP8_BLOCK} (an FP8 weight quantizes x in blocks) but got [${x.shape.join(', ')}]`);
+    }
   }
   return tf.tidy(() => {
     const xin = w.fp8 ? actQuantDequant(x, scaleFmt, FP8_BLOCK, probe) : x;

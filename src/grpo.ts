@@ -14,6 +14,27 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkChoice, checkFiniteNumber, checkObject, checkTensors, defineContract } from './internal/contract.ts';
+
+const MASK = { shape: '[G, T]', dtype: 'mask' } as const;
+const GROUP_ADVANTAGES = defineContract('groupAdvantages', { rewards: '[G]' });
+const TOKEN_RATIO = defineContract('tokenRatio', { logp: '[G, T]', logpOld: '[G, T]', mask: MASK });
+const CLIPPED_SURROGATE = defineContract('clippedSurrogate', { ratio: '[G, T]', advantages: '[G]', mask: MASK });
+const KL_K3 = defineContract('klK3', { logp: '[G, T]', logpRef: '[G, T]', mask: MASK });
+const KL_UNBIASED_K3 = defineContract('klUnbiasedK3', { logp: '[G, T]', logpOld: '[G, T]', logpRef: '[G, T]', mask: MASK });
+const OPSM_SEQUENCE_KL = defineContract('opsmSequenceKl', { logpSampler: '[G, T]', logp: '[G, T]', mask: MASK });
+const OPSM_KEEP_MASK = defineContract('opsmKeepMask', { advantages: '[G]', seqKl: '[G]' });
+const AGGREGATE_LOSS = defineContract('aggregateLoss', { perToken: '[G, T]', mask: MASK });
+const GRPO_INPUTS = {
+  'inputs.mask': MASK,
+  'inputs.rewards': '[G]',
+  'inputs.logp': '[G, T]',
+  'inputs.logpOld': '[G, T]',
+  'inputs.logpRef': { shape: '[G, T]', optional: true },
+  'inputs.logpSampler': { shape: '[G, T]', optional: true },
+};
+const GRPO_LOSS = defineContract('grpoLoss', GRPO_INPUTS);
+const GRPO_LOSS_AND_GRAD = defineContract('grpoLossAndGrad', GRPO_INPUTS);
 import { stopGradient } from './internal/stop_gradient.ts';
 
 /** Advantage baseline: `mean` = R − mean(R) (V3.2, Eq. 5); `mean_std_*` = (R − mean) / (std + stdEps) (DeepSeekMath). */
@@ -58,7 +79,7 @@ function clean(x: tf.Tensor, valid: tf.Tensor): tf.Tensor {
  * ```
  */
 export function groupAdvantages(rewards: tf.Tensor1D, mode: AdvantageMode = 'mean', stdEps = 0): tf.Tensor1D {
-  if (rewards.rank !== 1) throw new RangeError(`groupAdvantages(): rewards must be [G] (rank 1) but got shape [${rewards.shape}]`);
+  checkTensors(GROUP_ADVANTAGES, { rewards });
   const G = rewards.shape[0];
   if (G < 2) throw new RangeError(`groupAdvantages(): a group needs G ≥ 2 completions but got G = ${G}`);
   if (!ADVANTAGE_MODES.includes(mode)) throw new TypeError(`groupAdvantages(): mode must be one of ${ADVANTAGE_MODES.join(', ')} but got '${String(mode)}'`);
@@ -86,6 +107,7 @@ export function groupAdvantages(rewards: tf.Tensor1D, mode: AdvantageMode = 'mea
  * ```
  */
 export function tokenRatio(logp: tf.Tensor2D, logpOld: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor2D {
+  checkTensors(TOKEN_RATIO, { logp, logpOld, mask });
   return tf.tidy(() => {
     const valid = validOf(mask);
     const rho = tf.exp(tf.sub(clean(logp, valid), clean(logpOld, valid)));
@@ -108,6 +130,9 @@ export function tokenRatio(logp: tf.Tensor2D, logpOld: tf.Tensor2D, mask: tf.Ten
 export function clippedSurrogate(
   ratio: tf.Tensor2D, advantages: tf.Tensor1D, mask: tf.Tensor2D, clipLow: number, clipHigh: number,
 ): tf.Tensor2D {
+  checkTensors(CLIPPED_SURROGATE, { ratio, advantages, mask });
+  checkFiniteNumber('clippedSurrogate', 'clipLow', clipLow);
+  checkFiniteNumber('clippedSurrogate', 'clipHigh', clipHigh);
   return tf.tidy(() => {
     const valid = validOf(mask);
     const rho = clean(ratio, valid);
@@ -131,6 +156,7 @@ export function clippedSurrogate(
  * ```
  */
 export function klK3(logp: tf.Tensor2D, logpRef: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor2D {
+  checkTensors(KL_K3, { logp, logpRef, mask });
   return tf.tidy(() => {
     const valid = validOf(mask);
     const d = tf.sub(clean(logpRef, valid), clean(logp, valid));
@@ -150,6 +176,7 @@ export function klK3(logp: tf.Tensor2D, logpRef: tf.Tensor2D, mask: tf.Tensor2D)
  * ```
  */
 export function klUnbiasedK3(logp: tf.Tensor2D, logpOld: tf.Tensor2D, logpRef: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor2D {
+  checkTensors(KL_UNBIASED_K3, { logp, logpOld, logpRef, mask });
   return tf.tidy(() => clean(tf.mul(tokenRatio(logp, logpOld, mask), klK3(logp, logpRef, mask)), validOf(mask)) as tf.Tensor2D);
 }
 
@@ -166,6 +193,7 @@ export function klUnbiasedK3(logp: tf.Tensor2D, logpOld: tf.Tensor2D, logpRef: t
  * ```
  */
 export function opsmSequenceKl(logpSampler: tf.Tensor2D, logp: tf.Tensor2D, mask: tf.Tensor2D): tf.Tensor1D {
+  checkTensors(OPSM_SEQUENCE_KL, { logpSampler, logp, mask });
   return tf.tidy(() => {
     const valid = validOf(mask);
     const diff = clean(tf.sub(clean(logpSampler, valid), clean(stopGradient(logp), valid)), valid);
@@ -187,6 +215,8 @@ export function opsmSequenceKl(logpSampler: tf.Tensor2D, logp: tf.Tensor2D, mask
  * ```
  */
 export function opsmKeepMask(advantages: tf.Tensor1D, seqKl: tf.Tensor1D, delta: number): tf.Tensor1D {
+  checkTensors(OPSM_KEEP_MASK, { advantages, seqKl });
+  checkFiniteNumber('opsmKeepMask', 'delta', delta);
   const a = advantages.dataSync();
   const s = seqKl.dataSync();
   return tf.tensor1d(Array.from(a, (ai, i) => !(ai < 0 && s[i]! > delta)), 'bool');
@@ -212,6 +242,7 @@ export function opsmKeepMask(advantages: tf.Tensor1D, seqKl: tf.Tensor1D, delta:
  * ```
  */
 export function aggregateLoss(perToken: tf.Tensor2D, mask: tf.Tensor2D, mode: Aggregation): tf.Scalar {
+  checkTensors(AGGREGATE_LOSS, { perToken, mask });
   if (!AGGREGATIONS.includes(mode)) throw new TypeError(`aggregateLoss(): mode must be one of ${AGGREGATIONS.join(', ')} but got '${String(mode)}'`);
   return tf.tidy(() => {
     const valid = validOf(mask);
@@ -283,11 +314,14 @@ export interface GrpoLossParts {
   opsmSeqKl: tf.Tensor1D | null;
 }
 
-function validateGrpo(x: GrpoInputs, o: GrpoOptions): void {
-  const fn = 'grpoLoss()';
-  if (x.mask.rank !== 2) throw new RangeError(`${fn}: mask must be [G, T] but got shape [${x.mask.shape}]`);
-  const [G, T] = x.mask.shape;
-  if (x.rewards.rank !== 1 || x.rewards.shape[0] !== G) throw new RangeError(`${fn}: rewards must be [G] = [${G}] but got shape [${x.rewards.shape}]`);
+function validateGrpo(contract: typeof GRPO_LOSS, x: GrpoInputs, o: GrpoOptions): void {
+  checkObject(contract.fn, 'inputs', x);
+  checkObject(contract.fn, 'options', o);
+  checkTensors(contract, { inputs: x });
+  checkChoice(contract.fn, 'options.advantage', o.advantage, ADVANTAGE_MODES);
+  checkChoice(contract.fn, 'options.aggregation', o.aggregation, AGGREGATIONS);
+  const fn = `${contract.fn}()`;
+  const [G, T] = x.mask.shape; // shapes checked by the contract above
   if (G < 2) throw new RangeError(`${fn}: a group needs G ≥ 2 completions but got G = ${G}`);
   if (!KL_ESTIMATORS.includes(o.kl)) throw new TypeError(`${fn}: options.kl must be one of ${KL_ESTIMATORS.join(', ')} but got '${String(o.kl)}'`);
   if (!(o.clipLow >= 0 && o.clipLow < 1)) throw new RangeError(`${fn}: options.clipLow must be in [0, 1) but got ${o.clipLow}`);
@@ -305,7 +339,6 @@ function validateGrpo(x: GrpoInputs, o: GrpoOptions): void {
   if (o.opsmDelta !== null) need.push(['logpSampler', x.logpSampler]);
   for (const [name, t] of need) {
     if (t === undefined) throw new TypeError(`${fn}: ${name} is required with kl '${o.kl}' and opsmDelta ${o.opsmDelta} but got undefined`);
-    if (t.rank !== 2 || t.shape[0] !== G || t.shape[1] !== T) throw new RangeError(`${fn}: ${name} must have the mask's shape [${G}, ${T}] but got [${t.shape}]`);
     const v = t.dataSync();
     for (let i = 0; i < v.length; i++) {
       if (m[i] === 1 && !Number.isFinite(v[i]!)) throw new RangeError(`${fn}: ${name} must be finite at tokens (mask = 1) but got ${v[i]} at [${Math.floor(i / T)}, ${i % T}]`);
@@ -334,7 +367,7 @@ function validateGrpo(x: GrpoInputs, o: GrpoOptions): void {
  * ```
  */
 export function grpoLoss(inputs: GrpoInputs, options: GrpoOptions): GrpoLossParts {
-  validateGrpo(inputs, options);
+  validateGrpo(GRPO_LOSS, inputs, options);
   const { rewards, mask, logp, logpOld } = inputs;
   const o = options;
   const parts = tf.tidy(() => {
@@ -374,7 +407,7 @@ export function grpoLoss(inputs: GrpoInputs, options: GrpoOptions): GrpoLossPart
  * ```
  */
 export function grpoLossAndGrad(inputs: GrpoInputs, options: GrpoOptions): { value: tf.Scalar; grad: tf.Tensor2D } {
-  validateGrpo(inputs, options);
+  validateGrpo(GRPO_LOSS_AND_GRAD, inputs, options);
   const f = tf.valueAndGrad((lp: tf.Tensor) => grpoLoss({ ...inputs, logp: lp as tf.Tensor2D }, options).loss);
   const { value, grad } = f(inputs.logp);
   return { value: value as tf.Scalar, grad: grad as tf.Tensor2D };

@@ -9,6 +9,9 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkInteger, checkTensors, defineContract } from './internal/contract.ts';
+
+const HADAMARD = defineContract('hadamard', { x: '[..., N]' }, { N: 'a power of two ≤ 4096' });
 
 const cache = new Map<number, Float32Array>();
 
@@ -33,6 +36,7 @@ function isPowerOfTwo(n: number): boolean {
  * ```
  */
 export function hadamardMatrix(n: number): Float32Array {
+  checkInteger('hadamardMatrix', 'n', n, 1);
   if (!isPowerOfTwo(n) || n > 1 << 12) {
     throw new RangeError(`hadamardMatrix(): n must be a power of two ≤ 4096 but got ${n}`);
   }
@@ -61,10 +65,9 @@ export function hadamardMatrix(n: number): Float32Array {
  * ```
  */
 export function hadamard(x: tf.Tensor): tf.Tensor {
-  if (x.rank < 1) throw new RangeError(`hadamard(): x must have rank ≥ 1 but got a scalar`);
-  const n = x.shape[x.rank - 1]!;
+  const { N: n } = checkTensors(HADAMARD, { x }) as Record<'N', number>;
   if (!isPowerOfTwo(n) || n > 1 << 12) {
-    throw new RangeError(`hadamard(): last dim of x must be a power of two ≤ 4096 but got ${n}`);
+    throw new RangeError(`hadamard(): x must be [..., N] with N a power of two ≤ 4096 but got [${x.shape.join(', ')}]`);
   }
   const h = hadamardMatrix(n);
   return tf.tidy(() => {

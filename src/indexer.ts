@@ -33,6 +33,18 @@ import { hadamard } from './hadamard.ts';
 import { layerNorm } from './norms.ts';
 import { asActivation, type Precision } from './precision.ts';
 import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
+import { checkInteger, checkObject, checkTensors, CONFIG_LETTERS, configDims, type Contract, defineContract, INDEXER_WEIGHTS, under } from './internal/contract.ts';
+
+const FP8_INDEX = defineContract('fp8Index', { q8: '[T, HI, DI]', weights: '[T, HI]', keys: '[S, DI]', keyScales: '[S]' });
+const INDEXER_ARGS = {
+  x: '[T, D]',
+  qr: '[T, Dq]',
+  ...under('w', INDEXER_WEIGHTS),
+  'cache.keys': { shape: '[S, DI]', optional: true },
+  'cache.scales': { shape: '[S]', optional: true },
+};
+const INDEXER_SCORES = defineContract('indexerScores', INDEXER_ARGS, CONFIG_LETTERS);
+const INDEXER_SCORES_EXACT = defineContract('indexerScoresExact', INDEXER_ARGS, CONFIG_LETTERS);
 import type { WeightMatrix } from './weight_matrix.ts';
 
 /** LayerNorm eps of `k_norm` (official `LayerNorm(head_dim)` default). */
@@ -77,6 +89,7 @@ export function createIndexerCache(): IndexerCache {
  * ```
  */
 export function disposeIndexerCache(cache: IndexerCache): void {
+  checkObject('disposeIndexerCache', 'cache', cache);
   cache.keys?.dispose();
   cache.scales?.dispose();
   cache.keys = null;
@@ -92,6 +105,7 @@ export function disposeIndexerCache(cache: IndexerCache): void {
  * ```
  */
 export function indexerCacheLength(cache: IndexerCache): number {
+  checkObject('indexerCacheLength', 'cache', cache);
   return cache.keys ? cache.keys.shape[0] : 0;
 }
 
@@ -144,7 +158,7 @@ export interface IndexerOptions {
  * ```
  */
 export function fp8Index(q8: tf.Tensor3D, weights: tf.Tensor2D, keys: tf.Tensor2D, keyScales: tf.Tensor1D): tf.Tensor2D {
-  const [T, HI, DI] = q8.shape;
+  const { T, HI, DI } = checkTensors(FP8_INDEX, { q8, weights, keys, keyScales }) as Record<'T' | 'HI' | 'DI', number>;
   // a long prefill goes in blocks of query rows, so that the [rows, HI, S] intermediates stay within
   // 2²⁴ elements (64 MB); each row's scores are computed on their own, so no value changes
   const rows = Math.max(1, Math.floor(2 ** 24 / (HI * Math.max(1, keys.shape[0]))));
@@ -235,10 +249,10 @@ export function indexerScores(
   startPos: number,
   opts: IndexerOptions,
 ): tf.Tensor2D {
+  const { HI, DI, R, T } = checkArguments(INDEXER_SCORES, x, qr, w, cache, startPos, opts);
   const { config, maxSeqLen } = opts;
   const interleaved = opts.ropeInterleaved ?? opts.deviations?.has('indexer-rope-interleaved') ?? false;
   const exact = opts.exact ?? false;
-  const { HI, DI, R, T } = checkArguments('indexerScores', x, qr, w, cache, startPos, opts);
   const noScale = opts.deviations?.has('indexer-weights-no-scale') ?? false; // the deviation drops HI^-½ · DI^-½
   const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
   const fmt = scaleFmt(config);
@@ -339,17 +353,14 @@ export function indexerScoresExact(
   startPos: number,
   opts: Omit<IndexerOptions, 'exact'>,
 ): tf.Tensor2D {
+  checkArguments(INDEXER_SCORES_EXACT, x, qr, w, cache, startPos, { ...opts, exact: true });
   return indexerScores(x, qr, w, cache, startPos, { ...opts, exact: true });
 }
 
 // --- Argument checks ---
 
-function shapeOf(t: { shape: number[] }): string {
-  return `[${t.shape.join(', ')}]`;
-}
-
 function checkArguments(
-  fn: string,
+  contract: Contract,
   x: tf.Tensor2D,
   qr: tf.Tensor2D,
   w: IndexerWeights<WeightMatrix>,
@@ -357,34 +368,18 @@ function checkArguments(
   startPos: number,
   opts: IndexerOptions,
 ): { HI: number; DI: number; R: number; T: number } {
+  const fn = contract.fn;
+  checkObject(fn, 'opts', opts);
+  checkObject(fn, 'cache', cache);
   const { config, maxSeqLen } = opts;
-  const HI = config.index_n_heads;
-  const DI = config.index_head_dim;
+  const known = configDims(fn, config);
+  const { T, HI, DI } = checkTensors(contract, { x, qr, w, cache }, known) as Record<'T' | 'HI' | 'DI', number>;
   const R = config.qk_rope_head_dim;
-  const D = config.hidden_size;
-  const Dq = config.q_lora_rank;
   if (R % 2 !== 0 || R > DI) {
     throw new RangeError(`${fn}(): config.qk_rope_head_dim must be even and ≤ index_head_dim ${DI} but got ${R}`);
   }
-  if (x.rank !== 2 || x.shape[1] !== D) {
-    throw new RangeError(`${fn}(): x must be [T, hidden_size] = [T, ${D}] but got ${shapeOf(x)}`);
-  }
-  if (qr.rank !== 2 || qr.shape[1] !== Dq) {
-    throw new RangeError(`${fn}(): qr must be [T, q_lora_rank] = [T, ${Dq}] but got ${shapeOf(qr)}`);
-  }
-  const T = x.shape[0];
-  if (T < 1) throw new RangeError(`${fn}(): x must hold at least one token but got ${shapeOf(x)}`);
-  if (qr.shape[0] !== T) throw new RangeError(`${fn}(): qr must have T = ${T} rows like x but got ${shapeOf(qr)}`);
-  const expectShape = (name: string, t: { shape: number[] }, shape: number[]): void => {
-    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new RangeError(`${fn}(): w.${name} must be [${shape.join(', ')}] but got ${shapeOf(t)}`);
-    }
-  };
-  expectShape('wq_b.weight', w.wq_b.weight, [HI * DI, Dq]);
-  expectShape('wk.weight', w.wk.weight, [DI, D]);
-  expectShape('k_norm.weight', w.k_norm.weight, [DI]);
-  expectShape('k_norm.bias', w.k_norm.bias, [DI]);
-  expectShape('weights_proj.weight', w.weights_proj.weight, [HI, D]);
+  if (T < 1) throw new RangeError(`${fn}(): x must hold at least one token but got [${x.shape.join(', ')}]`);
+  checkInteger(fn, 'startPos', startPos, 0);
   if (!Number.isInteger(maxSeqLen) || maxSeqLen < 1) {
     throw new RangeError(`${fn}(): opts.maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);
   }

@@ -19,12 +19,16 @@
 import { tf } from './backend.ts';
 import { stopGradient } from './internal/stop_gradient.ts';
 import { maskedLogSoftmax } from './sampling_mask.ts';
+import { checkInteger, checkTensors, defineContract } from './internal/contract.ts';
 import { selectTopK } from './topk.ts';
 
+const INDEXER_TARGET = defineContract('indexerTarget', { attentionProbs: '[H, T, T]' });
+const INDEXER_SELECTION = defineContract('indexerSelection', { indexScores: '[T, T]' });
+const INDEXER_KL_DENSE = defineContract('indexerKlDense', { attentionProbs: '[H, T, T]', indexScores: '[T, T]' });
+const INDEXER_KL_SPARSE = defineContract('indexerKlSparse', { attentionProbs: '[H, T, T]', indexScores: '[T, T]' });
+
+/** Values at s ≤ t must be finite (the shapes are checked by the contract before). */
 function checkSquare(fn: string, name: string, x: tf.Tensor, rank: number): void {
-  if (x.rank !== rank || x.shape[rank - 1] !== x.shape[rank - 2]) {
-    throw new RangeError(`${fn}: ${name} must be ${rank === 3 ? '[H, T, T]' : '[T, T]'} but got shape [${x.shape}]`);
-  }
   const v = x.dataSync();
   const T = x.shape[rank - 1]!;
   for (let i = 0; i < v.length; i++) {
@@ -53,7 +57,12 @@ function causalMask(T: number): tf.Tensor2D {
  * ```
  */
 export function indexerTarget(attentionProbs: tf.Tensor3D): tf.Tensor2D {
-  const fn = 'indexerTarget()';
+  checkTensors(INDEXER_TARGET, { attentionProbs });
+  return targetOf('indexerTarget()', attentionProbs);
+}
+
+/** Eq. 3 for {@link indexerTarget} and the losses, with their name in the messages. */
+function targetOf(fn: string, attentionProbs: tf.Tensor3D): tf.Tensor2D {
   checkSquare(fn, 'attentionProbs', attentionProbs, 3);
   const T = attentionProbs.shape[1];
   return tf.tidy(() => {
@@ -88,7 +97,8 @@ export function indexerTarget(attentionProbs: tf.Tensor3D): tf.Tensor2D {
  */
 export function indexerSelection(indexScores: tf.Tensor2D, topk: number): tf.Tensor2D {
   const fn = 'indexerSelection()';
-  if (!(Number.isInteger(topk) && topk >= 1)) throw new RangeError(`${fn}: topk must be an integer ≥ 1 but got ${topk}`);
+  checkTensors(INDEXER_SELECTION, { indexScores });
+  checkInteger('indexerSelection', 'topk', topk, 1);
   checkSquare(fn, 'indexScores', indexScores, 2);
   const T = indexScores.shape[0];
   return tf.tidy(() => {
@@ -130,11 +140,9 @@ function klOverSet(p: tf.Tensor2D, indexScores: tf.Tensor2D, set: tf.Tensor2D): 
  * ```
  */
 export function indexerKlDense(attentionProbs: tf.Tensor3D, indexScores: tf.Tensor2D): tf.Scalar {
+  checkTensors(INDEXER_KL_DENSE, { attentionProbs, indexScores });
   checkSquare('indexerKlDense()', 'indexScores', indexScores, 2);
-  if (indexScores.shape[0] !== attentionProbs.shape[1]) {
-    throw new RangeError(`indexerKlDense(): indexScores must be [T, T] with T = ${attentionProbs.shape[1]} but got [${indexScores.shape}]`);
-  }
-  return tf.tidy(() => klOverSet(indexerTarget(attentionProbs), indexScores, causalMask(indexScores.shape[0])));
+  return tf.tidy(() => klOverSet(targetOf('indexerKlDense()', attentionProbs), indexScores, causalMask(indexScores.shape[0])));
 }
 
 /**
@@ -152,11 +160,9 @@ export function indexerKlDense(attentionProbs: tf.Tensor3D, indexScores: tf.Tens
  * ```
  */
 export function indexerKlSparse(attentionProbs: tf.Tensor3D, indexScores: tf.Tensor2D, topk: number): tf.Scalar {
+  checkTensors(INDEXER_KL_SPARSE, { attentionProbs, indexScores });
+  checkInteger('indexerKlSparse', 'topk', topk, 1);
   const sel = indexerSelection(indexScores, topk);
-  if (indexScores.shape[0] !== attentionProbs.shape[1]) {
-    sel.dispose();
-    throw new RangeError(`indexerKlSparse(): indexScores must be [T, T] with T = ${attentionProbs.shape[1]} but got [${indexScores.shape}]`);
-  }
   const T = indexScores.shape[0];
   const idx = sel.dataSync();
   sel.dispose();
@@ -165,6 +171,6 @@ export function indexerKlSparse(attentionProbs: tf.Tensor3D, indexScores: tf.Ten
   for (let t = 0; t < T; t++) for (let j = 0; j < k; j++) if (idx[t * k + j]! >= 0) setData[t * T + idx[t * k + j]!] = 1;
   return tf.tidy(() => {
     const set = tf.tensor2d(setData, [T, T], 'bool'); // S_t as a [T, T] mask (−1 padding selects nothing)
-    return klOverSet(indexerTarget(attentionProbs), indexScores, set);
+    return klOverSet(targetOf('indexerKlSparse()', attentionProbs), indexScores, set);
   });
 }

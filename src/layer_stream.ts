@@ -27,6 +27,7 @@ import { createMlaCache, disposeMlaCache, mlaCacheLength, type MlaCache, type Ml
 import { blockForward, embedTokens, headLogits, type LayerTrace } from './model.ts';
 import { MemoryMeter } from './resident.ts';
 import type { Checkpoint } from './safetensors.ts';
+import { checkArray, checkInteger, checkObject } from './internal/contract.ts';
 
 /** The caches of layers 0..last, kept between the calls of one run. */
 export interface StreamState {
@@ -82,6 +83,7 @@ export interface StreamOptions {
  * ```
  */
 export function createStreamState(last: number): StreamState {
+  checkInteger('createStreamState', 'last', last, 0);
   return { caches: Array.from({ length: last + 1 }, () => createMlaCache()) };
 }
 
@@ -96,6 +98,7 @@ export function createStreamState(last: number): StreamState {
  * ```
  */
 export function disposeStreamState(s: StreamState): void {
+  checkArray('disposeStreamState', 's.caches', checkObject('disposeStreamState', 's', s).caches);
   for (const c of s.caches) disposeMlaCache(c);
 }
 
@@ -122,6 +125,10 @@ export function disposeStreamState(s: StreamState): void {
  * ```
  */
 export function streamCall(ckpt: Checkpoint, tokens: number[], state: StreamState, opts: StreamOptions): { logits: Float32Array | null } {
+  checkObject('streamCall', 'ckpt', ckpt);
+  checkArray('streamCall', 'tokens', tokens);
+  checkObject('streamCall', 'state', state);
+  checkObject('streamCall', 'opts', opts);
   const { config, last } = opts;
   if (opts.logits && last !== config.num_hidden_layers - 1) {
     throw new RangeError(`streamCall(): logits need every layer (last = ${config.num_hidden_layers - 1}) but last = ${last}`);

@@ -40,6 +40,25 @@ import { applyRope, ropeAngles, ropeParams, yarnFrequencies } from './rope.ts';
 import { denseAttentionMha, denseAttentionMqa, sparseAttentionMha, sparseAttentionMqa } from './sparse_attention.ts';
 import { selectTopKFast, sparseAttentionMqaFast } from './sparse_fast.ts';
 import { selectTopK } from './topk.ts';
+import { ATTENTION_WEIGHTS, checkChoice, checkInteger, checkObject, checkQueryPositions, checkTensors, CONFIG_LETTERS, configDims, type Contract, defineContract, MLA_CACHE, under } from './internal/contract.ts';
+
+const MLA_QUERY = defineContract('mlaQuery', { x: '[T, D]', ...under('w', ATTENTION_WEIGHTS) }, CONFIG_LETTERS);
+const MLA_LATENT = defineContract('mlaLatent', { x: '[T, D]', ...under('w', ATTENTION_WEIGHTS) }, CONFIG_LETTERS);
+const MLA_ATTEND = defineContract(
+  'mlaAttend',
+  { qNope: '[T, H, Dn]', qPe: '[T, H, R]', kv: '[S, C]', pe: '[S, R]', topk: { shape: '[T, K]', dtype: 'int32' }, ...under('w', ATTENTION_WEIGHTS) },
+  CONFIG_LETTERS,
+);
+const MLA_FORWARD = defineContract('mlaForward', { x: '[T, D]', ...under('w', ATTENTION_WEIGHTS), ...under('cache', MLA_CACHE) }, CONFIG_LETTERS);
+
+/** Options and positions shared by the MLA functions; returns the letters the config fixes. */
+function checkMlaCall(c: Contract, params: Record<string, unknown>, startPos: unknown, opts: unknown): Record<string, number> {
+  const o = checkObject(c.fn, 'opts', opts);
+  checkObject(c.fn, 'w', params.w);
+  checkInteger(c.fn, 'startPos', startPos, 0);
+  checkInteger(c.fn, 'opts.maxSeqLen', o.maxSeqLen, 1);
+  return checkTensors(c, params, configDims(c.fn, o.config));
+}
 import { materialize, type WeightMatrix } from './weight_matrix.ts';
 
 /** Block size of the FP8 round trip of the latent (official `block_size`). */
@@ -88,6 +107,7 @@ export function createMlaCache(): MlaCache {
  * ```
  */
 export function disposeMlaCache(cache: MlaCache): void {
+  checkObject('disposeMlaCache', 'cache', cache);
   cache.kv?.dispose();
   cache.pe?.dispose();
   cache.kv = null;
@@ -104,6 +124,7 @@ export function disposeMlaCache(cache: MlaCache): void {
  * ```
  */
 export function mlaCacheLength(cache: MlaCache): number {
+  checkObject('mlaCacheLength', 'cache', cache);
   return cache.kv ? cache.kv.shape[0] : 0;
 }
 
@@ -128,6 +149,7 @@ export function mlaCacheLength(cache: MlaCache): number {
  * ```
  */
 export function truncateMlaCache(cache: MlaCache, length: number): void {
+  checkObject('truncateMlaCache', 'cache', cache);
   const S = mlaCacheLength(cache);
   if (!Number.isInteger(length) || length < 0 || length > S) {
     throw new RangeError(`truncateMlaCache(): length must be an integer in [0, ${S}] (the cached positions) but got ${length}`);
@@ -220,9 +242,9 @@ export function mlaQuery(
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'precision' | 'probe'>,
 ): { qr: tf.Tensor2D; qNope: tf.Tensor3D; qPe: tf.Tensor3D } {
+  const { T } = checkMlaCall(MLA_QUERY, { x, w }, startPos, opts) as Record<'T', number>;
   const { config, maxSeqLen } = opts;
   const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
-  const [T] = x.shape;
   const H = config.num_attention_heads;
   const Dn = config.qk_nope_head_dim;
   const R = config.qk_rope_head_dim;
@@ -269,10 +291,10 @@ export function mlaLatent(
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'precision' | 'deviations' | 'probe'>,
 ): { normalized: tf.Tensor2D; latent: tf.Tensor2D; kPe: tf.Tensor2D } {
+  const { T } = checkMlaCall(MLA_LATENT, { x, w }, startPos, opts) as Record<'T', number>;
   const { config, maxSeqLen } = opts;
   const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
   const roundTrip = !opts.deviations?.has('kv-latent-no-fp8-roundtrip'); // V3.2-Exp had no round trip
-  const [T] = x.shape;
   const C = config.kv_lora_rank;
   const R = config.qk_rope_head_dim;
   const sf = scaleFmt(config);
@@ -344,10 +366,12 @@ export function mlaAttend(
   startPos: number,
   opts: Pick<MlaOptions, 'config' | 'maxSeqLen' | 'attention' | 'precision' | 'deviations' | 'probe'> & { mode: 'mha' | 'mqa' },
 ): tf.Tensor2D {
+  const { T, H, Dn, S, C } = checkMlaCall(MLA_ATTEND, { qNope, qPe, kv, pe, topk, w }, startPos, opts) as Record<'T' | 'H' | 'Dn' | 'S' | 'C', number>;
+  checkQueryPositions('mlaAttend', startPos, S, T, 'S from kv, T from qNope');
+  checkChoice('mlaAttend', 'opts.mode', opts.mode, ['mha', 'mqa']);
+  checkChoice('mlaAttend', 'opts.attention', opts.attention ?? 'sparse', ['sparse', 'dense', 'fast']);
   const { config, mode } = opts;
   const attention = opts.attention ?? 'sparse';
-  const [T, H, Dn] = qNope.shape;
-  const [S, C] = kv.shape;
   const R = config.qk_rope_head_dim;
   const Dv = config.v_head_dim;
   const sf = scaleFmt(config);
@@ -505,26 +529,19 @@ function appendCache(cache: MlaCache, latent: tf.Tensor2D, kPe: tf.Tensor2D): vo
 /** Validates everything {@link mlaForward} can check before computing; returns T. */
 function checkInputs(x: tf.Tensor2D, w: AttentionWeights<WeightMatrix>, cache: MlaCache, startPos: number, opts: MlaOptions): number {
   const fn = 'mlaForward()';
-  const { config, maxSeqLen } = opts;
-  const D = config.hidden_size;
-  const H = config.num_attention_heads;
-  const C = config.kv_lora_rank;
-  const R = config.qk_rope_head_dim;
-  const Dqk = config.qk_nope_head_dim + R;
-  const Dv = config.v_head_dim;
-  const Dq = config.q_lora_rank;
-  if (x.rank !== 2 || x.shape[1] !== D || x.shape[0] < 1) {
-    throw new RangeError(`${fn}: x must have shape [T ≥ 1, hidden_size = ${D}] but got [${x.shape.join(', ')}]`);
+  checkObject('mlaForward', 'cache', cache);
+  const C = checkObject('mlaForward', 'opts', opts).config ? opts.config.kv_lora_rank : undefined;
+  if (typeof C === 'number' && C > LATENT_BLOCK && C % LATENT_BLOCK !== 0) {
+    throw new RangeError(`${fn}: config.kv_lora_rank must be < ${LATENT_BLOCK} or divisible by ${LATENT_BLOCK} (FP8 latent block) but got ${C}`);
   }
-  const T = x.shape[0];
+  const { T } = checkMlaCall(MLA_FORWARD, { x, w, cache }, startPos, opts) as Record<'T', number>;
+  const { maxSeqLen } = opts;
+  if (T < 1) throw new RangeError(`${fn}: x must hold at least one token but got [${x.shape.join(', ')}]`);
   if (opts.mode !== undefined && opts.mode !== 'mha' && opts.mode !== 'mqa') {
     throw new TypeError(`${fn}: opts.mode must be 'mha' or 'mqa' but got '${String(opts.mode)}'`);
   }
   if (opts.attention !== undefined && opts.attention !== 'sparse' && opts.attention !== 'dense' && opts.attention !== 'fast') {
     throw new TypeError(`${fn}: opts.attention must be 'sparse', 'dense' or 'fast' but got '${String(opts.attention)}'`);
-  }
-  if (!Number.isSafeInteger(maxSeqLen) || maxSeqLen < 1) {
-    throw new RangeError(`${fn}: opts.maxSeqLen must be an integer ≥ 1 but got ${maxSeqLen}`);
   }
   const cached = mlaCacheLength(cache);
   if (!Number.isSafeInteger(startPos) || startPos !== cached) {
@@ -533,20 +550,5 @@ function checkInputs(x: tf.Tensor2D, w: AttentionWeights<WeightMatrix>, cache: M
   if (startPos + T > maxSeqLen) {
     throw new RangeError(`${fn}: startPos + T must be ≤ maxSeqLen = ${maxSeqLen} but got ${startPos} + ${T} = ${startPos + T}`);
   }
-  if (C > LATENT_BLOCK && C % LATENT_BLOCK !== 0) {
-    throw new RangeError(`${fn}: config.kv_lora_rank must be < ${LATENT_BLOCK} or divisible by ${LATENT_BLOCK} (FP8 latent block) but got ${C}`);
-  }
-  const expectShape = (name: string, t: { shape: number[] }, shape: number[]) => {
-    if (t.shape.join() !== shape.join()) {
-      throw new RangeError(`${fn}: weight ${name} must have shape [${shape.join(', ')}] (from the config) but got [${t.shape.join(', ')}]`);
-    }
-  };
-  expectShape('wq_a', w.wq_a.weight, [Dq, D]);
-  expectShape('q_norm', w.q_norm, [Dq]);
-  expectShape('wq_b', w.wq_b.weight, [H * Dqk, Dq]);
-  expectShape('wkv_a', w.wkv_a.weight, [C + R, D]);
-  expectShape('kv_norm', w.kv_norm, [C]);
-  expectShape('wkv_b', w.wkv_b.weight, [H * (Dqk - R + Dv), C]);
-  expectShape('wo', w.wo.weight, [D, H * Dv]);
   return T;
 }

@@ -31,6 +31,29 @@ import type { Deviations } from './deviations.ts';
 import { rmsNormResidual } from './norms.ts';
 import { asActivation, type Precision } from './precision.ts';
 import type { Checkpoint } from './safetensors.ts';
+import { checkArray, checkFiniteNumber, checkInteger, checkObject, checkTensors, CONFIG_LETTERS, configDims, defineContract, GLOBAL_WEIGHTS, kindOf, LAYER_WEIGHTS, MLA_CACHE, under } from './internal/contract.ts';
+
+const EMBED_TOKENS = defineContract('embedTokens', { embed: '[V, D]' });
+const BLOCK_FORWARD = defineContract(
+  'blockForward',
+  { h: '[T, D]', residual: { shape: '[T, D]', optional: true }, ...under('w', LAYER_WEIGHTS), ...under('cache', MLA_CACHE) },
+  CONFIG_LETTERS,
+);
+const HEAD_LOGITS = defineContract('headLogits', { h: '[T, D]', residual: '[T, D]', ...under('global', GLOBAL_WEIGHTS) });
+const MODEL_FORWARD = defineContract(
+  'modelForward',
+  { ...under('weights.global', GLOBAL_WEIGHTS), ...under('weights.layers[]', LAYER_WEIGHTS), ...under('cache.layers[]', MLA_CACHE) },
+  CONFIG_LETTERS,
+);
+
+/** Token ids: an array-like of integers (the range is checked against the vocabulary by {@link embedTokens}). */
+function checkTokens(fn: string, tokens: unknown): ArrayLike<number> {
+  const t = tokens as ArrayLike<number> | null | undefined;
+  if (t === null || t === undefined || typeof t !== 'object' || typeof t.length !== 'number') {
+    throw new TypeError(`${fn}(): tokens must be an array of token ids but got ${kindOf(tokens)}`);
+  }
+  return t;
+}
 import { gatherRows, matMulWeightT, type WeightMatrix } from './weight_matrix.ts';
 
 /** Every weight of the model. */
@@ -119,6 +142,8 @@ export interface ForwardProbe {
  * ```
  */
 export function createModelCache(config: ModelConfig): ModelCache {
+  checkObject('createModelCache', 'config', config);
+  checkInteger('createModelCache', 'config.num_hidden_layers', config.num_hidden_layers, 0);
   return { layers: Array.from({ length: config.num_hidden_layers }, () => createMlaCache()) };
 }
 
@@ -134,6 +159,7 @@ export function createModelCache(config: ModelConfig): ModelCache {
  * ```
  */
 export function disposeModelCache(cache: ModelCache): void {
+  checkArray('disposeModelCache', 'cache.layers', checkObject('disposeModelCache', 'cache', cache).layers);
   for (const c of cache.layers) disposeMlaCache(c);
 }
 
@@ -147,6 +173,7 @@ export function disposeModelCache(cache: ModelCache): void {
  * ```
  */
 export function modelCacheLength(cache: ModelCache): number {
+  checkArray('modelCacheLength', 'cache.layers', checkObject('modelCacheLength', 'cache', cache).layers);
   return cache.layers[0] ? mlaCacheLength(cache.layers[0]) : 0;
 }
 
@@ -164,6 +191,8 @@ export function modelCacheLength(cache: ModelCache): number {
  * ```
  */
 export function loadModelWeights(ckpt: Checkpoint, config: ModelConfig): ModelWeights {
+  checkObject('loadModelWeights', 'ckpt', ckpt);
+  checkObject('loadModelWeights', 'config', config);
   const layers: LayerWeights[] = [];
   try {
     for (let l = 0; l < config.num_hidden_layers; l++) layers.push(loadLayerWeights(ckpt, config, l));
@@ -186,6 +215,7 @@ export function loadModelWeights(ckpt: Checkpoint, config: ModelConfig): ModelWe
  * ```
  */
 export function disposeModelWeights(w: ModelWeights): void {
+  checkArray('disposeModelWeights', 'w.layers', checkObject('disposeModelWeights', 'w', w).layers);
   w.layers.forEach(disposeLayerWeights);
   disposeGlobalWeights(w.global);
 }
@@ -205,7 +235,8 @@ export function disposeModelWeights(w: ModelWeights): void {
  * ```
  */
 export function embedTokens(tokens: ArrayLike<number>, embed: WeightMatrix): tf.Tensor2D {
-  const V = embed.shape[0];
+  checkTokens('embedTokens', tokens);
+  const { V } = checkTensors(EMBED_TOKENS, { embed }) as Record<'V', number>;
   const ids = Int32Array.from(tokens as ArrayLike<number>);
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;
@@ -255,8 +286,13 @@ export function blockForward(
   startPos: number,
   opts: ModelOptions & { routing?: LayerRouting; layer?: number },
 ): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null } {
-  const { precision } = opts;
-  const eps = opts.config.rms_norm_eps;
+  checkObject('blockForward', 'w', w);
+  checkObject('blockForward', 'cache', cache);
+  checkObject('blockForward', 'opts', opts);
+  const { config, precision } = opts;
+  checkTensors(BLOCK_FORWARD, { h, residual, w, cache }, configDims('blockForward', config));
+  checkInteger('blockForward', 'startPos', startPos, 0);
+  const eps = config.rms_norm_eps;
   const layer = opts.layer ?? 0;
   const rounding = roundingAt(opts.probe, layer);
   let routing: LayerRouting | null = null;
@@ -334,6 +370,11 @@ export function headLogits(
   positions: 'last' | 'all' = 'last',
   precision: Precision = 'fp32',
 ): tf.Tensor2D {
+  checkObject('headLogits', 'global', global);
+  const { T } = checkTensors(HEAD_LOGITS, { h, residual, global }) as Record<'T', number>;
+  checkFiniteNumber('headLogits', 'eps', eps);
+  if (positions !== 'last' && positions !== 'all') throw new TypeError(`headLogits(): positions must be 'last' or 'all' but got ${kindOf(positions)}`);
+  if (T < 1) throw new RangeError(`headLogits(): h must hold at least one position but got [${h.shape.join(', ')}]`);
   return tf.tidy(() => {
     const out = asActivation(rmsNormResidual(h, residual, global.norm, eps).out, precision);
     const T = out.shape[0]!;
@@ -385,7 +426,15 @@ export function modelForward(
     logits?: 'last' | 'all';
   },
 ): { logits: tf.Tensor2D; routing: RoutingRecord } {
+  checkTokens('modelForward', tokens);
+  checkObject('modelForward', 'weights', weights);
+  checkArray('modelForward', 'weights.layers', weights.layers);
+  checkObject('modelForward', 'cache', cache);
+  checkArray('modelForward', 'cache.layers', cache.layers);
+  checkObject('modelForward', 'opts', opts);
   const { config } = opts;
+  checkTensors(MODEL_FORWARD, { weights, cache }, configDims('modelForward', config));
+  checkInteger('modelForward', 'startPos', startPos, 0);
   const T = tokens.length;
   if (T < 1) throw new RangeError('modelForward(): tokens must hold at least 1 id but got 0');
   if (weights.layers.length !== config.num_hidden_layers || cache.layers.length !== config.num_hidden_layers) {

@@ -19,6 +19,12 @@ import { scaleFmt } from './config.ts';
 import type { FfnWeights, MoeWeights } from './checkpoint.ts';
 import type { Deviations } from './deviations.ts';
 import { linear, probeAt, type RoundingProbe } from './fp8.ts';
+import { checkArray, checkChoice, checkObject, checkTensors, CONFIG_LETTERS, configDims, defineContract, ffnWeights, MOE_WEIGHTS, under } from './internal/contract.ts';
+
+const MOE_GATE = defineContract('moeGate', { x: '[T, D]', 'gate.weight': '[E, D]', 'gate.bias': { shape: '[E]', optional: true } }, CONFIG_LETTERS);
+const SWIGLU_FFN = defineContract('swigluFfn', { x: '[T, D]', ...under('w', ffnWeights('F')) });
+const MOE = defineContract('moe', { x: '[T, D]', ...under('w', MOE_WEIGHTS) }, CONFIG_LETTERS);
+const ROUTING_SCORES = defineContract('routingScores', { scores: '[T, E]', 'gate.weight': '[E, D]', 'gate.bias': { shape: '[E]', optional: true } }, { E: CONFIG_LETTERS.E! });
 import { asActivation, type Precision } from './precision.ts';
 import type { WeightMatrix } from './weight_matrix.ts';
 
@@ -94,6 +100,7 @@ export interface MoeOptions extends KeepRoutingOptions {
  * ```
  */
 export function concatRoutingRecords(records: readonly RoutingRecord[]): RoutingRecord {
+  checkArray('concatRoutingRecords', 'records', records);
   const first = records[0];
   if (!first) return { tokens: 0, layers: {} };
   const keys = Object.keys(first.layers).sort().join(',');
@@ -185,9 +192,11 @@ export function moeGate(
         return { weights: tf.tensor2d(opts.routing.weights, [T, Ek], 'float32'), indices };
       }
     } else {
-      // 2. biased scores, for selection only. The selection is discrete: it runs on a detached copy of
-      // the scores, so no gradient tape reaches top-k (which has no gradient in tfjs)
-      const detached = tf.tensor2d(scores.dataSync() as Float32Array, [T, E]);
+      // 2. biased scores, for selection only. The selection is discrete: it runs on a detached view of
+      // the scores (the same data, a tensor the gradient tape did not record), so no gradient tape
+      // reaches top-k (which has no gradient in tfjs). No read-back: the values stay on the backend,
+      // which matters on GPU backends (WebGPU under SwiftShader has no working synchronous read).
+      const detached = detachedView(scores as tf.Tensor2D);
       // 3. group-limited routing
       const { selection } = routingScores(detached, gate, config, opts.deviations);
       // 4. top-Ek experts, gate order
@@ -230,6 +239,9 @@ export function routingScores(
   config: GateConfig,
   deviations?: Deviations,
 ): { biased: tf.Tensor2D; groupScores: tf.Tensor2D | null; selection: tf.Tensor2D } {
+  checkObject('routingScores', 'gate', gate);
+  const known = configDims('routingScores', config);
+  checkTensors(ROUTING_SCORES, { scores, gate }, known.E !== undefined ? { E: known.E } : {});
   const { n_routed_experts: E, n_group: G, topk_group } = config;
   const droppedGroupScore = deviations?.has('moe-group-fill-zero') ? 0 : -Infinity; // deviation: 0.0 (HF, mlx-lm)
   const [T] = scores.shape;
@@ -240,22 +252,33 @@ export function routingScores(
     const grouped = tf.reshape(biased, [T, G, E / G]); // [T, G, E/G]
     const groupScores = (gate.bias ? tf.sum(tf.topk(grouped, 2).values, -1) : tf.max(grouped, -1)) as tf.Tensor2D; // [T, G]
     const keptGroups = tf.topk(groupScores, topk_group).indices; // [T, topk_group]
-    const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G), 1), 0); // [T, G] bool
+    // a float32 one-hot (counts 0/1 are exact): on tfjs-backend-webgpu 4.22 an int32 one-hot, or one
+    // cast from int32 (a relabelling there, not a conversion), breaks the transpose that the sum
+    // over axis 1 runs (a WGSL type error; docs/deviations.md)
+    const kept = tf.greater(tf.sum(tf.oneHot(keptGroups, G, 1, 0, 'float32'), 1), 0); // [T, G] bool
     const masked = tf.where(tf.expandDims(kept, -1), grouped, tf.scalar(droppedGroupScore)); // [T, G, E/G]
     return { biased, groupScores, selection: tf.reshape(masked, [T, E]) as tf.Tensor2D };
   });
 }
 
+/**
+ * A second tensor over the same data as `x` that the gradient tape has not recorded (tfjs has no
+ * stop-gradient op): the engine makes a tensor from `x`'s data id and the backend counts one more
+ * reference to that data, so disposing either tensor leaves the other valid. A backend without
+ * reference counting gets a copy read back from it instead.
+ */
+function detachedView(x: tf.Tensor2D): tf.Tensor2D {
+  const backend = tf.backend();
+  if (typeof backend.incRef !== 'function') return tf.tensor2d(x.dataSync() as Float32Array, x.shape);
+  backend.incRef(x.dataId);
+  return tf.engine().makeTensorFromDataId(x.dataId, x.shape, x.dtype, backend) as tf.Tensor2D;
+}
+
 function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfig, routing: LayerRouting | undefined): void {
+  checkObject('moeGate', 'gate', gate);
   const { n_routed_experts: E, num_experts_per_tok: Ek, n_group: G, topk_group } = config;
-  if (x.rank !== 2) throw new RangeError(`moeGate(): x must be [T, D] but has shape [${x.shape}]`);
-  const [T, D] = x.shape as [number, number];
-  if (gate.weight.rank !== 2 || gate.weight.shape[0] !== E || gate.weight.shape[1] !== D) {
-    throw new RangeError(`moeGate(): gate.weight must be [E=${E}, D=${D}] but has shape [${gate.weight.shape}]`);
-  }
-  if (gate.bias && (gate.bias.rank !== 1 || gate.bias.shape[0] !== E)) {
-    throw new RangeError(`moeGate(): gate.bias must be [E=${E}] but has shape [${gate.bias.shape}]`);
-  }
+  const known = configDims('moeGate', config);
+  const { T } = checkTensors(MOE_GATE, { x, gate }, { ...(known.E !== undefined ? { E: known.E } : {}) }) as Record<'T', number>;
   if (config.scoring_func !== 'sigmoid' && config.scoring_func !== 'softmax') {
     throw new RangeError(`moeGate(): scoring_func must be 'sigmoid' or 'softmax' but got '${config.scoring_func}'`);
   }
@@ -310,6 +333,9 @@ function checkGateArgs(x: tf.Tensor, gate: MoeWeights['gate'], config: GateConfi
  * ```
  */
 export function swigluFfn(x: tf.Tensor2D, w: FfnWeights<WeightMatrix>, fmt: 'ue8m0' | null, at: FfnOptions = {}): tf.Tensor2D {
+  checkObject('swigluFfn', 'w', w);
+  checkTensors(SWIGLU_FFN, { x, w });
+  checkChoice('swigluFfn', 'fmt', fmt, ['ue8m0', null]);
   const site = (input: 'ffn.in' | 'ffn.act', name: string) =>
     probeAt(at.probe, { input, linear: `${at.branch ?? 'dense'}.${name}`, branch: at.branch ?? 'dense', ...(at.tokens ? { tokens: at.tokens } : {}) });
   const act = (t: tf.Tensor) => asActivation(t, at.precision); // bf16 mode: the official tensor dtype
@@ -365,7 +391,7 @@ function permuteRows(a: tf.Tensor2D, perm: Int32Array, inverse: Int32Array): tf.
  * @example
  * ```ts
  * import { CONFIG_671B } from 'dsv32/config';
- * const config = { ...CONFIG_671B, hidden_size: 1, n_routed_experts: 2, num_experts_per_tok: 1, n_group: 1, topk_group: 1, quantization_config: undefined };
+ * const config = { ...CONFIG_671B, hidden_size: 1, moe_intermediate_size: 1, n_routed_experts: 2, n_shared_experts: 0, num_experts_per_tok: 1, n_group: 1, topk_group: 1, quantization_config: undefined };
  * const one = { w1: { weight: tf.tensor2d([[1]]), fp8: false }, w2: { weight: tf.tensor2d([[1]]), fp8: false }, w3: { weight: tf.tensor2d([[1]]), fp8: false } };
  * const w = { gate: { weight: tf.tensor2d([[1], [-1]]), bias: null }, experts: [one, one], shared: null };
  * const { out, routing } = moe(tf.tensor2d([[1]]), w, config);   // sampling: free routing
@@ -382,8 +408,11 @@ export function moe(
   config: ModelConfig,
   opts: MoeOptions = {},
 ): { out: tf.Tensor2D; routing: LayerRouting } {
+  checkObject('moe', 'w', w);
+  checkArray('moe', 'w.experts', w.experts);
   const act = (t: tf.Tensor) => asActivation(t, opts.precision); // bf16 mode: the official tensor dtype
   const E = config.n_routed_experts;
+  checkTensors(MOE, { x, w }, configDims('moe', config));
   if (w.experts.length !== E) {
     throw new RangeError(`moe(): weights must hold n_routed_experts=${E} experts but hold ${w.experts.length}`);
   }

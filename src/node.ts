@@ -17,6 +17,7 @@
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, parseConfig, type ModelConfig } from './config.ts';
+import { checkString } from './internal/contract.ts';
 import {
   SafetensorsError,
   safetensorsFromSource,
@@ -40,6 +41,7 @@ import {
  * ```
  */
 export function loadConfig(path: string): ModelConfig {
+  checkString('loadConfig', 'path', path);
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -93,6 +95,7 @@ function readExact(fd: number, position: number, length: number, path: string): 
  * ```
  */
 export function openSafetensors(path: string): SafetensorsFile {
+  checkString('openSafetensors', 'path', path);
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -133,6 +136,7 @@ export function openSafetensors(path: string): SafetensorsFile {
  * ```
  */
 export function openCheckpoint(path: string): Checkpoint {
+  checkString('openCheckpoint', 'path', path);
   let st;
   try {
     st = statSync(path);
@@ -182,5 +186,6 @@ function openSharded(dir: string, indexPath: string): Checkpoint {
  * ```
  */
 export function writeSafetensors(path: string, tensors: Record<string, WritableTensor>, metadata?: Record<string, string>): void {
+  checkString('writeSafetensors', 'path', path);
   writeFileSync(path, serializeSafetensors(tensors, metadata, 'writeSafetensors()'));
 }

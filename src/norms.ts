@@ -6,14 +6,11 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkTensors, defineContract } from './internal/contract.ts';
 
-function checkWeight(fn: string, name: string, x: tf.Tensor, w: tf.Tensor): void {
-  if (x.rank < 1) throw new RangeError(`${fn}(): x must have rank ≥ 1 but got a scalar`);
-  const d = x.shape[x.rank - 1];
-  if (w.rank !== 1 || w.shape[0] !== d) {
-    throw new RangeError(`${fn}(): ${name} must have shape [${d}] (last dim of x) but got [${w.shape}]`);
-  }
-}
+const RMS_NORM = defineContract('rmsNorm', { x: '[..., D]', weight: '[D]' });
+const RMS_NORM_RESIDUAL = defineContract('rmsNormResidual', { x: '[..., D]', residual: { shape: '[..., D]', optional: true }, weight: '[D]' });
+const LAYER_NORM = defineContract('layerNorm', { x: '[..., D]', weight: '[D]', bias: '[D]' });
 
 function checkEps(fn: string, eps: number): void {
   if (!(typeof eps === 'number' && Number.isFinite(eps) && eps >= 0)) {
@@ -39,7 +36,7 @@ function checkEps(fn: string, eps: number): void {
  * ```
  */
 export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor {
-  checkWeight('rmsNorm', 'weight', x, weight);
+  checkTensors(RMS_NORM, { x, weight });
   checkEps('rmsNorm', eps);
   return tf.tidy(() => {
     const xf = tf.cast(x, 'float32');
@@ -74,7 +71,7 @@ export function rmsNormResidual(
   weight: tf.Tensor,
   eps: number,
 ): { out: tf.Tensor; residual: tf.Tensor } {
-  checkWeight('rmsNormResidual', 'weight', x, weight);
+  checkTensors(RMS_NORM_RESIDUAL, { x, residual, weight });
   checkEps('rmsNormResidual', eps);
   if (residual && !tf.util.arraysEqual(residual.shape, x.shape)) {
     throw new RangeError(`rmsNormResidual(): residual must have the shape of x [${x.shape}] but got [${residual.shape}]`);
@@ -101,8 +98,7 @@ export function rmsNormResidual(
  * ```
  */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
-  checkWeight('layerNorm', 'weight', x, weight);
-  checkWeight('layerNorm', 'bias', x, bias);
+  checkTensors(LAYER_NORM, { x, weight, bias });
   checkEps('layerNorm', eps);
   return tf.tidy(() => {
     const xf = tf.cast(x, 'float32');

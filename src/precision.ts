@@ -14,6 +14,10 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkChoice, checkTensors, defineContract } from './internal/contract.ts';
+
+const ROUND_TO_BF16 = defineContract('roundToBf16', { x: '[...]' });
+const AS_ACTIVATION = defineContract('asActivation', { x: '[...]' });
 
 /** Activation dtype of a forward: float32 everywhere, or bfloat16 where the official code is bf16. */
 export type Precision = 'fp32' | 'bf16';
@@ -31,6 +35,7 @@ export type Precision = 'fp32' | 'bf16';
  * ```
  */
 export function roundToBf16(x: tf.Tensor): tf.Tensor {
+  checkTensors(ROUND_TO_BF16, { x });
   const values = Float32Array.from(x.dataSync() as Float32Array);
   const bits = new Uint32Array(values.buffer);
   for (let i = 0; i < bits.length; i++) {
@@ -52,5 +57,7 @@ export function roundToBf16(x: tf.Tensor): tf.Tensor {
  * ```
  */
 export function asActivation(x: tf.Tensor, precision: Precision | undefined): tf.Tensor {
+  checkTensors(AS_ACTIVATION, { x });
+  checkChoice('asActivation', 'precision', precision, ['fp32', 'bf16', undefined as unknown as 'fp32']);
   return precision === 'bf16' ? roundToBf16(x) : x;
 }

@@ -16,6 +16,20 @@
  *
  * @module
  */
+import { checkString, kindOf } from './internal/contract.ts';
+
+/**
+ * Deepest JSON nesting {@link parsePyJson} reads and {@link pyJsonDumps} writes (arrays and objects
+ * inside each other). Deeper input is a {@link JsonDepthError} naming the path, never a stack
+ * overflow; Python's own `json` stops near 1000 (its recursion limit), so no message the official
+ * encoder accepts is refused. Stated in docs/limits.md.
+ */
+export const MAX_JSON_DEPTH = 512;
+
+/** JSON nested deeper than {@link MAX_JSON_DEPTH}; the message names the path where it happens. */
+export class JsonDepthError extends RangeError {
+  override name = 'JsonDepthError';
+}
 
 // --- Value model ---
 
@@ -60,6 +74,7 @@ export type PyJson =
  * ```
  */
 export function pyFloatRepr(x: number): string {
+  if (typeof x !== 'number') throw new TypeError(`pyFloatRepr(): x must be a number but got ${kindOf(x)}`);
   if (Number.isNaN(x)) return 'NaN';
   if (x === Infinity) return 'Infinity';
   if (x === -Infinity) return '-Infinity';
@@ -109,6 +124,7 @@ const ESCAPES: Record<string, string> = { '"': '\\"', '\\': '\\\\', '\n': '\\n',
  * ```
  */
 export function pyJsonString(s: string): string {
+  checkString('pyJsonString', 's', s);
   // eslint-disable-next-line no-control-regex
   return `"${s.replace(/[\u0000-\u001f"\\]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
 }
@@ -133,18 +149,28 @@ export function pyJsonString(s: string): string {
  * ```
  */
 export function pyJsonDumps(value: PyJson): string {
-  if (value === null) return 'null';
-  if (value === true) return 'true';
-  if (value === false) return 'false';
-  if (typeof value === 'string') return pyJsonString(value);
-  if (typeof value === 'bigint') return value.toString();
-  if (typeof value === 'number') return Number.isInteger(value) ? BigInt(value).toString() : pyFloatRepr(value);
-  if (value instanceof PyFloat) return pyFloatRepr(value.value);
-  if (Array.isArray(value)) return `[${value.map(pyJsonDumps).join(', ')}]`;
-  const entries = value instanceof PyDict ? value.entries : Object.entries(value);
-  const parts: string[] = [];
-  for (const [k, v] of entries) if (v !== undefined) parts.push(`${pyJsonString(k)}: ${pyJsonDumps(v)}`);
-  return `{${parts.join(', ')}}`;
+  const path: (string | number)[] = [];
+  const dump = (v: PyJson): string => {
+    if (v === null) return 'null';
+    if (v === true) return 'true';
+    if (v === false) return 'false';
+    if (typeof v === 'string') return pyJsonString(v);
+    if (typeof v === 'bigint') return v.toString();
+    if (typeof v === 'number') return Number.isInteger(v) ? BigInt(v).toString() : pyFloatRepr(v);
+    if (v instanceof PyFloat) return pyFloatRepr(v.value);
+    if (typeof v !== 'object') throw new TypeError(`pyJsonDumps(): value must be JSON (null, boolean, number, string, array or object) but got ${kindOf(v)} at ${jsonPath(path)}`);
+    if (path.length >= MAX_JSON_DEPTH) throw new JsonDepthError(`pyJsonDumps(): value nests deeper than ${MAX_JSON_DEPTH} levels at ${jsonPath(path)}`);
+    const entries: [string | number, PyJson | undefined][] = Array.isArray(v) ? v.map((x, j) => [j, x]) : v instanceof PyDict ? v.entries : Object.entries(v);
+    const parts: string[] = [];
+    for (const [k, x] of entries) {
+      if (x === undefined && typeof k === 'string') continue;
+      path.push(k);
+      parts.push(typeof k === 'number' ? dump(x as PyJson) : `${pyJsonString(k)}: ${dump(x as PyJson)}`);
+      path.pop();
+    }
+    return Array.isArray(v) ? `[${parts.join(', ')}]` : `{${parts.join(', ')}}`;
+  };
+  return dump(value);
 }
 
 // --- Reading: json.loads ---
@@ -161,6 +187,8 @@ export function pyJsonDumps(value: PyJson): string {
  * ```
  */
 export function pyGet(obj: PyJson | undefined, key: string): PyJson | undefined {
+  if (typeof obj === 'symbol' || typeof obj === 'function') throw new TypeError(`pyGet(): obj must be a JSON value but got ${kindOf(obj)}`);
+  checkString('pyGet', 'key', key);
   if (obj instanceof PyDict) return obj.entries.find(([k]) => k === key)?.[1];
   if (obj !== null && typeof obj === 'object' && !Array.isArray(obj) && !(obj instanceof PyFloat)) {
     return Object.hasOwn(obj, key) ? obj[key] : undefined;
@@ -200,62 +228,71 @@ export function isPyObject(v: unknown): v is PyDict | { [key: string]: PyJson } 
  * ```
  */
 export function parsePyJson(text: string): PyJson {
+  checkString('parsePyJson', 'text', text);
   let i = 0;
+  const path: (string | number)[] = []; // keys and indices from the root to the value being read
   const fail = (what: string): never => {
     const near = JSON.stringify(text.slice(Math.max(0, i - 10), i + 10));
     throw new SyntaxError(`${what} at position ${i} (near ${near})`);
   };
   const ws = (): void => {
-    while (i < text.length && ' \t\n\r'.includes(text[i]!)) i++;
+    for (let c = text.charCodeAt(i); c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d; c = text.charCodeAt(++i));
   };
   const literal = (word: string, v: PyJson): PyJson => {
     if (!text.startsWith(word, i)) fail('invalid literal');
     i += word.length;
     return v;
   };
+  const SIMPLE: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
   const str = (): string => {
     i++; // opening quote
-    let out = '';
+    const parts: string[] = [];
     for (;;) {
+      const start = i; // a run of plain characters is copied as one slice
+      let c = text.charCodeAt(i);
+      while (i < text.length && c !== 0x22 && c !== 0x5c && c >= 0x20) c = text.charCodeAt(++i);
+      if (i > start) parts.push(text.slice(start, i));
       if (i >= text.length) fail('unterminated string');
-      const c = text[i]!;
-      if (c === '"') {
+      if (c === 0x22) {
         i++;
-        return out;
+        return parts.length === 1 ? parts[0]! : parts.join('');
       }
-      if (c.charCodeAt(0) < 0x20) fail('invalid control character in string');
-      if (c !== '\\') {
-        out += c;
-        i++;
-        continue;
-      }
+      if (c < 0x20) fail('invalid control character in string');
       const esc = text[i + 1];
-      const simple: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
-      if (esc !== undefined && simple[esc] !== undefined) {
-        out += simple[esc];
+      if (esc !== undefined && SIMPLE[esc] !== undefined) {
+        parts.push(SIMPLE[esc]);
         i += 2;
       } else if (esc === 'u' && /^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) {
-        out += String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16)); // UTF-16 pairs join by themselves
+        parts.push(String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16))); // UTF-16 pairs join by themselves
         i += 6;
       } else {
         fail('invalid escape');
       }
     }
   };
+  const NUMBER = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?/y;
   const num = (): PyJson => {
-    const m = /^-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?/.exec(text.slice(i));
+    NUMBER.lastIndex = i;
+    const m = NUMBER.exec(text);
     if (!m) return fail('invalid number');
     i += m[0].length;
     if (m[1] !== undefined || m[2] !== undefined) return new PyFloat(Number(m[0]));
     const n = Number(m[0]);
     return Number.isSafeInteger(n) ? n + 0 /* -0 → 0, as Python's int */ : BigInt(m[0]);
   };
+  const enter = (): void => {
+    if (path.length >= MAX_JSON_DEPTH) {
+      throw new JsonDepthError(`parsePyJson(): JSON nests deeper than ${MAX_JSON_DEPTH} levels at ${jsonPath(path)} (position ${i})`);
+    }
+  };
   const value = (): PyJson => {
     ws();
     const c = text[i];
     if (c === '{') {
+      enter();
       i++;
       const entries: [string, PyJson][] = [];
+      const slot = new Map<string, number>(); // a repeated key keeps its first place and its last value, as in Python
       ws();
       if (text[i] === '}') {
         i++;
@@ -268,10 +305,15 @@ export function parsePyJson(text: string): PyJson {
         ws();
         if (text[i] !== ':') fail("expected ':'");
         i++;
+        path.push(k);
         const v = value();
-        const at = entries.findIndex(([key]) => key === k);
-        if (at >= 0) entries[at] = [k, v];
-        else entries.push([k, v]);
+        path.pop();
+        const at = slot.get(k);
+        if (at !== undefined) entries[at] = [k, v];
+        else {
+          slot.set(k, entries.length);
+          entries.push([k, v]);
+        }
         ws();
         if (text[i] === ',') i++;
         else if (text[i] === '}') {
@@ -285,6 +327,7 @@ export function parsePyJson(text: string): PyJson {
       return keptOrder ? { ...obj } : new PyDict(entries);
     }
     if (c === '[') {
+      enter();
       i++;
       const arr: PyJson[] = [];
       ws();
@@ -293,7 +336,9 @@ export function parsePyJson(text: string): PyJson {
         return arr;
       }
       for (;;) {
+        path.push(arr.length);
         arr.push(value());
+        path.pop();
         ws();
         if (text[i] === ',') i++;
         else if (text[i] === ']') {
@@ -316,4 +361,20 @@ export function parsePyJson(text: string): PyJson {
   ws();
   if (i < text.length) fail('extra data after the JSON value');
   return v;
+}
+
+/**
+ * A JSON path for messages: `$.messages[0].tools[2]`; a run of one repeated step prints once with its
+ * count (`[0]×600`), so a deep path stays one short line.
+ */
+function jsonPath(path: readonly (string | number)[]): string {
+  const steps = path.map((k) => (typeof k === 'number' ? `[${k}]` : /^[A-Za-z_$][\w$]*$/.test(k) ? `.${k}` : `[${JSON.stringify(k)}]`));
+  let out = '$';
+  for (let j = 0; j < steps.length; ) {
+    let n = 1;
+    while (j + n < steps.length && steps[j + n] === steps[j]) n++;
+    out += n > 3 ? `${steps[j]}×${n}` : steps[j]!.repeat(n);
+    j += n;
+  }
+  return out;
 }

@@ -20,6 +20,7 @@
 import { tf } from './backend.ts';
 import { decodeTensorBytes, DTYPE_BYTES, type Checkpoint, type Dtype } from './safetensors.ts';
 import type { DeferredMatrix } from './weight_matrix.ts';
+import { checkInteger, checkObject } from './internal/contract.ts';
 
 /** float32 bytes one dequantized band may take (8 Mi elements). */
 export const BAND_BYTES = 32 * 1024 * 1024;
@@ -35,6 +36,7 @@ export const BAND_BYTES = 32 * 1024 * 1024;
  * ```
  */
 export function bandRowsFor(cols: number): number {
+  checkInteger('bandRowsFor', 'cols', cols, 0);
   const rows = Math.floor(BAND_BYTES / 4 / Math.max(1, cols));
   return rows >= 128 ? rows - (rows % 128) : Math.max(1, rows);
 }
@@ -115,6 +117,12 @@ class StoredMatrix implements DeferredMatrix {
     }
     const values = decodeTensorBytes(this.s.dtype, this.s.bytes(first, count), this.s.name) as Float32Array;
     const w = this.s.scale ? dequantRows(values, this.s.scale.read(), this.s.scale.block, first, count, cols) : values;
+    // weights must be finite: named here by tensor, as the float32 loader does (src/checkpoint.ts)
+    for (let i = 0; i < w.length; i++) {
+      if (!Number.isFinite(w[i]!)) {
+        throw new RangeError(`tensor "${this.s.name}": expected finite values but got ${w[i]} at flat index ${first * cols + i} (row ${first + Math.floor(i / cols)})`);
+      }
+    }
     const t = tf.tensor2d(w, [count, cols], 'float32');
     this.meter?.sample();
     return t;
@@ -174,6 +182,7 @@ function floats(ckpt: Checkpoint, name: string): Float32Array {
  * ```
  */
 export function residentMatrix(t: StoredTensor, meter: MemoryMeter | null = null): DeferredMatrix {
+  checkObject('residentMatrix', 't', t);
   const d = describe(t);
   const bytes = t.ckpt.readRaw(t.name).bytes;
   const scale = t.scale ? floats(t.ckpt, t.scale.name) : null;
@@ -206,6 +215,7 @@ export function residentMatrix(t: StoredTensor, meter: MemoryMeter | null = null
  * ```
  */
 export function onDemandMatrix(t: StoredTensor, meter: MemoryMeter | null = null): DeferredMatrix {
+  checkObject('onDemandMatrix', 't', t);
   const d = describe(t);
   return new StoredMatrix(
     {

@@ -13,6 +13,9 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkFiniteNumber, checkInteger, checkObject, checkTensors, defineContract, kindOf } from './internal/contract.ts';
+
+const APPLY_ROPE = defineContract('applyRope', { x: '[T, ..., R]', cos: '[T, Rh]', sin: '[T, Rh]' });
 
 /** Parameters of {@link yarnFrequencies}, in the official `ModelArgs` meaning. */
 export interface RopeParams {
@@ -90,6 +93,7 @@ function checkParams(p: RopeParams): void {
  * ```
  */
 export function yarnFrequencies(p: RopeParams): Float32Array {
+  checkObject('yarnFrequencies', 'p', p);
   checkParams(p);
   const half = p.dim / 2;
   const freqs = new Float32Array(half);
@@ -127,6 +131,8 @@ export function yarnFrequencies(p: RopeParams): Float32Array {
  * ```
  */
 export function ropeParams(config: RopeConfigLike, maxSeqLen: number): RopeParams {
+  checkObject('ropeParams', 'config', config);
+  checkInteger('ropeParams', 'maxSeqLen', maxSeqLen, 1);
   const rs = config.rope_scaling;
   return {
     dim: config.qk_rope_head_dim,
@@ -150,6 +156,8 @@ export function ropeParams(config: RopeConfigLike, maxSeqLen: number): RopeParam
  * ```
  */
 export function yarnMscale(factor: number, mscale: number): number {
+  checkFiniteNumber('yarnMscale', 'factor', factor);
+  checkFiniteNumber('yarnMscale', 'mscale', mscale);
   if (factor <= 1) return 1;
   return 0.1 * mscale * Math.log(factor) + 1;
 }
@@ -182,6 +190,7 @@ export function ropeAngles(
   start: number,
   length: number,
 ): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  if (!(freqs instanceof Float32Array)) throw new TypeError(`ropeAngles(): freqs must be a Float32Array but got ${kindOf(freqs)}`);
   if (!Number.isInteger(start) || start < 0) {
     throw new RangeError(`ropeAngles(): start must be a non-negative integer but got ${start}`);
   }
@@ -227,15 +236,9 @@ export function ropeAngles(
  * ```
  */
 export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, interleaved: boolean): tf.Tensor {
-  if (x.rank < 2) throw new RangeError(`applyRope(): x must be [T, ..., R] (rank ≥ 2) but got shape [${x.shape}]`);
-  const T = x.shape[0]!;
-  const R = x.shape[x.rank - 1]!;
+  const { T, R, Rh } = checkTensors(APPLY_ROPE, { x, cos, sin }) as Record<'T' | 'R' | 'Rh', number>;
   if (R % 2 !== 0) throw new RangeError(`applyRope(): last dim R of x must be even but got ${R}`);
-  for (const [name, t] of [['cos', cos], ['sin', sin]] as const) {
-    if (t.rank !== 2 || t.shape[0] !== T || t.shape[1] !== R / 2) {
-      throw new RangeError(`applyRope(): ${name} must have shape [${T}, ${R / 2}] but got [${t.shape}]`);
-    }
-  }
+  if (Rh * 2 !== R) throw new RangeError(`applyRope(): cos and sin must be [T, R/2] = [${T}, ${R / 2}] (R from x) but got [${cos.shape.join(', ')}]`);
   return tf.tidy(() => {
     const bshape = [T, ...new Array<number>(x.rank - 2).fill(1), R / 2];
     const c = tf.reshape(cos, bshape); // [T, 1.., R/2]

@@ -20,6 +20,8 @@
  */
 import { tf } from './backend.ts';
 import { decodeE4m3Bytes } from './fp8.ts';
+import { checkObject, checkString, kindOf } from './internal/contract.ts';
+import { firstInvalidUtf8 } from './internal/utf8.ts';
 
 // --- Types ---
 
@@ -130,6 +132,8 @@ const E5M2_TABLE = Float32Array.from({ length: 256 }, (_, c) => f16Value(c << 8)
  * ```
  */
 export function decodeTensorBytes(dtype: Dtype, bytes: Uint8Array, path: string): TensorValues {
+  checkString('decodeTensorBytes', 'dtype', dtype);
+  if (!(bytes instanceof Uint8Array)) throw new TypeError(`decodeTensorBytes(): bytes must be a Uint8Array but got ${kindOf(bytes)}`);
   if (!LITTLE_ENDIAN) throw new SafetensorsError(path, 'big-endian hosts are not supported');
   const buf = bytes.buffer;
   const off = bytes.byteOffset;
@@ -200,6 +204,31 @@ function isIndex(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
+/**
+ * The first key that appears twice at the top level of a valid JSON object text (`JSON.parse` keeps
+ * the last one silently), or undefined. One linear scan; nested objects are skipped.
+ */
+function firstRepeatedKey(text: string): string | undefined {
+  const seen = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      const start = i;
+      for (i++; text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+      if (depth !== 1) continue;
+      let j = i + 1;
+      while (text[j] === ' ' || text[j] === '\t' || text[j] === '\n' || text[j] === '\r') j++;
+      if (text[j] !== ':') continue;
+      const key = JSON.parse(text.slice(start, i + 1)) as string;
+      if (seen.has(key)) return key;
+      seen.add(key);
+    } else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return undefined;
+}
+
 function parseHeader(
   path: string,
   headerBytes: Uint8Array,
@@ -210,7 +239,7 @@ function parseHeader(
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
   } catch {
-    throw new SafetensorsError(path, 'header is not valid UTF-8');
+    throw new SafetensorsError(path, `header is not valid UTF-8 (invalid byte sequence at header byte ${firstInvalidUtf8(headerBytes)})`);
   }
   let json: unknown;
   try {
@@ -219,6 +248,8 @@ function parseHeader(
     throw new SafetensorsError(path, `header is not valid JSON (${(e as Error).message})`);
   }
   if (!isPlainObject(json)) throw new SafetensorsError(path, 'header is not a JSON object');
+  const repeated = firstRepeatedKey(text);
+  if (repeated !== undefined) throw new SafetensorsError(path, `header names tensor ${JSON.stringify(repeated)} more than once (duplicate tensor name)`);
 
   const metadata: Record<string, string> = {};
   const entries = new Map<string, Entry>();
@@ -327,6 +358,8 @@ export interface ByteSource {
  * ```
  */
 export function safetensorsFromSource(path: string, source: ByteSource): SafetensorsFile {
+  checkString('safetensorsFromSource', 'path', path);
+  checkObject('safetensorsFromSource', 'source', source);
   let entries: Map<string, Entry>;
   let metadata: Record<string, string>;
   try {
@@ -471,6 +504,7 @@ export function shardedSafetensors(
   index: unknown,
   openShard: (shard: string, forTensor: string) => SafetensorsFile,
 ): Checkpoint {
+  checkString('shardedSafetensors', 'path', path);
   if (!isPlainObject(index) || !isPlainObject(index.weight_map)) {
     throw new SafetensorsError(indexPath, 'index must be a JSON object with a "weight_map" object');
   }
@@ -640,6 +674,7 @@ export function serializeSafetensors(
   metadata?: Record<string, string>,
   fn = 'serializeSafetensors()',
 ): Uint8Array {
+  checkObject(typeof fn === 'string' ? fn.replace(/\(\)$/, '') : 'serializeSafetensors', 'tensors', tensors);
   const header: Record<string, unknown> = {};
   const blobs: Uint8Array[] = [];
   let offset = 0;

@@ -15,6 +15,15 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkObject, checkTensors, defineContract, type Contract } from './internal/contract.ts';
+
+const KEPT = { shape: '[T, V]', dtype: 'mask' } as const;
+const TOKENS = { shape: '[T]', dtype: 'numeric' } as const;
+const MASKED_LOG_SOFTMAX = defineContract('maskedLogSoftmax', { logits: '[..., V]', kept: { shape: '[..., V]', dtype: 'mask' } });
+const TOKEN_LOG_PROBS = defineContract('tokenLogProbs', { logits: '[T, V]', tokens: TOKENS });
+const KEEP_SAMPLING_LOG_PROBS = defineContract('keepSamplingLogProbs', { logits: '[T, V]', kept: KEPT, tokens: TOKENS });
+const KEEP_SAMPLING_RATIO = defineContract('keepSamplingRatio', { logits: '[T, V]', logitsOld: '[T, V]', kept: KEPT, tokens: TOKENS });
+const KEPT_SET_FROM_LOGITS = defineContract('keptSetFromLogits', { logits: '[T, V]' });
 import { stopGradient } from './internal/stop_gradient.ts';
 
 // --- Masked log-softmax ---
@@ -32,7 +41,8 @@ import { stopGradient } from './internal/stop_gradient.ts';
  * ```
  */
 export function maskedLogSoftmax(logits: tf.Tensor, kept: tf.Tensor): tf.Tensor {
-  if (logits.rank < 1 || kept.shape.join() !== logits.shape.join()) {
+  checkTensors(MASKED_LOG_SOFTMAX, { logits, kept });
+  if ( kept.shape.join() !== logits.shape.join()) {
     throw new RangeError(`maskedLogSoftmax(): kept must have the logits' shape [${logits.shape}] but got [${kept.shape}]`);
   }
   return tf.tidy(() => {
@@ -53,10 +63,10 @@ function tokenMask(tokens: tf.Tensor1D, V: number): tf.Tensor2D {
   return tf.tensor2d(m, [ids.length, V], 'bool');
 }
 
-function checkTokens(fn: string, logits: tf.Tensor2D, tokens: tf.Tensor1D): void {
-  if (logits.rank !== 2) throw new RangeError(`${fn}: logits must be [T, V] but got shape [${logits.shape}]`);
-  const [T, V] = logits.shape;
-  if (tokens.rank !== 1 || tokens.shape[0] !== T) throw new RangeError(`${fn}: tokens must be [T] = [${T}] but got shape [${tokens.shape}]`);
+function checkTokens(c: Contract, params: Record<string, unknown>, logits: tf.Tensor2D, tokens: tf.Tensor1D): void {
+  const fn = `${c.fn}()`;
+  checkTensors(c, params);
+  const V = logits.shape[1];
   tokens.dataSync().forEach((id, t) => {
     if (!Number.isInteger(id) || id < 0 || id >= V) throw new RangeError(`${fn}: tokens[${t}] must be an id in [0, ${V}) but got ${id}`);
   });
@@ -71,7 +81,7 @@ function checkTokens(fn: string, logits: tf.Tensor2D, tokens: tf.Tensor1D): void
  * ```
  */
 export function tokenLogProbs(logits: tf.Tensor2D, tokens: tf.Tensor1D): tf.Tensor1D {
-  checkTokens('tokenLogProbs()', logits, tokens);
+  checkTokens(TOKEN_LOG_PROBS, { logits, tokens }, logits, tokens);
   return tf.tidy(() => {
     const onehot = tokenMask(tokens, logits.shape[1]); // [T, V]
     const lp = tf.logSoftmax(logits);
@@ -93,8 +103,7 @@ export function tokenLogProbs(logits: tf.Tensor2D, tokens: tf.Tensor1D): tf.Tens
  */
 export function keepSamplingLogProbs(logits: tf.Tensor2D, kept: tf.Tensor2D, tokens: tf.Tensor1D): tf.Tensor1D {
   const fn = 'keepSamplingLogProbs()';
-  checkTokens(fn, logits, tokens);
-  if (kept.shape.join() !== logits.shape.join()) throw new RangeError(`${fn}: kept must have the logits' shape [${logits.shape}] but got [${kept.shape}]`);
+  checkTokens(KEEP_SAMPLING_LOG_PROBS, { logits, kept, tokens }, logits, tokens);
   const V = logits.shape[1];
   const k = kept.dataSync();
   tokens.dataSync().forEach((id, t) => {
@@ -121,6 +130,7 @@ export function keepSamplingLogProbs(logits: tf.Tensor2D, kept: tf.Tensor2D, tok
 export function keepSamplingRatio(
   logits: tf.Tensor2D, logitsOld: tf.Tensor2D, kept: tf.Tensor2D, tokens: tf.Tensor1D,
 ): { logp: tf.Tensor1D; logpOld: tf.Tensor1D; ratio: tf.Tensor1D } {
+  checkTensors(KEEP_SAMPLING_RATIO, { logits, logitsOld, kept, tokens });
   const logp = keepSamplingLogProbs(logits, kept, tokens);
   const logpOld = keepSamplingLogProbs(logitsOld, kept, tokens);
   const ratio = tf.tidy(() => tf.exp(tf.sub(logp, logpOld)) as tf.Tensor1D);
@@ -157,7 +167,8 @@ export interface TruncationOptions {
  */
 export function keptSetFromLogits(logits: tf.Tensor2D, options: TruncationOptions): tf.Tensor2D {
   const fn = 'keptSetFromLogits()';
-  if (logits.rank !== 2) throw new RangeError(`${fn}: logits must be [T, V] but got shape [${logits.shape}]`);
+  checkTensors(KEPT_SET_FROM_LOGITS, { logits });
+  checkObject('keptSetFromLogits', 'options', options);
   const { topP = 1, topK } = options;
   if (!(topP > 0 && topP <= 1)) throw new RangeError(`${fn}: topP must be in (0, 1] but got ${topP}`);
   if (topK !== undefined && !(Number.isInteger(topK) && topK >= 1)) throw new RangeError(`${fn}: topK must be an integer ≥ 1 but got ${topK}`);

@@ -24,6 +24,13 @@
  */
 import { tf } from './backend.ts';
 import { selectionMask } from './topk.ts';
+import { checkFiniteNumber, checkInteger, checkQueryPositions, checkTensors, defineContract, MHA_ARGS, MQA_ARGS } from './internal/contract.ts';
+
+const CAUSAL_SELECTION_MASK = defineContract('causalSelectionMask', { topk: { shape: '[T, K]', dtype: 'int32' } });
+const SPARSE_MQA = defineContract('sparseAttentionMqa', MQA_ARGS);
+const SPARSE_MHA = defineContract('sparseAttentionMha', MHA_ARGS);
+const DENSE_MQA = defineContract('denseAttentionMqa', MQA_ARGS);
+const DENSE_MHA = defineContract('denseAttentionMha', MHA_ARGS);
 
 /** Options of the gather path. */
 export interface GatherOptions {
@@ -49,7 +56,10 @@ export interface GatherOptions {
  * ```
  */
 export function causalSelectionMask(topk: tf.Tensor2D, S: number, startPos: number): tf.Tensor2D {
-  const [T] = checkTopk('causalSelectionMask', topk, startPos, S);
+  const fn = 'causalSelectionMask';
+  const { T } = checkTensors(CAUSAL_SELECTION_MASK, { topk }) as Record<'T', number>;
+  checkInteger(fn, 'S', S, 1);
+  checkQueryPositions(fn, startPos, S, T, 'S is the argument S, T from topk');
   return tf.tidy(() => {
     const selection = selectionMask(topk, S); // [T, S] 0 | −∞
     return tf.where(causalMask(T, S, startPos), selection, tf.fill([T, S], -Infinity)) as tf.Tensor2D;
@@ -101,8 +111,9 @@ export function sparseAttentionMqa(
   opts: GatherOptions = {},
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMqa';
-  const { T, H, C, S, R } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
-  checkTopk(fn, topk, startPos, S, T);
+  const { T, H, C, S, R } = checkTensors(SPARSE_MQA, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'S' | 'R', number>;
+  checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
+  checkFiniteNumber(fn, 'scale', scale);
   const queryBlock = checkBlock(fn, opts.queryBlock);
   return tf.tidy(() => {
     const blocks: tf.Tensor3D[] = [];
@@ -154,9 +165,9 @@ export function sparseAttentionMha(
   opts: GatherOptions = {},
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMha';
-  const [T, H, Dqk] = checkRank(fn, 'q', q, 3);
-  const [S, Dv] = checkMhaKeys(fn, q, k, v);
-  checkTopk(fn, topk, startPos, S, T);
+  const { T, H, Dqk, S, Dv } = checkTensors(SPARSE_MHA, { q, k, v, topk }) as Record<'T' | 'H' | 'Dqk' | 'S' | 'Dv', number>;
+  checkQueryPositions(fn, startPos, S, T, 'S from k, T from q');
+  checkFiniteNumber(fn, 'scale', scale);
   const queryBlock = checkBlock(fn, opts.queryBlock);
   return tf.tidy(() => {
     const blocks: tf.Tensor3D[] = [];
@@ -208,8 +219,9 @@ export function denseAttentionMqa(
   scale: number,
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqa';
-  const { T, H, C, S, R } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
-  checkTopk(fn, topk, startPos, S, T);
+  const { T, H, C, S, R } = checkTensors(DENSE_MQA, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'S' | 'R', number>;
+  checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
+  checkFiniteNumber(fn, 'scale', scale);
   return tf.tidy(() => {
     const zLatent = tf.matMul(qLatent.reshape([T * H, C]), kv, false, true); // [T·H, S]
     const zRope = tf.matMul(qPe.reshape([T * H, R]), pe, false, true); // [T·H, S]
@@ -248,9 +260,9 @@ export function denseAttentionMha(
   scale: number,
 ): tf.Tensor3D {
   const fn = 'denseAttentionMha';
-  const [T] = checkRank(fn, 'q', q, 3);
-  const [S] = checkMhaKeys(fn, q, k, v);
-  checkTopk(fn, topk, startPos, S, T);
+  const { T, S } = checkTensors(DENSE_MHA, { q, k, v, topk }) as Record<'T' | 'S', number>;
+  checkQueryPositions(fn, startPos, S, T, 'S from k, T from q');
+  checkFiniteNumber(fn, 'scale', scale);
   return tf.tidy(() => {
     const z = tf.matMul(q.transpose([1, 0, 2]), k.transpose([1, 0, 2]), false, true).mul(scale); // [H, T, S]
     const p = tf.softmax(z.add(causalSelectionMask(topk, S, startPos))); // [H, T, S]
@@ -274,74 +286,6 @@ function slots(topk: tf.Tensor2D, startPos: number): { index: tf.Tensor2D; valid
   const valid = tf.logicalAnd(tf.greaterEqual(topk, 0), tf.lessEqual(topk, t)) as tf.Tensor2D; // [Tb, K]
   const index = tf.where(valid, topk, tf.zerosLike(topk)) as tf.Tensor2D; // [Tb, K]
   return { index, valid };
-}
-
-function checkRank(fn: string, name: string, x: tf.Tensor, rank: 3, shape?: string): [number, number, number];
-function checkRank(fn: string, name: string, x: tf.Tensor, rank: number, shape?: string): number[];
-function checkRank(fn: string, name: string, x: tf.Tensor, rank: number, shape?: string): number[] {
-  if (x.rank !== rank) {
-    throw new RangeError(`${fn}(): ${name} must have rank ${rank}${shape ? ` ${shape}` : ''} but got shape [${x.shape.join(', ')}]`);
-  }
-  return x.shape;
-}
-
-/**
- * Validates the inputs of an MQA-form attention (the gather, dense and fast paths share it).
- * @internal
- */
-export function checkMqaInputs(
-  fn: string,
-  qLatent: tf.Tensor,
-  qPe: tf.Tensor,
-  kv: tf.Tensor,
-  pe: tf.Tensor,
-): { T: number; H: number; C: number; S: number; R: number } {
-  const [T, H, C] = checkRank(fn, 'qLatent', qLatent, 3, '[T, H, C]');
-  checkRank(fn, 'qPe', qPe, 3, '[T, H, R]');
-  checkRank(fn, 'kv', kv, 2, '[S, C]');
-  checkRank(fn, 'pe', pe, 2, '[S, R]');
-  const [S, R] = pe.shape as [number, number];
-  const expect = (name: string, x: tf.Tensor, shape: number[]) => {
-    if (x.shape.join() !== shape.join()) {
-      throw new RangeError(`${fn}(): ${name} must have shape [${shape.join(', ')}] but got [${x.shape.join(', ')}]`);
-    }
-  };
-  expect('qPe', qPe, [T, H, R]);
-  expect('kv', kv, [S, C]);
-  return { T, H, C, S, R };
-}
-
-function checkMhaKeys(fn: string, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor): [number, number] {
-  const [, H, Dqk] = q.shape as [number, number, number];
-  checkRank(fn, 'k', k, 3);
-  checkRank(fn, 'v', v, 3);
-  const [S] = k.shape as [number];
-  if (k.shape[1] !== H || k.shape[2] !== Dqk) {
-    throw new RangeError(`${fn}(): k must have shape [S, ${H}, ${Dqk}] but got [${k.shape.join(', ')}]`);
-  }
-  if (v.shape[0] !== S || v.shape[1] !== H) {
-    throw new RangeError(`${fn}(): v must have shape [${S}, ${H}, Dv] but got [${v.shape.join(', ')}]`);
-  }
-  return [S, v.shape[2]!];
-}
-
-/**
- * Validates selected positions `topk` [T, K] (int32) of T queries at startPos.. against S keys.
- * @internal
- */
-export function checkTopk(fn: string, topk: tf.Tensor, startPos: number, S: number, T?: number): [number, number] {
-  if (topk.rank !== 2 || topk.dtype !== 'int32') {
-    throw new TypeError(`${fn}(): topk must be a rank-2 int32 tensor [T, K] but got ${topk.dtype} [${topk.shape.join(', ')}]`);
-  }
-  const [Tk, K] = topk.shape as [number, number];
-  if (T !== undefined && Tk !== T) throw new RangeError(`${fn}(): topk must have ${T} rows (one per query) but got ${Tk}`);
-  if (!Number.isSafeInteger(startPos) || startPos < 0) {
-    throw new RangeError(`${fn}(): startPos must be an integer ≥ 0 but got ${startPos}`);
-  }
-  if (startPos + Tk > S) {
-    throw new RangeError(`${fn}(): the keys must cover every query position: need S ≥ startPos + T = ${startPos + Tk} but got S = ${S}`);
-  }
-  return [Tk, K];
 }
 
 function checkBlock(fn: string, queryBlock: number | undefined): number {

@@ -27,11 +27,16 @@
  * R rope dim, D = C + R, HI/DI indexer heads/dims).
  */
 import { tf } from './backend.ts';
-import { checkMqaInputs, checkTopk } from './sparse_attention.ts';
+import { checkFiniteNumber, checkInteger, checkQueryPositions, checkTensors, defineContract, MQA_ARGS } from './internal/contract.ts';
 import {
   callerEnv, denseUnitCount, denseUnits, indexerUnitCount, indexerUnits, sparseUnits, topkUnits, transposeBlock,
   type KernelArgs, type KernelName,
 } from './sparse_kernels.ts';
+
+const SPARSE_MQA_FAST = defineContract('sparseAttentionMqaFast', MQA_ARGS);
+const DENSE_MQA_FAST = defineContract('denseAttentionMqaFast', MQA_ARGS);
+const INDEXER_SCORES_FAST = defineContract('indexerScoresFast', { q: '[T, HI, DI]', weights: '[T, HI]', keys: '[S, DI]', keyScales: '[S]' });
+const SELECT_TOPK_FAST = defineContract('selectTopKFast', { scores: '[T, S]' });
 
 /**
  * Threads that run the units of a kernel of src/sparse_kernels.ts over shared memory. Node:
@@ -115,8 +120,9 @@ export function sparseAttentionMqaFast(
   opts: FastGatherOptions = {},
 ): tf.Tensor3D {
   const fn = 'sparseAttentionMqaFast';
-  const { T, H, C, R, S } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
-  const [, K] = checkTopk(fn, topk, startPos, S, T);
+  const { T, H, C, R, S, K } = checkTensors(SPARSE_MQA_FAST, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
+  checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
+  checkFiniteNumber(fn, 'scale', scale);
   const D = C + R;
   const rowsMode = opts.rows ?? 'auto';
   if (!['auto', 'host', 'device'].includes(rowsMode)) {
@@ -177,8 +183,9 @@ export function denseAttentionMqaFast(
   opts: FastOptions = {},
 ): tf.Tensor3D {
   const fn = 'denseAttentionMqaFast';
-  const { T, H, C, R, S } = checkMqaInputs(fn, qLatent, qPe, kv, pe);
-  const [, K] = checkTopk(fn, topk, startPos, S, T);
+  const { T, H, C, R, S, K } = checkTensors(DENSE_MQA_FAST, { qLatent, qPe, kv, pe, topk }) as Record<'T' | 'H' | 'C' | 'R' | 'S' | 'K', number>;
+  checkQueryPositions(fn, startPos, S, T, 'S from kv, T from qLatent');
+  checkFiniteNumber(fn, 'scale', scale);
   const Tb = Math.max(1, Math.min(T, Math.floor((8 << 20) / (H * S)))); // Z block ≤ 32 MiB
   const blocks = Math.ceil(T / Tb);
   const threads = opts.pool?.threads ?? 1;
@@ -252,18 +259,7 @@ export function indexerScoresFast(
   opts: FastOptions = {},
 ): tf.Tensor2D {
   const fn = 'indexerScoresFast';
-  if (q.rank !== 3) throw new RangeError(`${fn}(): q must be [T, HI, DI] (rank 3) but got shape [${q.shape.join(', ')}]`);
-  const [T, HI, DI] = q.shape;
-  if (weights.rank !== 2 || weights.shape[0] !== T || weights.shape[1] !== HI) {
-    throw new RangeError(`${fn}(): weights must have shape [${T}, ${HI}] but got [${weights.shape.join(', ')}]`);
-  }
-  if (keys.rank !== 2 || keys.shape[1] !== DI) {
-    throw new RangeError(`${fn}(): keys must have shape [S, ${DI}] but got [${keys.shape.join(', ')}]`);
-  }
-  const S = keys.shape[0];
-  if (keyScales.rank !== 1 || keyScales.shape[0] !== S) {
-    throw new RangeError(`${fn}(): keyScales must have shape [${S}] but got [${keyScales.shape.join(', ')}]`);
-  }
+  const { T, HI, DI, S } = checkTensors(INDEXER_SCORES_FAST, { q, weights, keys, keyScales }) as Record<'T' | 'HI' | 'DI' | 'S', number>;
   const Tb = Math.max(1, Math.min(T, Math.floor(128 / HI), Math.floor((8 << 20) / (S * HI)))); // Aᵀ ≤ 32 MiB
   const blocks = Math.ceil(T / Tb);
   const threads = opts.pool?.threads ?? 1;
@@ -303,13 +299,9 @@ export function indexerScoresFast(
  */
 export function selectTopKFast(scores: tf.Tensor2D, startPos: number, k: number, opts: FastOptions = {}): tf.Tensor2D {
   const fn = 'selectTopKFast';
-  if (!Number.isInteger(k) || k < 1) throw new RangeError(`${fn}(): k must be an integer ≥ 1 but got ${k}`);
-  if (!Number.isInteger(startPos) || startPos < 0) throw new RangeError(`${fn}(): startPos must be an integer ≥ 0 but got ${startPos}`);
-  if (scores.rank !== 2) throw new RangeError(`${fn}(): scores must be [T, S] (rank 2) but got shape [${scores.shape.join(', ')}]`);
-  const [T, S] = scores.shape;
-  if (S < startPos + T) {
-    throw new RangeError(`${fn}(): scores must have S ≥ startPos + T = ${startPos + T} columns but got S = ${S}`);
-  }
+  const { T, S } = checkTensors(SELECT_TOPK_FAST, { scores }) as Record<'T' | 'S', number>;
+  checkInteger(fn, 'k', k, 1);
+  checkQueryPositions(fn, startPos, S, T, 'S and T from scores');
   const width = Math.min(k, S);
   const pool = opts.pool && T > 1 ? opts.pool : undefined;
   const out = pool ? pool.allocInt32(T * width) : new Int32Array(T * width);

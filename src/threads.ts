@@ -27,6 +27,7 @@ import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from '
 import { tf, type BackendName } from './backend.ts';
 import type { KernelPool } from './sparse_fast.ts';
 import type { KernelArgs, KernelName } from './sparse_kernels.ts';
+import { checkObject } from './internal/contract.ts';
 
 /** Slots of the shared control array. */
 export const CONTROL = { seq: 0, done: 1, quit: 2 } as const;
@@ -44,6 +45,7 @@ export interface NodeKernelPool extends KernelPool {
  * @throws RangeError naming DSV32_THREADS when it is not an integer ≥ 1.
  */
 export function defaultThreads(env: NodeJS.ProcessEnv = process.env): number {
+  checkObject('defaultThreads', 'env', env);
   const v = env.DSV32_THREADS;
   if (v === undefined || v === '') return os.availableParallelism();
   const n = Number(v);
@@ -70,6 +72,7 @@ interface WorkerHandle {
  * @throws Error when threads are unavailable here or a worker fails to start.
  */
 export async function createKernelPool(opts: { threads?: number; backend?: BackendName } = {}): Promise<NodeKernelPool> {
+  checkObject('createKernelPool', 'opts', opts);
   const threads = opts.threads ?? defaultThreads();
   if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`createKernelPool(): threads must be an integer ≥ 1 but got ${threads}`);
   const missing = threadsAvailable();

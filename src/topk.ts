@@ -14,6 +14,10 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkInteger, checkQueryPositions, checkTensors, defineContract } from './internal/contract.ts';
+
+const SELECT_TOPK = defineContract('selectTopK', { scores: '[T, S]' });
+const SELECTION_MASK = defineContract('selectionMask', { indices: { shape: '[T, K]', dtype: 'int32' } });
 
 // --- Selection (Eq. 2) ---
 
@@ -48,17 +52,10 @@ import { tf } from './backend.ts';
  * ```
  */
 export function selectTopK(scores: tf.Tensor2D, startPos: number, k: number): tf.Tensor2D {
-  if (!Number.isInteger(k) || k < 1) throw new RangeError(`selectTopK(): k must be an integer ≥ 1 but got ${k}`);
-  if (!Number.isInteger(startPos) || startPos < 0) {
-    throw new RangeError(`selectTopK(): startPos must be an integer ≥ 0 but got ${startPos}`);
-  }
-  if (scores.rank !== 2) throw new RangeError(`selectTopK(): scores must be [T, S] (rank 2) but got shape [${scores.shape.join(', ')}]`);
-  const [T, S] = scores.shape;
-  if (S < startPos + T) {
-    throw new RangeError(
-      `selectTopK(): scores must have S ≥ startPos + T = ${startPos + T} columns (key positions up to the last query) but got S = ${S}`,
-    );
-  }
+  const fn = 'selectTopK';
+  const { T, S } = checkTensors(SELECT_TOPK, { scores }) as Record<'T' | 'S', number>;
+  checkInteger(fn, 'k', k, 1);
+  checkQueryPositions(fn, startPos, S, T, 'S and T from scores');
   const width = Math.min(k, S);
   const data = scores.dataSync();
   const values = data instanceof Float32Array ? data : Float32Array.from(data);
@@ -103,9 +100,8 @@ function selectRow(row: Float32Array, n: number, rowIndex: number): Int32Array {
  * ```
  */
 export function selectionMask(indices: tf.Tensor2D, S: number): tf.Tensor2D {
-  if (indices.rank !== 2) throw new RangeError(`selectionMask(): indices must be [T, n] (rank 2) but got shape [${indices.shape.join(', ')}]`);
-  if (!Number.isInteger(S) || S < 1) throw new RangeError(`selectionMask(): S must be an integer ≥ 1 but got ${S}`);
-  const [T, n] = indices.shape;
+  const { T, K: n } = checkTensors(SELECTION_MASK, { indices }) as Record<'T' | 'K', number>;
+  checkInteger('selectionMask', 'S', S, 1);
   const idx = indices.dataSync();
   const mask = new Float32Array(T * S).fill(-Infinity);
   for (let i = 0; i < T; i++) {

@@ -7,6 +7,7 @@
  */
 import type { ModelConfig } from './config.ts';
 import { BAND_BYTES } from './resident.ts';
+import { checkInteger, checkObject } from './internal/contract.ts';
 
 /** Element counts of one layer's Linear weights, by role. */
 function linearShapes(c: ModelConfig, layer: number): { attn: [number, number][]; weightsProj: [number, number]; ffn: [number, number][]; routed: [number, number][] } {
@@ -51,6 +52,8 @@ const count = (shapes: [number, number][]) => shapes.reduce((s, [r, k]) => s + r
  * ```
  */
 export function layerFloat32Bytes(config: ModelConfig, layer: number): number {
+  checkObject('layerFloat32Bytes', 'config', config);
+  checkInteger('layerFloat32Bytes', 'layer', layer, 0);
   const s = linearShapes(config, layer);
   const routed = config.n_routed_experts * count(s.routed);
   return 4 * (count(s.attn) + count([s.weightsProj]) + count(s.ffn) + routed + smallFloat32(config, layer));
@@ -85,6 +88,8 @@ export interface ResidentLayerBytes {
  * ```
  */
 export function layerResidentBytes(config: ModelConfig, layer: number): ResidentLayerBytes {
+  checkObject('layerResidentBytes', 'config', config);
+  checkInteger('layerResidentBytes', 'layer', layer, 0);
   const [b0, b1] = config.quantization_config?.weight_block_size ?? [128, 128];
   const fp8 = (shapes: [number, number][]) => shapes.reduce((s, [r, k]) => s + r * k + 4 * Math.ceil(r / b0) * Math.ceil(k / b1), 0);
   const s = linearShapes(config, layer);

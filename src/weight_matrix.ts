@@ -22,6 +22,9 @@
  * @module
  */
 import { tf } from './backend.ts';
+import { checkMatrix, checkTensors, defineContract, kindOf } from './internal/contract.ts';
+
+const MAT_MUL_WEIGHT_T = defineContract('matMulWeightT', { w: '[Out, In]', x: '[M, In]' });
 
 /** A [rows, cols] weight matrix held outside the backend and dequantized to float32 rows on use. */
 export interface DeferredMatrix {
@@ -48,6 +51,7 @@ export type WeightMatrix = tf.Tensor2D | DeferredMatrix;
  * ```
  */
 export function isDeferred(w: WeightMatrix): w is DeferredMatrix {
+  if (w === null || typeof w !== 'object') throw new TypeError(`isDeferred(): w must be a tensor or a deferred matrix but got ${kindOf(w)}`);
   return (w as DeferredMatrix).deferred === true;
 }
 
@@ -60,6 +64,7 @@ export function isDeferred(w: WeightMatrix): w is DeferredMatrix {
  * ```
  */
 export function weightShape(w: WeightMatrix): [number, number] {
+  checkMatrix('weightShape', 'w', w);
   return [w.shape[0]!, w.shape[1]!];
 }
 
@@ -77,10 +82,7 @@ export function weightShape(w: WeightMatrix): [number, number] {
  * ```
  */
 export function matMulWeightT(x: tf.Tensor2D, w: WeightMatrix): tf.Tensor2D {
-  const [out, inDim] = weightShape(w);
-  if (x.rank !== 2 || x.shape[1] !== inDim) {
-    throw new RangeError(`matMulWeightT(): x must be [M, in = ${inDim}] (weight [${out}, ${inDim}]) but got shape [${x.shape}]`);
-  }
+  const { Out: out, In: inDim } = checkTensors(MAT_MUL_WEIGHT_T, { x, w }) as Record<'Out' | 'In', number>;
   if (!isDeferred(w)) return tf.matMul(x, w, false, true);
   return tf.tidy(() => {
     const parts: tf.Tensor2D[] = [];
@@ -109,6 +111,7 @@ export function matMulWeightT(x: tf.Tensor2D, w: WeightMatrix): tf.Tensor2D {
  * ```
  */
 export function materialize(w: WeightMatrix): tf.Tensor2D {
+  checkMatrix('materialize', 'w', w);
   return isDeferred(w) ? w.rows(0, w.shape[0]) : w;
 }
 
@@ -122,6 +125,8 @@ export function materialize(w: WeightMatrix): tf.Tensor2D {
  * ```
  */
 export function gatherRows(w: WeightMatrix, ids: ArrayLike<number>): tf.Tensor2D {
+  checkMatrix('gatherRows', 'w', w);
+  if (ids === null || typeof ids !== 'object' || typeof (ids as ArrayLike<number>).length !== 'number') throw new TypeError(`gatherRows(): ids must be an array of row indices but got ${kindOf(ids)}`);
   const idx = Int32Array.from(ids as ArrayLike<number>);
   if (!isDeferred(w)) return tf.gather(w, idx) as tf.Tensor2D;
   return tf.tidy(() => {

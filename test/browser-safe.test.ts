@@ -11,14 +11,14 @@ import { browserBundleErrors } from './helpers/browser-bundle.ts';
 const ROOT = join(import.meta.dirname, '..');
 const NODE_ONLY = ['./node', './threads'];
 
-/** package.json `exports`: subpath → its source file (src/X.ts, compiled to dist/src/X.js). */
+/** package.json `exports`: subpath → its source file (src/X.ts, compiled to dist/X.js). */
 function publicSources(): Map<string, string> {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, string | { import: string }> };
   const out = new Map<string, string>();
   for (const [subpath, target] of Object.entries(pkg.exports)) {
     if (subpath === './package.json') continue;
     const file = typeof target === 'string' ? target : target.import;
-    out.set(subpath, join(ROOT, file.replace(/^\.\/dist\//, '').replace(/\.js$/, '.ts')));
+    out.set(subpath, join(ROOT, file.replace(/^\.\/dist\//, 'src/').replace(/\.js$/, '.ts')));
   }
   return out;
 }

@@ -340,6 +340,26 @@ describeEachBackend('checkpoint loading', () => {
     ck2.close();
   });
 
+  it('a NaN or Infinity in a float weight is named by tensor, nothing stays loaded', () => {
+    const d = newDir();
+    const target = 'model.layers.0.self_attn.kv_a_layernorm.weight';
+    rewrite(FP32, d, (name, t) => {
+      if (name !== target) return t;
+      const v = new Float32Array(t.data.slice().buffer);
+      v[3] = NaN;
+      v[5] = Infinity;
+      return { ...t, data: new Uint8Array(v.buffer) };
+    });
+    expectLoadError(d, loadConfig(join(FP32, 'config.json')), 0, `loadLayerWeights(layer 0): tensor "${target}": expected finite values but got NaN at flat index 3 (2 non-finite of`);
+  });
+
+  it('an e4m3 NaN code in an FP8 weight is named by tensor', () => {
+    const d = newDir();
+    const target = 'model.layers.1.self_attn.kv_a_proj_with_mqa.weight';
+    rewrite(FP8, d, (name, t) => (name === target ? { ...t, data: Uint8Array.from(t.data as Uint8Array, (b, i) => (i === 7 ? 0x7f : b)) } : t));
+    expectLoadError(d, config8, 1, `tensor "${target}": expected finite values but got NaN at flat index 7 (1 non-finite of`);
+  });
+
   it('layer index out of range (the MTP layer is not loaded)', () => {
     const ck = openCheckpoint(FP8);
     expect(() => loadLayerWeights(ck, config8, 3)).toThrow('loadLayerWeights(): layer must be an integer in [0, 3) but got 3');

@@ -116,8 +116,8 @@ describe('derived quantities', () => {
 
 describe('parseConfig validation', () => {
   it('rejects a non-object', () => {
-    expectConfigError([1], 'config key "(root)": expected a JSON object but got [1]');
-    expectConfigError(null, /\(root\)/);
+    expectConfigError([1], 'json (the config root) must be a JSON object but got [1]');
+    expectConfigError(null, /json \(the config root\) must be a JSON object but got null/);
   });
   it('names a missing key', () => {
     const j = base();

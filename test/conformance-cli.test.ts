@@ -190,7 +190,7 @@ describe('dsv32 conformance (process)', () => {
     expect(r.stdout.match(/greedy next token \d+/g)).toHaveLength(2);
     const rows = JSON.parse(readFileSync(out, 'utf8')) as Array<{ check: string; step: number; layer: number }>;
     expect(rows.map((row) => `${row.check}:${row.step}:${row.layer}`)).toEqual(['weights.finite:0:1', 'weights.finite:1:1', 'weights.finite:2:1']);
-    expect(() => parseConformanceArgs(['--weights', 'w', '--steps', '-1'])).toThrow(/--steps expects an integer ≥ 0 .* got '-1'/);
+    expect(() => parseConformanceArgs(['--weights', 'w', '--steps=-1'])).toThrow(/--steps must be an integer ≥ 0 but got '-1'/);
     expect(() => parseConformanceArgs(['--weights', 'w', '--steps', '1', '--expect', 'e'])).toThrow(/--steps and --expect exclude each other/);
   });
 

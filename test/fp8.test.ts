@@ -260,11 +260,11 @@ describeEachBackend('actQuant / actQuantDequant', () => {
 
   it('rejects a last dim not divisible by the block size, a bad scaleFmt, a bad block size and a scalar', () => {
     const x = tf.zeros([2, 100]);
-    expect(() => actQuant(x, 'ue8m0')).toThrow(/actQuant\(\): last dim of x must be divisible by blockSize 128 but got 100/);
+    expect(() => actQuant(x, 'ue8m0')).toThrow(/actQuant\(\): x must be \[\.\.\., N\] with N a multiple of blockSize 128 but got \[2, 100\]/);
     expect(() => actQuant(x, 'e8m0' as never)).toThrow(/actQuant\(\): scaleFmt must be 'ue8m0' or null but got "e8m0"/);
     expect(() => actQuant(x, null, 0)).toThrow(/actQuant\(\): blockSize must be a positive integer but got 0/);
-    expect(() => actQuant(tf.scalar(1), null)).toThrow(/actQuant\(\): x must have rank ≥ 1 but got a scalar/);
-    expect(() => actQuantDequant(x, null)).toThrow(/actQuant\(\): last dim/);
+    expect(() => actQuant(tf.scalar(1), null)).toThrow(/actQuant\(\): x must be \[\.\.\., N\] \(rank ≥ 1\) but got \[\]/);
+    expect(() => actQuantDequant(x, null)).toThrow(/actQuantDequant\(\): x must be \[\.\.\., N\] with N a multiple/);
     x.dispose();
   });
 
@@ -302,9 +302,9 @@ describeEachBackend('weightDequant', () => {
   it('rejects a scale grid of the wrong shape and a non-matrix', () => {
     const w8 = tf.zeros([576, 64]);
     expect(() => weightDequant(w8, tf.zeros([4, 1]))).toThrow(
-      /weightDequant\(\): scaleInv must have shape \[5,1\] \(ceil of \[576, 64\] \/ 128\) but got \[4,1\]/,
+      /weightDequant\(\): scaleInv must be \[⌈O\/B⌉, ⌈I\/B⌉\] = \[5, 1\] but got \[4, 1\] \(O, I from w8; B = block\)/,
     );
-    expect(() => weightDequant(tf.zeros([4]), tf.zeros([1, 1]))).toThrow(/weightDequant\(\): w8 must be rank 2/);
+    expect(() => weightDequant(tf.zeros([4]), tf.zeros([1, 1]))).toThrow(/weightDequant\(\): w8 must be \[O, I\] \(rank 2\) but got \[4\]/);
     expect(() => weightDequant(w8, tf.zeros([5, 1]), -1)).toThrow(/weightDequant\(\): block must be a positive integer but got -1/);
     w8.dispose();
   });
@@ -353,9 +353,9 @@ describeEachBackend('linear', () => {
   it('rejects an input whose last dim is not in, and an fp8 input dim not divisible by 128', () => {
     const weight = tf.zeros<tf.Rank.R2>([3, 100]);
     expect(() => linear(tf.zeros([2, 99]), { weight, fp8: false }, null)).toThrow(
-      /linear\(\): last dim of x must be in = 100 \(weight \[3, 100\]\) but got shape \[2,99\]/,
+      /linear\(\): x must be \[\.\.\., In\] = \[\.\.\., 100\] but got \[2, 99\] \(In from w.weight\)/,
     );
-    expect(() => linear(tf.zeros([2, 100]), { weight, fp8: true }, null)).toThrow(/actQuant\(\): last dim of x must be divisible/);
+    expect(() => linear(tf.zeros([2, 100]), { weight, fp8: true }, null)).toThrow(/linear\(\): x must be \[\.\.\., In\] with In a multiple of 128/);
     weight.dispose();
   });
 

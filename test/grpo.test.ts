@@ -286,9 +286,9 @@ describeEachBackend('grpo', () => {
     const ok = toTensors(MD);
     const bad = (patch: Record<string, unknown>, o: Partial<GrpoOptions>, re: RegExp) =>
       expect(() => grpoLoss({ ...ok, ...patch } as never, { ...BASE, ...o })).toThrow(re);
-    bad({ logp: tf.zeros([4, 4]) }, {}, /grpoLoss\(\): logp must have the mask's shape \[4, 5\] but got \[4,4\]/);
-    bad({ rewards: tf.tensor1d([1, 0]) }, {}, /grpoLoss\(\): rewards must be \[G\] = \[4\] but got shape \[2\]/);
-    bad({ rewards: tf.tensor1d([1]), mask: tf.tensor2d([[1]]), logp: tf.tensor2d([[-1]]) }, {}, /G ≥ 2 completions but got G = 1/);
+    bad({ logp: tf.zeros([4, 4]) }, {}, /grpoLoss\(\): inputs.logp must be \[G, T\] = \[4, 5\] but got \[4, 4\] \(G, T from inputs.mask\)/);
+    bad({ rewards: tf.tensor1d([1, 0]) }, {}, /grpoLoss\(\): inputs.rewards must be \[G\] = \[4\] but got \[2\] \(G from inputs.mask\)/);
+    bad({ rewards: tf.tensor1d([1]), mask: tf.tensor2d([[1]]), logp: tf.tensor2d([[-1]]), logpOld: tf.tensor2d([[-1]]), logpRef: tf.tensor2d([[-1]]), logpSampler: tf.tensor2d([[-1]]) }, {}, /G ≥ 2 completions but got G = 1/);
     bad({ logp: tf.tensor2d(MD.logp.map((r, i) => r.map((v, t) => (i === 2 && t === 1 ? NaN : v)))) }, {}, /logp must be finite at tokens \(mask = 1\) but got NaN at \[2, 1\]/);
     bad({ mask: tf.tensor2d(MD.mask.map((r) => r.map((v) => v * 0.5))) }, {}, /mask must hold only 0 and 1 but got 0.5/);
     bad({ mask: tf.zeros([4, 5]) }, {}, /aggregateLoss\(\): mask holds no token/);
@@ -297,7 +297,7 @@ describeEachBackend('grpo', () => {
     bad({}, { clipLow: 1 }, /clipLow must be in \[0, 1\) but got 1/);
     bad({}, { beta: -1 }, /beta must be a finite number ≥ 0 but got -1/);
     bad({}, { kl: 'k2' as never }, /options.kl must be one of k3, unbiased_k3, none but got 'k2'/);
-    bad({}, { aggregation: 'sum' as never }, /aggregateLoss\(\): mode must be one of/);
+    bad({}, { aggregation: 'sum' as never }, /grpoLoss\(\): options.aggregation must be 'token-mean' or/);
     expect(() => groupAdvantages(tf.tensor1d([1]))).toThrow(/groupAdvantages\(\): a group needs G ≥ 2 completions but got G = 1/);
     expect(() => groupAdvantages(tf.tensor1d([1, 2]), 'std' as never)).toThrow(/groupAdvantages\(\): mode must be one of/);
     expect(() => groupAdvantages(tf.tensor1d([1, 2]), 'mean', -1)).toThrow(/stdEps must be a finite number ≥ 0 but got -1/);

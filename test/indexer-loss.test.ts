@@ -150,13 +150,13 @@ describeEachBackend('indexer loss', () => {
 
   it('rejects bad inputs with clear messages', () => {
     const a = tf.tensor3d([[[1, 0], [0.5, 0.5]]]);
-    expect(() => indexerTarget(tf.tensor3d([[[1, 0, 0], [0.5, 0.5, 0]]]))).toThrow(/indexerTarget\(\): attentionProbs must be \[H, T, T\] but got shape \[1,2,3\]/);
+    expect(() => indexerTarget(tf.tensor3d([[[1, 0, 0], [0.5, 0.5, 0]]]))).toThrow(/indexerTarget\(\): attentionProbs must be \[H, T, T\] = \[H, 2, 2\] but got \[1, 2, 3\]/);
     expect(() => indexerTarget(tf.tensor3d([[[1, 0], [NaN, 0.5]]]))).toThrow(/attentionProbs must be finite for s ≤ t but got NaN/);
     expect(() => indexerTarget(tf.tensor3d([[[1, 0], [0, 0]]]))).toThrow(/row t=1 of attentionProbs has zero mass/);
     expect(() => indexerTarget(tf.tensor3d([[[1, 0], [-0.5, 0.5]]]))).toThrow(/must be ≥ 0 but got -0.5/);
     expect(() => indexerSelection(tf.tensor2d([[0, 0], [0, 0]]), 0)).toThrow(/indexerSelection\(\): topk must be an integer ≥ 1 but got 0/);
-    expect(() => indexerKlDense(a, tf.tensor2d([[0, 0, 0], [0, 0, 0], [0, 0, 0]]))).toThrow(/indexerKlDense\(\): indexScores must be \[T, T\] with T = 2/);
-    expect(() => indexerKlSparse(a, tf.tensor2d([[0]]), 1)).toThrow(/indexerKlSparse\(\): indexScores must be \[T, T\] with T = 2/);
+    expect(() => indexerKlDense(a, tf.tensor2d([[0, 0, 0], [0, 0, 0], [0, 0, 0]]))).toThrow(/indexerKlDense\(\): indexScores must be \[T, T\] = \[2, 2\] but got \[3, 3\] \(T from attentionProbs\)/);
+    expect(() => indexerKlSparse(a, tf.tensor2d([[0]]), 1)).toThrow(/indexerKlSparse\(\): indexScores must be \[T, T\] = \[2, 2\] but got \[1, 1\] \(T from attentionProbs\)/);
     expect(() => indexerKlDense(a, tf.tensor2d([[0, 0], [NaN, 0]]))).toThrow(/indexScores must be finite for s ≤ t/);
     a.dispose();
   });

@@ -351,17 +351,17 @@ describeEachBackend('indexerScores (Eq. 1, official FP8 form)', () => {
     const bad = (f: () => unknown, re: RegExp): void => {
       expect(f).toThrow(re);
     };
-    bad(() => indexerScores(tf.zeros([2, 5]) as tf.Tensor2D, qr, w, cache, 0, opts), /indexerScores\(\): x must be \[T, hidden_size\] = \[T, 16\] but got \[2, 5\]/);
-    bad(() => indexerScores(x, tf.zeros([2, 7]) as tf.Tensor2D, w, cache, 0, opts), /indexerScores\(\): qr must be \[T, q_lora_rank\] = \[T, 8\] but got \[2, 7\]/);
-    bad(() => indexerScores(x, tf.zeros([3, 8]) as tf.Tensor2D, w, cache, 0, opts), /indexerScores\(\): qr must have T = 2 rows like x but got \[3, 8\]/);
+    bad(() => indexerScores(tf.zeros([2, 5]) as tf.Tensor2D, qr, w, cache, 0, opts), /indexerScores\(\): x must be \[T, D\] = \[T, 16\] but got \[2, 5\] \(D = config.hidden_size\)/);
+    bad(() => indexerScores(x, tf.zeros([2, 7]) as tf.Tensor2D, w, cache, 0, opts), /indexerScores\(\): qr must be \[T, Dq\] = \[2, 8\] but got \[2, 7\] \(T from x; Dq = config.q_lora_rank\)/);
+    bad(() => indexerScores(x, tf.zeros([3, 8]) as tf.Tensor2D, w, cache, 0, opts), /indexerScores\(\): qr must be \[T, Dq\] = \[2, 8\] but got \[3, 8\] \(T from x/);
     bad(() => indexerScores(x, qr, w, cache, 1, opts), /indexerScores\(\): startPos must equal the cache length 0 but got 1/);
     bad(() => indexerScores(x, qr, w, cache, 0, { config, maxSeqLen: 1 }), /indexerScores\(\): startPos \+ T must be ≤ opts.maxSeqLen 1 but got 2/);
     bad(() => indexerScores(x, qr, w, cache, 0, { config, maxSeqLen: 0.5 }), /indexerScores\(\): opts.maxSeqLen must be an integer ≥ 1 but got 0.5/);
-    bad(() => indexerScores(x, qr, { ...w, wk: { weight: tf.zeros([8, 16]) as tf.Tensor2D, fp8: false } }, cache, 0, opts), /indexerScores\(\): w.wk.weight must be \[16, 16\] but got \[8, 16\]/);
+    bad(() => indexerScores(x, qr, { ...w, wk: { weight: tf.zeros([8, 16]) as tf.Tensor2D, fp8: false } }, cache, 0, opts), /indexerScores\(\): w.wk.weight must be \[DI, D\] = \[16, 16\] but got \[8, 16\] \(DI = config.index_head_dim; D = config.hidden_size\)/);
     bad(() => indexerScores(x, qr, w, cache, 0, { ...opts, config: { ...config, qk_rope_head_dim: 32 } }), /indexerScores\(\): config.qk_rope_head_dim must be even and ≤ index_head_dim 16 but got 32/);
     bad(() => indexerScores(tf.zeros([0, 16]) as tf.Tensor2D, tf.zeros([0, 8]) as tf.Tensor2D, w, cache, 0, opts), /indexerScores\(\): x must hold at least one token but got \[0, 16\]/);
     tf.tidy(() => indexerScores(x, qr, w, cache, 0, opts));
-    bad(() => indexerScoresExact(x, qr, w, cache, 2, opts), /indexerScores\(\): cache holds 'fp8' keys but this call computes 'exact' keys/);
+    bad(() => indexerScoresExact(x, qr, w, cache, 2, opts), /indexerScoresExact\(\): cache holds 'fp8' keys but this call computes 'exact' keys/);
     disposeIndexerCache(cache);
     disposeWeights(w);
     tf.dispose([x, qr]);

@@ -296,7 +296,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
     const opts = { config, maxSeqLen: 16 };
     const x = tf.tensor2d(rand(1, 2 * 16), [2, 16]);
     expect(() => mlaForward(tf.zeros([2, 15]) as tf.Tensor2D, w, cache, 0, opts)).toThrow(
-      'mlaForward(): x must have shape [T ≥ 1, hidden_size = 16] but got [2, 15]',
+      'mlaForward(): x must be [T, D] = [T, 16] but got [2, 15] (D = config.hidden_size)',
     );
     expect(() => mlaForward(x, w, cache, 3, opts)).toThrow('mlaForward(): startPos must equal the number of cached positions (0) but got 3');
     expect(() => mlaForward(x, w, cache, 0, { config, maxSeqLen: 1 })).toThrow(
@@ -310,7 +310,7 @@ describeEachBackend('mlaForward (MLA + DSA)', () => {
       'mlaForward(): config.kv_lora_rank must be < 128 or divisible by 128 (FP8 latent block) but got 200',
     );
     const bad = { ...w, wkv_b: { weight: tf.zeros([13, 8]) as tf.Tensor2D, fp8: false } };
-    expect(() => mlaForward(x, bad, cache, 0, opts)).toThrow('mlaForward(): weight wkv_b must have shape [14, 8] (from the config) but got [13, 8]');
+    expect(() => mlaForward(x, bad, cache, 0, opts)).toThrow(/^mlaForward\(\): w.wkv_b.weight must be \[H·\(Dn \+ Dv\), C\] = \[14, 8\] but got \[13, 8\] \(H = config.num_attention_heads; /);
     expect(mlaCacheLength(cache)).toBe(0); // nothing was appended by a rejected call
     tf.dispose([x, bad.wkv_b.weight]);
     disposeWeights(w);

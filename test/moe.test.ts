@@ -204,9 +204,9 @@ describeEachBackend('moeGate', () => {
   it('rejects bad shapes, configs and records with messages that say what and why', () => {
     const x = tf.tensor2d([[1, 2]]);
     const g = { weight: tf.zeros([16, 2]) as tf.Tensor2D, bias: null };
-    expect(() => moeGate(tf.zeros([2]) as unknown as tf.Tensor2D, g, TINY)).toThrow('moeGate(): x must be [T, D] but has shape [2]');
-    expect(() => moeGate(x, { weight: tf.zeros([16, 3]) as tf.Tensor2D, bias: null }, TINY)).toThrow('moeGate(): gate.weight must be [E=16, D=2] but has shape [16,3]');
-    expect(() => moeGate(x, { ...g, bias: tf.zeros([15]) as tf.Tensor1D }, TINY)).toThrow('moeGate(): gate.bias must be [E=16] but has shape [15]');
+    expect(() => moeGate(tf.zeros([2]) as unknown as tf.Tensor2D, g, TINY)).toThrow('moeGate(): x must be [T, D] (rank 2) but got [2]');
+    expect(() => moeGate(x, { weight: tf.zeros([16, 3]) as tf.Tensor2D, bias: null }, TINY)).toThrow('moeGate(): gate.weight must be [E, D] = [16, 2] but got [16, 3] (E = config.n_routed_experts; D from x)');
+    expect(() => moeGate(x, { ...g, bias: tf.zeros([15]) as tf.Tensor1D }, TINY)).toThrow('moeGate(): gate.bias must be [E] = [16] but got [15] (E = config.n_routed_experts)');
     expect(() => moeGate(x, g, { ...TINY, scoring_func: 'tanh' as 'sigmoid' })).toThrow("moeGate(): scoring_func must be 'sigmoid' or 'softmax' but got 'tanh'");
     expect(() => moeGate(x, g, { ...TINY, n_group: 3 })).toThrow('moeGate(): n_group must divide n_routed_experts (16) but got 3');
     expect(() => moeGate(x, g, { ...TINY, topk_group: 5 })).toThrow('moeGate(): topk_group must be in [1, n_group=4] but got 5');

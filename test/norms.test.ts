@@ -54,9 +54,9 @@ describeEachBackend('rmsNorm', () => {
 
   it('rejects a weight of the wrong length and a negative eps', () => {
     const x = tf.zeros([2, 8]);
-    expect(() => rmsNorm(x, tf.ones([7]), 1e-6)).toThrow(/rmsNorm\(\): weight must have shape \[8\] \(last dim of x\) but got \[7\]/);
+    expect(() => rmsNorm(x, tf.ones([7]), 1e-6)).toThrow(/rmsNorm\(\): weight must be \[D\] = \[8\] but got \[7\] \(D from x\)/);
     expect(() => rmsNorm(x, tf.ones([8]), -1)).toThrow(/rmsNorm\(\): eps must be a finite number ≥ 0 but got -1/);
-    expect(() => rmsNorm(tf.scalar(1), tf.ones([1]), 0)).toThrow(/rmsNorm\(\): x must have rank ≥ 1 but got a scalar/);
+    expect(() => rmsNorm(tf.scalar(1), tf.ones([1]), 0)).toThrow(/rmsNorm\(\): x must be \[\.\.\., D\] \(rank ≥ 1\) but got \[\]/);
     x.dispose();
   });
 });
@@ -100,7 +100,7 @@ describeEachBackend('layerNorm', () => {
 
   it('rejects a bias of the wrong length', () => {
     expect(() => layerNorm(tf.zeros([2, 8]), tf.ones([8]), tf.ones([4]), 1e-5)).toThrow(
-      /layerNorm\(\): bias must have shape \[8\] \(last dim of x\) but got \[4\]/,
+      /layerNorm\(\): bias must be \[D\] = \[8\] but got \[4\] \(D from x\)/,
     );
   });
 });

@@ -180,10 +180,10 @@ describe('the packed package, installed in a fresh project', () => {
   it('the tarball holds dist/, src/, fixtures/, README.md, LICENSE, package.json and nothing else', () => {
     const tops = new Set(files.map((f) => (f.includes('/') ? `${f.split('/')[0]}/` : f)));
     expect([...tops].sort()).toEqual(['LICENSE', 'README.md', 'dist/', 'fixtures/', 'package.json', 'src/']);
-    expect(files).toContain('dist/src/index.js');
-    expect(files).toContain('dist/src/index.d.ts');
-    expect(files).toContain('dist/src/index.js.map');
-    expect(files).toContain('dist/src/cli/main.js');
+    expect(files).toContain('dist/index.js');
+    expect(files).toContain('dist/index.d.ts');
+    expect(files).toContain('dist/index.js.map');
+    expect(files).toContain('dist/cli/main.js');
     expect(files).toContain('fixtures/golden/public-fp8/model.safetensors');
     expect(files.filter((f) => /\.test\.ts$|\.spec\.ts$|tsconfig|vitest|typedoc/.test(f))).toEqual([]);
   });
@@ -203,7 +203,7 @@ describe('the packed package, installed in a fresh project', () => {
 
   it('(3) npx dsv32 info and npx dsv32 conformance run the compiled CLI, with tsx absent', async () => {
     expect(existsSync(join(project, 'node_modules', 'tsx'))).toBe(false);
-    expect(realpathSync(join(project, 'node_modules', '.bin', 'dsv32'))).toBe(realpathSync(join(project, 'node_modules', 'dsv32', 'dist', 'src', 'cli', 'main.js')));
+    expect(realpathSync(join(project, 'node_modules', '.bin', 'dsv32'))).toBe(realpathSync(join(project, 'node_modules', 'dsv32', 'dist', 'cli', 'main.js')));
     const info = await ok(run('npx', ['--offline', 'dsv32', 'info'], project), 'npx dsv32 info');
     expect(info).toMatch(/^backend: wasm \(tfjs 'wasm'\)$/m);
     const conformance = await ok(run('npx', ['--offline', 'dsv32', 'conformance'], project), 'npx dsv32 conformance');
@@ -216,6 +216,6 @@ describe('the packed package, installed in a fresh project', () => {
   it("(4) import * as d from 'dsv32' bundles for the browser (esbuild) with no Node built-in; 'dsv32/node' does not", async () => {
     expect(await browserBundleErrors(`import * as d from 'dsv32';\nconsole.log(d);`, project)).toEqual([]);
     const node = await browserBundleErrors(`import * as n from 'dsv32/node';\nconsole.log(n);`, project);
-    expect(node.some((e) => /node_modules\/dsv32\/dist\/src\/node\.js:\d+: Could not resolve "node:fs"/.test(e))).toBe(true);
+    expect(node.some((e) => /node_modules\/dsv32\/dist\/node\.js:\d+: Could not resolve "node:fs"/.test(e))).toBe(true);
   });
 });

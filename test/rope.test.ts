@@ -185,7 +185,7 @@ describeEachBackend('applyRope', () => {
   it('rejects an odd R, cos/sin of the wrong shape and a rank-1 x', () => {
     const { cos, sin } = ropeAngles(freqs, 0, 2);
     expect(() => applyRope(tf.zeros([2, 15]), cos, sin, true)).toThrow(/applyRope\(\): last dim R of x must be even but got 15/);
-    expect(() => applyRope(tf.zeros([3, 16]), cos, sin, false)).toThrow(/applyRope\(\): cos must have shape \[3, 8\] but got \[2,8\]/);
+    expect(() => applyRope(tf.zeros([3, 16]), cos, sin, false)).toThrow(/applyRope\(\): cos must be \[T, Rh\] = \[3, Rh\] but got \[2, 8\] \(T from x\)/);
     expect(() => applyRope(tf.zeros([16]), cos, sin, false)).toThrow(/applyRope\(\): x must be \[T, \.\.\., R\] \(rank ≥ 2\)/);
     tf.dispose([cos, sin]);
   });

@@ -391,7 +391,7 @@ describe('malformed files give SafetensorsError', () => {
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(2n);
     writeFileSync(p, Buffer.concat([len, Buffer.from([0xff, 0xfe])]));
-    expect(openError(p).message).toMatch(/header is not valid UTF-8/);
+    expect(openError(p).message).toMatch(/header is not valid UTF-8 \(invalid byte sequence at header byte 0\)/);
   });
   it('bad JSON', () => {
     expect(openError(rawFile('{"a": ')).message).toMatch(/header is not valid JSON/);
@@ -455,6 +455,17 @@ describe('malformed files give SafetensorsError', () => {
     const e = openError(rawFile({ b: ok('F32', [1], [12, 16]), a: ok('F32', [2], [0, 8]) }, new Uint8Array(16)));
     expect(e.message).toMatch(/gap of 4 bytes before tensor "b" \(offset 8\)/);
     expect(openError(rawFile({ a: ok('F32', [1], [4, 8]) }, new Uint8Array(8))).message).toMatch(/gap of 4 bytes before tensor "a" \(offset 0\)/);
+  });
+  it('a tensor name given twice is reported as a duplicate name, not as a gap', () => {
+    const a = JSON.stringify(ok('F32', [1], [0, 4]));
+    const b = JSON.stringify(ok('F32', [1], [4, 8]));
+    const e = openError(rawFile(`{"__metadata__": {"a": "x", "b": "y"}, "w": ${a}, "v": ${b}, "w" : ${b}}`, new Uint8Array(8)));
+    expect(e.message).toMatch(/header names tensor "w" more than once \(duplicate tensor name\)/);
+    expect(e.message).not.toMatch(/gap/);
+    // a repeated key inside __metadata__ or an escaped name is not a repeated tensor
+    const f = openSafetensors(rawFile(`{"__metadata__": {"k": "1", "k": "2"}, "w\\"": ${a}, "w": ${b}}`, new Uint8Array(8)));
+    expect(f.names().sort()).toEqual(['w', 'w"']);
+    f.close();
   });
   it('unsorted but contiguous regions are fine', () => {
     const f = openSafetensors(rawFile({ b: ok('F32', [1], [8, 12]), a: ok('F32', [2], [0, 8]) }, new Uint8Array(12)));

@@ -115,13 +115,13 @@ describeEachBackend('sampling mask', () => {
     const z = tf.tensor2d([[0, 1, 2]]);
     expect(() => keepSamplingLogProbs(z, tf.tensor2d([[1, 0, 1]]), tf.tensor1d([1], 'int32')))
       .toThrow(/keepSamplingLogProbs\(\): tokens\[0\] = 1 is not in the kept set of step 0/);
-    expect(() => keepSamplingLogProbs(z, tf.tensor2d([[1, 1]]), tf.tensor1d([1], 'int32'))).toThrow(/kept must have the logits' shape \[1,3\] but got \[1,2\]/);
+    expect(() => keepSamplingLogProbs(z, tf.tensor2d([[1, 1]]), tf.tensor1d([1], 'int32'))).toThrow(/keepSamplingLogProbs\(\): kept must be \[T, V\] = \[1, 3\] but got \[1, 2\] \(T, V from logits\)/);
     expect(() => tokenLogProbs(z, tf.tensor1d([3], 'int32'))).toThrow(/tokenLogProbs\(\): tokens\[0\] must be an id in \[0, 3\) but got 3/);
-    expect(() => tokenLogProbs(z, tf.tensor1d([0, 1], 'int32'))).toThrow(/tokens must be \[T\] = \[1\] but got shape \[2\]/);
+    expect(() => tokenLogProbs(z, tf.tensor1d([0, 1], 'int32'))).toThrow(/tokenLogProbs\(\): tokens must be \[T\] = \[1\] but got \[2\] \(T from logits\)/);
     expect(() => keptSetFromLogits(z, { topP: 0 })).toThrow(/keptSetFromLogits\(\): topP must be in \(0, 1\] but got 0/);
     expect(() => keptSetFromLogits(z, { topK: 0 })).toThrow(/topK must be an integer ≥ 1 but got 0/);
     expect(() => keptSetFromLogits(tf.tensor2d([[NaN, 1]]), { topP: 0.5 })).toThrow(/logits row 0 holds NaN/);
-    expect(() => maskedLogSoftmax(z, tf.tensor2d([[1]]))).toThrow(/maskedLogSoftmax\(\): kept must have the logits' shape/);
+    expect(() => maskedLogSoftmax(z, tf.tensor2d([[1]]))).toThrow(/maskedLogSoftmax\(\): kept must be \[\.\.\., V\] = \[\.\.\., 3\] but got \[1, 1\] \(V from logits\)/);
   });
 
   it('leaks no tensors', async () => {

@@ -269,19 +269,19 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
       const kv = tf.zeros([4, 3]) as tf.Tensor2D, pe = tf.zeros([4, 2]) as tf.Tensor2D;
       const topk = tf.tensor2d([[0, 1], [0, 1]], [2, 2], 'int32');
       expect(() => sparseAttentionMqa(tf.zeros([2, 3]) as unknown as tf.Tensor3D, qP, kv, pe, topk, 0, 1)).toThrow(
-        'sparseAttentionMqa(): qLatent must have rank 3 [T, H, C] but got shape [2, 3]',
+        'sparseAttentionMqa(): qLatent must be [T, H, C] (rank 3) but got [2, 3]',
       );
       expect(() => sparseAttentionMqa(qL, tf.zeros([2, 1, 4]) as tf.Tensor3D, kv, pe, topk, 0, 1)).toThrow(
-        'sparseAttentionMqa(): qPe must have shape [2, 1, 2] but got [2, 1, 4]',
+        'sparseAttentionMqa(): qPe must be [T, H, R] = [2, 1, 2] but got [2, 1, 4] (T, H from qLatent; R from pe)',
       );
       expect(() => sparseAttentionMqa(qL, qP, tf.zeros([4, 5]) as tf.Tensor2D, pe, topk, 0, 1)).toThrow(
-        'sparseAttentionMqa(): kv must have shape [4, 3] but got [4, 5]',
+        'sparseAttentionMqa(): kv must be [S, C] = [S, 3] but got [4, 5] (C from qLatent)',
       );
       expect(() => sparseAttentionMqa(qL, qP, kv, pe, tf.tensor2d([[0, 1], [0, 1]]), 0, 1)).toThrow(
-        'sparseAttentionMqa(): topk must be a rank-2 int32 tensor [T, K] but got float32 [2, 2]',
+        'sparseAttentionMqa(): topk must be [T, K] of dtype int32 but got dtype float32 [2, 2]',
       );
       expect(() => sparseAttentionMqa(qL, qP, kv, pe, tf.tensor2d([[0, 1]], [1, 2], 'int32'), 0, 1)).toThrow(
-        'sparseAttentionMqa(): topk must have 2 rows (one per query) but got 1',
+        'sparseAttentionMqa(): topk must be [T, K] = [2, K] but got [1, 2] (T from qLatent)',
       );
       expect(() => sparseAttentionMqa(qL, qP, kv, pe, topk, 3, 1)).toThrow(
         'sparseAttentionMqa(): the keys must cover every query position: need S ≥ startPos + T = 5 but got S = 4',
@@ -292,10 +292,10 @@ describeEachBackend('sparse attention (DSA Eq. 2)', () => {
       );
       const q = tf.zeros([2, 1, 5]) as tf.Tensor3D;
       expect(() => denseAttentionMha(q, tf.zeros([4, 2, 5]) as tf.Tensor3D, tf.zeros([4, 1, 2]) as tf.Tensor3D, topk, 0, 1)).toThrow(
-        'denseAttentionMha(): k must have shape [S, 1, 5] but got [4, 2, 5]',
+        'denseAttentionMha(): k must be [S, H, Dqk] = [S, 1, 5] but got [4, 2, 5] (H, Dqk from q)',
       );
       expect(() => sparseAttentionMha(q, tf.zeros([4, 1, 5]) as tf.Tensor3D, tf.zeros([3, 1, 2]) as tf.Tensor3D, topk, 0, 1)).toThrow(
-        'sparseAttentionMha(): v must have shape [4, 1, Dv] but got [3, 1, 2]',
+        'sparseAttentionMha(): v must be [S, H, Dv] = [4, 1, Dv] but got [3, 1, 2] (S from k; H from q)',
       );
     });
   });

@@ -105,11 +105,11 @@ describeEachBackend('selectTopK (Eq. 2 selection)', () => {
     expect(() => selectTopK(scores, 0, 0)).toThrow(/selectTopK\(\): k must be an integer ≥ 1 but got 0/);
     expect(() => selectTopK(scores, 0, 1.5)).toThrow(/selectTopK\(\): k must be an integer ≥ 1 but got 1.5/);
     expect(() => selectTopK(scores, -1, 1)).toThrow(/selectTopK\(\): startPos must be an integer ≥ 0 but got -1/);
-    expect(() => selectTopK(scores, 1, 1)).toThrow(/selectTopK\(\): scores must have S ≥ startPos \+ T = 3 .* but got S = 2/);
+    expect(() => selectTopK(scores, 1, 1)).toThrow(/selectTopK\(\): the keys must cover every query position: need S ≥ startPos \+ T = 3 but got S = 2/);
     const nan = tf.tensor2d([[1, NaN], [NaN, 4]]);
     expect(() => selectTopK(nan, 0, 1)).toThrow(/selectTopK\(\): scores must not be NaN but row 1 column 0 is NaN/);
     const r1 = tf.tensor1d([1, 2]);
-    expect(() => selectTopK(r1 as unknown as tf.Tensor2D, 0, 1)).toThrow(/selectTopK\(\): scores must be \[T, S\] \(rank 2\) but got shape \[2\]/);
+    expect(() => selectTopK(r1 as unknown as tf.Tensor2D, 0, 1)).toThrow(/selectTopK\(\): scores must be \[T, S\] \(rank 2\) but got \[2\]/);
     tf.dispose([scores, nan, r1]);
   });
 });

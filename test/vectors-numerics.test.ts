@@ -71,9 +71,10 @@ describeEachBackend('numerics vectors', () => {
       [null, /not a numerics vector kind/],
       [{ kind: 'nope' }, /not a numerics vector kind: "nope"/],
       [{ kind: 'fp8_codec', inputs: { values: [1] }, expected: { decode: [1, 2], codes: [0] } }, /256 entries/],
-      [{ kind: 'act_quant', inputs: { x: [[1, 2]], block: 128 }, expected: { none: { codes: [[0, 0]], scales: [[1]] } } }, /divisible by blockSize 128/],
-      [{ kind: 'weight_dequant', inputs: { codes: [[1, 2]], weight_scale_inv: [[1], [1]] }, expected: { weight: [[0, 0]] } }, /scaleInv must have shape/],
-      [{ kind: 'hadamard', inputs: { x: [[1, 2], [3]] }, expected: { y: [] } }, /ragged/],
+      [{ kind: 'act_quant', inputs: { x: [[1, 2]], block: 128 }, expected: { none: { codes: [[0, 0]], scales: [[1]] } } }, /N a multiple of blockSize 128/],
+      [{ kind: 'weight_dequant', inputs: { codes: [[1, 2]], weight_scale_inv: [[1], [1]] }, expected: { weight: [[0, 0]] } }, /weightDequant\(\): scaleInv must be \[⌈O\/B⌉, ⌈I\/B⌉\]/],
+      [{ kind: 'hadamard', inputs: { x: [[1, 2], [3]] }, expected: { y: [] } }, /inputs\.x\[1\] has length 1 but the other rows of inputs\.x have length 2 \(a ragged array\)/],
+      [{ kind: 'hadamard', inputs: { x: [[1], [2, 3], [4, 5]] }, expected: { y: [] } }, /inputs\.x\[0\] has length 1 but the other rows of inputs\.x have length 2/],
       [{ kind: 'rope', cases: [{ config: { R: 64 } }] }, /missing 'cases\.0\.config\.theta'/],
       [{ kind: 'rope', cases: 'x' }, /'cases' must be a non-empty array/],
     ];

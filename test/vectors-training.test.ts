@@ -58,15 +58,20 @@ describeEachBackend('training vectors', () => {
     const r1 = await checkTrainingVector('bad-shape', g);
     expect(r1).toHaveLength(1);
     expect(r1[0]!.pass).toBe(false);
-    expect(r1[0]!.reason).toMatch(/grpoLoss\(\): logp must have the mask's shape/);
+    expect(r1[0]!.reason).toMatch(/grpoLoss\(\): inputs.logp must be \[G, T\] = \[4, 5\] but got \[3, 5\]/);
 
     const g2 = clone(byKind('grpo').json);
     delete g2.inputs.rewards;
-    expect((await checkTrainingVector('no-rewards', g2))[0]!.reason).toMatch(/malformed vector: inputs.rewards must be a rank-1 array/);
+    expect((await checkTrainingVector('no-rewards', g2))[0]!.reason).toMatch(/malformed vector: inputs.rewards must be an array \(inputs.rewards has rank 1\) but got undefined/);
 
     const k = clone(byKind('keep_sampling_mask').json);
     k.inputs.kept[1] = 'x'; // a ragged row
-    expect((await checkTrainingVector('ragged', k))[0]!.reason).toMatch(/malformed vector: inputs.kept must be a rectangular array/);
+    expect((await checkTrainingVector('ragged', k))[0]!.reason).toMatch(/malformed vector: inputs.kept\[1\] must be an array \(inputs.kept has rank 2\) but got the string "x"/);
+    k.inputs.kept[1] = [...k.inputs.kept[0]];
+    k.inputs.kept[0] = k.inputs.kept[0].slice(1); // the FIRST row is the short one
+    expect((await checkTrainingVector('ragged-first', k))[0]!.reason).toMatch(
+      new RegExp(`malformed vector: inputs.kept\\[0\\] has length ${k.inputs.kept[1].length - 1} but the other rows of inputs.kept have length ${k.inputs.kept[1].length}`),
+    );
 
     for (const junk of [null, 42, { kind: 'grpo' }, { kind: 'rope' }]) {
       const rows = await checkTrainingVector('junk', junk);

@@ -29,6 +29,6 @@ it('W = decode(codes) · scale[⌊i/128⌋, ⌊j/128⌋] exactly', () => {
 it('the scale grid must be [ceil(out/128), ceil(in/128)]', () => {
   const w8 = tf.zeros([200, 300]);
   const s = tf.zeros([2, 2]);
-  assertThrows(RangeError, () => weightDequant(w8, s), /scaleInv must have shape \[2,3\]/);
+  assertThrows(RangeError, () => weightDequant(w8, s), /scaleInv must be \[⌈O\/B⌉, ⌈I\/B⌉\] = \[2, 3\]/);
   tf.dispose([w8, s]);
 });

@@ -27,7 +27,7 @@ export interface PeerCase {
 /** Environment variables removed from the peer's environment (and only from it). */
 export const PEER_UNSET_ENV = ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'] as const;
 
-/** bench/peer/attention_peer.py of this package: from src/bench/ (sources) or dist/src/bench/ (compiled). */
+/** bench/peer/attention_peer.py of this package: from src/bench/ (sources) or dist/bench/ (compiled). */
 export function peerScript(): string | null {
   const here = path.dirname(fileURLToPath(import.meta.url));
   for (const up of [['..', '..'], ['..', '..', '..']]) {

@@ -1,5 +1,5 @@
 /**
- * `dsv32 conformance [DIR ...] [--json FILE] [--verbose] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]`
+ * `dsv32 conformance [DIR ...] [--json FILE] [--verbose] [--backend webgpu|webgl] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]`
  *
  * Without `--weights`: finds every golden fixture folder and vector file under the given
  * directories (default: the bundled `fixtures/`), runs every check it knows, prints a report and
@@ -12,15 +12,20 @@
  * time, weights resident as stored (docs/weights-streaming.md), on the given token ids, printing
  * activation statistics and the peak bytes each layer held; compares every step of an `--expect`
  * trace (prefill and decode steps), or runs `--steps N` greedy decode steps after the prefill.
+ *
+ * With `--backend webgpu|webgl`: runs the same checks in headless Chromium on that TensorFlow.js GPU
+ * backend (src/browser_host/conformance.ts); same rows and `--json`, the adapter in the summary line.
  */
-import { existsSync, writeFileSync, readFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initBackend } from '../backend.ts';
 import { discoverCases, runGoldenCase, runVectorCase, type Case } from '../conformance/run.ts';
 import { failure, type CheckResult } from '../conformance/core/rows.ts';
+import { readTextFile } from './read.ts';
+import { parseCommandArgs, parseTokenIds, runCommand, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 
-/** The package root: the nearest folder above this file with a package.json (src/cli/ runs from a clone, dist/src/cli/ when installed). */
+/** The package root: the nearest folder above this file with a package.json (src/cli/ runs from a clone, dist/cli/ when installed). */
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
@@ -41,48 +46,53 @@ export interface ConformanceArgs {
   quiet: boolean;
   /** print every row, not the grouped report. */
   verbose: boolean;
+  /** a GPU backend of TensorFlow.js, run in Chromium (src/browser_host/conformance.ts). */
+  backend?: 'webgpu' | 'webgl';
 }
 
-/** Parses argv; throws a usage error naming the bad flag. */
+/** The option table of `dsv32 conformance` (src/cli/args.ts). */
+export const CONFORMANCE_COMMAND: CommandSpec = {
+  name: 'conformance',
+  usage: 'usage: dsv32 conformance [DIR ...] [--json FILE] [--quiet | --verbose] [--backend webgpu|webgl] [--weights DIR [--layers 0,3] [--tokens FILE] [--expect FILE | --steps N]]\n',
+  options: {
+    json: { type: 'string' },
+    weights: { type: 'string' },
+    layers: { type: 'integer-list' },
+    tokens: { type: 'string' },
+    expect: { type: 'string' },
+    steps: { type: 'integer', min: 0 },
+    quiet: { type: 'boolean', short: 'q' },
+    verbose: { type: 'boolean', short: 'v' },
+    backend: { type: 'choice', choices: ['webgpu', 'webgl'] },
+  },
+  positionals: { min: 0, max: Infinity, name: 'DIR' },
+};
+
+/** Parses argv (src/cli/args.ts); throws a {@link UsageError} naming the bad flag. */
 export function parseConformanceArgs(argv: string[]): ConformanceArgs {
-  const args: ConformanceArgs = { dirs: [], quiet: false, verbose: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined || v.startsWith('--')) throw new UsageError(`conformance: ${a} needs a value`);
-      return v;
-    };
-    if (a === '--json') args.json = value();
-    else if (a === '--weights') args.weights = value();
-    else if (a === '--tokens') args.tokens = value();
-    else if (a === '--expect') args.expect = value();
-    else if (a === '--quiet' || a === '-q') args.quiet = true;
-    else if (a === '--verbose' || a === '-v') args.verbose = true;
-    else if (a === '--steps') {
-      const v = value();
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 0) throw new UsageError(`conformance: --steps expects an integer ≥ 0 (greedy decode steps) but got '${v}'`);
-      args.steps = n;
-    }
-    else if (a === '--layers') {
-      const v = value();
-      const layers = v.split(',').map((s) => Number(s.trim()));
-      if (layers.some((n) => !Number.isInteger(n) || n < 0)) {
-        throw new UsageError(`conformance: --layers expects comma-separated layer indices ≥ 0 (e.g. 0,3) but got '${v}'`);
-      }
-      args.layers = layers;
-    } else if (a.startsWith('--')) throw new UsageError(`conformance: unknown option '${a}'`);
-    else args.dirs.push(a);
-  }
+  return conformanceArgs(parseCommandArgs(CONFORMANCE_COMMAND, argv));
+}
+
+function conformanceArgs({ values: v, positionals }: ParsedArgs): ConformanceArgs {
+  const args: ConformanceArgs = {
+    dirs: positionals,
+    quiet: v.quiet === true,
+    verbose: v.verbose === true,
+    ...(v.json !== undefined ? { json: v.json as string } : {}),
+    ...(v.weights !== undefined ? { weights: v.weights as string } : {}),
+    ...(v.layers !== undefined ? { layers: v.layers as number[] } : {}),
+    ...(v.tokens !== undefined ? { tokens: v.tokens as string } : {}),
+    ...(v.expect !== undefined ? { expect: v.expect as string } : {}),
+    ...(v.steps !== undefined ? { steps: v.steps as number } : {}),
+    ...(v.backend !== undefined ? { backend: v.backend as 'webgpu' | 'webgl' } : {}),
+  };
   if (!args.weights && (args.layers || args.tokens || args.expect || args.steps !== undefined)) {
-    throw new UsageError('conformance: --layers, --tokens, --expect and --steps need --weights DIR');
+    throw new UsageError('--layers, --tokens, --expect and --steps need --weights DIR');
   }
-  if (args.expect && args.steps !== undefined) throw new UsageError('conformance: --steps and --expect exclude each other (the trace gives the steps)');
+  if (args.backend && args.weights) throw new UsageError('--backend runs the fixture checks in Chromium; it does not take --weights');
+  if (args.expect && args.steps !== undefined) throw new UsageError('--steps and --expect exclude each other (the trace gives the steps)');
   return args;
 }
-
-class UsageError extends Error {}
 
 function fmt(x: number | null): string {
   if (x === null) return '-';
@@ -179,17 +189,13 @@ async function runWeights(args: ConformanceArgs): Promise<CheckResult[]> {
   const { runWeightsConformance } = await import('../conformance/weights.ts');
   let tokens: number[] | undefined;
   if (args.tokens) {
-    const text = readFileSync(args.tokens, 'utf8');
-    let parsed: unknown;
+    let text: string;
     try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = text.split(/[\s,]+/).filter(Boolean).map(Number);
+      text = readTextFile(args.tokens);
+    } catch (e) {
+      throw new UsageError(`--tokens file ${args.tokens}: ${(e as Error).message}`);
     }
-    if (!Array.isArray(parsed) || parsed.length === 0 || parsed.some((t) => !Number.isInteger(t) || t < 0)) {
-      throw new UsageError(`conformance: --tokens file ${args.tokens} must hold token ids (a JSON array or whitespace-separated integers ≥ 0)`);
-    }
-    tokens = parsed as number[];
+    tokens = parseTokenIds(text, args.tokens);
   }
   return runWeightsConformance({
     weightsDir: args.weights!,
@@ -202,30 +208,31 @@ async function runWeights(args: ConformanceArgs): Promise<CheckResult[]> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let args: ConformanceArgs;
-  try {
-    args = parseConformanceArgs(argv);
-  } catch (e) {
-    process.stderr.write(`dsv32 ${(e as Error).message}\n`);
-    return 2;
-  }
-  const backend = await initBackend();
+  return runCommand(CONFORMANCE_COMMAND, argv, (parsed) => runParsed(conformanceArgs(parsed)));
+}
+
+async function runParsed(args: ConformanceArgs): Promise<number> {
   const tty = process.stderr.isTTY === true && !args.quiet;
+  const dirs = args.dirs.length > 0 ? args.dirs : [BUNDLED_FIXTURES];
+  let backendName: string = args.backend ?? (await initBackend()).name;
   let rows: CheckResult[];
   try {
-    rows = args.weights
-      ? await runWeights(args)
-      : await runConformance(args.dirs.length > 0 ? args.dirs : [BUNDLED_FIXTURES], (d, t, l) => progress(tty, d, t, l));
-  } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`dsv32 ${e.message}\n`);
-      return 2;
+    if (args.backend) {
+      const { runConformanceInBrowser } = await import('../browser_host/conformance.ts');
+      const inBrowser = await runConformanceInBrowser(args.backend, dirs, (d, t, l) => progress(tty, d, t, l));
+      backendName = `${inBrowser.backend} (${inBrowser.adapter})`;
+      rows = inBrowser.rows;
+    } else {
+      rows = args.weights ? await runWeights(args) : await runConformance(dirs, (d, t, l) => progress(tty, d, t, l));
     }
+  } catch (e) {
+    if ((e as Error).name === 'ChromiumError') throw new UsageError((e as Error).message);
+    if (e instanceof UsageError) throw e;
     rows = [failure(args.weights ?? args.dirs.join(','), 'run', `conformance run failed: ${(e as Error).message}`)];
   }
   if (!args.quiet) process.stdout.write((args.verbose ? formatTable(rows) : formatGrouped(rows)) + '\n');
   const failed = rows.filter((r) => !r.pass).length;
-  process.stdout.write(`\nbackend ${backend.name}: ${rows.length - failed} passed, ${failed} failed\n`);
+  process.stdout.write(`\nbackend ${backendName}: ${rows.length - failed} passed, ${failed} failed\n`);
   if (args.json) {
     const out = rows.map((r) => ({
       case: r.case,

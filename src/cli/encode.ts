@@ -4,10 +4,11 @@
  * A top-level `tools` array is attached to `messages[0]` (a system or developer message), as the official test does.
  * The file is read with Python's JSON semantics (float literals such as `1.0` stay floats, key order is kept).
  */
-import { readFileSync } from 'node:fs';
 import { encodeMessages } from '../encoding.ts';
-import { isPyObject, parsePyJson, PyDict, type PyJson } from '../pyjson.ts';
+import { isPyObject, JsonDepthError, parsePyJson, PyDict, type PyJson } from '../pyjson.ts';
+import { readTextFile, TextInputError } from './read.ts';
 import type { ThinkingMode } from '../context.ts';
+import { runCommand, type CommandSpec } from './args.ts';
 
 const USAGE = 'usage: dsv32 encode FILE.json [--thinking-mode thinking|chat] [--no-drop-thinking]\n';
 
@@ -16,46 +17,31 @@ function plain(v: PyJson | undefined): PyJson | undefined {
   return v instanceof PyDict ? Object.fromEntries(v.entries) : v;
 }
 
-/** Parses `--thinking-mode X` / `--thinking-mode=X` and the positional file; shared with `parse`. */
-export function parseCliArgs(argv: string[], flags: readonly string[]): { file: string; thinkingMode: ThinkingMode; flags: Set<string> } | string {
-  let file: string | undefined;
-  let thinkingMode: ThinkingMode = 'thinking';
-  const seen = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--thinking-mode' || a.startsWith('--thinking-mode=')) {
-      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
-      if (v !== 'thinking' && v !== 'chat') return `--thinking-mode must be 'thinking' or 'chat' but got ${v === undefined ? 'nothing' : `'${v}'`}`;
-      thinkingMode = v;
-    } else if (flags.includes(a)) seen.add(a);
-    else if (a.startsWith('-')) return `unknown option '${a}'`;
-    else if (file !== undefined) return `expected one FILE but got '${file}' and '${a}'`;
-    else file = a;
-  }
-  if (file === undefined) return 'missing FILE';
-  return { file, thinkingMode, flags: seen };
-}
+/** The option table of `dsv32 encode` (src/cli/args.ts). */
+export const ENCODE_COMMAND: CommandSpec = {
+  name: 'encode',
+  usage: USAGE,
+  options: {
+    'thinking-mode': { type: 'choice', choices: ['thinking', 'chat'] },
+    'no-drop-thinking': { type: 'boolean' },
+  },
+  positionals: { min: 1, max: 1, name: 'FILE' },
+};
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCliArgs(argv, ['--no-drop-thinking']);
-  if (typeof args === 'string') {
-    process.stderr.write(`dsv32 encode: ${args}\n${USAGE}`);
-    return 2;
-  }
+  return runCommand(ENCODE_COMMAND, argv, (parsed) => encodeFile(parsed.positionals[0]!, (parsed.values['thinking-mode'] ?? 'thinking') as ThinkingMode, parsed.values['no-drop-thinking'] !== true));
+}
+
+async function encodeFile(file: string, thinkingMode: ThinkingMode, dropThinking: boolean): Promise<number> {
   const fail = (msg: string): number => {
-    process.stderr.write(`dsv32 encode: ${args.file}: ${msg}\n`);
+    process.stderr.write(`dsv32 encode: ${file}: ${msg}\n`);
     return 2;
   };
-  let text: string;
-  try {
-    text = readFileSync(args.file, 'utf8');
-  } catch (e) {
-    return fail(`cannot read file (${(e as Error).message})`);
-  }
   let root: PyJson;
   try {
-    root = parsePyJson(text);
+    root = parsePyJson(readTextFile(file));
   } catch (e) {
+    if (e instanceof TextInputError || e instanceof JsonDepthError) return fail((e as Error).message);
     return fail(`invalid JSON: ${(e as Error).message}`);
   }
   const top = plain(root);
@@ -87,8 +73,8 @@ export async function run(argv: string[]): Promise<number> {
   let prompt: string;
   try {
     prompt = encodeMessages(messages as never, {
-      thinkingMode: args.thinkingMode,
-      dropThinking: !args.flags.has('--no-drop-thinking'),
+      thinkingMode,
+      dropThinking,
     });
   } catch (e) {
     if (e instanceof TypeError || e instanceof RangeError) return fail(e.message);

@@ -12,6 +12,7 @@ import { actQuant, decodeE4m3Bytes, e4m3Decode, e4m3Encode, e4m3Round, weightDeq
 import { hadamard } from '../hadamard.ts';
 import { applyRope, ropeAngles, yarnFrequencies } from '../rope.ts';
 import { softmaxScale } from '../config.ts';
+import { nestedShape } from '../internal/contract.ts';
 
 /** Malformed vector data (caught and reported as a failed row). */
 class VectorFormatError extends Error {
@@ -38,12 +39,11 @@ function num(json: unknown, path: string): number {
 /** A numeric array of the given rank, flattened; `null` entries become NaN when `allowNull`. */
 function array(json: unknown, path: string, rank: number, allowNull = false): { data: number[]; shape: number[] } {
   const v = get(json, path);
-  const shape: number[] = [];
-  let probe: unknown = v;
-  for (let d = 0; d < rank; d++) {
-    if (!Array.isArray(probe)) throw new VectorFormatError(`'${path}' must be a rank-${rank} array`);
-    shape.push(probe.length);
-    probe = probe[0];
+  let shape: number[];
+  try {
+    shape = nestedShape(v, rank, path);
+  } catch (e) {
+    throw new VectorFormatError((e as Error).message);
   }
   const data: number[] = [];
   const walk = (node: unknown, d: number): void => {

@@ -10,6 +10,7 @@ import { compareArrays, type CheckResult } from './core/rows.ts';
 import { grpoLoss, grpoLossAndGrad, type GrpoInputs, type GrpoOptions } from '../grpo.ts';
 import { keepSamplingLogProbs, tokenLogProbs } from '../sampling_mask.ts';
 import { indexerTarget, indexerSelection, indexerKlDense, indexerKlSparse } from '../indexer_loss.ts';
+import { nestedShape } from '../internal/contract.ts';
 
 /** Relative tolerance on values. */
 export const VALUE_RTOL = 1e-6;
@@ -43,12 +44,11 @@ function failed(caseName: string, check: string, reason: string): CheckResult {
 
 /** A rectangular numeric array of the given rank, flattened, with its shape; throws BadVector otherwise. */
 function numeric(x: unknown, rank: number, what: string): { data: number[]; shape: number[] } {
-  const shape: number[] = [];
-  let probe: unknown = x;
-  for (let r = 0; r < rank; r++) {
-    if (!Array.isArray(probe)) throw new BadVector(`${what} must be a rank-${rank} array`);
-    shape.push(probe.length);
-    probe = probe[0];
+  let shape: number[];
+  try {
+    shape = nestedShape(x, rank, what);
+  } catch (e) {
+    throw new BadVector((e as Error).message);
   }
   const data = (rank === 0 ? [x] : (x as unknown[]).flat(rank - 1)) as unknown[];
   const size = shape.reduce((a, b) => a * b, 1);

@@ -1,0 +1,88 @@
+/**
+ * Node-only: bundles the in-page code of src/browser/ with esbuild for the browser and lays out a
+ * folder a static server (or any web host) can serve as it is:
+ *
+ * ```
+ * OUT/index.html        the explorer page
+ * OUT/explorer.js       its bundle (dsv32 + TensorFlow.js with the webgpu, webgl, wasm and cpu backends)
+ * OUT/runner.html       the conformance page (driven by `dsv32 conformance --backend`)
+ * OUT/runner.js         its bundle (the conformance engine over an in-memory file table)
+ * OUT/wasm/*.wasm       the wasm backend's binaries (loaded from here, never from a CDN)
+ * ```
+ *
+ * The fixtures are not copied by {@link buildExplorer}: the local server maps `/fixtures/` to the
+ * repository's `fixtures/` folder; the static build script (scripts/build-explorer.ts) copies them.
+ *
+ * @module
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type * as esbuild from 'esbuild';
+
+/** Package root: the nearest folder above this file with a package.json (also from the compiled dist/). */
+export const REPO_ROOT = ((): string => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  if (basename(dir) === 'dist') dir = dirname(dir);
+  return dir;
+})();
+
+const WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'];
+
+/**
+ * Node built-ins in a page bundle: in the explorer, any is an error naming the importer (the page and
+ * the library it uses are browser-safe); in the conformance page, `node:fs` and `node:path` resolve to
+ * the in-memory file table of src/browser/memory_fs.ts (the engine reads fixtures as files) and any
+ * other is an error.
+ */
+function nodeBuiltins(memoryFs: boolean): esbuild.Plugin {
+  return {
+    name: 'dsv32-node-builtins',
+    setup(build) {
+      if (memoryFs) build.onResolve({ filter: /^node:(fs|path)$/ }, () => ({ path: join(REPO_ROOT, 'src', 'browser', 'memory_fs.ts') }));
+      build.onResolve({ filter: /^node:/ }, (args) => ({
+        errors: [{ text: `${args.path} imported by ${args.importer}: Node built-ins cannot run in the page` }],
+      }));
+    },
+  };
+}
+
+/**
+ * Bundles the explorer (src/browser/explorer.ts) and the conformance page (src/browser/runner.ts) into
+ * `outDir` with their HTML and the wasm binaries.
+ *
+ * @param outDir output folder (created)
+ * @returns the files written, relative to `outDir`
+ * @throws Error with esbuild's message when a bundle does not build
+ */
+export async function buildExplorer(outDir: string): Promise<{ outDir: string; files: string[] }> {
+  let bundler: typeof esbuild;
+  try {
+    bundler = await import('esbuild');
+  } catch {
+    throw new Error('the browser pages are bundled with esbuild, a development dependency: run from a clone after `npm ci`, or `npm install esbuild`');
+  }
+  mkdirSync(join(outDir, 'wasm'), { recursive: true });
+  const pages = [{ name: 'explorer', html: 'index.html', memoryFs: false }, { name: 'runner', html: 'runner.html', memoryFs: true }];
+  for (const page of pages) {
+    await bundler.build({
+      entryPoints: [join(REPO_ROOT, 'src', 'browser', `${page.name}.ts`)],
+      outfile: join(outDir, `${page.name}.js`),
+      bundle: true,
+      format: 'esm',
+      platform: 'browser',
+      target: 'es2022',
+      sourcemap: true,
+      logLevel: 'silent',
+      define: { 'process.env.NODE_ENV': '"production"' },
+      plugins: [nodeBuiltins(page.memoryFs)],
+    });
+    writeFileSync(join(outDir, page.html), readFileSync(join(REPO_ROOT, 'src', 'browser', page.html)));
+  }
+  const require = createRequire(import.meta.url);
+  const wasmDir = dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
+  for (const f of WASM_FILES) copyFileSync(join(wasmDir, 'dist', f), join(outDir, 'wasm', f));
+  return { outDir, files: [...pages.flatMap((p) => [p.html, `${p.name}.js`]), ...WASM_FILES.map((f) => `wasm/${f}`)] };
+}

@@ -1,0 +1,141 @@
+/**
+ * Node-only: `dsv32 conformance --backend webgpu|webgl [DIR ...]`, the conformance suite run in headless
+ * Chromium on a GPU backend of TensorFlow.js. The cases are found in Node (`discoverCases`), their
+ * files are served from a loopback server, and the conformance page (src/browser/runner.ts) runs the
+ * same engine on them in the browser: the same rows, the same `--json` contract.
+ *
+ * WebGPU needs a window: tfjs-backend-webgpu reads values synchronously (`dataSync`, which the
+ * checks and `selectTopK` use) by drawing a WebGPU canvas into a 2D canvas, and headless Chromium on
+ * SwiftShader returns zeros there (measured). So for webgpu Chromium runs with a window: on the
+ * `DISPLAY` given (a desktop: its own GPU), else on a virtual display of its own (`Xvfb`, Debian's
+ * `xvfb` package) with WebGPU on SwiftShader's Vulkan. WebGL runs headless.
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { Browser } from 'puppeteer-core';
+import { discoverCases, type Case } from '../conformance/run.ts';
+import { failure } from '../conformance/core/rows.ts';
+import type { CheckResult } from '../conformance/core/rows.ts';
+import { buildExplorer } from './build.ts';
+import { ChromiumError, launchChromium } from './chromium.ts';
+import { serveStatic } from './server.ts';
+
+/** The GPU backends `--backend` accepts. */
+export const BROWSER_BACKENDS = ['webgpu', 'webgl'] as const;
+export type BrowserBackend = (typeof BROWSER_BACKENDS)[number];
+
+/** What {@link runConformanceInBrowser} returns: the rows and what computed them. */
+export interface BrowserRun {
+  rows: CheckResult[];
+  backend: string;
+  adapter: string;
+}
+
+/** Files of a case, as `[folder, file names]` pairs (a golden case: its folder and, for a derived case, its weights folder). */
+function caseFolders(c: Case): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const files = (dir: string) => readdirSync(dir).filter((f) => statSync(join(dir, f)).isFile());
+  if (c.type === 'vector') {
+    out.set(dirname(c.file), [basename(c.file)]);
+    return out;
+  }
+  out.set(c.dir, files(c.dir));
+  try {
+    const manifest = JSON.parse(readFileSync(join(c.dir, 'manifest.json'), 'utf8')) as { weights?: unknown };
+    if (typeof manifest.weights === 'string') {
+      const target = resolve(c.dir, manifest.weights);
+      if (existsSync(join(target, 'config.json'))) out.set(target, files(target));
+    }
+  } catch {
+    // an unreadable manifest is reported by the engine in the page
+  }
+  return out;
+}
+
+/** Starts `Xvfb` on a free display number; resolves once its socket exists. */
+async function startXvfb(): Promise<{ display: string; process: ChildProcess }> {
+  let n = 90;
+  while (existsSync(`/tmp/.X${n}-lock`) || existsSync(`/tmp/.X11-unix/X${n}`)) n++;
+  const child = spawn('Xvfb', [`:${n}`, '-screen', '0', '1280x1024x24', '-nolisten', 'tcp'], { stdio: 'ignore' });
+  const failed = new Promise<never>((_, fail) => child.once('error', (e) => fail(new ChromiumError(
+    `--backend webgpu needs a display: set DISPLAY, or install Xvfb (\`apt-get install xvfb\`) (${(e as Error).message})`,
+  ))));
+  const ready = (async () => {
+    for (let i = 0; i < 100 && !existsSync(`/tmp/.X11-unix/X${n}`); i++) await new Promise((ok) => setTimeout(ok, 50));
+    if (!existsSync(`/tmp/.X11-unix/X${n}`)) throw new ChromiumError(`Xvfb did not start on display :${n}`);
+  })();
+  await Promise.race([ready, failed]);
+  return { display: `:${n}`, process: child };
+}
+
+/**
+ * Runs every case under `dirs` in Chromium on `backend`.
+ *
+ * @param backend 'webgpu' or 'webgl'
+ * @param dirs folders or files to search for cases (as `dsv32 conformance DIR ...`)
+ * @param onProgress called before and after each case
+ * @throws ChromiumError when no Chromium (or, for webgpu without DISPLAY, no Xvfb) is available, or the
+ *   backend does not start in it
+ */
+export async function runConformanceInBrowser(
+  backend: BrowserBackend,
+  dirs: string[],
+  onProgress?: (done: number, total: number, label: string) => void,
+): Promise<BrowserRun> {
+  const { cases, errors } = discoverCases(dirs);
+  const rows: CheckResult[] = [...errors];
+  if (cases.length === 0 && errors.length === 0) {
+    rows.push(failure(dirs.join(','), 'discover', 'no golden fixture folder (manifest.json + trace.safetensors) or vector file (*.json with "kind") found'));
+  }
+  const work = mkdtempSync(join(tmpdir(), 'dsv32-browser-'));
+  const folders = new Map<string, string>(); // folder → URL prefix
+  for (const c of cases) for (const dir of caseFolders(c).keys()) if (!folders.has(dir)) folders.set(dir, `/f${folders.size}/`);
+  let xvfb: { display: string; process: ChildProcess } | undefined;
+  let browser: Browser | undefined;
+  const server = await serveStatic({ '/': work, ...Object.fromEntries([...folders].map(([dir, prefix]) => [prefix, dir])) });
+  try {
+    await buildExplorer(work);
+    let display = process.env.DISPLAY;
+    if (backend === 'webgpu' && !display) {
+      xvfb = await startXvfb();
+      display = xvfb.display;
+    }
+    browser = await launchChromium(backend === 'webgpu'
+      ? { headless: false, display, extraArgs: xvfb ? ['--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader'] : [] }
+      : {});
+    const page = await browser.newPage();
+    await page.goto(`${server.url}runner.html?backend=${backend}`);
+    await page.waitForFunction('window.dsv32Runner && window.dsv32Runner.status !== "starting"', { timeout: 120_000 });
+    const state = await page.evaluate(() => {
+      const s = (window as unknown as { dsv32Runner: { status: string; error?: string; backend?: string; adapter?: string } }).dsv32Runner;
+      return { status: s.status, error: s.error, backend: s.backend, adapter: s.adapter };
+    });
+    if (state.status !== 'ready') throw new ChromiumError(`the ${backend} backend did not start in Chromium: ${state.error}`);
+    let done = 0;
+    for (const c of cases) {
+      onProgress?.(done, cases.length, c.name);
+      const files = [...caseFolders(c)].flatMap(([dir, names]) => names.map((f) => ({ url: `${folders.get(dir)}${encodeURIComponent(f)}`, path: join(dir, f) })));
+      try {
+        const caseRows = await page.evaluate(async (fs: { url: string; path: string }[], kase: Case) => {
+          const r = (window as unknown as { dsv32Runner: { load(f: typeof fs): Promise<void>; runCase(c: Case): Promise<CheckResult[]> } }).dsv32Runner;
+          await r.load(fs);
+          return r.runCase(kase);
+        }, files, c);
+        rows.push(...(caseRows.length > 0 ? caseRows : [failure(c.name, 'run', 'no check applies to this case')]));
+      } catch (e) {
+        rows.push(failure(c.name, 'run', `the page failed on this case: ${(e as Error).message.split('\n')[0]}`));
+      }
+      onProgress?.(++done, cases.length, c.name);
+    }
+    return { rows, backend: state.backend!, adapter: state.adapter! };
+  } finally {
+    await browser?.close();
+    await server.close();
+    xvfb?.process.kill();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
