@@ -8,13 +8,16 @@
  * For a deferred W [out, in] and activations x [M, in]:
  *
  * ```
- * for each band b of at most `bandRows` rows:   yᵀ[b] = W[b] · xᵀ      [|b|, M]
- * y = (concat_b yᵀ[b])ᵀ                                                 [M, out]
+ * for each band b of at most `bandRows` rows:   y[:, b] = x · W[b]ᵀ    [M, |b|]
+ * y = concat_b y[:, b]                                                  [M, out]
  * ```
  *
- * Each output element is the same dot product over `in` as `x · Wᵀ` on the whole matrix; the weight
- * band is the left operand, which is the untransposed GEMM tfjs-wasm runs on XNNPACK (src/sparse_fast.ts).
- * At most one band of W is a float32 tensor at a time.
+ * Each output element is the same dot product, summed in the same order, as `x · Wᵀ` on the whole
+ * matrix (the same `matMul(x, W, false, true)` kernel), so a deferred weight gives the tensor weight's
+ * results bit for bit on every backend. (W[b] · xᵀ would put the band on XNNPACK's faster untransposed
+ * GEMM on wasm, but sums in another order: last-bit differences that move FP8 activation quantizer
+ * inputs across e4m3 rounding midpoints, e.g. fixtures/golden/public2-fp8.) At most one band of W is a
+ * float32 tensor at a time.
  *
  * @module
  */
@@ -67,7 +70,7 @@ export function weightShape(w: WeightMatrix): [number, number] {
 
 /**
  * y = x · Wᵀ: x [M, in], W [out, in] → [M, out]. A tensor W is one `matMul`; a deferred W goes band by
- * band, `yᵀ[b] = W[b] · xᵀ` (see the module comment), each band tensor disposed after its product.
+ * band, `y[:, b] = x · W[b]ᵀ` (see the module comment), each band tensor disposed after its product.
  *
  * @param x [M, in] float32
  * @param w [out, in]
@@ -82,19 +85,17 @@ export function matMulWeightT(x: tf.Tensor2D, w: WeightMatrix): tf.Tensor2D {
   const { Out: out, In: inDim } = checkTensors(MAT_MUL_WEIGHT_T, { x, w }) as Record<'Out' | 'In', number>;
   if (!isDeferred(w)) return tf.matMul(x, w, false, true);
   return tf.tidy(() => {
-    const xT = tf.transpose(x); // [in, M]
     const parts: tf.Tensor2D[] = [];
     for (let first = 0; first < out; first += w.bandRows) {
       const count = Math.min(w.bandRows, out - first);
       parts.push(
         tf.tidy(() => {
           const band = w.rows(first, count); // [count, in] float32, the only dequantized copy
-          return tf.matMul(band, xT); // [count, M]
+          return tf.matMul(x, band, false, true); // [M, count]: the same product as on the whole W
         }),
       );
     }
-    const yT = parts.length === 1 ? parts[0]! : (tf.concat(parts, 0) as tf.Tensor2D); // [out, M]
-    return tf.transpose(yT) as tf.Tensor2D; // [M, out]
+    return parts.length === 1 ? parts[0]! : (tf.concat(parts, 1) as tf.Tensor2D); // [M, out]
   });
 }
 

@@ -26,10 +26,15 @@ function cli(args: string[]): Promise<{ status: number | null; stdout: string; s
 describe('dsv32 check command line', () => {
   it('parses the contract and rejects what it does not know with one line', () => {
     expect(parseCheckArgs(['t.safetensors', '--fixture', 'fx', '--json', 'out.json'])).toEqual({ trace: 't.safetensors', fixture: 'fx', json: 'out.json' });
-    expect(parseCheckArgs(['t.safetensors', '--fixture', 'fx', '--precision', 'fp16'])).toBe("check: --precision must be fp32 or bf16 but got 'fp16'");
-    expect(parseCheckArgs(['--fixture', 'fx'])).toBe('check: expected one TRACE.safetensors but got 0');
-    expect(parseCheckArgs(['t.safetensors', '--fixture'])).toBe('check: --fixture needs a value');
-    expect(parseCheckArgs(['t.safetensors', '--fixture', 'fx', '--verbose'])).toBe("check: unknown option '--verbose'");
+    // the strict parser of every command (src/cli/args.ts): one UsageError naming the argument
+    expect(() => parseCheckArgs(['t.safetensors', '--fixture', 'fx', '--precision', 'fp16'])).toThrow(/^--precision must be 'fp32' or 'bf16' but got 'fp16'$/);
+    expect(() => parseCheckArgs(['--fixture', 'fx'])).toThrow(/^missing TRACE\.safetensors$/);
+    expect(() => parseCheckArgs(['a.safetensors', 'b.safetensors', '--fixture', 'fx'])).toThrow(/^expected at most 1 TRACE\.safetensors but got 'a\.safetensors' and 'b\.safetensors'$/);
+    expect(() => parseCheckArgs(['t.safetensors', '--fixture'])).toThrow(/^--fixture needs a value$/);
+    expect(() => parseCheckArgs(['t.safetensors', '--fixture', 'fx', '--verbose'])).toThrow(/^unknown option '--verbose'$/);
+    expect(() => parseCheckArgs(['t.safetensors', '--fixture', 'a', '--fixture', 'b'])).toThrow(/^option --fixture is given more than once$/);
+    expect(() => parseCheckArgs(['t.safetensors'])).toThrow(/^--fixture DIR is required$/);
+    expect(() => parseCheckArgs(['t.safetensors', '--fixture', ''])).toThrow(/^--fixture needs a non-empty value$/);
   });
 
   it('exit 0 and the JSON report for the official bf16 run', async () => {

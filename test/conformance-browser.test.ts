@@ -57,7 +57,9 @@ describe('dsv32 conformance --backend errors', () => {
   it('names the accepted backends', async () => {
     const r = await cli(['conformance', '--backend', 'cuda']);
     expect(r.status).toBe(2);
-    expect(r.stderr).toBe("dsv32 conformance: --backend must be webgpu or webgl (in Chromium) but got 'cuda'\n");
+    // the strict parser's one message (src/cli/args.ts), then the usage line
+    expect(r.stderr.split('\n')[0]).toBe("dsv32 conformance: --backend must be 'webgpu' or 'webgl' but got 'cuda'");
+    expect(r.stderr.split('\n')[1]).toMatch(/^usage: dsv32 conformance .*\[--backend webgpu\|webgl\]/);
   });
 
   it('without Chromium: one line naming apt-get install chromium, exit 2', async () => {

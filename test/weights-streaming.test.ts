@@ -17,7 +17,9 @@ import type { WritableTensor } from '../src/safetensors.ts';
 import { writeSafetensors } from '../src/node.ts';
 import { parseConfig, CONFIG_671B, type ModelConfig } from '../src/config.ts';
 import { runWeightsConformance } from '../src/conformance/weights.ts';
+import { discoverCases, runGoldenCase, type Case } from '../src/conformance/run.ts';
 import { layerFloat32Bytes, layerResidentBytes } from '../src/weight_budget.ts';
+import { describeEachBackend } from './helpers/backends.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -291,5 +293,44 @@ describe('runWeightsConformance with an expect trace (the golden fixtures as rel
   it('a perturbed decode step fails that step\'s rows only', async () => {
     expect(await perturbed('step3.expected.layer2.attn.out', [2])).toEqual(['stream.attn.out:3:2', 'attn.out:3:2']);
     expect(await perturbed('step4.expected.logits', [2])).toEqual(['stream.logits:4:null']);
+  });
+});
+
+describeEachBackend('runWeightsConformance on public2-fp8 (activations within float32 noise of FP8 midpoints)', (backend) => {
+  const dir = 'fixtures/golden/public2-fp8';
+  const breathe = () => new Promise((r) => setTimeout(r, 0)); // lets the test worker answer its runner between long runs
+  const streamed = async () => {
+    await breathe();
+    return runWeightsConformance({ weightsDir: dir, layers: [0, 1, 2, 3], expectFile: `${dir}/trace.safetensors`, maxSeqLen: 8192 });
+  };
+
+  // A deferred product must be the same product as on the whole matrix: summed in another order (W·xᵀ
+  // instead of x·Wᵀ), quantizer inputs land on the other side of a midpoint and no steer can undo it.
+  it('every row passes, at every step and every layer (and the logits)', async () => {
+    const rows = await streamed();
+    expect(rows.filter((r) => !r.pass).map((r) => `${r.check}:${r.step}:${r.layer}: ${r.max_rel_err} ${r.reason ?? ''}`)).toEqual([]);
+    for (let step = 0; step < 4; step++) {
+      for (let layer = 0; layer < 4; layer++) {
+        for (const c of ['stream.attn.in', 'stream.attn.out', 'stream.ffn.out', 'attn.out', 'ffn.out']) {
+          expect(rows.some((r) => r.check === c && r.step === step && r.layer === layer)).toBe(true);
+        }
+      }
+      expect(rows.some((r) => r.check === 'stream.logits' && r.step === step)).toBe(true);
+    }
+  });
+
+  // on the default backend only (the cpu golden run takes long on a shared machine)
+  if (backend === 'wasm') it('the golden checks run first in the same process do not change its rows', async () => {
+    const before = await streamed();
+    const { cases } = discoverCases([dir]);
+    const golden = cases.find((c): c is Extract<Case, { type: 'golden' }> => c.type === 'golden');
+    expect(golden).toBeDefined();
+    const goldenRows = await runGoldenCase(golden!);
+    await breathe();
+    expect(goldenRows.filter((r) => !r.pass)).toEqual([]);
+    const tensors = tf.memory().numTensors;
+    const after = await streamed();
+    expect(after).toEqual(before);
+    expect(tf.memory().numTensors).toBe(tensors);
   });
 });

@@ -13,8 +13,7 @@ import { fmt } from '../check/metrics.ts';
 import type { CheckReport, CheckRow } from '../check/report.ts';
 import { CheckFixtureError, checkTrace } from '../check/run.ts';
 import type { Precision } from '../precision.ts';
-
-const USAGE = 'usage: dsv32 check TRACE.safetensors --fixture DIR [--precision fp32|bf16] [--json FILE]\n';
+import { parseCommandArgs, runCommand, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 
 /** Parsed command line of `dsv32 check`. */
 export interface CheckArgs {
@@ -24,37 +23,39 @@ export interface CheckArgs {
   json?: string;
 }
 
+/** The option table of `dsv32 check` (src/cli/args.ts). */
+export const CHECK_COMMAND: CommandSpec = {
+  name: 'check',
+  usage: 'usage: dsv32 check TRACE.safetensors --fixture DIR [--precision fp32|bf16] [--json FILE]\n',
+  options: {
+    fixture: { type: 'string' },
+    precision: { type: 'choice', choices: ['fp32', 'bf16'] },
+    json: { type: 'string' },
+  },
+  positionals: { min: 1, max: 1, name: 'TRACE.safetensors' },
+};
+
 /**
- * Parses argv; returns a one-line usage error as a string.
+ * Parses argv with the strict parser of every command (src/cli/args.ts); throws a {@link UsageError}
+ * naming the bad argument.
  *
  * @example
  * ```ts
  * parseCheckArgs(['t.safetensors', '--fixture', 'fx', '--precision', 'bf16']); // => { trace: 't.safetensors', fixture: 'fx', precision: 'bf16' }
- * parseCheckArgs(['t.safetensors']); // => 'check: --fixture DIR is required'
  * ```
  */
-export function parseCheckArgs(argv: string[]): CheckArgs | string {
-  const positional: string[] = [];
-  const args: Partial<CheckArgs> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = (): string | null => {
-      const v = argv[++i];
-      return v === undefined || v.startsWith('--') ? null : v;
-    };
-    if (a === '--fixture' || a === '--json' || a === '--precision') {
-      const v = value();
-      if (v === null) return `check: ${a} needs a value`;
-      if (a === '--fixture') args.fixture = v;
-      else if (a === '--json') args.json = v;
-      else if (v === 'fp32' || v === 'bf16') args.precision = v;
-      else return `check: --precision must be fp32 or bf16 but got '${v}'`;
-    } else if (a.startsWith('--')) return `check: unknown option '${a}'`;
-    else positional.push(a);
-  }
-  if (positional.length !== 1) return `check: expected one TRACE.safetensors but got ${positional.length}`;
-  if (!args.fixture) return 'check: --fixture DIR is required';
-  return { trace: positional[0]!, ...args } as CheckArgs;
+export function parseCheckArgs(argv: string[]): CheckArgs {
+  return checkArgs(parseCommandArgs(CHECK_COMMAND, argv));
+}
+
+function checkArgs({ values: v, positionals }: ParsedArgs): CheckArgs {
+  if (v.fixture === undefined) throw new UsageError('--fixture DIR is required');
+  return {
+    trace: positionals[0]!,
+    fixture: v.fixture as string,
+    ...(v.precision !== undefined ? { precision: v.precision as Precision } : {}),
+    ...(v.json !== undefined ? { json: v.json as string } : {}),
+  };
 }
 
 function num(x: number | null): string {
@@ -92,11 +93,10 @@ function row(r: CheckRow): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCheckArgs(argv);
-  if (typeof args === 'string') {
-    process.stderr.write(`dsv32 ${args}\n${USAGE}`);
-    return 2;
-  }
+  return runCommand(CHECK_COMMAND, argv, (parsed) => runParsed(checkArgs(parsed)));
+}
+
+async function runParsed(args: CheckArgs): Promise<number> {
   await initBackend();
   let report: CheckReport;
   try {

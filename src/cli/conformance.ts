@@ -226,7 +226,10 @@ async function runParsed(args: ConformanceArgs): Promise<number> {
       rows = args.weights ? await runWeights(args) : await runConformance(dirs, (d, t, l) => progress(tty, d, t, l));
     }
   } catch (e) {
-    if ((e as Error).name === 'ChromiumError') throw new UsageError((e as Error).message);
+    if ((e as Error).name === 'ChromiumError') {
+      process.stderr.write(`dsv32 conformance: ${(e as Error).message}\n`);
+      return 2;
+    }
     if (e instanceof UsageError) throw e;
     rows = [failure(args.weights ?? args.dirs.join(','), 'run', `conformance run failed: ${(e as Error).message}`)];
   }
