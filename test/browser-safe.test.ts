@@ -7,25 +7,20 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { browserBundleErrors } from './helpers/browser-bundle.ts';
+import { publicSources } from './helpers/package-exports.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const NODE_ONLY = ['./node', './threads'];
 
 /** package.json `exports`: subpath → its source file (src/X.ts, compiled to dist/X.js). */
-function publicSources(): Map<string, string> {
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, string | { import: string }> };
-  const out = new Map<string, string>();
-  for (const [subpath, target] of Object.entries(pkg.exports)) {
-    if (subpath === './package.json') continue;
-    const file = typeof target === 'string' ? target : target.import;
-    out.set(subpath, join(ROOT, file.replace(/^\.\/dist\//, 'src/').replace(/\.js$/, '.ts')));
-  }
-  return out;
+function packageSources(): Map<string, string> {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, unknown> };
+  return publicSources(pkg.exports);
 }
 
 describe('browser-safe core', () => {
   it('every public subpath but dsv32/node and dsv32/threads bundles for the browser with no Node built-in', async () => {
-    const sources = publicSources();
+    const sources = packageSources();
     expect(sources.get('.')).toBe(join(ROOT, 'src', 'index.ts'));
     const browser = [...sources].filter(([subpath]) => !NODE_ONLY.includes(subpath));
     expect(browser.length).toBeGreaterThan(20);

@@ -19,7 +19,7 @@
 //   functions that take no argument and the two total functions `describeValue` and `isPyObject`,
 //   which must return for it.
 import { describe, it, expect, beforeAll } from 'vitest';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { resolve, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { tf, initBackend } from '../src/backend.ts';
@@ -27,32 +27,10 @@ import * as contractModule from '../src/internal/contract.ts';
 import { CONTRACTS, shapeLetters } from '../src/internal/contract.ts';
 import ts from 'typescript';
 import { VALID_CALLS } from './helpers/valid-calls.ts';
+import { isDataExport, sourceOf } from './helpers/package-exports.ts';
 
 const ROOT = resolve(__dirname, '..');
 type Fn = (...args: unknown[]) => unknown;
-
-/** `./x` → src/x.ts, or the target path with dist/ (or dist/src/) → src/ and .js/.d.ts → .ts; fails loudly when absent. */
-export function sourceOf(key: string, target: unknown): string {
-  const targets: string[] = [];
-  const collect = (t: unknown): void => {
-    if (typeof t === 'string') targets.push(t);
-    else if (t && typeof t === 'object') Object.values(t).forEach(collect);
-  };
-  collect(target);
-  const candidates = [
-    key === '.' ? 'src/index.ts' : `src/${key.slice(2)}.ts`,
-    ...targets.map((t) => t.replace(/^\.\//, '').replace(/^dist\/(src\/)?/, 'src/').replace(/\.d\.ts$|\.js$|\.mjs$/, '.ts')),
-  ];
-  const found = candidates.find((c) => c.startsWith('src/') && c.endsWith('.ts') && existsSync(join(ROOT, c)));
-  if (!found) throw new Error(`package.json exports '${key}': no source module found (tried ${candidates.join(', ')})`);
-  return found;
-}
-
-/** An export whose targets are all JSON files (data, not a module of functions). */
-export function isDataExport(target: unknown): boolean {
-  const targets = typeof target === 'string' ? [target] : target && typeof target === 'object' ? Object.values(target) : [];
-  return targets.length > 0 && targets.every((t) => typeof t === 'string' && t.endsWith('.json'));
-}
 
 function paramNames(fn: Fn): string[] {
   const src = Function.prototype.toString.call(fn);
