@@ -31,6 +31,7 @@ import { selectTopK } from '../topk.ts';
 import { mlaAttend, mlaLatent, mlaQuery } from '../mla.ts';
 import { moeGate } from '../moe.ts';
 import type { SafetensorsFile } from '../safetensors.ts';
+import { ropeBugKey, traceKey } from '../conformance/core/trace_names.ts';
 
 /** A golden fixture opened in memory: config, manifest, weights and trace (and the RoPE-bug trace, if loaded). */
 export interface OpenFixture {
@@ -96,11 +97,6 @@ export interface ExplorerView {
   attnOutRelErr: number;
   /** MoE routing per row; null for a dense layer (`first_k_dense_replace`). */
   routing: TokenRouting[] | null;
-}
-
-/** The trace key of a recorded tensor of the official run. */
-function key(step: number, layer: number, tensor: string): string {
-  return `step${step}.expected.layer${layer}.${tensor}`;
 }
 
 function rows(values: ArrayLike<number | bigint>, width: number): number[][] {
@@ -234,7 +230,7 @@ export async function computeView(fx: OpenFixture, step: number, layer: number, 
   try {
     for (let i = 0; i <= at; i++) {
       const { step: s, start_pos: startPos, length: T } = steps[i]!;
-      const x = recorded(fx.trace, key(s, layer, 'attn.in'), T, D);
+      const x = recorded(fx.trace, traceKey(s, layer, 'attn.in'), T, D);
       const { qr, qNope, qPe } = mlaQuery(x, w.attn, startPos, { config, maxSeqLen });
       const { normalized, latent, kPe } = mlaLatent(x, w.attn, startPos, { config, maxSeqLen });
       normalized.dispose();
@@ -262,10 +258,10 @@ export async function computeView(fx: OpenFixture, step: number, layer: number, 
       const outValues = await take(out);
       tf.dispose([x, qr, qNope, qPe, ours.selected, theirs.scores]);
 
-      const officialTopk = readRows(fx.trace, key(s, layer, 'indexer.topk'));
-      const officialScores = readRows(fx.trace, key(s, layer, 'indexer.score'));
+      const officialTopk = readRows(fx.trace, traceKey(s, layer, 'indexer.topk'));
+      const officialScores = readRows(fx.trace, traceKey(s, layer, 'indexer.score'));
       const causal = (m: number[][]) => m.flatMap((row, r) => row.slice(0, startPos + r + 1));
-      const bugName = `step${s}.interleaved_bug.layer${layer}.indexer.topk`;
+      const bugName = ropeBugKey(s, layer);
       const teacherForcibleBug = layer === 0 && startPos === 0 && fx.bugTrace?.has(bugName);
       const view: ExplorerView = {
         fixture: fx.name, step: s, layer, head, startPos, T, S,
@@ -282,7 +278,7 @@ export async function computeView(fx: OpenFixture, step: number, layer: number, 
           positions: row.filter((v) => v >= 0),
           weights: row.map((v, j) => (v >= 0 ? p[r]![j]! : NaN)).filter((v) => !Number.isNaN(v)),
         })),
-        attnOutRelErr: relErr(outValues, fx.trace.read(key(s, layer, 'attn.out')) as Float32Array),
+        attnOutRelErr: relErr(outValues, fx.trace.read(traceKey(s, layer, 'attn.out')) as Float32Array),
         routing: await routing(fx, s, layer, T, w),
       };
       return view;
@@ -299,7 +295,7 @@ async function routing(fx: OpenFixture, step: number, layer: number, T: number, 
   if (w.ffn.kind !== 'moe') return null;
   const { config } = fx;
   const gate = w.ffn.moe.gate;
-  const x = recorded(fx.trace, key(step, layer, 'ffn.in'), T, config.hidden_size);
+  const x = recorded(fx.trace, traceKey(step, layer, 'ffn.in'), T, config.hidden_size);
   const biased = tf.tidy(() => {
     const s = tf.sigmoid(tf.matMul(x, gate.weight, false, true));
     return gate.bias ? tf.add(s, gate.bias) : s;
@@ -311,8 +307,8 @@ async function routing(fx: OpenFixture, step: number, layer: number, T: number, 
   const b = await take(biased);
   const ids = rows(await take(indices), Ek);
   const cw = rows(await take(weights), Ek);
-  const officialIds = readRows(fx.trace, key(step, layer, 'gate.indices'));
-  const officialW = readRows(fx.trace, key(step, layer, 'gate.weights'));
+  const officialIds = readRows(fx.trace, traceKey(step, layer, 'gate.indices'));
+  const officialW = readRows(fx.trace, traceKey(step, layer, 'gate.weights'));
   return ids.map((experts, t) => ({
     ...groups(b.subarray(t * E, (t + 1) * E), config, gate.bias !== null),
     experts,

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { traceKey, type TracedTensor } from '../conformance/core/fixture.ts';
+import { traceKey, type TracedTensor } from '../conformance/core/trace_names.ts';
 
 /** What a trace records per step and layer, in forward order (the fixture's names, src/conformance/core/fixture.ts). */
 export const LAYER_CHECKS: readonly TracedTensor[] = [

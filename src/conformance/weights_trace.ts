@@ -28,7 +28,8 @@ import type { SafetensorsFile } from '../safetensors.ts';
 import { explainByFlips } from './fp8/midpoints.ts';
 import type { LayerRecord, LayerSnapshot, Steer } from './fp8/steer.ts';
 import { compareArrays, setsRow, withNote, type CheckResult } from './core/rows.ts';
-import { FixtureError, GOLDEN_RTOL, skippedRow, traceKey, type TracedTensor } from './core/fixture.ts';
+import { FixtureError, GOLDEN_RTOL, skippedRow } from './core/fixture.ts';
+import { traceKey, type TracedTensor } from './core/trace_names.ts';
 import { gateRows } from './checks/gate.ts';
 
 type Explain = (row: CheckResult, expected: Float32Array, actual: ArrayLike<number>) => CheckResult;

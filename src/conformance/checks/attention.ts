@@ -24,7 +24,8 @@ import type { AttentionWeights } from '../../checkpoint.ts';
 import type { RoundingProbe } from '../../fp8.ts';
 import { createMlaCache, disposeMlaCache, mlaForward, mlaQuery, truncateMlaCache, type MlaCache, type MlaOptions } from '../../mla.ts';
 import type { GoldenCase } from '../core/case.ts';
-import { GOLDEN_RTOL, layerTraced, skippedRow, traceKey, type GoldenStep, type TracedTensor } from '../core/fixture.ts';
+import { GOLDEN_RTOL, layerTraced, skippedRow, type GoldenStep } from '../core/fixture.ts';
+import { traceKey, type TracedTensor } from '../core/trace_names.ts';
 import { failure, numericRow, type CheckResult } from '../core/rows.ts';
 import { explainByFlips } from '../fp8/midpoints.ts';
 

@@ -5,7 +5,8 @@
  */
 import type { LayerRouting } from '../../moe.ts';
 import { guard, recorded, type GoldenCase } from '../core/case.ts';
-import { GOLDEN_RTOL, traceKey } from '../core/fixture.ts';
+import { GOLDEN_RTOL } from '../core/fixture.ts';
+import { traceKey } from '../core/trace_names.ts';
 import { failure, numericRow, setsRow, type CheckResult } from '../core/rows.ts';
 
 /**

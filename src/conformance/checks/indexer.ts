@@ -42,7 +42,8 @@ import type { RoundingProbe } from '../../fp8.ts';
 import { createIndexerCache, disposeIndexerCache, indexerScores, type IndexerCache } from '../../indexer.ts';
 import { selectTopK } from '../../topk.ts';
 import type { GoldenCase } from '../core/case.ts';
-import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, traceKey, type GoldenStep, type TracedTensor, ropeBugKey, ropeBugRecord } from '../core/fixture.ts';
+import { GOLDEN_RTOL, layerTraced, parseSteps, skippedRow, type GoldenStep } from '../core/fixture.ts';
+import { traceKey, type TracedTensor, ropeBugKey, ropeBugRecord } from '../core/trace_names.ts';
 import { failure, numericRow, rowSetDiff, type CheckResult } from '../core/rows.ts';
 import { explainScoresByMidpoints, midpointRows } from '../fp8/midpoints.ts';
 

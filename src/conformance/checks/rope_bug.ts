@@ -12,7 +12,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createModelCache, disposeModelCache, modelForward, type ModelCache } from '../../model.ts';
 import type { GoldenCase } from '../core/case.ts';
-import { FixtureError, parseSteps, readTokens, ropeBugRecord, type GoldenStep } from '../core/fixture.ts';
+import { FixtureError, parseSteps, readTokens, type GoldenStep } from '../core/fixture.ts';
+import { ropeBugRecord } from '../core/trace_names.ts';
 import { failure, setsRow, type CheckResult } from '../core/rows.ts';
 
 /** Check family: the e2e rows of the RoPE-bug case (a case without `steps`). */

@@ -10,29 +10,11 @@ import type { ModelConfig } from '../../config.ts';
 import type { SafetensorsFile } from '../../safetensors.ts';
 import { loadConfig, openSafetensors } from '../../node.ts';
 import type { CheckResult } from './rows.ts';
+import { traceKey } from './trace_names.ts';
+
 
 /** Relative tolerance of the golden float comparisons: `max|a − b| ≤ 1e-4 · max(1, max|b|)` (fixtures README). */
 export const GOLDEN_RTOL = 1e-4;
-
-/** What a trace records per step and layer (fixtures/golden/README.md, "Files"). */
-export type TracedTensor =
-  | 'attn.in' | 'attn.qr' | 'indexer.score' | 'indexer.topk' | 'attn.out' | 'ffn.in' | 'gate.weights' | 'gate.indices' | 'ffn.out';
-
-/**
- * The name of a recorded tensor in `trace.safetensors`: `stepS.expected.layerL.T`, or `stepS.expected.logits`
- * for `layer` null.
- *
- * @example
- * ```ts
- * traceKey(1, 2, 'attn.out'); // => 'step1.expected.layer2.attn.out'
- * traceKey(0, null, 'logits'); // => 'step0.expected.logits'
- * ```
- */
-export function traceKey(step: number, layer: number, tensor: TracedTensor): string;
-export function traceKey(step: number, layer: null, tensor: 'logits'): string;
-export function traceKey(step: number, layer: number | null, tensor: TracedTensor | 'logits'): string {
-  return layer === null ? `step${step}.expected.logits` : `step${step}.expected.layer${layer}.${tensor}`;
-}
 
 /** One step of a trace: a prefill (length > 1) or a decode step (length 1) at `start_pos`. */
 export interface GoldenStep {
@@ -115,27 +97,6 @@ export function readTokens(trace: SafetensorsFile, steps: GoldenStep[], config: 
   const bad = tokens.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= config.vocab_size);
   if (bad >= 0) throw new FixtureError(`input.tokens[${bad}] must be a token id in [0, ${config.vocab_size}) but is ${tokens[bad]}`);
   return tokens;
-}
-
-/**
- * The RoPE-bug case's records (fixtures/golden/README.md): `stepS.interleaved_bug.layerL.indexer.topk`, the
- * selections of the pre-fix interleaved indexer RoPE. Returns {step, layer} of a record name, or null.
- *
- * @example
- * ```ts
- * ropeBugRecord('step1.interleaved_bug.layer2.indexer.topk'); // => { step: 1, layer: 2 }
- * ropeBugKey(1, 2); // => 'step1.interleaved_bug.layer2.indexer.topk'
- * ropeBugRecord('step1.expected.layer2.indexer.topk'); // => null
- * ```
- */
-export function ropeBugRecord(name: string): { step: number; layer: number } | null {
-  const m = /^step(\d+)\.interleaved_bug\.layer(\d+)\.indexer\.topk$/.exec(name);
-  return m ? { step: Number(m[1]), layer: Number(m[2]) } : null;
-}
-
-/** The name of the RoPE-bug record of (step, layer) (see {@link ropeBugRecord}). */
-export function ropeBugKey(step: number, layer: number): string {
-  return `step${step}.interleaved_bug.layer${layer}.indexer.topk`;
 }
 
 /** True when the trace records layer `layer` at step `step` (its `attn.in` is present). */
