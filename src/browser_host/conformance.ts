@@ -12,7 +12,6 @@
  *
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -20,9 +19,9 @@ import type { Browser } from 'puppeteer-core';
 import { discoverCases, type Case } from '../conformance/run.ts';
 import { failure } from '../conformance/core/rows.ts';
 import type { CheckResult } from '../conformance/core/rows.ts';
-import { buildExplorer } from './build.ts';
-import { ChromiumError, launchChromium } from './chromium.ts';
-import { serveStatic } from './server.ts';
+import { pagesFolder } from './build.ts';
+import { ChromiumError, launchChromiumFor, type Xvfb } from './chromium.ts';
+import { serveStatic, type StaticServer } from './server.ts';
 
 /** The GPU backends `--backend` accepts. */
 export const BROWSER_BACKENDS = ['webgpu', 'webgl'] as const;
@@ -56,22 +55,6 @@ function caseFolders(c: Case): Map<string, string[]> {
   return out;
 }
 
-/** Starts `Xvfb` on a free display number; resolves once its socket exists. */
-async function startXvfb(): Promise<{ display: string; process: ChildProcess }> {
-  let n = 90;
-  while (existsSync(`/tmp/.X${n}-lock`) || existsSync(`/tmp/.X11-unix/X${n}`)) n++;
-  const child = spawn('Xvfb', [`:${n}`, '-screen', '0', '1280x1024x24', '-nolisten', 'tcp'], { stdio: 'ignore' });
-  const failed = new Promise<never>((_, fail) => child.once('error', (e) => fail(new ChromiumError(
-    `--backend webgpu needs a display: set DISPLAY, or install Xvfb (\`apt-get install xvfb\`) (${(e as Error).message})`,
-  ))));
-  const ready = (async () => {
-    for (let i = 0; i < 100 && !existsSync(`/tmp/.X11-unix/X${n}`); i++) await new Promise((ok) => setTimeout(ok, 50));
-    if (!existsSync(`/tmp/.X11-unix/X${n}`)) throw new ChromiumError(`Xvfb did not start on display :${n}`);
-  })();
-  await Promise.race([ready, failed]);
-  return { display: `:${n}`, process: child };
-}
-
 /**
  * Runs every case under `dirs` in Chromium on `backend`.
  *
@@ -94,19 +77,13 @@ export async function runConformanceInBrowser(
   const work = mkdtempSync(join(tmpdir(), 'dsv32-browser-'));
   const folders = new Map<string, string>(); // folder → URL prefix
   for (const c of cases) for (const dir of caseFolders(c).keys()) if (!folders.has(dir)) folders.set(dir, `/f${folders.size}/`);
-  let xvfb: { display: string; process: ChildProcess } | undefined;
+  let xvfb: Xvfb | undefined;
   let browser: Browser | undefined;
-  const server = await serveStatic({ '/': work, ...Object.fromEntries([...folders].map(([dir, prefix]) => [prefix, dir])) });
+  let server: StaticServer | undefined;
   try {
-    await buildExplorer(work);
-    let display = process.env.DISPLAY;
-    if (backend === 'webgpu' && !display) {
-      xvfb = await startXvfb();
-      display = xvfb.display;
-    }
-    browser = await launchChromium(backend === 'webgpu'
-      ? { headless: false, display, extraArgs: xvfb ? ['--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader'] : [] }
-      : {});
+    const pages = await pagesFolder(work);
+    server = await serveStatic({ '/': pages, ...Object.fromEntries([...folders].map(([dir, prefix]) => [prefix, dir])) });
+    ({ browser, xvfb } = await launchChromiumFor(backend));
     const page = await browser.newPage();
     await page.goto(`${server.url}runner.html?backend=${backend}`);
     await page.waitForFunction('window.dsv32Runner && window.dsv32Runner.status !== "starting"', { timeout: 120_000 });
@@ -134,7 +111,7 @@ export async function runConformanceInBrowser(
     return { rows, backend: state.backend!, adapter: state.adapter! };
   } finally {
     await browser?.close();
-    await server.close();
+    await server?.close();
     xvfb?.process.kill();
     rmSync(work, { recursive: true, force: true });
   }
