@@ -61,6 +61,7 @@ function caseFolders(c: Case): Map<string, string[]> {
  * @param backend 'webgpu' or 'webgl'
  * @param dirs folders or files to search for cases (as `dsv32 conformance DIR ...`)
  * @param onProgress called before and after each case
+ * @param opts `families`: run only these golden check families (src/conformance/run.ts `runGoldenCase`; the tests)
  * @throws ChromiumError when no Chromium (or, for webgpu without DISPLAY, no Xvfb) is available, or the
  *   backend does not start in it
  */
@@ -68,6 +69,7 @@ export async function runConformanceInBrowser(
   backend: BrowserBackend,
   dirs: string[],
   onProgress?: (done: number, total: number, label: string) => void,
+  opts: { families?: string[] } = {},
 ): Promise<BrowserRun> {
   const { cases, errors } = discoverCases(dirs);
   const rows: CheckResult[] = [...errors];
@@ -97,11 +99,11 @@ export async function runConformanceInBrowser(
       onProgress?.(done, cases.length, c.name);
       const files = [...caseFolders(c)].flatMap(([dir, names]) => names.map((f) => ({ url: `${folders.get(dir)}${encodeURIComponent(f)}`, path: join(dir, f) })));
       try {
-        const caseRows = await page.evaluate(async (fs: { url: string; path: string }[], kase: Case) => {
-          const r = (window as unknown as { dsv32Runner: { load(f: typeof fs): Promise<void>; runCase(c: Case): Promise<CheckResult[]> } }).dsv32Runner;
+        const caseRows = await page.evaluate(async (fs: { url: string; path: string }[], kase: Case, families: string[] | null) => {
+          const r = (window as unknown as { dsv32Runner: { load(f: typeof fs): Promise<void>; runCase(c: Case, f?: string[]): Promise<CheckResult[]> } }).dsv32Runner;
           await r.load(fs);
-          return r.runCase(kase);
-        }, files, c);
+          return r.runCase(kase, families ?? undefined);
+        }, files, c, opts.families ?? null);
         rows.push(...(caseRows.length > 0 ? caseRows : [failure(c.name, 'run', 'no check applies to this case')]));
       } catch (e) {
         rows.push(failure(c.name, 'run', `the page failed on this case: ${(e as Error).message.split('\n')[0]}`));
