@@ -72,11 +72,12 @@ export const CHROMIUM_FLAGS = [
  * Starts Chromium (a fresh temporary profile, removed on close), headless unless told otherwise.
  *
  * @param opts `executablePath` (default {@link findChromium}), `width`/`height` of the window (default
- *   1280×800), `headless` (default true), `display` (X display for a window, e.g. `:99`), `extraArgs`
+ *   1280×800), `headless` (default true), `display` (X display for a window, e.g. `:99`), `extraArgs`,
+ *   `protocolTimeout` (ms per DevTools call, default 30 min; 0 = none, the caller keeps its own limit)
  * @throws ChromiumError when none is found or it does not start
  */
 export async function launchChromium(
-  opts: { executablePath?: string; width?: number; height?: number; headless?: boolean; display?: string; extraArgs?: string[] } = {},
+  opts: { executablePath?: string; width?: number; height?: number; headless?: boolean; display?: string; extraArgs?: string[]; protocolTimeout?: number } = {},
 ): Promise<Browser> {
   const executablePath = opts.executablePath ?? findChromium();
   const width = opts.width ?? 1280;
@@ -87,7 +88,7 @@ export async function launchChromium(
       headless: opts.headless ?? true,
       args: [...CHROMIUM_FLAGS, `--window-size=${width},${height}`, ...(opts.extraArgs ?? [])],
       defaultViewport: { width, height },
-      protocolTimeout: 1_800_000,
+      protocolTimeout: opts.protocolTimeout ?? 1_800_000,
       ...(opts.display ? { env: { ...process.env, DISPLAY: opts.display } } : {}),
     });
   } catch (e) {
@@ -125,14 +126,16 @@ async function startXvfb(): Promise<Xvfb> {
  * on SwiftShader's Vulkan. Every other backend runs headless.
  *
  * @param backend a TensorFlow.js backend name (`webgpu`, `webgl`, `wasm`, `cpu`)
+ * @param opts `protocolTimeout` as {@link launchChromium}
  * @returns the browser and the Xvfb started for it, if any (close the browser, then kill Xvfb)
  * @throws ChromiumError when no Chromium (or, for webgpu without DISPLAY, no Xvfb) is available
  */
-export async function launchChromiumFor(backend: string): Promise<{ browser: Browser; xvfb?: Xvfb }> {
-  if (backend !== 'webgpu') return { browser: await launchChromium() };
+export async function launchChromiumFor(backend: string, opts: { protocolTimeout?: number } = {}): Promise<{ browser: Browser; xvfb?: Xvfb }> {
+  if (backend !== 'webgpu') return { browser: await launchChromium(opts) };
   const xvfb = process.env.DISPLAY ? undefined : await startXvfb();
   try {
     const browser = await launchChromium({
+      ...opts,
       headless: false,
       display: xvfb?.display ?? process.env.DISPLAY!,
       extraArgs: xvfb ? ['--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader'] : [],

@@ -15,7 +15,7 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { Browser } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import { discoverCases, type Case } from '../conformance/run.ts';
 import { failure } from '../conformance/core/rows.ts';
 import type { CheckResult } from '../conformance/core/rows.ts';
@@ -55,8 +55,27 @@ function caseFolders(c: Case): Map<string, string[]> {
   return out;
 }
 
+/** Environment variable with the per-case time limit of {@link runConformanceInBrowser}, in minutes. */
+export const CASE_LIMIT_ENV = 'DSV32_BROWSER_CASE_MINUTES';
+
 /**
- * Runs every case under `dirs` in Chromium on `backend`.
+ * The per-case time limit in minutes: `DSV32_BROWSER_CASE_MINUTES`, default 180. A guard against a page
+ * that hangs, not a speed bound: the slowest bundled case (`public2-fp8` on WebGL under SwiftShader,
+ * whose end-to-end steering reads back thousands of tensors synchronously) ran past 30 min on a loaded
+ * machine (docs/backends.md).
+ */
+export function caseLimitMinutes(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env[CASE_LIMIT_ENV];
+  if (v === undefined || v === '') return 180;
+  const n = Number(v);
+  if (!(Number.isFinite(n) && n > 0)) throw new ChromiumError(`${CASE_LIMIT_ENV} must be a positive number of minutes but is '${v}'`);
+  return n;
+}
+
+/**
+ * Runs every case under `dirs` in Chromium on `backend`. Each case runs in the page within
+ * {@link caseLimitMinutes}; a case that crashes the page, loses the GPU device or runs over is one
+ * failed `run` row, and the next case gets a fresh page.
  *
  * @param backend 'webgpu' or 'webgl'
  * @param dirs folders or files to search for cases (as `dsv32 conformance DIR ...`)
@@ -85,28 +104,43 @@ export async function runConformanceInBrowser(
   try {
     const pages = await pagesFolder(work);
     server = await serveStatic({ '/': pages, ...Object.fromEntries([...folders].map(([dir, prefix]) => [prefix, dir])) });
-    ({ browser, xvfb } = await launchChromiumFor(backend));
-    const page = await browser.newPage();
-    await page.goto(`${server.url}runner.html?backend=${backend}`);
-    await page.waitForFunction('window.dsv32Runner && window.dsv32Runner.status !== "starting"', { timeout: 120_000 });
-    const state = await page.evaluate(() => {
-      const s = (window as unknown as { dsv32Runner: { status: string; error?: string; backend?: string; adapter?: string } }).dsv32Runner;
-      return { status: s.status, error: s.error, backend: s.backend, adapter: s.adapter };
-    });
-    if (state.status !== 'ready') throw new ChromiumError(`the ${backend} backend did not start in Chromium: ${state.error}`);
+    ({ browser, xvfb } = await launchChromiumFor(backend, { protocolTimeout: 0 }));
+    const open = async (): Promise<{ page: Page; state: { backend?: string; adapter?: string } }> => {
+      const page = await browser!.newPage();
+      await page.goto(`${server!.url}runner.html?backend=${backend}`);
+      await page.waitForFunction('window.dsv32Runner && window.dsv32Runner.status !== "starting"', { timeout: 120_000 });
+      const state = await page.evaluate(() => {
+        const s = (window as unknown as { dsv32Runner: { status: string; error?: string; backend?: string; adapter?: string } }).dsv32Runner;
+        return { status: s.status, error: s.error, backend: s.backend, adapter: s.adapter };
+      });
+      if (state.status !== 'ready') throw new ChromiumError(`the ${backend} backend did not start in Chromium: ${state.error}`);
+      return { page, state };
+    };
+    let { page, state } = await open();
+    const limit = caseLimitMinutes();
     let done = 0;
     for (const c of cases) {
       onProgress?.(done, cases.length, c.name);
       const files = [...caseFolders(c)].flatMap(([dir, names]) => names.map((f) => ({ url: `${folders.get(dir)}${encodeURIComponent(f)}`, path: join(dir, f) })));
+      let timer: NodeJS.Timeout | undefined;
       try {
-        const caseRows = await page.evaluate(async (fs: { url: string; path: string }[], kase: Case, families: string[] | null) => {
+        const evaluation = page.evaluate(async (fs: { url: string; path: string }[], kase: Case, families: string[] | null) => {
           const r = (window as unknown as { dsv32Runner: { load(f: typeof fs): Promise<void>; runCase(c: Case, f?: string[]): Promise<CheckResult[]> } }).dsv32Runner;
           await r.load(fs);
           return r.runCase(kase, families ?? undefined);
         }, files, c, opts.families ?? null);
+        const overtime = new Promise<never>((_, fail) => {
+          timer = setTimeout(() => fail(new Error(`did not finish within ${limit} min (${CASE_LIMIT_ENV} sets the limit per case)`)), limit * 60_000);
+        });
+        const caseRows = await Promise.race([evaluation, overtime]);
         rows.push(...(caseRows.length > 0 ? caseRows : [failure(c.name, 'run', 'no check applies to this case')]));
       } catch (e) {
         rows.push(failure(c.name, 'run', `the page failed on this case: ${(e as Error).message.split('\n')[0]}`));
+        // a lost, crashed or overtime page: the next case gets a fresh one
+        await page.close().catch(() => undefined);
+        ({ page, state } = await open());
+      } finally {
+        clearTimeout(timer);
       }
       onProgress?.(++done, cases.length, c.name);
     }
