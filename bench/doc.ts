@@ -5,7 +5,7 @@
 import { attentionFlopsPerPair, DIMS_671B, indexerFlopsPerPair } from '../src/bench/flops.ts';
 import { exponentTable, resultsTable, seriesRows, type BenchReport } from '../src/bench/report.ts';
 import type { BenchResult } from '../src/bench/suite.ts';
-import { targetSummary, wasLoaded } from '../src/bench/targets.ts';
+import { loadText, OTHER_CPU_LIMIT, targetSummary, wasLoaded } from '../src/bench/targets.ts';
 import { plotLogLog, type PlotSeries } from './svg.ts';
 
 const f2 = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(2));
@@ -37,7 +37,7 @@ export function timePlot(report: BenchReport): string {
 
 /** One line about a run: when, how long, and the machine's load. */
 function runLine(r: BenchReport): string {
-  const load = r.load_avg ? `load average ${r.load_avg.start.toFixed(1)} at the start and ${r.load_avg.end.toFixed(1)} at the end on ${r.load_avg.cpus} vCPUs` : 'load average not recorded';
+  const load = loadText(r);
   return `${r.mode} run of ${r.date} (${r.seconds.toFixed(0)} s; ${load})`;
 }
 
@@ -83,7 +83,7 @@ function whyText(report: BenchReport): string {
   );
   if (wasLoaded(report)) {
     parts.push(
-      'This run shared the machine with other jobs (load average above the vCPU count), so wall times mostly measure waiting ' +
+      'This run shared the machine with other jobs, so wall times mostly measure waiting ' +
         'for a core: the one-thread verdicts use CPU time, and thread speedups (which need free cores) are not measurable here. ' +
         'CPU time still includes memory stalls caused by the other jobs; dense decode, which streams the whole cache every step, ' +
         'is the op most exposed to them, so its ratios vary most between runs.',
@@ -105,8 +105,8 @@ export function performanceDoc(report: BenchReport, svgName: string, others: Ben
   return `# Performance of DeepSeek Sparse Attention on tfjs (CPU)
 
 Rendered by \`npm run bench:doc${sources.length ? ` -- ${sources.join(' ')}` : ''}\` from the report of \`npx dsv32 bench --json FILE\`: ${runLine(report)}. Do not edit by
-hand: rerun the bench. Nothing here is a test; every number is what this machine reached in the run named here, and
-the machine was shared with other jobs, so the load average above says how much to trust single rows.
+hand: rerun the bench. Nothing here is a test; every number is what this machine reached in the run named here; the
+share of the machine other processes used during the run (above) says how much to trust single rows.
 
 - Machine: ${report.machine}
 - Backends: ${backends}; thread counts ${threadCounts.join(' and ')} (worker threads, src/threads.ts)
@@ -146,7 +146,8 @@ the machine was shared with other jobs, so the load average above says how much 
   one thread, CPU time is the time the op ran while it had a core, so on a machine shared with other jobs it is the
   better estimate of the op's own cost, and the targets give ratios on both (marked "cpu"). On several threads CPU time
   is the sum over threads, so speedups from threads are on wall time only — and a loaded machine does not give a job
-  two free cores, so those rows say little unless the load average was below the core count.
+  two free cores, so those rows count only when the run was quiet: other processes used at most
+  ${100 * OTHER_CPU_LIMIT}% of the machine's CPU time (kernel CPU accounting, src/bench/machine_share.ts; older reports: the load average).
 
 ## Results
 

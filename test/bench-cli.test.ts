@@ -11,7 +11,10 @@ import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fitExponent } from '../src/bench/fit.ts';
 import { attentionFlopsPerPair, causalPairs, dsaDecodeFlops, indexerFlopsPerPair, sparsePairs } from '../src/bench/flops.ts';
+import { otherCpu, readCpuTicks } from '../src/bench/machine_share.ts';
 import { PEER_UNSET_ENV, peerEnv } from '../src/bench/peer.ts';
+import type { BenchReport } from '../src/bench/report.ts';
+import { wasLoaded } from '../src/bench/targets.ts';
 import { plotLogLog } from '../bench/svg.ts';
 
 const ROOT = resolve(__dirname, '..');
@@ -76,6 +79,9 @@ describe('dsv32 bench --json (smoke grid)', () => {
     expect(json.backend).toBe('wasm');
     expect(typeof json.matmul_gflops).toBe('number');
     expect(json.matmul_gflops as number).toBeGreaterThan(0);
+    const other = json.other_cpu as Record<string, number>; // Linux: what other processes used during the run
+    for (const key of ['share', 'steal_share']) expect(other[key], key).toBeGreaterThanOrEqual(0);
+    for (const key of ['share', 'steal_share']) expect(other[key], key).toBeLessThanOrEqual(1);
     const exps = json.exponents as Record<string, unknown>;
     expect(Object.keys(exps).sort()).toEqual(['dense', 'indexer', 'sparse']);
     for (const v of Object.values(exps)) expect(v === null || typeof v === 'number').toBe(true);
@@ -170,6 +176,32 @@ describe('bench FLOP model and exponent fit', () => {
     const env = peerEnv(2, { PATH: '/bin', OPENBLAS_CORETYPE: 'Haswell', OPENBLAS_L2_SIZE: '512', OTHER: 'x' });
     for (const name of PEER_UNSET_ENV) expect(env[name]).toBeUndefined();
     expect(env).toMatchObject({ PATH: '/bin', OTHER: 'x', OPENBLAS_NUM_THREADS: '2', OMP_NUM_THREADS: '2' });
+  });
+
+  it('counts other processes\' CPU time as busy ticks minus steal minus our own and our children\'s', () => {
+    const start = { busy: 1000, total: 5000, steal: 10, own: 300 };
+    // 400 ticks elapsed over all CPUs: 300 busy, of which 20 steal and 200 ours → 80 by other processes
+    const got = otherCpu(start, { busy: 1300, total: 5400, steal: 30, own: 500 })!;
+    expect(got.share).toBeCloseTo(80 / 400, 12);
+    expect(got.steal_share).toBeCloseTo(20 / 400, 12);
+    expect(otherCpu(start, { busy: 1100, total: 5100, steal: 10, own: 450 })!.share).toBe(0); // never negative
+    expect(otherCpu(null, start)).toBeNull();
+    expect(otherCpu(start, start)).toBeNull();
+    const now = readCpuTicks(); // this machine is Linux: the counters are there and consistent
+    expect(now).not.toBeNull();
+    expect(now!.busy).toBeLessThanOrEqual(now!.total);
+    expect(now!.own).toBeGreaterThan(0);
+  });
+
+  it('calls a run shared when other processes or steal used over 10% of the machine, else by the load average', () => {
+    const report = (extra: Partial<BenchReport>) => ({ load_avg: { start: 0.1, end: 0.2, cpus: 2 }, ...extra }) as BenchReport;
+    expect(wasLoaded(report({ other_cpu: { share: 0.05, steal_share: 0.01 } }))).toBe(false);
+    expect(wasLoaded(report({ other_cpu: { share: 0.15, steal_share: 0 } }))).toBe(true);
+    expect(wasLoaded(report({ other_cpu: { share: 0, steal_share: 0.2 } }))).toBe(true);
+    // the bench's own two threads push the load average to 2: with other_cpu that is no longer a shared machine
+    expect(wasLoaded(report({ load_avg: { start: 2.1, end: 2.4, cpus: 2 }, other_cpu: { share: 0.02, steal_share: 0 } }))).toBe(false);
+    expect(wasLoaded(report({ load_avg: { start: 2.1, end: 2.4, cpus: 2 } }))).toBe(true); // older reports
+    expect(wasLoaded(report({}))).toBe(false);
   });
 
   it('fits the exponent of an exact power law and refuses a single L', () => {

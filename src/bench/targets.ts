@@ -23,13 +23,29 @@ function multiThreads(report: BenchReport, backend: string): number[] {
   return [...new Set(report.results.filter((r) => r.backend === backend && (r.threads ?? 1) > 1).map((r) => r.threads))].sort((a, b) => a - b);
 }
 
+/** Share of the machine other processes (or other guests, as steal) may use before a run counts as shared. */
+export const OTHER_CPU_LIMIT = 0.1;
+
 /**
- * Whether the machine was busier than its cores during the run (1-minute load average above the vCPU
- * count at the start or the end): then wall times mostly measure waiting for a core.
+ * Whether other jobs shared the machine during the run, so that wall times partly measure waiting for a
+ * core: other processes' CPU time or the hypervisor's steal time above {@link OTHER_CPU_LIMIT} of the
+ * machine (`other_cpu`, from the kernel's CPU accounting). Reports without it fall back to the 1-minute
+ * load average above the vCPU count at the start or the end (which also counts the bench's own threads).
  */
 export function wasLoaded(report: BenchReport): boolean {
+  const o = report.other_cpu;
+  if (o) return o.share > OTHER_CPU_LIMIT || o.steal_share > OTHER_CPU_LIMIT;
   const l = report.load_avg;
   return !!l && Math.max(l.start, l.end) > l.cpus;
+}
+
+/** How busy the machine was, in words, for the report. */
+export function loadText(report: BenchReport): string {
+  const o = report.other_cpu;
+  const l = report.load_avg;
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const avg = l ? `load average ${l.start.toFixed(1)} → ${l.end.toFixed(1)} on ${l.cpus} vCPUs` : 'load average not recorded';
+  return o ? `other processes used ${pct(o.share)} of the machine's CPU time and steal was ${pct(o.steal_share)} (${avg})` : avg;
 }
 
 /** The time a one-thread verdict uses: CPU time on a loaded machine, wall time otherwise. */
@@ -42,13 +58,12 @@ export function targetSummary(report: BenchReport): string {
   const b = report.backend;
   const g = report.grid;
   const loaded = wasLoaded(report);
-  const l = report.load_avg;
   const lines: string[] = [`Targets (backend ${b}, 1024³ matmul ${f2(report.matmul_gflops)} GFLOP/s on one thread):`];
   lines.push(
     loaded
-      ? `- the load average (${l!.start.toFixed(1)} → ${l!.end.toFixed(1)}) exceeded the ${l!.cpus} vCPUs: one-thread verdicts use CPU time per run ("cpu"), ` +
+      ? `- the machine was shared (${loadText(report)}): one-thread verdicts use CPU time per run ("cpu"), ` +
           'wall-time ratios are shown beside them; thread speedups need free cores and are not measurable in this run'
-      : '- one-thread verdicts use wall time; "cpu" gives the same ratio on CPU time per run',
+      : `- the machine was quiet (${loadText(report)}): verdicts use wall time; "cpu" gives the same ratio on CPU time per run`,
   );
   const pick = (wall: number | null, cpu: number | null) => (loaded ? cpu : wall);
   const e = report.exponents.sparse;
