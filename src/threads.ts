@@ -121,7 +121,8 @@ function makePool(threads: number, control: Int32Array, handles: WorkerHandle[])
   const call = (message: Record<string, unknown>): unknown[] => {
     if (closed) throw new Error('KernelPool.run(): the pool is closed');
     const target = Atomics.load(control, CONTROL.done) + handles.length;
-    handles.forEach((h, i) => h.port.postMessage({ ...message, index: i }));
+    const seq = Atomics.load(control, CONTROL.seq) + 1; // the sequence number this call signals
+    handles.forEach((h, i) => h.port.postMessage({ ...message, index: i, seq }));
     Atomics.add(control, CONTROL.seq, 1);
     Atomics.notify(control, CONTROL.seq);
     for (;;) {

@@ -52,6 +52,27 @@ interface Message {
   args?: unknown;
   ranges?: [number, number][];
   index: number;
+  /** the value of the control array's sequence number that signals this call */
+  seq: number;
+}
+
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * The message of call `seq`, the one just signalled. The caller posts it before it bumps the sequence
+ * number, so it is normally there at once; under heavy load a call was seen to find no message (a rare
+ * failure of the thread tests), so wait up to 5 s for it, 1 ms at a time, and skip any older message,
+ * before reporting it missing.
+ */
+function nextMessage(seq: number): Message | undefined {
+  for (let waited = 0; waited < 5000; ) {
+    const got = receiveMessageOnPort(port)?.message as Message | undefined;
+    if (got && got.seq === seq) return got;
+    if (got) continue; // an older call's message: never run it now
+    Atomics.wait(pause, 0, 0, 1);
+    waited++;
+  }
+  return undefined;
 }
 
 function serve(): void {
@@ -61,7 +82,7 @@ function serve(): void {
     Atomics.wait(control, CONTROL.seq, seq);
     seq = Atomics.load(control, CONTROL.seq);
     if (Atomics.load(control, CONTROL.quit)) break;
-    const message = receiveMessageOnPort(port)?.message as Message | undefined;
+    const message = nextMessage(seq);
     let reply: { error?: string; value?: unknown } = {};
     try {
       if (!message) throw new Error('no message for this call');
