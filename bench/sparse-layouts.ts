@@ -30,6 +30,7 @@
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { initBackend, tf } from '../src/backend.ts';
+import { otherCpu, readCpuTicks } from '../src/bench/machine_share.ts';
 import { denseAttentionMqaFast, sparseAttentionMqaFast } from '../src/sparse_fast.ts';
 import { transposeBlock } from '../src/sparse_kernels.ts';
 
@@ -68,6 +69,7 @@ async function main(): Promise<void> {
   await initBackend('wasm');
   const backend = tf.backend() as unknown as WasmBackend;
   const load0 = loadavg()[0]!;
+  const ticks0 = readCpuTicks();
   const started = new Date().toISOString();
 
   const T = queries;
@@ -258,11 +260,13 @@ async function main(): Promise<void> {
     return { variant: name, ms_per_query: perQuery, gflops, pct_of_flop_ratio: gflops === null ? null : (100 * gflops) / denseGflops };
   });
   const phases = ['gather', 'gemm1', 'softmax', 'transpose', 'gemm2', 'output'].map((name, j) => ({ phase: name, ms_per_query: profile[j]! / T }));
+  const other = otherCpu(ticks0, readCpuTicks());
   const report = {
-    started, load_average: [load0, loadavg()[0]!], cpus: cpus().length, L, k, heads: H, queries: T, repeats,
+    started, load_average: [load0, loadavg()[0]!], other_cpu: other, cpus: cpus().length, L, k, heads: H, queries: T, repeats,
     dense_gflops: denseGflops, rows, shipped_phases: phases,
   };
-  console.log(`sparse layouts at L=${L}, k=${k}, H=${H} (${T} queries × ${repeats}; load ${load0.toFixed(2)} → ${loadavg()[0]!.toFixed(2)} on ${cpus().length} CPUs)`);
+  const share = other ? `other processes ${(100 * other.share).toFixed(1)}%, steal ${(100 * other.steal_share).toFixed(1)}% of the machine` : 'load not measured';
+  console.log(`sparse layouts at L=${L}, k=${k}, H=${H} (${T} queries × ${repeats}; ${share})`);
   console.log(`dense reference: ${denseGflops.toFixed(2)} GFLOP/s`);
   for (const r of rows) {
     console.log(`${r.variant.padEnd(32)} ${r.ms_per_query.toFixed(3).padStart(7)} ms/query` + (r.gflops === null ? '' : `  ${r.gflops.toFixed(2)} GFLOP/s  ${r.pct_of_flop_ratio!.toFixed(0)}% of the FLOP ratio`));
