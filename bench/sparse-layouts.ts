@@ -24,7 +24,7 @@
  * `dense` is `denseAttentionMqaFast` on T = L/128 queries, the reference rate for the FLOP-ratio percentage.
  *
  * ```
- * npx tsx bench/sparse-layouts.ts --json docs/performance-runs/sparse-layouts-DATE.json
+ * npx tsx bench/sparse-layouts.ts --json layouts.json   # then: npm run bench:doc -- RUN.json ... layouts.json
  * ```
  */
 import { writeFileSync } from 'node:fs';
