@@ -72,18 +72,12 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
   const { H, C, R, K, S, startPos, scale, qL, qR, slots, out } = a;
   const prof = a.profile;
   const D = C + R;
-  const positions = new Int32Array(K);
   const G = new Float32Array(K * D); // [n, D]
   const GcT = new Float32Array(C * K); // [C, n]
   const qT = new Float32Array(D * H); // [D, H]
   const pT = new Float32Array(K * H); // [n, H]
   const readRows = a.gather === 'host' ? hostRows(a.kv!, a.pe!, C, R) : deviceRows(env.matrix(a.kvId, a.kv, S, C, 0, S), env.matrix(a.peId, a.pe, S, R, 0, S));
-  for (let i = u0; i < u1; i++) {
-    const n = validSlots(slots, K, i, startPos + i, positions);
-    if (n === 0) {
-      out.fill(NaN, i * H * C, (i + 1) * H * C);
-      continue;
-    }
+  forEachQuery(a, u0, u1, (i, n, positions) => {
     const t0 = prof ? performance.now() : 0;
     readRows(positions, n, G); // G = [c_s ; k_pe_s] for the n valid slots
     for (let h = 0; h < H; h++) {
@@ -102,11 +96,8 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
     const oT = matMulHost(GcT, pT, C, n, H); // [C, H] = Gcᵀ · pᵀ         (GEMM 2)
     const t5 = prof ? performance.now() : 0;
     writeOutput(oT, sums, i, H, C, out);
-    if (prof) {
-      const t6 = performance.now();
-      [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5].forEach((ms, j) => (prof[j]! += ms));
-    }
-  }
+    if (prof) addPhases(prof, [t0, t1, t2, t3, t4, t5, performance.now()]);
+  });
 }
 
 /**
@@ -120,13 +111,7 @@ function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: nu
   const prof = a.profile;
   const kv = env.matrix(a.kvId, a.kv, S, C, 0, S);
   const pe = env.matrix(a.peId, a.pe, S, R, 0, S);
-  const positions = new Int32Array(K);
-  for (let i = u0; i < u1; i++) {
-    const n = validSlots(slots, K, i, startPos + i, positions);
-    if (n === 0) {
-      out.fill(NaN, i * H * C, (i + 1) * H * C);
-      continue;
-    }
+  forEachQuery(a, u0, u1, (i, n, positions) => {
     const t0 = prof ? performance.now() : 0;
     const held: tf.Tensor[] = [];
     const alloc = (shape: number[], dtype: 'float32' | 'int32' = 'float32') => {
@@ -164,24 +149,35 @@ function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: nu
       held.push(oT);
       const t5 = prof ? performance.now() : 0;
       writeOutput(heap.view(oT), sums, i, H, C, out);
-      if (prof) {
-        const t6 = performance.now();
-        [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5].forEach((ms, j) => (prof[j]! += ms));
-      }
+      if (prof) addPhases(prof, [t0, t1, t2, t3, t4, t5, performance.now()]);
     } finally {
       for (const t of held) t.dispose();
     }
+  });
+}
+
+/**
+ * Calls `each(i, n, positions)` for query rows [u0, u1) with the row's n valid slots s (0 ≤ s ≤ t, in the order
+ * given; −1 padding and future keys are never read) in positions[0, n); a row with none is NaN (softmax over nothing).
+ */
+function forEachQuery(a: SparseArgs, u0: number, u1: number, each: (i: number, n: number, positions: Int32Array) => void): void {
+  const { K, H, C, slots, startPos, out } = a;
+  const positions = new Int32Array(K);
+  for (let i = u0; i < u1; i++) {
+    const t = startPos + i;
+    let n = 0;
+    for (let j = 0; j < K; j++) {
+      const s = slots[i * K + j]!;
+      if (s >= 0 && s <= t) positions[n++] = s;
+    }
+    if (n === 0) out.fill(NaN, i * H * C, (i + 1) * H * C);
+    else each(i, n, positions);
   }
 }
 
-/** Writes the valid slots s (0 ≤ s ≤ t) of query row i into `positions`, in the order given; returns their count. */
-function validSlots(slots: Int32Array, K: number, i: number, t: number, positions: Int32Array): number {
-  let n = 0;
-  for (let j = 0; j < K; j++) {
-    const s = slots[i * K + j]!;
-    if (s >= 0 && s <= t) positions[n++] = s; // −1 padding and future keys are never read
-  }
-  return n;
+/** Adds the six phase times between consecutive time stamps to `profile` (SPARSE_PHASES order). */
+function addPhases(profile: Float64Array, stamps: number[]): void {
+  for (let j = 0; j + 1 < stamps.length; j++) profile[j]! += stamps[j + 1]! - stamps[j]!;
 }
 
 /** out[i, h, :] = oT[:, h] / sums[h] for query row i (oT is [C, H], the unnormalized weighted sum). */

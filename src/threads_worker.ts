@@ -5,10 +5,10 @@
  * once per calling-thread tensor id and kept (least recently used first out, ≤ 1 GiB per worker).
  * @module
  */
-import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { initBackend, tf, type BackendName } from './backend.ts';
 import { KERNELS, type KernelName, type TensorEnv } from './sparse_kernels.ts';
-import { CONTROL } from './threads.ts';
+import { CONTROL, receiveCall } from './threads.ts';
 
 const { backend, control, port, index } = workerData as { backend: BackendName; control: Int32Array; port: MessagePort; index: number };
 const CACHE_BYTES = 2 ** 30;
@@ -56,48 +56,31 @@ interface Message {
   seq: number;
 }
 
-const pause = new Int32Array(new SharedArrayBuffer(4));
-
-/**
- * The message of call `seq`, the one just signalled. The caller posts it before it bumps the sequence
- * number, so it is normally there at once; under heavy load a call was seen to find no message (a rare
- * failure of the thread tests), so wait up to 5 s for it, 1 ms at a time, and skip any older message,
- * before reporting it missing.
- */
-function nextMessage(seq: number): Message | undefined {
-  for (let waited = 0; waited < 5000; ) {
-    const got = receiveMessageOnPort(port)?.message as Message | undefined;
-    if (got && got.seq === seq) return got;
-    if (got) continue; // an older call's message: never run it now
-    Atomics.wait(pause, 0, 0, 1);
-    waited++;
-  }
-  return undefined;
-}
-
 function serve(): void {
-  let seq = Atomics.load(control, CONTROL.seq);
+  let last = Atomics.load(control, CONTROL.seq);
   parentPort!.postMessage({ ready: true });
   for (;;) {
-    Atomics.wait(control, CONTROL.seq, seq);
-    seq = Atomics.load(control, CONTROL.seq);
+    Atomics.wait(control, CONTROL.seq, last); // sleeps while no new call is signalled
     if (Atomics.load(control, CONTROL.quit)) break;
-    const message = nextMessage(seq);
-    let reply: { error?: string; value?: unknown } = {};
+    const seq = Atomics.load(control, CONTROL.seq);
+    const got = receiveCall<Message>(port, seq, 'message');
+    const message = typeof got === 'string' ? undefined : got;
+    let reply: { seq: number; error?: string; value?: unknown } = { seq };
     try {
-      if (!message) throw new Error('no message for this call');
-      if (message.kind === 'memory') reply = { value: tf.memory().numTensors - cache.size };
+      if (!message) throw new Error(got as string);
+      if (message.kind === 'memory') reply = { seq, value: tf.memory().numTensors - cache.size };
       else {
         const [u0, u1] = message.ranges![message.index]!;
         const kernel = KERNELS[message.kernel!] as (a: unknown, e: TensorEnv, u0: number, u1: number) => void;
         if (u1 > u0) kernel(message.args, env, u0, u1);
       }
     } catch (e) {
-      reply = { error: `kernel worker ${index} (${message?.kernel ?? message?.kind}): ${(e as Error).message}` };
+      reply = { seq, error: `kernel worker ${index} (${message?.kernel ?? message?.kind ?? 'call'}): ${(e as Error).message}` };
     }
     port.postMessage(reply);
-    Atomics.add(control, CONTROL.done, 1);
-    Atomics.notify(control, CONTROL.done);
+    Atomics.store(control, CONTROL.acks + index, seq);
+    Atomics.notify(control, CONTROL.acks + index);
+    last = seq;
   }
   for (const t of cache.values()) t.dispose();
   cache.clear();
