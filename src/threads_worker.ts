@@ -1,8 +1,9 @@
 /**
  * One kernel worker of src/threads.ts: initialises its own tfjs backend, then waits on the shared
  * control array for work, runs the requested kernel of src/sparse_kernels.ts over its range of units,
- * replies (error or value) on its port and counts itself done. Big operands are turned into tensors
- * once per calling-thread tensor id and kept (least recently used first out, ≤ 1 GiB per worker).
+ * replies (error or value) on its port and acknowledges the call in its slot of the control array. Big
+ * operands are turned into tensors once per calling-thread tensor id and kept (least recently used first
+ * out, ≤ 1 GiB per worker).
  * @module
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
