@@ -279,7 +279,7 @@ tfjs-backend-wasm 4.22 runs one kernel fast: a **2-D, untransposed \`matMul\`** 
 - **Threads:** tfjs-wasm has none in Node (\`WASM_HAS_MULTITHREAD_SUPPORT\` is false under Node, tfjs issue #3830).
   dsv32 therefore runs its own: \`createKernelPool()\` (src/threads.ts) starts worker threads, each with its own tfjs
   backend; inputs and outputs live in SharedArrayBuffers; the calling thread hands each worker a contiguous range of
-  work units and waits on an Atomics counter, so the kernels stay synchronous. Units are queries (sparse, top-k),
+  work units and waits (Atomics) until each worker has acknowledged the call, so the kernels stay synchronous. Units are queries (sparse, top-k),
   query blocks or head groups (dense), query blocks or key ranges (indexer; a decode step splits its L keys). A unit
   computes the same arithmetic on any thread, so the results are bit-identical to one thread. \`DSV32_THREADS\` sets the
   default (every core).

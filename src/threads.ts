@@ -25,38 +25,15 @@
  * @module
  */
 import os from 'node:os';
-import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { tf, type BackendName } from './backend.ts';
 import type { KernelPool } from './sparse_fast.ts';
 import type { KernelArgs, KernelName } from './sparse_kernels.ts';
 import { checkObject } from './internal/contract.ts';
+import { receiveCall } from './internal/receive_call.ts';
 
 /** Slots of the shared control array: the current call, the quit flag, then one acknowledgement per worker. */
 export const CONTROL = { seq: 0, quit: 1, acks: 2 } as const;
-
-/** How long either side waits for a message that its sequence number says was posted. */
-export const MESSAGE_WAIT_MS = 60_000;
-
-/**
- * The message on `port` whose `seq` is `seq`, skipping older ones; waits for it 1 ms at a time (a message
- * posted before the sequence number was bumped was seen to arrive a moment later under load). Returns a
- * one-line description of what was found instead when it does not come within {@link MESSAGE_WAIT_MS}.
- */
-export function receiveCall<M extends { seq: number }>(port: MessagePort, seq: number, what: string): M | string {
-  const skipped: number[] = [];
-  const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let waited = 0; waited < MESSAGE_WAIT_MS; ) {
-    const got = receiveMessageOnPort(port)?.message as M | undefined;
-    if (got && got.seq === seq) return got;
-    if (got) {
-      skipped.push(got.seq); // a stale message of an earlier call: never taken for this one
-      continue;
-    }
-    Atomics.wait(pause, 0, 0, 1);
-    waited++;
-  }
-  return `no ${what} for call ${seq} within ${MESSAGE_WAIT_MS / 1000} s${skipped.length ? ` (skipped calls ${skipped.join(', ')})` : ''}`;
-}
 
 /** The worker pool of {@link createKernelPool}: a {@link KernelPool} that must be closed. */
 export interface NodeKernelPool extends KernelPool {

@@ -9,7 +9,8 @@
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { initBackend, tf, type BackendName } from './backend.ts';
 import { KERNELS, type KernelName, type TensorEnv } from './sparse_kernels.ts';
-import { CONTROL, receiveCall } from './threads.ts';
+import { receiveCall } from './internal/receive_call.ts';
+import { CONTROL } from './threads.ts';
 
 const { backend, control, port, index } = workerData as { backend: BackendName; control: Int32Array; port: MessagePort; index: number };
 const CACHE_BYTES = 2 ** 30;
