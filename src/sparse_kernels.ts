@@ -69,7 +69,7 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
     sparseUnitsInHeap(a, env, heap, u0, u1);
     return;
   }
-  const { H, C, R, K, S, startPos, scale, qL, qR, slots, out } = a;
+  const { H, C, R, K, S, scale, qL, qR, out } = a;
   const prof = a.profile;
   const D = C + R;
   const G = new Float32Array(K * D); // [n, D]
@@ -107,7 +107,7 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
  * Measured in bench/sparse-layouts.ts. GEMM 1 runs as Gc · q̃ᵀ + Gr · q_peᵀ (two GEMMs, no concatenation).
  */
 function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: number, u1: number): void {
-  const { H, C, R, K, S, startPos, scale, qL, qR, slots, out } = a;
+  const { H, C, R, S, scale, qL, qR, out } = a;
   const prof = a.profile;
   const kv = env.matrix(a.kvId, a.kv, S, C, 0, S);
   const pe = env.matrix(a.peId, a.pe, S, R, 0, S);
