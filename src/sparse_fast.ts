@@ -31,7 +31,7 @@
 import { tf } from './backend.ts';
 import { checkFiniteNumber, checkInteger, checkQueryPositions, checkTensors, defineContract, MQA_ARGS } from './internal/contract.ts';
 import {
-  callerEnv, denseUnitCount, denseUnits, indexerUnitCount, indexerUnits, sparseUnitCount, sparseUnits, topkUnits, transposeBlock,
+  callerEnv, denseUnitCount, denseUnits, indexerUnitCount, indexerUnits, sparseUnits, topkUnits, transposeBlock,
   type KernelArgs, type KernelName,
 } from './sparse_kernels.ts';
 
@@ -133,12 +133,9 @@ export function sparseAttentionMqaFast(
   }
   // rows from a host copy of the cache only where that is cheaper: never on wasm, whose gather runs in its own memory
   const hostMode = rowsMode === 'host' || (rowsMode === 'auto' && T * K >= S && tf.getBackend() !== 'wasm');
-  // with fewer queries than threads (a decode step), each query's heads are split into groups, one per thread
-  const threads = opts.pool?.threads ?? 1;
-  const groups = threads > T ? Math.min(H, Math.ceil(threads / T)) : 1;
-  const pool = opts.pool && T * groups > 1 ? opts.pool : undefined;
+  const pool = opts.pool && T > 1 ? opts.pool : undefined;
   const args = {
-    T, H, C, R, S, K, startPos, scale, groups, kvId: kv.id, peId: pe.id, gather: hostMode ? ('host' as const) : ('backend' as const),
+    T, H, C, R, S, K, startPos, scale, kvId: kv.id, peId: pe.id, gather: hostMode ? ('host' as const) : ('backend' as const),
     qL: hostData(qLatent, pool) as Float32Array,
     qR: hostData(qPe, pool) as Float32Array,
     slots: hostData(selected, pool) as Int32Array,
@@ -147,9 +144,8 @@ export function sparseAttentionMqaFast(
     out: pool ? pool.allocFloat32(T * H * C) : new Float32Array(T * H * C),
     profile: pool ? undefined : opts.profile,
   };
-  const units = sparseUnitCount(args);
-  if (pool) pool.run('sparse', args, units);
-  else sparseUnits(args, callerEnv(new Map([[kv.id, kv], [pe.id, pe]])), 0, units);
+  if (pool) pool.run('sparse', args, T);
+  else sparseUnits(args, callerEnv(new Map([[kv.id, kv], [pe.id, pe]])), 0, T);
   return tf.tensor3d(args.out, [T, H, C]);
 }
 

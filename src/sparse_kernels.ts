@@ -53,26 +53,15 @@ export interface SparseArgs {
   /** [S, C], [S, R] cache rows on the host (null on the calling thread when gathering on the backend). */
   kv: Float32Array | null; pe: Float32Array | null;
   kvId: number; peId: number;
-  /**
-   * head groups per query: unit u = query ⌊u / groups⌋, heads of group u mod groups (⌈H / groups⌉ each). More than one
-   * only when there are fewer queries than threads (a decode step): each group gathers the query's rows itself.
-   */
-  groups: number;
   /** [T, H, C] output */
   out: Float32Array;
   /** when given, accumulates milliseconds per phase: [gather, GEMM 1, softmax, transpose, GEMM 2, output]. */
   profile?: Float64Array;
 }
 
-/** Units of sparse attention: T · groups. */
-export function sparseUnitCount(a: Pick<SparseArgs, 'T' | 'groups'>): number {
-  return a.T * a.groups;
-}
-
 /**
- * Units [u0, u1) of sparse MQA attention (Eq. 2 over the gathered latents; see sparseAttentionMqaFast), for a
- * query and a group of hg heads: G = [c_s ; k_pe_s] [n, D], zᵀ = G · qᵀ [n, hg], p = softmax over the n valid
- * slots, ōᵀ = Gcᵀ · pᵀ [C, hg]. Each output column (head) is computed the same way whatever the group.
+ * Queries [u0, u1) of sparse MQA attention (Eq. 2 over the gathered latents; see sparseAttentionMqaFast):
+ * G = [c_s ; k_pe_s] [n, D], zᵀ = G · qᵀ [n, H], p = softmax over the n valid slots, ōᵀ = Gcᵀ · pᵀ [C, H].
  */
 export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: number): void {
   const heap = a.gather === 'backend' ? wasmHeap() : null;
@@ -85,28 +74,28 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
   const D = C + R;
   const G = new Float32Array(K * D); // [n, D]
   const GcT = new Float32Array(C * K); // [C, n]
-  const qT = new Float32Array(D * H); // [D, hg]
-  const pT = new Float32Array(K * H); // [n, hg]
+  const qT = new Float32Array(D * H); // [D, H]
+  const pT = new Float32Array(K * H); // [n, H]
   const readRows = a.gather === 'host' ? hostRows(a.kv!, a.pe!, C, R) : deviceRows(env.matrix(a.kvId, a.kv, S, C, 0, S), env.matrix(a.peId, a.pe, S, R, 0, S));
-  forEachUnit(a, u0, u1, (i, h0, hg, n, positions) => {
+  forEachQuery(a, u0, u1, (i, n, positions) => {
     const t0 = prof ? performance.now() : 0;
     readRows(positions, n, G); // G = [c_s ; k_pe_s] for the n valid slots
-    for (let hh = 0; hh < hg; hh++) {
-      const ql = (i * H + h0 + hh) * C;
-      const qr = (i * H + h0 + hh) * R;
-      for (let c = 0; c < C; c++) qT[c * hg + hh] = qL[ql + c]!;
-      for (let r = 0; r < R; r++) qT[(C + r) * hg + hh] = qR[qr + r]!;
+    for (let h = 0; h < H; h++) {
+      const ql = (i * H + h) * C;
+      const qr = (i * H + h) * R;
+      for (let c = 0; c < C; c++) qT[c * H + h] = qL[ql + c]!;
+      for (let r = 0; r < R; r++) qT[(C + r) * H + h] = qR[qr + r]!;
     }
     const t1 = prof ? performance.now() : 0;
-    const zT = matMulHost(G, qT, n, D, hg); // [n, hg] = G · qᵀ            (GEMM 1)
+    const zT = matMulHost(G, qT, n, D, H); // [n, H] = G · qᵀ            (GEMM 1)
     const t2 = prof ? performance.now() : 0;
-    const sums = softmaxColumns(zT, n, hg, scale, pT); // unnormalized p[h, :] over the n slots, stored transposed [n, hg]
+    const sums = softmaxColumns(zT, n, H, scale, pT); // unnormalized p[h, :] over the n slots, stored transposed [n, H]
     const t3 = prof ? performance.now() : 0;
     transposeBlock(G, n, D, C, GcT); // Gcᵀ [C, n]
     const t4 = prof ? performance.now() : 0;
-    const oT = matMulHost(GcT, pT, C, n, hg); // [C, hg] = Gcᵀ · pᵀ         (GEMM 2)
+    const oT = matMulHost(GcT, pT, C, n, H); // [C, H] = Gcᵀ · pᵀ         (GEMM 2)
     const t5 = prof ? performance.now() : 0;
-    writeOutput(oT, sums, i, h0, hg, H, C, out);
+    writeOutput(oT, sums, i, H, C, out);
     if (prof) addPhases(prof, [t0, t1, t2, t3, t4, t5, performance.now()]);
   });
 }
@@ -122,7 +111,7 @@ function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: nu
   const prof = a.profile;
   const kv = env.matrix(a.kvId, a.kv, S, C, 0, S);
   const pe = env.matrix(a.peId, a.pe, S, R, 0, S);
-  forEachUnit(a, u0, u1, (i, h0, hg, n, positions) => {
+  forEachQuery(a, u0, u1, (i, n, positions) => {
     const t0 = prof ? performance.now() : 0;
     const held: tf.Tensor[] = [];
     const alloc = (shape: number[], dtype: 'float32' | 'int32' = 'float32') => {
@@ -133,33 +122,33 @@ function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: nu
     try {
       // a view of WebAssembly memory is taken after the last allocation before its use (growth detaches views)
       const index = alloc([n, 1], 'int32');
-      const qLT = alloc([C, hg]); // [C, hg]
-      const qRT = alloc([R, hg]); // [R, hg]
+      const qLT = alloc([C, H]); // [C, H]
+      const qRT = alloc([R, H]); // [R, H]
       heap.view(index).set(positions.subarray(0, n));
       const ql = heap.view(qLT);
       const qr = heap.view(qRT);
-      for (let hh = 0; hh < hg; hh++) {
-        const o = i * H + h0 + hh;
-        for (let c = 0; c < C; c++) ql[c * hg + hh] = qL[o * C + c]!;
-        for (let r = 0; r < R; r++) qr[r * hg + hh] = qR[o * R + r]!;
+      for (let h = 0; h < H; h++) {
+        const o = i * H + h;
+        for (let c = 0; c < C; c++) ql[c * H + h] = qL[o * C + c]!;
+        for (let r = 0; r < R; r++) qr[r * H + h] = qR[o * R + r]!;
       }
       const Gc = tf.gatherND(kv, index) as tf.Tensor2D; // [n, C]
       const Gr = tf.gatherND(pe, index) as tf.Tensor2D; // [n, R]
       held.push(Gc, Gr);
       const t1 = prof ? performance.now() : 0;
-      const zT = tf.tidy(() => tf.add(tf.matMul(Gc, qLT as tf.Tensor2D), tf.matMul(Gr, qRT as tf.Tensor2D))); // [n, hg]  (GEMM 1)
+      const zT = tf.tidy(() => tf.add(tf.matMul(Gc, qLT as tf.Tensor2D), tf.matMul(Gr, qRT as tf.Tensor2D))); // [n, H]  (GEMM 1)
       held.push(zT);
-      const pT = alloc([n, hg]);
+      const pT = alloc([n, H]);
       const t2 = prof ? performance.now() : 0;
-      const sums = softmaxColumns(heap.view(zT), n, hg, scale, heap.view(pT)); // unnormalized, [n, hg]
+      const sums = softmaxColumns(heap.view(zT), n, H, scale, heap.view(pT)); // unnormalized, [n, H]
       const GcT = alloc([C, n]);
       const t3 = prof ? performance.now() : 0;
       transposeBlock(heap.view(Gc), n, C, C, heap.view(GcT)); // Gcᵀ [C, n]
       const t4 = prof ? performance.now() : 0;
-      const oT = tf.matMul(GcT as tf.Tensor2D, pT as tf.Tensor2D); // [C, hg]  (GEMM 2)
+      const oT = tf.matMul(GcT as tf.Tensor2D, pT as tf.Tensor2D); // [C, H]  (GEMM 2)
       held.push(oT);
       const t5 = prof ? performance.now() : 0;
-      writeOutput(heap.view(oT), sums, i, h0, hg, H, C, out);
+      writeOutput(heap.view(oT), sums, i, H, C, out);
       if (prof) addPhases(prof, [t0, t1, t2, t3, t4, t5, performance.now()]);
     } finally {
       for (const t of held) t.dispose();
@@ -168,30 +157,21 @@ function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: nu
 }
 
 /**
- * Calls `each(i, h0, hg, n, positions)` for units [u0, u1): query row i, heads [h0, h0 + hg), and the row's n
- * valid slots s (0 ≤ s ≤ t, in the order given; −1 padding and future keys are never read) in positions[0, n).
- * A unit whose query has none is NaN (softmax over nothing).
+ * Calls `each(i, n, positions)` for query rows [u0, u1) with the row's n valid slots s (0 ≤ s ≤ t, in the order
+ * given; −1 padding and future keys are never read) in positions[0, n); a row with none is NaN (softmax over nothing).
  */
-function forEachUnit(
-  a: SparseArgs, u0: number, u1: number,
-  each: (i: number, h0: number, hg: number, n: number, positions: Int32Array) => void,
-): void {
-  const { K, H, C, slots, startPos, groups, out } = a;
-  const hgMax = Math.ceil(H / groups);
+function forEachQuery(a: SparseArgs, u0: number, u1: number, each: (i: number, n: number, positions: Int32Array) => void): void {
+  const { K, H, C, slots, startPos, out } = a;
   const positions = new Int32Array(K);
-  for (let u = u0; u < u1; u++) {
-    const i = Math.floor(u / groups);
-    const h0 = (u % groups) * hgMax;
-    const hg = Math.min(hgMax, H - h0);
-    if (hg <= 0) continue;
+  for (let i = u0; i < u1; i++) {
     const t = startPos + i;
     let n = 0;
     for (let j = 0; j < K; j++) {
       const s = slots[i * K + j]!;
       if (s >= 0 && s <= t) positions[n++] = s;
     }
-    if (n === 0) out.fill(NaN, (i * H + h0) * C, (i * H + h0 + hg) * C);
-    else each(i, h0, hg, n, positions);
+    if (n === 0) out.fill(NaN, i * H * C, (i + 1) * H * C);
+    else each(i, n, positions);
   }
 }
 
@@ -200,12 +180,12 @@ function addPhases(profile: Float64Array, stamps: number[]): void {
   for (let j = 0; j + 1 < stamps.length; j++) profile[j]! += stamps[j + 1]! - stamps[j]!;
 }
 
-/** out[i, h0 + hh, :] = oT[:, hh] / sums[hh] for query row i and its heads [h0, h0 + hg) (oT is [C, hg], the unnormalized weighted sum). */
-function writeOutput(oT: Float32Array, sums: Float64Array, i: number, h0: number, hg: number, H: number, C: number, out: Float32Array): void {
-  for (let hh = 0; hh < hg; hh++) {
-    const o = (i * H + h0 + hh) * C;
-    const inv = 1 / sums[hh]!;
-    for (let c = 0; c < C; c++) out[o + c] = oT[c * hg + hh]! * inv;
+/** out[i, h, :] = oT[:, h] / sums[h] for query row i (oT is [C, H], the unnormalized weighted sum). */
+function writeOutput(oT: Float32Array, sums: Float64Array, i: number, H: number, C: number, out: Float32Array): void {
+  for (let h = 0; h < H; h++) {
+    const o = (i * H + h) * C;
+    const inv = 1 / sums[h]!;
+    for (let c = 0; c < C; c++) out[o + c] = oT[c * H + h]! * inv;
   }
 }
 

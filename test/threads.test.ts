@@ -98,17 +98,9 @@ describeEachBackend('kernel pool', (backend) => {
     const S = 3000;
     const x = inputs(1, S, 6, 64, 8, 4, 32, 256, 7);
     const all = tf.tensor2d(Int32Array.from({ length: S }, (_, s) => s), [1, S], 'int32');
-    const one = [
-      denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, all, S - 1, 0.2),
-      indexerScoresFast(x.q, x.w, x.keys, x.keyScales),
-      sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, S - 1, 0.2), // 6 heads in 3 groups of 2
-    ];
+    const one = [denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, all, S - 1, 0.2), indexerScoresFast(x.q, x.w, x.keys, x.keyScales)];
     for (const pool of pools) {
-      const many = [
-        denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, all, S - 1, 0.2, { pool }),
-        indexerScoresFast(x.q, x.w, x.keys, x.keyScales, { pool }),
-        sparseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, x.selected, S - 1, 0.2, { pool }),
-      ];
+      const many = [denseAttentionMqaFast(x.qL, x.qR, x.kv, x.pe, all, S - 1, 0.2, { pool }), indexerScoresFast(x.q, x.w, x.keys, x.keyScales, { pool })];
       one.forEach((o, i) => expectSameBits(o, many[i]!));
       tf.dispose(many);
     }
