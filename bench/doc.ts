@@ -5,7 +5,7 @@
 import { attentionFlopsPerPair, DIMS_671B, indexerFlopsPerPair } from '../src/bench/flops.ts';
 import { exponentTable, resultsTable, seriesRows, type BenchReport } from '../src/bench/report.ts';
 import type { BenchResult } from '../src/bench/suite.ts';
-import { targetSummary, wasLoaded } from '../src/bench/targets.ts';
+import { findRow, loadText, OTHER_CPU_LIMIT, targetsAcrossRuns, targetSummary, threadSpeedup, wasLoaded } from '../src/bench/targets.ts';
 import { plotLogLog, type PlotSeries } from './svg.ts';
 
 const f2 = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(2));
@@ -37,7 +37,7 @@ export function timePlot(report: BenchReport): string {
 
 /** One line about a run: when, how long, and the machine's load. */
 function runLine(r: BenchReport): string {
-  const load = r.load_avg ? `load average ${r.load_avg.start.toFixed(1)} at the start and ${r.load_avg.end.toFixed(1)} at the end on ${r.load_avg.cpus} vCPUs` : 'load average not recorded';
+  const load = loadText(r);
   return `${r.mode} run of ${r.date} (${r.seconds.toFixed(0)} s; ${load})`;
 }
 
@@ -64,9 +64,11 @@ function whyText(report: BenchReport): string {
   const parts: string[] = [];
   parts.push(
     'How to read the misses: the sparse/dense percentage is the ratio of the two rows\' FLOP rates. The phase line says ' +
-      `where sparse time goes: per query the two GEMMs are small (k × 576 × H and 512 × k × H with N = H = ${g.heads} columns), and ` +
-      'the gather, softmax and transpose around them cost O(k·D) per query whatever H is, so they take a share that a ' +
-      'dense block (one large GEMM per block of queries) does not pay; that share falls with the head count (128 in the 671B model).',
+      `where sparse time goes: per query the two GEMMs are small (k × 576 × H and 512 × k × H with N = H = ${g.heads} columns) and run ` +
+      'near XNNPACK\'s peak, and the gather, softmax and transpose around them cost O(k·D) per query whatever H is, so they take ' +
+      'a share that a dense block (one large GEMM per block of queries) does not pay; that share falls with the head count ' +
+      '(128 in the 671B model). The arrangements of the same arithmetic that tfjs allows, and what each costs, are measured ' +
+      'in "Sparse prefill: the arrangements tried" below.',
   );
   if (p.available && p.fair && p.matmul_gflops) {
     parts.push(
@@ -76,6 +78,26 @@ function whyText(report: BenchReport): string {
         'its per-query gathers and small GEMMs on both sides, so there the gap is smaller.',
     );
   }
+  const n = Math.max(1, ...report.results.filter((r) => r.backend === report.backend).map((r) => r.threads ?? 1));
+  const sparseOne = findRow(report, report.backend, 'sparse', 16384, g.k, 1);
+  const sparseAll = findRow(report, report.backend, 'sparse', 16384, g.k, n);
+  const sparseX = threadSpeedup(report, 'sparse', 16384, n);
+  if (n > 1 && !wasLoaded(report) && sparseOne && sparseAll && sparseX !== null && sparseX < 1.7) {
+    parts.push(
+      `Sparse attention on ${n} threads: ${f2(sparseX)}× one thread. The queries split evenly (every one has k valid slots at 16K), ` +
+        `and the threads together spent ${f2(sparseAll.cpu_ms_median / sparseOne.cpu_ms_median)}× the CPU time of one thread for the same ` +
+        'work: the time goes to contention, not to waiting. Each query gathers k rows of 576 floats (4.7 MB at k = 2048) and ' +
+        'transposes 4 MB of them, which stream through memory, and the threads share the last-level cache and the memory ' +
+        'bandwidth; dense attention and the indexer, whose GEMMs reuse their operands from cache, scale better.',
+    );
+  }
+  if (n > 1) {
+    parts.push(
+      `A decode step on ${n} threads splits the indexer's L keys and dense decode's heads, but not the sparse attention of its one ` +
+        'query (MQA: the k gathered rows serve every head; splitting the heads would gather them once per thread), so dsa_decode ' +
+        'gains less from threads than dense_decode and the all-core ratio is below the one-thread one.',
+    );
+  }
   parts.push(
     'A DSA decode step is far from its FLOP model at small L because its fixed costs (top-k over L scores, the gather of k rows, ' +
       'a few small GEMMs) do not shrink with L while dense decode does; the ratio grows with L. The paper\'s 8.6× is a cost ' +
@@ -83,7 +105,7 @@ function whyText(report: BenchReport): string {
   );
   if (wasLoaded(report)) {
     parts.push(
-      'This run shared the machine with other jobs (load average above the vCPU count), so wall times mostly measure waiting ' +
+      'This run shared the machine with other jobs, so wall times mostly measure waiting ' +
         'for a core: the one-thread verdicts use CPU time, and thread speedups (which need free cores) are not measurable here. ' +
         'CPU time still includes memory stalls caused by the other jobs; dense decode, which streams the whole cache every step, ' +
         'is the op most exposed to them, so its ratios vary most between runs.',
@@ -92,8 +114,60 @@ function whyText(report: BenchReport): string {
   return parts.join('\n\n');
 }
 
+/** A saved run of bench/sparse-layouts.ts. */
+export interface LayoutsReport {
+  started: string;
+  load_average: [number, number];
+  other_cpu: { share: number; steal_share: number } | null;
+  cpus: number;
+  L: number; k: number; heads: number; queries: number; repeats: number;
+  dense_gflops: number;
+  rows: { variant: string; ms_per_query: number; gflops: number | null; pct_of_flop_ratio: number | null }[];
+  shipped_phases: { phase: string; ms_per_query: number }[];
+}
+
+/** The section on the arrangements of sparse attention tried on wasm, from bench/sparse-layouts.ts runs. */
+function layoutsSection(runs: LayoutsReport[], sources: string[]): string {
+  if (runs.length === 0) return '';
+  const parts = runs.map((r, i) => {
+    const rows = r.rows
+      .map((x) => `| ${x.variant} | ${f2(x.ms_per_query)} | ${x.gflops === null ? '–' : f2(x.gflops)} | ${x.pct_of_flop_ratio === null ? '–' : `${x.pct_of_flop_ratio.toFixed(0)}%`} |`)
+      .join('\n');
+    const phases = r.shipped_phases.map((p) => `${p.phase} ${f2(p.ms_per_query)}`).join(', ');
+    return (
+      `Run of ${r.started} (\`${sources[i]}\`; ${r.other_cpu ? `other processes used ${(100 * r.other_cpu.share).toFixed(1)}% of the machine, steal ${(100 * r.other_cpu.steal_share).toFixed(1)}%` : 'machine load not recorded'}): L = ${r.L / 1024}K, k = ${r.k}, H = ${r.heads}, ${r.queries} queries, median of ${r.repeats} passes; ` +
+      `dense reference ${f2(r.dense_gflops)} GFLOP/s.\n\n| variant | ms per query | GFLOP/s | % of the FLOP ratio |\n|---|---:|---:|---:|\n${rows}\n\n` +
+      `Phases of \`shipped\` (ms per query): ${phases}.`
+    );
+  });
+  return `
+## Sparse prefill: the arrangements tried
+
+\`npx tsx bench/sparse-layouts.ts --json FILE\` times one query of sparse attention at the bench's prefill dims in every
+arrangement of the same arithmetic that tfjs-backend-wasm allows (its header describes each), against the dense path
+in the same process. "% of the FLOP ratio" is the variant's GFLOP/s ÷ dense GFLOP/s: the target's measure.
+
+${parts.join('\n\n')}
+
+What the rows say: the two GEMMs alone run at XNNPACK's peak ("gemms only", the floor of this design); everything else
+is layout work that XNNPACK's API imposes — the gathered rows must be the left operand (handing them over as the
+right operand costs a packing per query, "packed right operand"), so G_cᵀ needs a transpose; a fused gather and
+transpose in TypeScript is slower than the two passes; \`tf.exp\` on the backend is slower than the TypeScript pass.
+Keeping every operand in WebAssembly memory (\`shipped\`) removed the copies between JavaScript and the backend
+("host gather" is the arrangement before). Closing the rest needs a fused gather-GEMM kernel (FlashMLA-style) that
+reads the selected rows straight from the cache, which tfjs does not have.
+`;
+}
+
 /** The whole docs/performance.md, from a report (and the target summaries of further runs). */
-export function performanceDoc(report: BenchReport, svgName: string, others: BenchReport[] = [], sources: string[] = []): string {
+export function performanceDoc(
+  report: BenchReport,
+  svgName: string,
+  others: BenchReport[] = [],
+  sources: string[] = [],
+  layouts: LayoutsReport[] = [],
+  layoutSources: string[] = [],
+): string {
   const g = report.grid;
   const H = g.heads;
   const HI = g.indexHeads;
@@ -104,9 +178,9 @@ export function performanceDoc(report: BenchReport, svgName: string, others: Ben
     : '';
   return `# Performance of DeepSeek Sparse Attention on tfjs (CPU)
 
-Rendered by \`npm run bench:doc${sources.length ? ` -- ${sources.join(' ')}` : ''}\` from the report of \`npx dsv32 bench --json FILE\`: ${runLine(report)}. Do not edit by
-hand: rerun the bench. Nothing here is a test; every number is what this machine reached in the run named here, and
-the machine was shared with other jobs, so the load average above says how much to trust single rows.
+Rendered by \`npm run bench:doc${sources.length ? ` -- ${[...sources, ...layoutSources].join(' ')}` : ''}\` from the report of \`npx dsv32 bench --json FILE\`: ${runLine(report)}. Do not edit by
+hand: rerun the bench. Nothing here is a test; every number is what this machine reached in the run named here; the
+share of the machine other processes used during the run (above) says how much to trust single rows.
 
 - Machine: ${report.machine}
 - Backends: ${backends}; thread counts ${threadCounts.join(' and ')} (worker threads, src/threads.ts)
@@ -146,7 +220,8 @@ the machine was shared with other jobs, so the load average above says how much 
   one thread, CPU time is the time the op ran while it had a core, so on a machine shared with other jobs it is the
   better estimate of the op's own cost, and the targets give ratios on both (marked "cpu"). On several threads CPU time
   is the sum over threads, so speedups from threads are on wall time only — and a loaded machine does not give a job
-  two free cores, so those rows say little unless the load average was below the core count.
+  two free cores, so those rows count only when the run was quiet: other processes used at most
+  ${100 * OTHER_CPU_LIMIT}% of the machine's CPU time (kernel CPU accounting, src/bench/machine_share.ts; older reports: the load average).
 
 ## Results
 
@@ -161,7 +236,13 @@ Fixed-k sparse is fitted over L ≥ 2k = ${2 * g.k} (below that every query atte
 ${exponentTable(report)}
 
 ### Targets (issue #17)
+${others.length ? `
+Over the ${others.length + 1} runs of this page (this one and "Other runs" below; thread targets only from quiet runs):
 
+${targetsAcrossRuns([report, ...others])}
+
+This run in detail:
+` : ''}
 ${targetSummary(report)}
 
 ${whyText(report)}
@@ -183,6 +264,7 @@ settings): a forced older core such as \`Haswell\` on an AVX-512 machine makes O
 peer reports which BLAS it loaded (\`/proc/self/maps\`, \`openblas_get_config\`, \`openblas_get_corename\`); the report
 labels a reference BLAS "reference BLAS — not a fair peer" and computes no speedup against it.
 
+${layoutsSection(layouts, layoutSources)}
 ## How the fast path is built, and what tfjs lacks
 
 tfjs-backend-wasm 4.22 runs one kernel fast: a **2-D, untransposed \`matMul\`** (XNNPACK fully-connected). Measured here:
@@ -197,7 +279,7 @@ tfjs-backend-wasm 4.22 runs one kernel fast: a **2-D, untransposed \`matMul\`** 
 - **Threads:** tfjs-wasm has none in Node (\`WASM_HAS_MULTITHREAD_SUPPORT\` is false under Node, tfjs issue #3830).
   dsv32 therefore runs its own: \`createKernelPool()\` (src/threads.ts) starts worker threads, each with its own tfjs
   backend; inputs and outputs live in SharedArrayBuffers; the calling thread hands each worker a contiguous range of
-  work units and waits on an Atomics counter, so the kernels stay synchronous. Units are queries (sparse, top-k),
+  work units and waits (Atomics) until each worker has acknowledged the call, so the kernels stay synchronous. Units are queries (sparse, top-k),
   query blocks or head groups (dense), query blocks or key ranges (indexer; a decode step splits its L keys). A unit
   computes the same arithmetic on any thread, so the results are bit-identical to one thread. \`DSV32_THREADS\` sets the
   default (every core).
@@ -205,9 +287,12 @@ tfjs-backend-wasm 4.22 runs one kernel fast: a **2-D, untransposed \`matMul\`** 
 The fast kernels (src/sparse_fast.ts over the units of src/sparse_kernels.ts) keep every GEMM 2-D with the big
 operand on the left:
 
-- **sparse**: per query, the selected latents [c_s ; k_pe_s] are gathered once (row copies) and serve all H heads
-  (MQA): \`zᵀ = G · qᵀ\` [K, H], softmax over the K valid slots in TypeScript, \`ōᵀ = G_cᵀ · pᵀ\` [C, H] with G_cᵀ built by a
-  cache-blocked TypeScript transpose; −1 and future slots are skipped, nothing of size [L, k, d] is built.
+- **sparse**: per query, the selected latents [c_s ; k_pe_s] are gathered once and serve all H heads (MQA):
+  \`zᵀ = G_c · q̃ᵀ + G_r · q_peᵀ\` [K, H], softmax over the K valid slots in TypeScript, \`ōᵀ = G_cᵀ · pᵀ\` [C, H] with G_cᵀ
+  built by a cache-blocked TypeScript transpose, divided by the softmax sums at the end; −1 and future slots are
+  skipped, nothing of size [L, k, d] is built. On wasm every operand lives in WebAssembly memory: the rows are
+  gathered by \`gatherND\` from the cache tensors, and q̃ᵀ, G_cᵀ and pᵀ are written in place into tensors the backend
+  allocated (\`BackendWasm.makeOutput\`), so nothing is copied between JavaScript and the backend.
 - **dense**: \`Zᵀ = kv · Q̃ᵀ + pe · Q_peᵀ\` [L, Tb·H] with the cache tensors as left operands (never transposed or
   repacked), the masked softmax in one TypeScript pass, then \`ō = P · kv\` with kv as the right operand: XNNPACK packs kv
   once per cache tensor and keeps it, which a real decode loop also gets when its cache tensor is long-lived (a loop
@@ -226,7 +311,8 @@ test/sparse-fast.test.ts (wasm and cpu), and one thread against 2 and 3 by test/
 npx dsv32 bench --quick --json quick.json     # a few minutes; prints the tables; writes only quick.json
 npx dsv32 bench --json run1.json              # full grid: 1K–128K, wasm and cpu backends
 npx dsv32 bench --targets --backends wasm --json t.json   # only the rows the targets read (4K–128K), few runs
-npm run bench:doc -- run1.json [run2.json]    # rewrites this file and ${svgName}
+npx tsx bench/sparse-layouts.ts --json layouts.json   # the arrangements of sparse attention (one query, 16K)
+npm run bench:doc -- run1.json [run2.json] [layouts.json]   # rewrites this file and ${svgName}
 DSV32_THREADS=1 npx dsv32 bench --json one.json   # one thread only
 \`\`\`
 `;

@@ -14,9 +14,11 @@
  * - No threads in Node (tfjs issue #3830: `WASM_HAS_MULTITHREAD_SUPPORT` is false under Node), hence
  *   the pool below.
  *
- * Hence: gather each query's selected latents once in TypeScript (row copies), give them to XNNPACK as
- * the left operand for all H heads at once (MQA), do the softmax in TypeScript, and transpose the
- * gathered latents in TypeScript (cache-blocked) so the weighted sum is again "big operand on the left".
+ * Hence: gather each query's selected latents once (`gatherND` on wasm, row copies elsewhere), give them
+ * to XNNPACK as the left operand for all H heads at once (MQA), do the softmax in TypeScript, and
+ * transpose the gathered latents in TypeScript (cache-blocked) so the weighted sum is again "big operand
+ * on the left". On wasm every one of these operands lives in WebAssembly memory: nothing is copied
+ * between JavaScript and the backend (bench/sparse-layouts.ts measures the arrangements tried).
  *
  * Threads: every function takes an optional `pool` (src/threads.ts creates one under Node with worker
  * threads over shared memory, one tfjs instance each). The work is cut into units (src/sparse_kernels.ts)
@@ -66,9 +68,10 @@ export interface FastOptions {
 export interface FastGatherOptions extends FastOptions {
   /**
    * Where the selected rows are read from. `'host'`: copy the whole cache to JS once per call (cheap
-   * per query; O(S·D) per call). `'device'`: `gatherND` each query's rows on the backend and read
-   * back only those (O(K·D) per query; the choice for decode). Default `'auto'`: host when T·K ≥ S.
-   * With a pool the rows are always read from the pool's shared copy of the cache (made once per tensor).
+   * per query; O(S·D) per call). `'device'`: `gatherND` each query's rows on the backend (O(K·D) per
+   * query; on wasm every operand then stays in WebAssembly memory, elsewhere the rows are read back).
+   * Default `'auto'`: device on wasm; elsewhere host when T·K ≥ S. With a pool, workers read the
+   * pool's shared copy of the cache (made once per tensor), as host rows or as a tensor of their own.
    */
   rows?: 'auto' | 'host' | 'device';
   /**
@@ -128,10 +131,11 @@ export function sparseAttentionMqaFast(
   if (!['auto', 'host', 'device'].includes(rowsMode)) {
     throw new RangeError(`${fn}(): opts.rows must be 'auto', 'host' or 'device' but got '${String(rowsMode)}'`);
   }
-  const hostMode = rowsMode === 'host' || (rowsMode === 'auto' && T * K >= S);
+  // rows from a host copy of the cache only where that is cheaper: never on wasm, whose gather runs in its own memory
+  const hostMode = rowsMode === 'host' || (rowsMode === 'auto' && T * K >= S && tf.getBackend() !== 'wasm');
   const pool = opts.pool && T > 1 ? opts.pool : undefined;
   const args = {
-    T, H, C, R, S, K, startPos, scale, kvId: kv.id, peId: pe.id,
+    T, H, C, R, S, K, startPos, scale, kvId: kv.id, peId: pe.id, gather: hostMode ? ('host' as const) : ('backend' as const),
     qL: hostData(qLatent, pool) as Float32Array,
     qR: hostData(qPe, pool) as Float32Array,
     slots: hostData(selected, pool) as Int32Array,

@@ -45,7 +45,12 @@ export interface SparseArgs {
   qL: Float32Array; qR: Float32Array;
   /** [T, K] selected positions (−1 padding) */
   slots: Int32Array;
-  /** [S, C], [S, R] cache rows on the host, or null to gather on the backend (`gatherND` of kvId/peId). */
+  /**
+   * Where each query's rows come from. `'host'`: copied from the host arrays `kv`/`pe`. `'backend'`: gathered
+   * on the backend (`gatherND`) from the tensors of kvId/peId (`env.matrix`; a worker builds them once from `kv`/`pe`).
+   */
+  gather: 'host' | 'backend';
+  /** [S, C], [S, R] cache rows on the host (null on the calling thread when gathering on the backend). */
   kv: Float32Array | null; pe: Float32Array | null;
   kvId: number; peId: number;
   /** [T, H, C] output */
@@ -59,26 +64,20 @@ export interface SparseArgs {
  * G = [c_s ; k_pe_s] [n, D], zᵀ = G · qᵀ [n, H], p = softmax over the n valid slots, ōᵀ = Gcᵀ · pᵀ [C, H].
  */
 export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: number): void {
-  const { H, C, R, K, S, startPos, scale, qL, qR, slots, out } = a;
+  const heap = a.gather === 'backend' ? wasmHeap() : null;
+  if (heap) {
+    sparseUnitsInHeap(a, env, heap, u0, u1);
+    return;
+  }
+  const { H, C, R, K, S, scale, qL, qR, out } = a;
   const prof = a.profile;
   const D = C + R;
-  const positions = new Int32Array(K);
   const G = new Float32Array(K * D); // [n, D]
   const GcT = new Float32Array(C * K); // [C, n]
   const qT = new Float32Array(D * H); // [D, H]
   const pT = new Float32Array(K * H); // [n, H]
-  const readRows = a.kv && a.pe ? hostRows(a.kv, a.pe, C, R) : deviceRows(env.matrix(a.kvId, null, S, C, 0, S), env.matrix(a.peId, null, S, R, 0, S));
-  for (let i = u0; i < u1; i++) {
-    const t = startPos + i;
-    let n = 0;
-    for (let j = 0; j < K; j++) {
-      const s = slots[i * K + j]!;
-      if (s >= 0 && s <= t) positions[n++] = s; // −1 padding and future keys are never read
-    }
-    if (n === 0) {
-      out.fill(NaN, i * H * C, (i + 1) * H * C);
-      continue;
-    }
+  const readRows = a.gather === 'host' ? hostRows(a.kv!, a.pe!, C, R) : deviceRows(env.matrix(a.kvId, a.kv, S, C, 0, S), env.matrix(a.peId, a.pe, S, R, 0, S));
+  forEachQuery(a, u0, u1, (i, n, positions) => {
     const t0 = prof ? performance.now() : 0;
     readRows(positions, n, G); // G = [c_s ; k_pe_s] for the n valid slots
     for (let h = 0; h < H; h++) {
@@ -90,21 +89,131 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
     const t1 = prof ? performance.now() : 0;
     const zT = matMulHost(G, qT, n, D, H); // [n, H] = G · qᵀ            (GEMM 1)
     const t2 = prof ? performance.now() : 0;
-    softmaxColumns(zT, n, H, scale, pT); // p[h, :] over the n slots, stored transposed [n, H]
+    const sums = softmaxColumns(zT, n, H, scale, pT); // unnormalized p[h, :] over the n slots, stored transposed [n, H]
     const t3 = prof ? performance.now() : 0;
     transposeBlock(G, n, D, C, GcT); // Gcᵀ [C, n]
     const t4 = prof ? performance.now() : 0;
     const oT = matMulHost(GcT, pT, C, n, H); // [C, H] = Gcᵀ · pᵀ         (GEMM 2)
     const t5 = prof ? performance.now() : 0;
-    for (let h = 0; h < H; h++) {
-      const o = (i * H + h) * C;
-      for (let c = 0; c < C; c++) out[o + c] = oT[c * H + h]!;
+    writeOutput(oT, sums, i, H, C, out);
+    if (prof) addPhases(prof, [t0, t1, t2, t3, t4, t5, performance.now()]);
+  });
+}
+
+/**
+ * {@link sparseUnits} on tfjs-backend-wasm with every operand in WebAssembly memory, so no operand is
+ * copied between JavaScript and the backend: the rows are gathered by `gatherND` from the cache tensors,
+ * and qᵀ, Gcᵀ and pᵀ are written straight into tensors the backend allocated (BackendWasm.makeOutput).
+ * Measured in bench/sparse-layouts.ts. GEMM 1 runs as Gc · q̃ᵀ + Gr · q_peᵀ (two GEMMs, no concatenation).
+ */
+function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: number, u1: number): void {
+  const { H, C, R, S, scale, qL, qR, out } = a;
+  const prof = a.profile;
+  const kv = env.matrix(a.kvId, a.kv, S, C, 0, S);
+  const pe = env.matrix(a.peId, a.pe, S, R, 0, S);
+  forEachQuery(a, u0, u1, (i, n, positions) => {
+    const t0 = prof ? performance.now() : 0;
+    const held: tf.Tensor[] = [];
+    const alloc = (shape: number[], dtype: 'float32' | 'int32' = 'float32') => {
+      const t = heap.tensor(shape, dtype);
+      held.push(t);
+      return t;
+    };
+    try {
+      // a view of WebAssembly memory is taken after the last allocation before its use (growth detaches views)
+      const index = alloc([n, 1], 'int32');
+      const qLT = alloc([C, H]); // [C, H]
+      const qRT = alloc([R, H]); // [R, H]
+      heap.view(index).set(positions.subarray(0, n));
+      const ql = heap.view(qLT);
+      const qr = heap.view(qRT);
+      for (let h = 0; h < H; h++) {
+        const o = i * H + h;
+        for (let c = 0; c < C; c++) ql[c * H + h] = qL[o * C + c]!;
+        for (let r = 0; r < R; r++) qr[r * H + h] = qR[o * R + r]!;
+      }
+      const Gc = tf.gatherND(kv, index) as tf.Tensor2D; // [n, C]
+      const Gr = tf.gatherND(pe, index) as tf.Tensor2D; // [n, R]
+      held.push(Gc, Gr);
+      const t1 = prof ? performance.now() : 0;
+      const zT = tf.tidy(() => tf.add(tf.matMul(Gc, qLT as tf.Tensor2D), tf.matMul(Gr, qRT as tf.Tensor2D))); // [n, H]  (GEMM 1)
+      held.push(zT);
+      const pT = alloc([n, H]);
+      const t2 = prof ? performance.now() : 0;
+      const sums = softmaxColumns(heap.view(zT), n, H, scale, heap.view(pT)); // unnormalized, [n, H]
+      const GcT = alloc([C, n]);
+      const t3 = prof ? performance.now() : 0;
+      transposeBlock(heap.view(Gc), n, C, C, heap.view(GcT)); // Gcᵀ [C, n]
+      const t4 = prof ? performance.now() : 0;
+      const oT = tf.matMul(GcT as tf.Tensor2D, pT as tf.Tensor2D); // [C, H]  (GEMM 2)
+      held.push(oT);
+      const t5 = prof ? performance.now() : 0;
+      writeOutput(heap.view(oT), sums, i, H, C, out);
+      if (prof) addPhases(prof, [t0, t1, t2, t3, t4, t5, performance.now()]);
+    } finally {
+      for (const t of held) t.dispose();
     }
-    if (prof) {
-      const t6 = performance.now();
-      [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5].forEach((ms, j) => (prof[j]! += ms));
+  });
+}
+
+/**
+ * Calls `each(i, n, positions)` for query rows [u0, u1) with the row's n valid slots s (0 ≤ s ≤ t, in the order
+ * given; −1 padding and future keys are never read) in positions[0, n); a row with none is NaN (softmax over nothing).
+ */
+function forEachQuery(a: SparseArgs, u0: number, u1: number, each: (i: number, n: number, positions: Int32Array) => void): void {
+  const { K, H, C, slots, startPos, out } = a;
+  const positions = new Int32Array(K);
+  for (let i = u0; i < u1; i++) {
+    const t = startPos + i;
+    let n = 0;
+    for (let j = 0; j < K; j++) {
+      const s = slots[i * K + j]!;
+      if (s >= 0 && s <= t) positions[n++] = s;
     }
+    if (n === 0) out.fill(NaN, i * H * C, (i + 1) * H * C);
+    else each(i, n, positions);
   }
+}
+
+/** Adds the six phase times between consecutive time stamps to `profile` (SPARSE_PHASES order). */
+function addPhases(profile: Float64Array, stamps: number[]): void {
+  for (let j = 0; j + 1 < stamps.length; j++) profile[j]! += stamps[j + 1]! - stamps[j]!;
+}
+
+/** out[i, h, :] = oT[:, h] / sums[h] for query row i (oT is [C, H], the unnormalized weighted sum). */
+function writeOutput(oT: Float32Array, sums: Float64Array, i: number, H: number, C: number, out: Float32Array): void {
+  for (let h = 0; h < H; h++) {
+    const o = (i * H + h) * C;
+    const inv = 1 / sums[h]!;
+    for (let c = 0; c < C; c++) out[o + c] = oT[c * H + h]! * inv;
+  }
+}
+
+/** Tensors allocated in, and views of, the WebAssembly memory of tfjs-backend-wasm. */
+interface WasmHeap {
+  /** an uninitialized tensor whose data lives in WebAssembly memory */
+  tensor(shape: number[], dtype?: 'float32' | 'int32'): tf.Tensor;
+  /** the data of a tensor of this backend, in place (valid until the memory next grows) */
+  view(t: tf.Tensor): Float32Array;
+  view(t: tf.Tensor, dtype: 'int32'): Int32Array;
+}
+
+/** The public methods of BackendWasm (tfjs-backend-wasm 4.x) that {@link WasmHeap} uses. */
+interface BackendWasmMemory {
+  makeOutput(shape: number[], dtype: 'float32' | 'int32'): tf.TensorInfo;
+  typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array;
+}
+
+/** The WebAssembly memory of the current backend if it is tfjs-backend-wasm, else null. */
+function wasmHeap(): WasmHeap | null {
+  if (tf.getBackend() !== 'wasm') return null;
+  const backend = tf.backend() as unknown as Partial<BackendWasmMemory>;
+  if (typeof backend.makeOutput !== 'function' || typeof backend.typedArrayFromHeap !== 'function') return null;
+  const b = backend as BackendWasmMemory;
+  return {
+    tensor: (shape, dtype = 'float32') => tf.engine().makeTensorFromTensorInfo(b.makeOutput(shape, dtype)),
+    view: ((t: tf.Tensor) => b.typedArrayFromHeap({ dataId: t.dataId, shape: t.shape, dtype: t.dtype })) as WasmHeap['view'],
+  };
 }
 
 /** Phase names of {@link SparseArgs.profile}. */
@@ -473,8 +582,11 @@ function matMulHost(a: Float32Array, b: Float32Array, M: number, K: number, N: n
   return readAndDispose(tf.tidy(() => tf.matMul(tf.tensor2d(a.subarray(0, M * K), [M, K]), tf.tensor2d(b.subarray(0, K * N), [K, N]))));
 }
 
-/** pT[j, h] = softmax over j of scale · zT[j, h] (columns of an [n, H] matrix), in row order. */
-function softmaxColumns(zT: Float32Array, n: number, H: number, scale: number, pT: Float32Array): void {
+/**
+ * pT[j, h] = exp(scale · (zT[j, h] − max_j zT[j, h])) (columns of an [n, H] matrix, in row order); returns the
+ * column sums (float64), by which the weighted sum is divided afterwards (the softmax's normalization).
+ */
+function softmaxColumns(zT: Float32Array, n: number, H: number, scale: number, pT: Float32Array): Float64Array {
   const max = new Float64Array(H).fill(-Infinity);
   const sum = new Float64Array(H);
   for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) max[h] = Math.max(max[h]!, zT[j * H + h]!);
@@ -485,8 +597,7 @@ function softmaxColumns(zT: Float32Array, n: number, H: number, scale: number, p
       sum[h]! += e;
     }
   }
-  for (let h = 0; h < H; h++) sum[h] = 1 / sum[h]!;
-  for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) pT[j * H + h]! *= sum[h]!;
+  return sum;
 }
 
 /**

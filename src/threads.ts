@@ -5,8 +5,10 @@
  *
  *   run(kernel, args, units): units [0, units) are cut into `threads` contiguous ranges; each worker
  *   receives its range (MessagePort, read with receiveMessageOnPort), runs the kernel of
- *   src/sparse_kernels.ts over it, and counts itself done on a shared Int32Array (Atomics); the calling
- *   thread waits with Atomics.wait (allowed on Node's main thread).
+ *   src/sparse_kernels.ts over it, replies, and acknowledges the call's sequence number in its own slot
+ *   of a shared Int32Array (Atomics); the calling thread waits with Atomics.wait (allowed on Node's main
+ *   thread) until every slot holds it. Messages and replies carry the sequence number, so a message that
+ *   arrives late is waited for and a stale one is never taken for the current call.
  *
  * A unit does the same arithmetic on any thread, so results are bit-identical to one thread.
  * `DSV32_THREADS` sets the default thread count (default: every core, `os.availableParallelism()`).
@@ -23,14 +25,15 @@
  * @module
  */
 import os from 'node:os';
-import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { tf, type BackendName } from './backend.ts';
 import type { KernelPool } from './sparse_fast.ts';
 import type { KernelArgs, KernelName } from './sparse_kernels.ts';
 import { checkObject } from './internal/contract.ts';
+import { receiveCall } from './internal/receive_call.ts';
 
-/** Slots of the shared control array. */
-export const CONTROL = { seq: 0, done: 1, quit: 2 } as const;
+/** Slots of the shared control array: the current call, the quit flag, then one acknowledgement per worker. */
+export const CONTROL = { seq: 0, quit: 1, acks: 2 } as const;
 
 /** The worker pool of {@link createKernelPool}: a {@link KernelPool} that must be closed. */
 export interface NodeKernelPool extends KernelPool {
@@ -78,7 +81,7 @@ export async function createKernelPool(opts: { threads?: number; backend?: Backe
   const missing = threadsAvailable();
   if (missing) throw new Error(`createKernelPool(): worker threads are unavailable here: ${missing}`);
   const backend = opts.backend ?? (tf.getBackend() as BackendName);
-  const control = new Int32Array(new SharedArrayBuffer(4 * 4));
+  const control = new Int32Array(new SharedArrayBuffer(4 * (CONTROL.acks + threads)));
   // from the sources (tsx, vitest) the .mjs entry registers tsx; the compiled package runs threads_worker.js
   const workerUrl = new URL(import.meta.url.endsWith('.ts') ? './threads_worker.mjs' : './threads_worker.js', import.meta.url);
   const handles: WorkerHandle[] = [];
@@ -120,19 +123,24 @@ function makePool(threads: number, control: Int32Array, handles: WorkerHandle[])
   };
   const call = (message: Record<string, unknown>): unknown[] => {
     if (closed) throw new Error('KernelPool.run(): the pool is closed');
-    const target = Atomics.load(control, CONTROL.done) + handles.length;
-    handles.forEach((h, i) => h.port.postMessage({ ...message, index: i }));
-    Atomics.add(control, CONTROL.seq, 1);
+    const seq = Atomics.load(control, CONTROL.seq) + 1; // the sequence number this call signals
+    handles.forEach((h, i) => h.port.postMessage({ ...message, index: i, seq }));
+    Atomics.store(control, CONTROL.seq, seq);
     Atomics.notify(control, CONTROL.seq);
-    for (;;) {
-      const done = Atomics.load(control, CONTROL.done);
-      if (done >= target) break;
-      Atomics.wait(control, CONTROL.done, done, 1000);
+    for (let i = 0; i < handles.length; i++) {
+      for (;;) {
+        const ack = Atomics.load(control, CONTROL.acks + i);
+        if (ack >= seq) break;
+        Atomics.wait(control, CONTROL.acks + i, ack, 1000);
+      }
     }
-    const replies = handles.map((h) => receiveMessageOnPort(h.port)?.message as { error?: string; value?: unknown } | undefined);
-    const failed = replies.find((r) => r?.error);
+    const replies = handles.map((h, i) => {
+      const r = receiveCall<{ seq: number; error?: string; value?: unknown }>(h.port, seq, 'reply');
+      return typeof r === 'string' ? { seq, error: `kernel worker ${i}: ${r}` } : r;
+    });
+    const failed = replies.find((r) => r.error);
     if (failed) throw new Error(failed.error);
-    return replies.map((r) => r?.value);
+    return replies.map((r) => r.value);
   };
   return {
     threads,

@@ -1,13 +1,15 @@
 /**
  * One kernel worker of src/threads.ts: initialises its own tfjs backend, then waits on the shared
  * control array for work, runs the requested kernel of src/sparse_kernels.ts over its range of units,
- * replies (error or value) on its port and counts itself done. Big operands are turned into tensors
- * once per calling-thread tensor id and kept (least recently used first out, ≤ 1 GiB per worker).
+ * replies (error or value) on its port and acknowledges the call in its slot of the control array. Big
+ * operands are turned into tensors once per calling-thread tensor id and kept (least recently used first
+ * out, ≤ 1 GiB per worker).
  * @module
  */
-import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { initBackend, tf, type BackendName } from './backend.ts';
 import { KERNELS, type KernelName, type TensorEnv } from './sparse_kernels.ts';
+import { receiveCall } from './internal/receive_call.ts';
 import { CONTROL } from './threads.ts';
 
 const { backend, control, port, index } = workerData as { backend: BackendName; control: Int32Array; port: MessagePort; index: number };
@@ -52,31 +54,35 @@ interface Message {
   args?: unknown;
   ranges?: [number, number][];
   index: number;
+  /** the value of the control array's sequence number that signals this call */
+  seq: number;
 }
 
 function serve(): void {
-  let seq = Atomics.load(control, CONTROL.seq);
+  let last = Atomics.load(control, CONTROL.seq);
   parentPort!.postMessage({ ready: true });
   for (;;) {
-    Atomics.wait(control, CONTROL.seq, seq);
-    seq = Atomics.load(control, CONTROL.seq);
+    Atomics.wait(control, CONTROL.seq, last); // sleeps while no new call is signalled
     if (Atomics.load(control, CONTROL.quit)) break;
-    const message = receiveMessageOnPort(port)?.message as Message | undefined;
-    let reply: { error?: string; value?: unknown } = {};
+    const seq = Atomics.load(control, CONTROL.seq);
+    const got = receiveCall<Message>(port, seq, 'message');
+    const message = typeof got === 'string' ? undefined : got;
+    let reply: { seq: number; error?: string; value?: unknown } = { seq };
     try {
-      if (!message) throw new Error('no message for this call');
-      if (message.kind === 'memory') reply = { value: tf.memory().numTensors - cache.size };
+      if (!message) throw new Error(got as string);
+      if (message.kind === 'memory') reply = { seq, value: tf.memory().numTensors - cache.size };
       else {
         const [u0, u1] = message.ranges![message.index]!;
         const kernel = KERNELS[message.kernel!] as (a: unknown, e: TensorEnv, u0: number, u1: number) => void;
         if (u1 > u0) kernel(message.args, env, u0, u1);
       }
     } catch (e) {
-      reply = { error: `kernel worker ${index} (${message?.kernel ?? message?.kind}): ${(e as Error).message}` };
+      reply = { seq, error: `kernel worker ${index} (${message?.kernel ?? message?.kind ?? 'call'}): ${(e as Error).message}` };
     }
     port.postMessage(reply);
-    Atomics.add(control, CONTROL.done, 1);
-    Atomics.notify(control, CONTROL.done);
+    Atomics.store(control, CONTROL.acks + index, seq);
+    Atomics.notify(control, CONTROL.acks + index);
+    last = seq;
   }
   for (const t of cache.values()) t.dispose();
   cache.clear();

@@ -11,7 +11,10 @@ import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fitExponent } from '../src/bench/fit.ts';
 import { attentionFlopsPerPair, causalPairs, dsaDecodeFlops, indexerFlopsPerPair, sparsePairs } from '../src/bench/flops.ts';
+import { otherCpu, readCpuTicks } from '../src/bench/machine_share.ts';
 import { PEER_UNSET_ENV, peerEnv } from '../src/bench/peer.ts';
+import type { BenchReport } from '../src/bench/report.ts';
+import { targetsAcrossRuns, wasLoaded } from '../src/bench/targets.ts';
 import { plotLogLog } from '../bench/svg.ts';
 
 const ROOT = resolve(__dirname, '..');
@@ -76,6 +79,9 @@ describe('dsv32 bench --json (smoke grid)', () => {
     expect(json.backend).toBe('wasm');
     expect(typeof json.matmul_gflops).toBe('number');
     expect(json.matmul_gflops as number).toBeGreaterThan(0);
+    const other = json.other_cpu as Record<string, number>; // Linux: what other processes used during the run
+    for (const key of ['share', 'steal_share']) expect(other[key], key).toBeGreaterThanOrEqual(0);
+    for (const key of ['share', 'steal_share']) expect(other[key], key).toBeLessThanOrEqual(1);
     const exps = json.exponents as Record<string, unknown>;
     expect(Object.keys(exps).sort()).toEqual(['dense', 'indexer', 'sparse']);
     for (const v of Object.values(exps)) expect(v === null || typeof v === 'number').toBe(true);
@@ -108,10 +114,20 @@ describe('dsv32 bench --json (smoke grid)', () => {
     const out = mkdtempSync(join(tmpdir(), 'dsv32-benchdoc-'));
     const doc = join(out, 'perf.md');
     const tsx = join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs');
-    const rr = spawnSync(process.execPath, [tsx, join(ROOT, 'bench', 'render.ts'), file, '--doc', doc], { encoding: 'utf8', cwd: ROOT, timeout: 120_000 });
+    const layouts = join(out, 'layouts.json'); // a stand-in for a bench/sparse-layouts.ts run
+    writeFileSync(layouts, JSON.stringify({
+      started: '2026-01-01T00:00:00.000Z', load_average: [0.1, 0.2], other_cpu: { share: 0.01, steal_share: 0 }, cpus: 2, L: 16384, k: 2048, heads: 32, queries: 128, repeats: 3,
+      dense_gflops: 30, rows: [{ variant: 'shipped', ms_per_query: 6, gflops: 23.77, pct_of_flop_ratio: 79.2 }, { variant: 'softmax: exp in TypeScript', ms_per_query: 0.5, gflops: null, pct_of_flop_ratio: null }],
+      shipped_phases: [{ phase: 'gather', ms_per_query: 1 }],
+    }));
+    const rr = spawnSync(process.execPath, [tsx, join(ROOT, 'bench', 'render.ts'), file, file, layouts, '--doc', doc], { encoding: 'utf8', cwd: ROOT, timeout: 120_000 });
     expect(rr.stderr).toBe('');
     expect(rr.status).toBe(0);
     const text = readFileSync(doc, 'utf8');
+    expect(text).toMatch(/Over the 2 runs of this page/);
+    expect(text).toContain('## Sparse prefill: the arrangements tried');
+    expect(text).toContain('| shipped | 6.00 | 23.77 | 79% |');
+    expect(text).toContain('| softmax: exp in TypeScript | 0.50 | – | – |');
     expect(text).toMatch(/# Performance of DeepSeek Sparse Attention/);
     expect(text).toContain(JSON.parse(readFileSync(file, 'utf8')).machine as string);
     expect(text).toMatch(/reference BLAS — not a fair peer/);
@@ -170,6 +186,51 @@ describe('bench FLOP model and exponent fit', () => {
     const env = peerEnv(2, { PATH: '/bin', OPENBLAS_CORETYPE: 'Haswell', OPENBLAS_L2_SIZE: '512', OTHER: 'x' });
     for (const name of PEER_UNSET_ENV) expect(env[name]).toBeUndefined();
     expect(env).toMatchObject({ PATH: '/bin', OTHER: 'x', OPENBLAS_NUM_THREADS: '2', OMP_NUM_THREADS: '2' });
+  });
+
+  it('counts other processes\' CPU time as busy ticks minus steal minus our own and our children\'s', () => {
+    const start = { busy: 1000, total: 5000, steal: 10, own: 300 };
+    // 400 ticks elapsed over all CPUs: 300 busy, of which 20 steal and 200 ours → 80 by other processes
+    const got = otherCpu(start, { busy: 1300, total: 5400, steal: 30, own: 500 })!;
+    expect(got.share).toBeCloseTo(80 / 400, 12);
+    expect(got.steal_share).toBeCloseTo(20 / 400, 12);
+    expect(otherCpu(start, { busy: 1100, total: 5100, steal: 10, own: 450 })!.share).toBe(0); // never negative
+    expect(otherCpu(null, start)).toBeNull();
+    expect(otherCpu(start, start)).toBeNull();
+    const now = readCpuTicks(); // this machine is Linux: the counters are there and consistent
+    expect(now).not.toBeNull();
+    expect(now!.busy).toBeLessThanOrEqual(now!.total);
+    expect(now!.own).toBeGreaterThan(0);
+  });
+
+  it('calls a run shared when other processes or steal used over 10% of the machine, else by the load average', () => {
+    const report = (extra: Partial<BenchReport>) => ({ load_avg: { start: 0.1, end: 0.2, cpus: 2 }, ...extra }) as BenchReport;
+    expect(wasLoaded(report({ other_cpu: { share: 0.05, steal_share: 0.01 } }))).toBe(false);
+    expect(wasLoaded(report({ other_cpu: { share: 0.15, steal_share: 0 } }))).toBe(true);
+    expect(wasLoaded(report({ other_cpu: { share: 0, steal_share: 0.2 } }))).toBe(true);
+    // the bench's own two threads push the load average to 2: with other_cpu that is no longer a shared machine
+    expect(wasLoaded(report({ load_avg: { start: 2.1, end: 2.4, cpus: 2 }, other_cpu: { share: 0.02, steal_share: 0 } }))).toBe(false);
+    expect(wasLoaded(report({ load_avg: { start: 2.1, end: 2.4, cpus: 2 } }))).toBe(true); // older reports
+    expect(wasLoaded(report({}))).toBe(false);
+  });
+
+  it('sums the targets over several runs: ranges, runs that met each, thread targets from quiet runs only', () => {
+    const row = (op: string, L: number, k: number, ms: number, flops: number, threads = 1) =>
+      ({ backend: 'wasm', op, L, k, heads: 32, T: L / 128, threads, ms_median: ms, cpu_ms_median: ms, flops, gflops: null, runs: 1, peak_rss_mb: 1, series: `k=${k}` });
+    const F = 8e9;
+    const report = (sparseMs: number, denseTwoThreadsMs: number, share: number) =>
+      ({
+        backend: 'wasm', grid: { k: 2048 }, exponents: { sparse: 1.05, dense: 2, indexer: 2 }, exponents_cpu: { sparse: 1.2, dense: 2, indexer: 2 },
+        other_cpu: { share, steal_share: 0 }, load_avg: { start: 0, end: 0, cpus: 2 },
+        results: [row('dense', 16384, 2048, 800, F), row('sparse', 16384, 2048, sparseMs, F / 8), row('dense', 16384, 2048, denseTwoThreadsMs, F, 2)],
+      }) as unknown as BenchReport;
+    // quiet: 800 / 125 = 6.4× for 8× fewer FLOPs → 80%, met; dense on 2 threads 800 / 400 = 2×
+    // shared: 800 / 200 = 4× → 50% (CPU time = wall here); its thread row is not judged; its exponent is the cpu one, 1.2
+    const table = targetsAcrossRuns([report(125, 400, 0), report(200, 1600, 0.5)]);
+    expect(table).toContain('| sparse exponent (k = 2048) | ≤ 1.10 | 1.05 – 1.20 | 1 of 2 |');
+    expect(table).toContain('| sparse ÷ dense speedup at 16K, % of the FLOP ratio | ≥ 80% | 50% – 80% | 1 of 2 |');
+    expect(table).toContain('| dense at 16K, all cores ÷ one thread | ≥ 1.7× | 2.00× – 2.00× | 1 of 1 |');
+    expect(table).not.toContain('32K'); // not measured: no line
   });
 
   it('fits the exponent of an exact power law and refuses a single L', () => {

@@ -49,6 +49,11 @@ export interface BenchReport {
   sparse_profile?: SparseProfile;
   /** 1-minute load average at the start and the end of the run (the machine may be shared). */
   load_avg?: { start: number; end: number; cpus: number };
+  /**
+   * What other processes used of the machine during the run (src/bench/machine_share.ts): their CPU time and the
+   * hypervisor's steal time, each ÷ (wall time × CPUs). Absent in reports written before it existed.
+   */
+  other_cpu?: { share: number; steal_share: number };
 }
 
 /**
@@ -98,6 +103,7 @@ export function buildReport(
   peer: PeerInfo,
   seconds: number,
   loadAvg?: BenchReport['load_avg'],
+  otherCpu?: BenchReport['other_cpu'],
 ): BenchReport {
   const results = [...runs.flatMap((r) => r.results), ...peerRows];
   const fits = fitAll(results, grid);
@@ -121,6 +127,7 @@ export function buildReport(
     date: new Date().toISOString(),
     sparse_profile: primary.sparse_profile,
     load_avg: loadAvg,
+    other_cpu: otherCpu,
   };
 }
 

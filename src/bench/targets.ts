@@ -23,13 +23,29 @@ function multiThreads(report: BenchReport, backend: string): number[] {
   return [...new Set(report.results.filter((r) => r.backend === backend && (r.threads ?? 1) > 1).map((r) => r.threads))].sort((a, b) => a - b);
 }
 
+/** Share of the machine other processes (or other guests, as steal) may use before a run counts as shared. */
+export const OTHER_CPU_LIMIT = 0.1;
+
 /**
- * Whether the machine was busier than its cores during the run (1-minute load average above the vCPU
- * count at the start or the end): then wall times mostly measure waiting for a core.
+ * Whether other jobs shared the machine during the run, so that wall times partly measure waiting for a
+ * core: other processes' CPU time or the hypervisor's steal time above {@link OTHER_CPU_LIMIT} of the
+ * machine (`other_cpu`, from the kernel's CPU accounting). Reports without it fall back to the 1-minute
+ * load average above the vCPU count at the start or the end (which also counts the bench's own threads).
  */
 export function wasLoaded(report: BenchReport): boolean {
+  const o = report.other_cpu;
+  if (o) return o.share > OTHER_CPU_LIMIT || o.steal_share > OTHER_CPU_LIMIT;
   const l = report.load_avg;
   return !!l && Math.max(l.start, l.end) > l.cpus;
+}
+
+/** How busy the machine was, in words, for the report. */
+export function loadText(report: BenchReport): string {
+  const o = report.other_cpu;
+  const l = report.load_avg;
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const avg = l ? `load average ${l.start.toFixed(1)} → ${l.end.toFixed(1)} on ${l.cpus} vCPUs` : 'load average not recorded';
+  return o ? `other processes used ${pct(o.share)} of the machine's CPU time and steal was ${pct(o.steal_share)} (${avg})` : avg;
 }
 
 /** The time a one-thread verdict uses: CPU time on a loaded machine, wall time otherwise. */
@@ -37,18 +53,67 @@ function oneThreadMs(report: BenchReport, r: BenchResult): number {
   return wasLoaded(report) && Number.isFinite(r.cpu_ms_median) ? r.cpu_ms_median : r.ms_median;
 }
 
+/** Sparse speedup over dense at L (one thread) as a percentage of the FLOP ratio, with its parts; null if not measured. */
+export function sparseEfficiency(report: BenchReport, L: number): { pct: number; speedup: number; ratio: number; sparse: BenchResult; dense: BenchResult } | null {
+  const dense = findRow(report, report.backend, 'dense', L);
+  const sparse = findRow(report, report.backend, 'sparse', L, report.grid.k);
+  if (!dense || !sparse) return null;
+  const speedup = oneThreadMs(report, dense) / oneThreadMs(report, sparse);
+  const ratio = dense.flops / sparse.flops;
+  return { pct: (100 * speedup) / ratio, speedup, ratio, sparse, dense };
+}
+
+/** Wall-time speedup of `op` at L on n threads over one thread; null if not measured. */
+export function threadSpeedup(report: BenchReport, op: string, L: number, n: number): number | null {
+  const k = op === 'sparse' ? report.grid.k : undefined;
+  const one = findRow(report, report.backend, op, L, k, 1);
+  const all = findRow(report, report.backend, op, L, k, n);
+  return one && all ? one.ms_median / all.ms_median : null;
+}
+
+/** dense_decode ÷ dsa_decode at L on n threads (one thread: CPU time on a shared machine); null if not measured. */
+export function decodeRatio(report: BenchReport, L: number, n: number): number | null {
+  const d = findRow(report, report.backend, 'dense_decode', L, undefined, n);
+  const s = findRow(report, report.backend, 'dsa_decode', L, undefined, n);
+  if (!d || !s) return null;
+  return n === 1 ? oneThreadMs(report, d) / oneThreadMs(report, s) : d.ms_median / s.ms_median;
+}
+
+/**
+ * The issue #17 targets over several runs: for each, the range of values and how many runs met it (thread
+ * targets count only quiet runs). A markdown table.
+ */
+export function targetsAcrossRuns(reports: BenchReport[]): string {
+  const rows: [string, string, (r: BenchReport) => number | null, (x: number) => boolean, boolean][] = [];
+  const n = (r: BenchReport) => Math.max(1, ...multiThreads(r, r.backend));
+  rows.push(['sparse exponent (k = 2048)', '≤ 1.10', (r) => (wasLoaded(r) ? r.exponents_cpu?.sparse ?? null : r.exponents.sparse), (x) => x <= 1.1, false]);
+  for (const L of [16384, 32768]) rows.push([`sparse ÷ dense speedup at ${kL(L)}, % of the FLOP ratio`, '≥ 80%', (r) => sparseEfficiency(r, L)?.pct ?? null, (x) => x >= 80, false]);
+  for (const op of ['dense', 'sparse']) rows.push([`${op} at 16K, all cores ÷ one thread`, '≥ 1.7×', (r) => (n(r) > 1 ? threadSpeedup(r, op, 16384, n(r)) : null), (x) => x >= 1.7, true]);
+  rows.push(['dense_decode ÷ dsa_decode at 128K, one thread', `≥ ${PAPER_DECODE_RATIO_128K}×`, (r) => decodeRatio(r, 131072, 1), (x) => x >= PAPER_DECODE_RATIO_128K, false]);
+  rows.push(['dense_decode ÷ dsa_decode at 128K, all cores', `≥ ${PAPER_DECODE_RATIO_128K}×`, (r) => (n(r) > 1 ? decodeRatio(r, 131072, n(r)) : null), (x) => x >= PAPER_DECODE_RATIO_128K, true]);
+  const lines = ['| target | goal | range over the runs | runs that met it |', '|---|---|---|---|'];
+  for (const [name, goal, value, ok, needsQuiet] of rows) {
+    const judged = reports.filter((r) => !(needsQuiet && wasLoaded(r)));
+    const xs = judged.map(value).filter((x): x is number => x !== null && Number.isFinite(x));
+    if (xs.length === 0) continue;
+    const unit = goal.endsWith('%') ? '%' : goal.endsWith('×') ? '×' : '';
+    const fmt = (x: number) => (unit === '%' ? x.toFixed(0) : f2(x)) + unit;
+    lines.push(`| ${name} | ${goal} | ${fmt(Math.min(...xs))} – ${fmt(Math.max(...xs))} | ${xs.filter(ok).length} of ${xs.length} |`);
+  }
+  return lines.join('\n');
+}
+
 /** One line per target with the value reached in this report. */
 export function targetSummary(report: BenchReport): string {
   const b = report.backend;
   const g = report.grid;
   const loaded = wasLoaded(report);
-  const l = report.load_avg;
   const lines: string[] = [`Targets (backend ${b}, 1024³ matmul ${f2(report.matmul_gflops)} GFLOP/s on one thread):`];
   lines.push(
     loaded
-      ? `- the load average (${l!.start.toFixed(1)} → ${l!.end.toFixed(1)}) exceeded the ${l!.cpus} vCPUs: one-thread verdicts use CPU time per run ("cpu"), ` +
+      ? `- the machine was shared (${loadText(report)}): one-thread verdicts use CPU time per run ("cpu"), ` +
           'wall-time ratios are shown beside them; thread speedups need free cores and are not measurable in this run'
-      : '- one-thread verdicts use wall time; "cpu" gives the same ratio on CPU time per run',
+      : `- the machine was quiet (${loadText(report)}): verdicts use wall time; "cpu" gives the same ratio on CPU time per run`,
   );
   const pick = (wall: number | null, cpu: number | null) => (loaded ? cpu : wall);
   const e = report.exponents.sparse;
@@ -61,15 +126,12 @@ export function targetSummary(report: BenchReport): string {
           `wall ${f2(e)}, cpu ${f2(ec)}); dense ${f2(pick(report.exponents.dense, report.exponents_cpu?.dense ?? null))} (≈ 2); indexer ${f2(pick(report.exponents.indexer, report.exponents_cpu?.indexer ?? null))}`,
   );
   for (const L of [16384, 32768]) {
-    const d = findRow(report, b, 'dense', L);
-    const s = findRow(report, b, 'sparse', L, g.k);
-    if (!d || !s) {
+    const eff = sparseEfficiency(report, L);
+    if (!eff) {
       lines.push(`- ${kL(L)}: sparse speedup over dense not measured in this mode`);
       continue;
     }
-    const speedup = oneThreadMs(report, d) / oneThreadMs(report, s);
-    const ratio = d.flops / s.flops;
-    const pct = (100 * speedup) / ratio;
+    const { pct, speedup, ratio, sparse: s, dense: d } = eff;
     const wallPct = (100 * (d.ms_median / s.ms_median)) / ratio;
     lines.push(
       `- ${kL(L)}: sparse ${f2(speedup)}× faster than dense${loaded ? ' (cpu)' : ''} for ${f2(ratio)}× fewer FLOPs → ${pct.toFixed(0)}% of the FLOP ratio ` +
@@ -93,8 +155,8 @@ export function targetSummary(report: BenchReport): string {
       const L = 16384;
       const one = findRow(report, b, op, L, op === 'sparse' ? g.k : undefined, 1);
       const all = findRow(report, b, op, L, op === 'sparse' ? g.k : undefined, n);
-      if (!one || !all) continue;
-      const x = one.ms_median / all.ms_median;
+      const x = threadSpeedup(report, op, L, n);
+      if (!one || !all || x === null) continue;
       const verdict = op === 'indexer' ? '' : loaded ? ' (target ≥ 1.7: not measurable under this load)' : ` (target ≥ 1.7: ${mark(x >= 1.7)})`;
       lines.push(`- ${op} at ${kL(L)} on ${n} threads: ${f2(x)}× one thread (wall)${verdict}; CPU time of all threads ${f2(all.cpu_ms_median / one.cpu_ms_median)}× one thread's`);
     }
@@ -104,8 +166,8 @@ export function targetSummary(report: BenchReport): string {
     for (const n of [1, ...multiThreads(report, b)]) {
       const d = findRow(report, b, 'dense_decode', L, undefined, n);
       const s = findRow(report, b, 'dsa_decode', L, undefined, n);
-      if (!d || !s) continue;
-      const x = n === 1 ? oneThreadMs(report, d) / oneThreadMs(report, s) : d.ms_median / s.ms_median;
+      const x = decodeRatio(report, L, n);
+      if (!d || !s || x === null) continue;
       const model = d.flops / dsaDecodeFlops(L, s.k, d.heads, g.indexHeads);
       const judged = n === 1 || !loaded;
       const paper =

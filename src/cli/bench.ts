@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { BackendName } from '../backend.ts';
+import { otherCpu, readCpuTicks } from '../bench/machine_share.ts';
 import { findTorch, PEER_UNSET_ENV, runPeer, type PeerCase } from '../bench/peer.ts';
 import { buildReport, exponentTable, resultsTable, type BenchReport, type PeerInfo } from '../bench/report.ts';
 import { chunkSize, gridFor, machineDescription, runBackend, type BackendRun, type BenchResult } from '../bench/suite.ts';
@@ -106,6 +107,7 @@ async function runParsed(args: Args): Promise<number> {
   const grid = gridFor(args.mode);
   const t0 = performance.now();
   const loadStart = os.loadavg()[0]!;
+  const ticksStart = readCpuTicks();
   log(`dsv32 bench (${args.mode}): C=512 R=64 value=512 (MQA), DI=128; H=${grid.heads}, HI=${grid.indexHeads}; T = L/${grid.chunkDivisor} queries at the end of a length-L context; 1 and ${threads} threads`);
 
   const runs: BackendRun[] = [];
@@ -157,7 +159,8 @@ async function runParsed(args: Args): Promise<number> {
   }
 
   const loadAvg = { start: loadStart, end: os.loadavg()[0]!, cpus: os.cpus().length };
-  const report = buildReport(machineDescription(), grid, runs, peerRows, peer, (performance.now() - t0) / 1000, loadAvg);
+  const others = otherCpu(ticksStart, readCpuTicks());
+  const report = buildReport(machineDescription(), grid, runs, peerRows, peer, (performance.now() - t0) / 1000, loadAvg, others ?? undefined);
   return output(report, args.json, log);
 }
 
