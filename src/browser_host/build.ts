@@ -46,6 +46,7 @@ const COMPILED = fileURLToPath(import.meta.url).endsWith('.js');
  * a fresh bundle written to `scratch` by {@link buildExplorer}.
  *
  * @param scratch folder to bundle into when the pages must be built (created)
+ * @param compiled serve the prebuilt pages (default: whether this module is the compiled copy)
  * @throws Error when the package's dist/pages/ is missing (a broken build) or, from the sources, a bundle does not build
  */
 export async function pagesFolder(scratch: string, compiled = COMPILED): Promise<string> {
