@@ -1,6 +1,6 @@
 /**
  * The Node side of the browser runs (src/browser_host/): Chromium discovery and its error, the
- * loopback static server's refusals.
+ * loopback static server's refusals, the per-case time limit, which pages the compiled package serves.
  */
 import { it, expect, describe, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync, mkdirSync } from 'node:fs';
@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findChromium, ChromiumError } from '../src/browser_host/chromium.ts';
 import { serveStatic, type StaticServer } from '../src/browser_host/server.ts';
+import { caseLimitMinutes } from '../src/browser_host/conformance.ts';
+import { pagesFolder, PREBUILT_PAGES } from '../src/browser_host/build.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'dsv32-host-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -37,6 +39,26 @@ describe('findChromium', () => {
     writeFileSync(join(bin, 'chromium'), '#!/bin/sh\n');
     chmodSync(join(bin, 'chromium'), 0o755);
     expect(findChromium({ PATH: `${join(dir, 'empty')}:${bin}` })).toBe(join(bin, 'chromium'));
+  });
+});
+
+describe('caseLimitMinutes (DSV32_BROWSER_CASE_MINUTES)', () => {
+  it('defaults to 180 min, reads a positive number, names the variable on anything else', () => {
+    expect(caseLimitMinutes({})).toBe(180);
+    expect(caseLimitMinutes({ DSV32_BROWSER_CASE_MINUTES: '45' })).toBe(45);
+    expect(caseLimitMinutes({ DSV32_BROWSER_CASE_MINUTES: '0.5' })).toBe(0.5);
+    for (const bad of ['0', '-3', 'ten', 'Infinity']) {
+      expect(() => caseLimitMinutes({ DSV32_BROWSER_CASE_MINUTES: bad })).toThrow(`DSV32_BROWSER_CASE_MINUTES must be a positive number of minutes but is '${bad}'`);
+    }
+  });
+});
+
+describe('pagesFolder', () => {
+  it('the compiled package serves dist/pages and says how to restore it when missing', async () => {
+    const { existsSync } = await import('node:fs');
+    if (existsSync(join(PREBUILT_PAGES, 'runner.html'))) expect(await pagesFolder(join(dir, 'unused'), true)).toBe(PREBUILT_PAGES);
+    else await expect(pagesFolder(join(dir, 'unused'), true)).rejects.toThrow(/the browser pages are missing from .*dist\/pages: `npm run build` writes them/);
+    expect(existsSync(join(dir, 'unused'))).toBe(false); // nothing bundled
   });
 });
 

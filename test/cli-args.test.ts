@@ -116,6 +116,8 @@ describe('every command: usage errors exit 2 with the usage line and no stack tr
     [['parse', '--thinking-mode', 'x', 'f.txt'], /--thinking-mode must be 'thinking' or 'chat'/, /usage: dsv32 parse/],
     [['info', 'extra'], /unexpected argument 'extra'/, /usage: dsv32 info/],
     [['bench', '--backends', 'wasm,,cpu'], /unknown backend ''/, /usage: dsv32 bench/],
+    [['explorer', '--port', '8o'], /--port must be an integer ≥ 0 but got '8o'/, /usage: dsv32 explorer/],
+    [['explorer', '--port', '70000'], /--port must be an integer in \[0, 65535\] but got '70000'/, /usage: dsv32 explorer/],
   ])('%j', (argv, message, usage) => {
     const r = cli(argv);
     expect(r.status).toBe(2);

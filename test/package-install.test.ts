@@ -4,7 +4,9 @@
  * (1) a plain Node ESM script imports three subpaths and computes the README's index-score example,
  * (2) a TypeScript consumer (`moduleResolution: nodenext`) type-checks against the shipped types,
  * (3) `npx dsv32 info` and `npx dsv32 conformance` run the compiled CLI with tsx absent,
- * (4) `import * as d from 'dsv32'` bundles for the browser (esbuild) with no Node built-in.
+ * (4) `import * as d from 'dsv32'` bundles for the browser (esbuild) with no Node built-in,
+ * (5) `npx dsv32 conformance --backend webgl` and `npx dsv32 explorer` serve the browser pages bundled at
+ *     build time (dist/pages/) with esbuild absent (it is a development dependency).
  *
  * Offline: a fresh project has no lockfile, and resolving version ranges needs the registry, so the
  * project gets a lockfile made from ours (the packages our `npm ci` installed, minus the dev-only
@@ -185,6 +187,9 @@ describe('the packed package, installed in a fresh project', () => {
     expect(files).toContain('dist/index.js.map');
     expect(files).toContain('dist/cli/main.js');
     expect(files).toContain('fixtures/golden/public-fp8/model.safetensors');
+    // the browser pages, bundled by `npm run build` (scripts/build-pages.ts)
+    const pages = ['index.html', 'explorer.js', 'runner.html', 'runner.js', 'wasm/tfjs-backend-wasm.wasm', 'wasm/tfjs-backend-wasm-simd.wasm'];
+    expect(files).toEqual(expect.arrayContaining(pages.map((f) => `dist/pages/${f}`)));
     expect(files.filter((f) => /\.test\.ts$|\.spec\.ts$|tsconfig|vitest|typedoc/.test(f))).toEqual([]);
   });
 
@@ -218,4 +223,39 @@ describe('the packed package, installed in a fresh project', () => {
     const node = await browserBundleErrors(`import * as n from 'dsv32/node';\nconsole.log(n);`, project);
     expect(node.some((e) => /node_modules\/dsv32\/dist\/node\.js:\d+: Could not resolve "node:fs"/.test(e))).toBe(true);
   });
+
+  it('(5) npx dsv32 conformance --backend webgl and npx dsv32 explorer serve the bundled pages, with esbuild absent', async () => {
+    expect(existsSync(join(project, 'node_modules', 'esbuild'))).toBe(false);
+    const vector = join('node_modules', 'dsv32', 'fixtures', 'vectors', 'numerics-rope.json');
+    const gpu = await ok(run('npx', ['--offline', 'dsv32', 'conformance', '--backend', 'webgl', vector], project), 'npx dsv32 conformance --backend webgl');
+    const summary = /^backend webgl \(WebGL 2: \S.*\): (\d+) passed, (\d+) failed$/m.exec(gpu);
+    expect(summary, gpu.slice(-2000)).not.toBeNull();
+    expect(Number(summary![1])).toBeGreaterThan(0);
+    expect(summary![2]).toBe('0');
+
+    const child = spawn(process.execPath, [join(project, 'node_modules', 'dsv32', 'dist', 'cli', 'main.js'), 'explorer'], { cwd: project, env: cleanEnv() });
+    try {
+      let out = '';
+      let err = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+      const url = await new Promise<string>((found, fail) => {
+        child.stdout.setEncoding('utf8').on('data', (d: string) => {
+          out += d;
+          const m = /^dsv32 explorer: (http:\/\/127\.0\.0\.1:\d+\/)$/m.exec(out);
+          if (m) found(m[1]!);
+        });
+        child.on('close', (code) => fail(new Error(`dsv32 explorer exited ${code}: ${out}${err}`)));
+      });
+      for (const path of ['', 'explorer.js', 'wasm/tfjs-backend-wasm.wasm', 'fixtures/golden/public-fp32/config.json']) {
+        expect((await fetch(new URL(path, url))).status, path).toBe(200);
+      }
+      const html = await (await fetch(url)).text();
+      expect(html).toContain('explorer.js');
+    } finally {
+      const closed = new Promise((done) => child.once('close', done));
+      child.kill('SIGINT');
+      await closed;
+    }
+    expect(child.exitCode).toBe(0);
+  }, 600_000); // a guard against a hang, not a timing assertion
 });

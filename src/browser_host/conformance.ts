@@ -12,17 +12,16 @@
  *
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { Browser } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import { discoverCases, type Case } from '../conformance/run.ts';
 import { failure } from '../conformance/core/rows.ts';
 import type { CheckResult } from '../conformance/core/rows.ts';
-import { buildExplorer } from './build.ts';
-import { ChromiumError, launchChromium } from './chromium.ts';
-import { serveStatic } from './server.ts';
+import { pagesFolder } from './build.ts';
+import { ChromiumError, launchChromiumFor, type Xvfb } from './chromium.ts';
+import { serveStatic, type StaticServer } from './server.ts';
 
 /** The GPU backends `--backend` accepts. */
 export const BROWSER_BACKENDS = ['webgpu', 'webgl'] as const;
@@ -56,28 +55,32 @@ function caseFolders(c: Case): Map<string, string[]> {
   return out;
 }
 
-/** Starts `Xvfb` on a free display number; resolves once its socket exists. */
-async function startXvfb(): Promise<{ display: string; process: ChildProcess }> {
-  let n = 90;
-  while (existsSync(`/tmp/.X${n}-lock`) || existsSync(`/tmp/.X11-unix/X${n}`)) n++;
-  const child = spawn('Xvfb', [`:${n}`, '-screen', '0', '1280x1024x24', '-nolisten', 'tcp'], { stdio: 'ignore' });
-  const failed = new Promise<never>((_, fail) => child.once('error', (e) => fail(new ChromiumError(
-    `--backend webgpu needs a display: set DISPLAY, or install Xvfb (\`apt-get install xvfb\`) (${(e as Error).message})`,
-  ))));
-  const ready = (async () => {
-    for (let i = 0; i < 100 && !existsSync(`/tmp/.X11-unix/X${n}`); i++) await new Promise((ok) => setTimeout(ok, 50));
-    if (!existsSync(`/tmp/.X11-unix/X${n}`)) throw new ChromiumError(`Xvfb did not start on display :${n}`);
-  })();
-  await Promise.race([ready, failed]);
-  return { display: `:${n}`, process: child };
+/** Environment variable with the per-case time limit of {@link runConformanceInBrowser}, in minutes. */
+export const CASE_LIMIT_ENV = 'DSV32_BROWSER_CASE_MINUTES';
+
+/**
+ * The per-case time limit in minutes: `DSV32_BROWSER_CASE_MINUTES`, default 180. A guard against a page
+ * that hangs, not a speed bound: the slowest bundled case (`public2-fp8` on WebGL under SwiftShader,
+ * whose end-to-end steering reads back thousands of tensors synchronously) ran past 30 min on a loaded
+ * machine (docs/backends.md).
+ */
+export function caseLimitMinutes(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env[CASE_LIMIT_ENV];
+  if (v === undefined || v === '') return 180;
+  const n = Number(v);
+  if (!(Number.isFinite(n) && n > 0)) throw new ChromiumError(`${CASE_LIMIT_ENV} must be a positive number of minutes but is '${v}'`);
+  return n;
 }
 
 /**
- * Runs every case under `dirs` in Chromium on `backend`.
+ * Runs every case under `dirs` in Chromium on `backend`. Each case runs in the page within
+ * {@link caseLimitMinutes}; a case that crashes the page, loses the GPU device or runs over is one
+ * failed `run` row, and the next case gets a fresh page.
  *
  * @param backend 'webgpu' or 'webgl'
  * @param dirs folders or files to search for cases (as `dsv32 conformance DIR ...`)
  * @param onProgress called before and after each case
+ * @param opts `families`: run only these golden check families (src/conformance/run.ts `runGoldenCase`; the tests)
  * @throws ChromiumError when no Chromium (or, for webgpu without DISPLAY, no Xvfb) is available, or the
  *   backend does not start in it
  */
@@ -85,6 +88,7 @@ export async function runConformanceInBrowser(
   backend: BrowserBackend,
   dirs: string[],
   onProgress?: (done: number, total: number, label: string) => void,
+  opts: { families?: string[] } = {},
 ): Promise<BrowserRun> {
   const { cases, errors } = discoverCases(dirs);
   const rows: CheckResult[] = [...errors];
@@ -94,47 +98,56 @@ export async function runConformanceInBrowser(
   const work = mkdtempSync(join(tmpdir(), 'dsv32-browser-'));
   const folders = new Map<string, string>(); // folder → URL prefix
   for (const c of cases) for (const dir of caseFolders(c).keys()) if (!folders.has(dir)) folders.set(dir, `/f${folders.size}/`);
-  let xvfb: { display: string; process: ChildProcess } | undefined;
+  let xvfb: Xvfb | undefined;
   let browser: Browser | undefined;
-  const server = await serveStatic({ '/': work, ...Object.fromEntries([...folders].map(([dir, prefix]) => [prefix, dir])) });
+  let server: StaticServer | undefined;
   try {
-    await buildExplorer(work);
-    let display = process.env.DISPLAY;
-    if (backend === 'webgpu' && !display) {
-      xvfb = await startXvfb();
-      display = xvfb.display;
-    }
-    browser = await launchChromium(backend === 'webgpu'
-      ? { headless: false, display, extraArgs: xvfb ? ['--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader'] : [] }
-      : {});
-    const page = await browser.newPage();
-    await page.goto(`${server.url}runner.html?backend=${backend}`);
-    await page.waitForFunction('window.dsv32Runner && window.dsv32Runner.status !== "starting"', { timeout: 120_000 });
-    const state = await page.evaluate(() => {
-      const s = (window as unknown as { dsv32Runner: { status: string; error?: string; backend?: string; adapter?: string } }).dsv32Runner;
-      return { status: s.status, error: s.error, backend: s.backend, adapter: s.adapter };
-    });
-    if (state.status !== 'ready') throw new ChromiumError(`the ${backend} backend did not start in Chromium: ${state.error}`);
+    const pages = await pagesFolder(work);
+    server = await serveStatic({ '/': pages, ...Object.fromEntries([...folders].map(([dir, prefix]) => [prefix, dir])) });
+    ({ browser, xvfb } = await launchChromiumFor(backend, { protocolTimeout: 0 }));
+    const open = async (): Promise<{ page: Page; state: { backend?: string; adapter?: string } }> => {
+      const page = await browser!.newPage();
+      await page.goto(`${server!.url}runner.html?backend=${backend}`);
+      await page.waitForFunction('window.dsv32Runner && window.dsv32Runner.status !== "starting"', { timeout: 120_000 });
+      const state = await page.evaluate(() => {
+        const s = (window as unknown as { dsv32Runner: { status: string; error?: string; backend?: string; adapter?: string } }).dsv32Runner;
+        return { status: s.status, error: s.error, backend: s.backend, adapter: s.adapter };
+      });
+      if (state.status !== 'ready') throw new ChromiumError(`the ${backend} backend did not start in Chromium: ${state.error}`);
+      return { page, state };
+    };
+    let { page, state } = await open();
+    const limit = caseLimitMinutes();
     let done = 0;
     for (const c of cases) {
       onProgress?.(done, cases.length, c.name);
       const files = [...caseFolders(c)].flatMap(([dir, names]) => names.map((f) => ({ url: `${folders.get(dir)}${encodeURIComponent(f)}`, path: join(dir, f) })));
+      let timer: NodeJS.Timeout | undefined;
       try {
-        const caseRows = await page.evaluate(async (fs: { url: string; path: string }[], kase: Case) => {
-          const r = (window as unknown as { dsv32Runner: { load(f: typeof fs): Promise<void>; runCase(c: Case): Promise<CheckResult[]> } }).dsv32Runner;
+        const evaluation = page.evaluate(async (fs: { url: string; path: string }[], kase: Case, families: string[] | null) => {
+          const r = (window as unknown as { dsv32Runner: { load(f: typeof fs): Promise<void>; runCase(c: Case, f?: string[]): Promise<CheckResult[]> } }).dsv32Runner;
           await r.load(fs);
-          return r.runCase(kase);
-        }, files, c);
+          return r.runCase(kase, families ?? undefined);
+        }, files, c, opts.families ?? null);
+        const overtime = new Promise<never>((_, fail) => {
+          timer = setTimeout(() => fail(new Error(`did not finish within ${limit} min (${CASE_LIMIT_ENV} sets the limit per case)`)), limit * 60_000);
+        });
+        const caseRows = await Promise.race([evaluation, overtime]);
         rows.push(...(caseRows.length > 0 ? caseRows : [failure(c.name, 'run', 'no check applies to this case')]));
       } catch (e) {
         rows.push(failure(c.name, 'run', `the page failed on this case: ${(e as Error).message.split('\n')[0]}`));
+        // a lost, crashed or overtime page: the next case gets a fresh one
+        await page.close().catch(() => undefined);
+        ({ page, state } = await open());
+      } finally {
+        clearTimeout(timer);
       }
       onProgress?.(++done, cases.length, c.name);
     }
     return { rows, backend: state.backend!, adapter: state.adapter! };
   } finally {
     await browser?.close();
-    await server.close();
+    await server?.close();
     xvfb?.process.kill();
     rmSync(work, { recursive: true, force: true });
   }

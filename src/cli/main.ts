@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * `dsv32` command line: info | conformance | check | encode | parse | bench.
+ * `dsv32` command line: info | conformance | check | encode | parse | bench | explorer.
  * Each subcommand lives in its own file under src/cli/ and exports `run(argv): Promise<number>`
  * returning the process exit code.
  */
@@ -17,6 +17,7 @@ commands:
   parse FILE.txt [--thinking-mode thinking|chat]
                                      parse a completion back into a message (JSON)
   bench [--quick] [--json FILE]      sparse vs dense attention benchmarks
+  explorer [--port N]                serve the explorer page on 127.0.0.1 and print its URL
 `;
 
 const COMMANDS: Record<string, () => Promise<{ run: (argv: string[]) => Promise<number> }>> = {
@@ -26,6 +27,7 @@ const COMMANDS: Record<string, () => Promise<{ run: (argv: string[]) => Promise<
   encode: () => import('./encode.ts'),
   parse: () => import('./parse.ts'),
   bench: () => import('./bench.ts'),
+  explorer: () => import('./explorer.ts'),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -14,7 +14,7 @@ import { readdirSync, readFileSync, statSync, existsSync } from 'node:fs';
 import { join, basename, resolve } from 'node:path';
 import { withCase } from './core/case.ts';
 import { readGolden, type GoldenFixture } from './core/fixture.ts';
-import { runGoldenChecks } from './checks/golden.ts';
+import { GOLDEN_CHECKS, runGoldenChecks } from './checks/golden.ts';
 import { failure, type CheckResult } from './core/rows.ts';
 
 /** A case found by {@link discoverCases}. */
@@ -112,14 +112,16 @@ export async function runVectorCase(c: Extract<Case, { type: 'vector' }>): Promi
 /**
  * Runs every check of one golden folder: the folder is opened once (config, trace, weights) and validated
  * once — a malformed manifest is ONE failed `manifest` row and no check runs — then every family of
- * `GOLDEN_CHECKS` (checks/golden.ts) that applies runs on it.
+ * `GOLDEN_CHECKS` (checks/golden.ts) that applies runs on it (only those named in `families`, when given:
+ * `indexer`, `attention`, `model`, `e2e`, `rope_bug`).
  */
-export async function runGoldenCase(c: Extract<Case, { type: 'golden' }>): Promise<CheckResult[]> {
+export async function runGoldenCase(c: Extract<Case, { type: 'golden' }>, families?: readonly string[]): Promise<CheckResult[]> {
   let raw: GoldenFixture;
   try {
     raw = readGolden(c);
   } catch (e) {
     return [failure(c.name, 'read', `cannot read ${join(c.dir, 'manifest.json')}: ${(e as Error).message}`)];
   }
-  return withCase(raw, (golden) => runGoldenChecks(golden));
+  const checks = families ? GOLDEN_CHECKS.filter((f) => families.includes(f.name)) : GOLDEN_CHECKS;
+  return withCase(raw, (golden) => runGoldenChecks(golden, checks));
 }
