@@ -113,17 +113,12 @@ function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: nu
   const pe = env.matrix(a.peId, a.pe, S, R, 0, S);
   forEachQuery(a, u0, u1, (i, n, positions) => {
     const t0 = prof ? performance.now() : 0;
-    const held: tf.Tensor[] = [];
-    const alloc = (shape: number[], dtype: 'float32' | 'int32' = 'float32') => {
-      const t = heap.tensor(shape, dtype);
-      held.push(t);
-      return t;
-    };
-    try {
-      // a view of WebAssembly memory is taken after the last allocation before its use (growth detaches views)
-      const index = alloc([n, 1], 'int32');
-      const qLT = alloc([C, H]); // [C, H]
-      const qRT = alloc([R, H]); // [R, H]
+    // every tensor of the query dies with this tidy; a view of WebAssembly memory is taken after the last
+    // allocation before its use (growth detaches views)
+    tf.tidy(() => {
+      const index = heap.tensor([n, 1], 'int32');
+      const qLT = heap.tensor([C, H]) as tf.Tensor2D; // [C, H]
+      const qRT = heap.tensor([R, H]) as tf.Tensor2D; // [R, H]
       heap.view(index).set(positions.subarray(0, n));
       const ql = heap.view(qLT);
       const qr = heap.view(qRT);
@@ -134,25 +129,20 @@ function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: nu
       }
       const Gc = tf.gatherND(kv, index) as tf.Tensor2D; // [n, C]
       const Gr = tf.gatherND(pe, index) as tf.Tensor2D; // [n, R]
-      held.push(Gc, Gr);
       const t1 = prof ? performance.now() : 0;
-      const zT = tf.tidy(() => tf.add(tf.matMul(Gc, qLT as tf.Tensor2D), tf.matMul(Gr, qRT as tf.Tensor2D))); // [n, H]  (GEMM 1)
-      held.push(zT);
-      const pT = alloc([n, H]);
+      const zT = tf.add(tf.matMul(Gc, qLT), tf.matMul(Gr, qRT)); // [n, H]  (GEMM 1)
+      const pT = heap.tensor([n, H]) as tf.Tensor2D;
       const t2 = prof ? performance.now() : 0;
       const sums = softmaxColumns(heap.view(zT), n, H, scale, heap.view(pT)); // unnormalized, [n, H]
-      const GcT = alloc([C, n]);
+      const GcT = heap.tensor([C, n]) as tf.Tensor2D;
       const t3 = prof ? performance.now() : 0;
       transposeBlock(heap.view(Gc), n, C, C, heap.view(GcT)); // Gcᵀ [C, n]
       const t4 = prof ? performance.now() : 0;
-      const oT = tf.matMul(GcT as tf.Tensor2D, pT as tf.Tensor2D); // [C, H]  (GEMM 2)
-      held.push(oT);
+      const oT = tf.matMul(GcT, pT); // [C, H]  (GEMM 2)
       const t5 = prof ? performance.now() : 0;
       writeOutput(heap.view(oT), sums, i, H, C, out);
       if (prof) addPhases(prof, [t0, t1, t2, t3, t4, t5, performance.now()]);
-    } finally {
-      for (const t of held) t.dispose();
-    }
+    });
   });
 }
 
