@@ -4,6 +4,9 @@
  */
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 
+/** A word nobody notifies: `Atomics.wait` on it is a 1 ms sleep. */
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
 /** How long either side waits for a message that its sequence number says was posted. */
 export const MESSAGE_WAIT_MS = 60_000;
 
@@ -14,7 +17,6 @@ export const MESSAGE_WAIT_MS = 60_000;
  */
 export function receiveCall<M extends { seq: number }>(port: MessagePort, seq: number, what: string): M | string {
   const skipped: number[] = [];
-  const pause = new Int32Array(new SharedArrayBuffer(4));
   for (let waited = 0; waited < MESSAGE_WAIT_MS; ) {
     const got = receiveMessageOnPort(port)?.message as M | undefined;
     if (got && got.seq === seq) return got;
