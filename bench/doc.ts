@@ -5,7 +5,7 @@
 import { attentionFlopsPerPair, DIMS_671B, indexerFlopsPerPair } from '../src/bench/flops.ts';
 import { exponentTable, resultsTable, seriesRows, type BenchReport } from '../src/bench/report.ts';
 import type { BenchResult } from '../src/bench/suite.ts';
-import { findRow, loadText, OTHER_CPU_LIMIT, targetsAcrossRuns, targetSummary, threadSpeedup, wasLoaded } from '../src/bench/targets.ts';
+import { loadText, OTHER_CPU_LIMIT, targetsAcrossRuns, targetSummary, threadSpeedup, wasLoaded } from '../src/bench/targets.ts';
 import { plotLogLog, type PlotSeries } from './svg.ts';
 
 const f2 = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(2));
@@ -79,10 +79,9 @@ function whyText(report: BenchReport): string {
     );
   }
   const n = Math.max(1, ...report.results.filter((r) => r.backend === report.backend).map((r) => r.threads ?? 1));
-  const sparseOne = findRow(report, report.backend, 'sparse', 16384, g.k, 1);
-  const sparseAll = findRow(report, report.backend, 'sparse', 16384, g.k, n);
-  const sparseX = threadSpeedup(report, 'sparse', 16384, n);
-  if (n > 1 && !wasLoaded(report) && sparseOne && sparseAll && sparseX !== null && sparseX < 1.7) {
+  const sparseThreads = threadSpeedup(report, 'sparse', 16384, n);
+  if (n > 1 && !wasLoaded(report) && sparseThreads && sparseThreads.speedup < 1.7) {
+    const { speedup: sparseX, one: sparseOne, all: sparseAll } = sparseThreads;
     parts.push(
       `Sparse attention on ${n} threads: ${f2(sparseX)}× one thread. The queries split evenly (every one has k valid slots at 16K), ` +
         `and the threads together spent ${f2(sparseAll.cpu_ms_median / sparseOne.cpu_ms_median)}× the CPU time of one thread for the same ` +

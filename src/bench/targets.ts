@@ -63,20 +63,20 @@ export function sparseEfficiency(report: BenchReport, L: number): { pct: number;
   return { pct: (100 * speedup) / ratio, speedup, ratio, sparse, dense };
 }
 
-/** Wall-time speedup of `op` at L on n threads over one thread; null if not measured. */
-export function threadSpeedup(report: BenchReport, op: string, L: number, n: number): number | null {
+/** Wall-time speedup of `op` at L on n threads over one thread, with the two rows; null if not measured. */
+export function threadSpeedup(report: BenchReport, op: string, L: number, n: number): { speedup: number; one: BenchResult; all: BenchResult } | null {
   const k = op === 'sparse' ? report.grid.k : undefined;
   const one = findRow(report, report.backend, op, L, k, 1);
   const all = findRow(report, report.backend, op, L, k, n);
-  return one && all ? one.ms_median / all.ms_median : null;
+  return one && all ? { speedup: one.ms_median / all.ms_median, one, all } : null;
 }
 
-/** dense_decode ÷ dsa_decode at L on n threads (one thread: CPU time on a shared machine); null if not measured. */
-export function decodeRatio(report: BenchReport, L: number, n: number): number | null {
-  const d = findRow(report, report.backend, 'dense_decode', L, undefined, n);
-  const s = findRow(report, report.backend, 'dsa_decode', L, undefined, n);
-  if (!d || !s) return null;
-  return n === 1 ? oneThreadMs(report, d) / oneThreadMs(report, s) : d.ms_median / s.ms_median;
+/** dense_decode ÷ dsa_decode at L on n threads (one thread: CPU time on a shared machine), with the two rows; null if not measured. */
+export function decodeRatio(report: BenchReport, L: number, n: number): { ratio: number; dense: BenchResult; dsa: BenchResult } | null {
+  const dense = findRow(report, report.backend, 'dense_decode', L, undefined, n);
+  const dsa = findRow(report, report.backend, 'dsa_decode', L, undefined, n);
+  if (!dense || !dsa) return null;
+  return { ratio: n === 1 ? oneThreadMs(report, dense) / oneThreadMs(report, dsa) : dense.ms_median / dsa.ms_median, dense, dsa };
 }
 
 /**
@@ -88,9 +88,9 @@ export function targetsAcrossRuns(reports: BenchReport[]): string {
   const n = (r: BenchReport) => Math.max(1, ...multiThreads(r, r.backend));
   rows.push(['sparse exponent (k = 2048)', '≤ 1.10', (r) => (wasLoaded(r) ? r.exponents_cpu?.sparse ?? null : r.exponents.sparse), (x) => x <= 1.1, false]);
   for (const L of [16384, 32768]) rows.push([`sparse ÷ dense speedup at ${kL(L)}, % of the FLOP ratio`, '≥ 80%', (r) => sparseEfficiency(r, L)?.pct ?? null, (x) => x >= 80, false]);
-  for (const op of ['dense', 'sparse']) rows.push([`${op} at 16K, all cores ÷ one thread`, '≥ 1.7×', (r) => (n(r) > 1 ? threadSpeedup(r, op, 16384, n(r)) : null), (x) => x >= 1.7, true]);
-  rows.push(['dense_decode ÷ dsa_decode at 128K, one thread', `≥ ${PAPER_DECODE_RATIO_128K}×`, (r) => decodeRatio(r, 131072, 1), (x) => x >= PAPER_DECODE_RATIO_128K, false]);
-  rows.push(['dense_decode ÷ dsa_decode at 128K, all cores', `≥ ${PAPER_DECODE_RATIO_128K}×`, (r) => (n(r) > 1 ? decodeRatio(r, 131072, n(r)) : null), (x) => x >= PAPER_DECODE_RATIO_128K, true]);
+  for (const op of ['dense', 'sparse']) rows.push([`${op} at 16K, all cores ÷ one thread`, '≥ 1.7×', (r) => (n(r) > 1 ? threadSpeedup(r, op, 16384, n(r))?.speedup ?? null : null), (x) => x >= 1.7, true]);
+  rows.push(['dense_decode ÷ dsa_decode at 128K, one thread', `≥ ${PAPER_DECODE_RATIO_128K}×`, (r) => decodeRatio(r, 131072, 1)?.ratio ?? null, (x) => x >= PAPER_DECODE_RATIO_128K, false]);
+  rows.push(['dense_decode ÷ dsa_decode at 128K, all cores', `≥ ${PAPER_DECODE_RATIO_128K}×`, (r) => (n(r) > 1 ? decodeRatio(r, 131072, n(r))?.ratio ?? null : null), (x) => x >= PAPER_DECODE_RATIO_128K, true]);
   const lines = ['| target | goal | range over the runs | runs that met it |', '|---|---|---|---|'];
   for (const [name, goal, value, ok, needsQuiet] of rows) {
     const judged = reports.filter((r) => !(needsQuiet && wasLoaded(r)));
@@ -153,10 +153,9 @@ export function targetSummary(report: BenchReport): string {
   for (const n of multiThreads(report, b)) {
     for (const op of ['dense', 'sparse', 'indexer']) {
       const L = 16384;
-      const one = findRow(report, b, op, L, op === 'sparse' ? g.k : undefined, 1);
-      const all = findRow(report, b, op, L, op === 'sparse' ? g.k : undefined, n);
-      const x = threadSpeedup(report, op, L, n);
-      if (!one || !all || x === null) continue;
+      const t = threadSpeedup(report, op, L, n);
+      if (!t) continue;
+      const { speedup: x, one, all } = t;
       const verdict = op === 'indexer' ? '' : loaded ? ' (target ≥ 1.7: not measurable under this load)' : ` (target ≥ 1.7: ${mark(x >= 1.7)})`;
       lines.push(`- ${op} at ${kL(L)} on ${n} threads: ${f2(x)}× one thread (wall)${verdict}; CPU time of all threads ${f2(all.cpu_ms_median / one.cpu_ms_median)}× one thread's`);
     }
@@ -164,10 +163,9 @@ export function targetSummary(report: BenchReport): string {
   const decodeL = [...new Set(report.results.filter((r) => r.backend === b && r.op === 'dsa_decode').map((r) => r.L))].sort((x, y) => x - y);
   for (const L of decodeL) {
     for (const n of [1, ...multiThreads(report, b)]) {
-      const d = findRow(report, b, 'dense_decode', L, undefined, n);
-      const s = findRow(report, b, 'dsa_decode', L, undefined, n);
-      const x = decodeRatio(report, L, n);
-      if (!d || !s || x === null) continue;
+      const r = decodeRatio(report, L, n);
+      if (!r) continue;
+      const { ratio: x, dense: d, dsa: s } = r;
       const model = d.flops / dsaDecodeFlops(L, s.k, d.heads, g.indexHeads);
       const judged = n === 1 || !loaded;
       const paper =
