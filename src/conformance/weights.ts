@@ -240,6 +240,7 @@ function run(
   const tokens = [...plan.tokens];
   const steps = [...plan.steps];
   const attention = kernels.attention ? { attention: kernels.attention } : {};
+  const keyFlags: boolean[][] = []; // per layer, across the steps (fp8/steer.ts `steeredBlock`)
   for (let g = 1; g <= plan.greedy; g++) steps.push({ step: g, start_pos: tokens.length + g - 1, length: 1 });
   try {
     for (const s of steps) {
@@ -254,7 +255,7 @@ function run(
         block: (l, w, h, residual, cache, pos) => {
           // every recorded layer steers, also the layers on the way: a midpoint there changes every later layer
           const record = checks ? checks.record(s.step, l) : {};
-          const b = steeredBlock(h, residual, w, cache, pos, { config, maxSeqLen: plan.maxSeqLen, layer: l, ...attention }, record, GOLDEN_RTOL);
+          const b = steeredBlock(h, residual, w, cache, pos, { config, maxSeqLen: plan.maxSeqLen, layer: l, ...attention }, record, GOLDEN_RTOL, (keyFlags[l] ??= []));
           stats = `attn.out ${fmt(activationStats(b.snap.attnOut))} | ffn.out ${fmt(activationStats(b.snap.ffnOut))}`;
           if (checks && layers.includes(l)) checks.streamed(s.step, l, b.snap, b.steers);
           return b;

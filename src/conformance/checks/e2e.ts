@@ -17,8 +17,7 @@ import { recorded, guard, type GoldenCase } from '../core/case.ts';
 import { GOLDEN_RTOL, layerTraced, type GoldenStep } from '../core/fixture.ts';
 import { traceKey, type TracedTensor } from '../core/trace_names.ts';
 import { failure, numericRow, setsRow, withNote, type CheckResult } from '../core/rows.ts';
-import { E2E_WINDOW, MIDPOINT_TOL, explainScoresByMidpoints, midpointRows } from '../fp8/midpoints.ts';
-import { steeredBlock, type LayerRecord, type LayerSnapshot, type Steer } from '../fp8/steer.ts';
+import { judgeScores, steeredBlock, type LayerRecord, type LayerSnapshot, type Steer } from '../fp8/steer.ts';
 import { gateRows } from './gate.ts';
 
 /** Check family: the end-to-end rows of a traced case. */
@@ -51,17 +50,15 @@ export function endToEnd(c: GoldenCase): CheckResult[] {
         for (let l = 0; l < config.num_hidden_layers; l++) {
           const traced = layerTraced(trace, s.step, l);
           const record = traced ? layerRecord(c, s.step, l) : {};
-          const b = steeredBlock(h, residual, weights.layers[l]!, cache.layers[l]!, s.start_pos, { ...opts, layer: l }, record, GOLDEN_RTOL);
+          const flagsBefore = [...keyFlags[l]!];
+          const b = steeredBlock(h, residual, weights.layers[l]!, cache.layers[l]!, s.start_pos, { ...opts, layer: l }, record, GOLDEN_RTOL, keyFlags[l]);
           h.dispose();
           residual?.dispose();
           h = b.out;
           residual = b.residual;
-          const ue8m0 = scaleFmt(config) === 'ue8m0';
-          const k = b.snap.indexerK;
-          if (k) keyFlags[l]!.push(...midpointRows(k.values, k.scales, s.length, ue8m0, E2E_WINDOW * MIDPOINT_TOL));
           if (traced) {
             try {
-              rows.push(...layerRows(c, s, l, b.snap, b.steers, keyFlags[l]!));
+              rows.push(...layerRows(c, s, l, b.snap, b.steers, flagsBefore));
             } catch (e) {
               rows.push(failure(c.name, 'e2e', `layer ${l}: check threw: ${(e as Error).message}`, s.step, l));
             }
@@ -107,7 +104,10 @@ function layerRecord(c: GoldenCase, step: number, layer: number): LayerRecord {
   return out;
 }
 
-/** The e2e rows of one layer call: every tensor the trace records for (step, layer). */
+/**
+ * The e2e rows of one layer call: every tensor the trace records for (step, layer).
+ * @param keyFlags the layer's indexer-key midpoint flags of the positions cached before this call
+ */
 function layerRows(c: GoldenCase, s: GoldenStep, l: number, snap: LayerSnapshot, steers: Steer[], keyFlags: boolean[]): CheckResult[] {
   const { trace } = c;
   const key = (t: TracedTensor) => traceKey(s.step, l, t);
@@ -122,11 +122,8 @@ function layerRows(c: GoldenCase, s: GoldenStep, l: number, snap: LayerSnapshot,
   if (trace.has(key('indexer.score'))) {
     rows.push(...guard(c.name, 'e2e.indexer.score', s.step, l, () => {
       const expected = recorded(trace, key('indexer.score'));
-      const r = numericRow(c.name, 'e2e.indexer.score', s.step, l, snap.indexScores, expected, GOLDEN_RTOL);
-      const q = snap.indexerQ;
-      const queryFlags = q ? midpointRows(q.values, q.scales, s.length, scaleFmt(c.config) === 'ue8m0', E2E_WINDOW * MIDPOINT_TOL) : [];
-      const explained = r.reason?.startsWith('length') ? r : explainScoresByMidpoints(r, snap.indexScores, expected, snap.S, queryFlags, keyFlags, GOLDEN_RTOL);
-      return [steered('indexer.score', explained)];
+      const judged = judgeScores(snap, expected, keyFlags, scaleFmt(c.config) === 'ue8m0', GOLDEN_RTOL, { case: c.name, step: s.step, layer: l });
+      return [steered('indexer.score', judged)];
     }));
   }
   if (trace.has(key('indexer.topk'))) {

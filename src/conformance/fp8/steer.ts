@@ -10,9 +10,17 @@
  * that tensor, in the failing rows; then
  * subsets of them are rounded the other way (smallest first, closest first), the layer's cache cut back to
  * the call's start (src/mla.ts `truncateMlaCache`) before each try. The first subset that makes the deciding
- * tensor and every recorded tensor before it match is kept: the run goes on with it, so the flipped values
- * flow into the layer's caches, the later layers and the later steps. A miss that no flip explains is left
- * as it is (the row fails). A later tensor never decides an earlier site.
+ * tensor match, and every recorded tensor before it pass as its own row judges it, is kept: the run goes on
+ * with it, so the flipped values flow into the layer's caches, the later layers and the later steps. A miss
+ * that no flip explains is left as it is (the row fails). A later tensor never decides an earlier site.
+ *
+ * "As its own row judges it" matters for the index scores: their row (checks/e2e.ts) counts, instead of
+ * failing, an element whose query row or key column has an indexer q/k input on an e4m3 midpoint
+ * ({@link judgeScores}), because the scores feed only the selection, which `indexer.topk` compares. A run
+ * whose scores pass that way must be able to steer its attention output: on the GPU backends the layer-0
+ * scores of `public2-fp8` hold such elements (other summation orders put other q/k inputs on their
+ * midpoints), and when this rule was the exact 1e-4 match no flip could ever be kept there (docs/deviations.md).
+ * The deciding tensor itself must still match at the golden tolerance.
  *
  * | deciding tensor | quantizer inputs it may flip |
  * |---|---|
@@ -26,8 +34,11 @@ import type { QuantSite } from '../../fp8.ts';
 import { truncateMlaCache, type MlaCache } from '../../mla.ts';
 import { blockForward, type LayerTrace, type ModelOptions } from '../../model.ts';
 import type { LayerRouting } from '../../moe.ts';
-import { compareArrays, setsRow } from '../core/rows.ts';
-import { describeFlip, E2E_WINDOW, flipKey, MIDPOINT_TOL, roundingProbe, searchFlips, type Flip } from './midpoints.ts';
+import { scaleFmt } from '../../config.ts';
+import { compareArrays, numericRow, setsRow, type CheckResult } from '../core/rows.ts';
+import {
+  describeFlip, E2E_WINDOW, explainScoresByMidpoints, flipKey, midpointRows, MIDPOINT_TOL, roundingProbe, searchFlips, type Flip,
+} from './midpoints.ts';
 import type { tf } from '../../backend.ts';
 
 /** A block's tensors as plain arrays (copies; {@link LayerTrace} tensors die with the block call). */
@@ -86,17 +97,28 @@ const ORDER = ['attn.qr', 'indexer.score', 'indexer.topk', 'attn.out', 'ffn.in',
  * @param cache the layer's cache holding `startPos` positions; grows by T (with the kept roundings)
  * @param opts model options with `layer`; `probe.layer` is not used (the snapshot replaces it)
  * @param record the recorded tensors of this step and layer; `rtol` the golden tolerance
+ * @param keyFlags the layer's indexer-key midpoint flags, one per cached position (`startPos` of them,
+ *   kept by the caller across the calls of a run, empty at the first); the kept run's T flags are appended
  * @returns the block outputs (owned by the caller), the snapshot of the kept run and the steers taken
  * @example
  * ```ts
- * // src/conformance/checks/e2e.ts: const b = steeredBlock(h, residual, w, cache, s.start_pos, { config, maxSeqLen, layer: l }, record, GOLDEN_RTOL);
+ * // src/conformance/checks/e2e.ts, keyFlags[l] kept across the steps:
+ * // const b = steeredBlock(h, residual, w, cache, s.start_pos, { config, maxSeqLen, layer: l }, record, GOLDEN_RTOL, keyFlags[l]);
  * ```
  */
 export function steeredBlock(
   h: tf.Tensor2D, residual: tf.Tensor2D | null, w: ResidentLayerWeights, cache: MlaCache, startPos: number,
-  opts: ModelOptions & { layer: number; routing?: LayerRouting }, record: LayerRecord, rtol: number,
+  opts: ModelOptions & { layer: number; routing?: LayerRouting }, record: LayerRecord, rtol: number, keyFlags: boolean[] = [],
 ): { out: tf.Tensor2D; residual: tf.Tensor2D; routing: LayerRouting | null; snap: LayerSnapshot; steers: Steer[] } {
   const T = h.shape[0];
+  const ue8m0 = scaleFmt(opts.config) === 'ue8m0';
+  const cachedKeyFlags = Array.from({ length: startPos }, (_, i) => keyFlags[i] ?? false);
+  // a tensor before the deciding one passes as its row judges it; the deciding one must match (module doc)
+  const passes = (t: (typeof ORDER)[number], snap: LayerSnapshot, deciding: boolean) => {
+    const scores = record['indexer.score'];
+    if (t === 'indexer.score' && !deciding && scores) return judgeScores(snap, scores, cachedKeyFlags, ue8m0, rtol).pass;
+    return matches(t, snap, record, rtol);
+  };
   const run = (flips: readonly Flip[], found?: Flip[], tol?: number, only?: ReadonlySet<QuantSite['input']>) => {
     truncateMlaCache(cache, startPos);
     let snap: LayerSnapshot | null = null;
@@ -145,7 +167,7 @@ export function steeredBlock(
     const subset = searchFlips(candidates, (s) => {
       tried = true;
       const r = run([...flips, ...s]);
-      if (ORDER.slice(0, upTo + 1).every((t) => matches(t, r.snap, record, rtol))) {
+      if (ORDER.slice(0, upTo + 1).every((t, i) => passes(t, r.snap, i === upTo))) {
         kept = r;
         return true;
       }
@@ -171,7 +193,43 @@ export function steeredBlock(
       if (tensor !== 'indexer.score') break;
     }
   }
+  keyFlags.length = startPos;
+  keyFlags.push(...scoreFlags(cur.snap, cachedKeyFlags, ue8m0).keyFlags.slice(startPos));
   return { out: cur.out, residual: cur.residual, routing: cur.routing, snap: cur.snap, steers };
+}
+
+/**
+ * Which rows and columns of a block's index scores [T, S] may be counted at an e4m3 midpoint: the
+ * queries, and the keys (the cached positions' flags, then this call's), with an indexer q/k quantizer
+ * input within `E2E_WINDOW · MIDPOINT_TOL` of a midpoint or a ue8m0 raw scale at a power of two
+ * (midpoints.ts `midpointRows`).
+ */
+function scoreFlags(snap: LayerSnapshot, cachedKeyFlags: readonly boolean[], ue8m0: boolean): { queryFlags: boolean[]; keyFlags: boolean[] } {
+  const T = snap.indexScores.length / snap.S;
+  const flags = (x: LayerSnapshot['indexerQ']) => (x ? midpointRows(x.values, x.scales, T, ue8m0, E2E_WINDOW * MIDPOINT_TOL) : new Array<boolean>(T).fill(false));
+  return { queryFlags: flags(snap.indexerQ), keyFlags: [...cachedKeyFlags, ...flags(snap.indexerK)] };
+}
+
+/**
+ * The index scores of an end-to-end block as their row judges them, used both by that row
+ * (checks/e2e.ts) and by the steering's acceptance ({@link steeredBlock}): within `rtol`, or every element
+ * above it in a query row or key column flagged by {@link scoreFlags} and within
+ * `MIDPOINT_SCORE_RTOL` (midpoints.ts `explainScoresByMidpoints`).
+ *
+ * @param cachedKeyFlags the flags of the `startPos` cached positions (see `steeredBlock`'s `keyFlags`)
+ * @example
+ * ```ts
+ * // checks/e2e.ts: judgeScores(b.snap, expected, flagsBefore, ue8m0, GOLDEN_RTOL, { case: c.name, step: s.step, layer: l })
+ * ```
+ */
+export function judgeScores(
+  snap: LayerSnapshot, expected: Float32Array, cachedKeyFlags: readonly boolean[], ue8m0: boolean, rtol: number,
+  where: { case: string; step: number | null; layer: number | null } = { case: '', step: null, layer: null },
+): CheckResult {
+  const r = numericRow(where.case, 'e2e.indexer.score', where.step, where.layer, snap.indexScores, expected, rtol);
+  if (r.pass || r.reason?.startsWith('length')) return r;
+  const { queryFlags, keyFlags } = scoreFlags(snap, cachedKeyFlags, ue8m0);
+  return explainScoresByMidpoints(r, snap.indexScores, expected, snap.S, queryFlags, keyFlags, rtol);
 }
 
 function snapshot(t: LayerTrace, indexer: Pick<LayerSnapshot, 'indexerQ' | 'indexerK'>): LayerSnapshot {
