@@ -229,3 +229,59 @@ describeEachBackend('steering: an index-score miss its row counts at a midpoint 
     expect(r.attnOut).toBe(false);
   });
 });
+
+// A flip at an attention input can move the attention output by LESS than its tolerance (so `attn.out`
+// passes and decides nothing) and still move the FFN's quantizer inputs across their midpoints, so only
+// `ffn.out` shows it (measured on the GPU backends at public2-fp8 step 0 layer 0: `wo.in` token 28 element
+// 185; docs/deviations.md). Built here on public2-fp8 layer 0: the "official" run rounds a `wo.in` element
+// the other way that leaves `attn.out` within 1e-4 · max|b| and `ffn.out` beyond; `ffn.out` must decide it.
+describeEachBackend('steering: ffn.out decides an attention flip that attn.out tolerates', () => {
+  let c: GoldenCase;
+  beforeAll(() => {
+    c = openCase(readGolden({ name: 'public2-fp8', dir: resolve('fixtures/golden/public2-fp8') }));
+  });
+  afterAll(() => closeCase(c));
+
+  it('a wo.in flip hidden in attn.out is found by the ffn.out search, after its own sites, and carried forward', () => {
+    const found: Flip[] = [];
+    const plain = run(c, c.config, 0, [], found);
+    disposeMlaCache(plain.cache);
+    let chosen: { flip: Flip; official: ReturnType<typeof run> } | null = null;
+    for (const flip of found.filter((f) => f.input === 'wo.in').sort((a, b) => a.dist - b.dist).slice(0, 24)) {
+      const official = run(c, c.config, 0, [flip]);
+      if (compareArrays(plain.prefill['attn.out']!, official.prefill['attn.out']!, RTOL).pass && !compareArrays(plain.prefill['ffn.out']!, official.prefill['ffn.out']!, RTOL).pass) {
+        chosen = { flip, official };
+        break;
+      }
+      disposeMlaCache(official.cache);
+    }
+    expect(chosen, 'a wo.in flip within the attn.out tolerance that changes ffn.out').not.toBeNull();
+    const { flip, official } = chosen!;
+    disposeMlaCache(official.cache);
+    const o = official.prefill;
+    const record: LayerRecord = {
+      'attn.qr': o['attn.qr'], 'indexer.score': o['indexer.score'], 'indexer.topk': { data: o['indexer.topk']!, k: o['indexer.topk']!.length / T },
+      'attn.out': o['attn.out'], 'ffn.in': o['ffn.in'], 'ffn.out': o['ffn.out'],
+    };
+    const before = tf.memory().numTensors;
+    const cache = createMlaCache();
+    const h = embedTokens(c.tokens.slice(0, T), c.weights.global.embed);
+    const b = steeredBlock(h, null, c.weights.layers[0]!, cache, 0, { config: c.config, maxSeqLen: c.maxSeqLen, layer: 0 }, record, RTOL, []);
+    tf.dispose([h, b.out, b.residual]);
+    expect(b.steers.map((s) => [s.decidedBy, s.flips.map(flipKey)])).toEqual([['ffn.out', [flipKey(flip)]]]);
+    expect(b.steers[0]!.note).toMatch(/^steered at an FP8 midpoint: wo\.in \(quantized before wo\) token \d+ element \d+, .* reproduces the recorded ffn\.out/);
+    expect(compareArrays(b.snap.ffnOut, o['ffn.out']!, RTOL).pass).toBe(true);
+    expect(compareArrays(b.snap.attnOut, o['attn.out']!, RTOL).pass).toBe(true);
+    // carried forward: the decode step on the steered cache reproduces the official one
+    const h1 = embedTokens(c.tokens.slice(T, T + 1), c.weights.global.embed);
+    let decodeOut: Float32Array | null = null;
+    const d = blockForward(h1, null, c.weights.layers[0]!, cache, T, {
+      config: c.config, maxSeqLen: c.maxSeqLen, layer: 0,
+      probe: { layer: (_l, t) => void (decodeOut = Float32Array.from(t.attnOut.dataSync())) },
+    });
+    tf.dispose([h1, d.out, d.residual]);
+    disposeMlaCache(cache);
+    expect(compareArrays(decodeOut!, official.decode['attn.out']!, RTOL).pass).toBe(true);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
