@@ -15,7 +15,7 @@ import { closeCase, openCase, type GoldenCase } from '../src/conformance/core/ca
 import { readGolden } from '../src/conformance/core/fixture.ts';
 import { compareArrays, setsRow } from '../src/conformance/core/rows.ts';
 import { E2E_WINDOW, MIDPOINT_TOL, flipKey, roundingProbe, type Flip } from '../src/conformance/fp8/midpoints.ts';
-import { steeredBlock, type LayerRecord } from '../src/conformance/fp8/steer.ts';
+import { SEARCH_RTOL_FACTOR, steeredBlock, type LayerRecord } from '../src/conformance/fp8/steer.ts';
 import { describeEachBackend } from './helpers/backends.ts';
 
 // long synchronous checks: let the worker answer the runner's messages between tests (vitest RPC timeout)
@@ -230,32 +230,40 @@ describeEachBackend('steering: an index-score miss its row counts at a midpoint 
   });
 });
 
-// A flip at an attention input can move the attention output by LESS than its tolerance (so `attn.out`
-// passes and decides nothing) and still move the FFN's quantizer inputs across their midpoints, so only
-// `ffn.out` shows it (measured on the GPU backends at public2-fp8 step 0 layer 0: `wo.in` token 28 element
-// 185; docs/deviations.md). Built here on public2-fp8 layer 0: the "official" run rounds a `wo.in` element
-// the other way that leaves `attn.out` within 1e-4 · max|b| and `ffn.out` beyond; `ffn.out` must decide it.
-describeEachBackend('steering: ffn.out decides an attention flip that attn.out tolerates', () => {
+// A flip at an attention input can move the attention output by LESS than the golden tolerance and still
+// move the FFN's quantizer inputs across their midpoints (measured on WebGL at public2-fp8 step 0 layer 0:
+// `wo.in` token 28 element 185 moved attn.out by 1.5e-5 relative and ffn.out by 4.0e-3; docs/deviations.md).
+// So the steering searches at SEARCH_RTOL_FACTOR · 1e-4 (src/conformance/fp8/steer.ts), and `ffn.out`
+// may also flip the attention's inputs when its own sites explain nothing. Built here on public2-fp8
+// layer 0 from the 24 `wo.in` elements closest to a midpoint: the "official" run rounds one of them the
+// other way, (a) one that moves attn.out by 1e-5…1e-4 relative and ffn.out beyond 1e-4: attn.out decides
+// it; (b) one that moves attn.out by ≤ 1e-5 and ffn.out by more: ffn.out decides it.
+describeEachBackend('steering: flips that attn.out tolerates', () => {
   let c: GoldenCase;
+  let plain: Snap;
+  let near: Flip[];
+  const rel = (a: Float32Array, b: Float32Array) => compareArrays(a, b, RTOL).maxRel;
   beforeAll(() => {
     c = openCase(readGolden({ name: 'public2-fp8', dir: resolve('fixtures/golden/public2-fp8') }));
+    const found: Flip[] = [];
+    const r = run(c, c.config, 0, [], found);
+    disposeMlaCache(r.cache);
+    plain = r.prefill;
+    near = found.filter((f) => f.input === 'wo.in').sort((a, b) => a.dist - b.dist).slice(0, 24);
   });
   afterAll(() => closeCase(c));
 
-  it('a wo.in flip hidden in attn.out is found by the ffn.out search, after its own sites, and carried forward', () => {
-    const found: Flip[] = [];
-    const plain = run(c, c.config, 0, [], found);
-    disposeMlaCache(plain.cache);
+  const steerTo = (want: (attnRel: number, ffnRel: number) => boolean, decidedBy: 'attn.out' | 'ffn.out') => {
     let chosen: { flip: Flip; official: ReturnType<typeof run> } | null = null;
-    for (const flip of found.filter((f) => f.input === 'wo.in').sort((a, b) => a.dist - b.dist).slice(0, 24)) {
+    for (const flip of near) {
       const official = run(c, c.config, 0, [flip]);
-      if (compareArrays(plain.prefill['attn.out']!, official.prefill['attn.out']!, RTOL).pass && !compareArrays(plain.prefill['ffn.out']!, official.prefill['ffn.out']!, RTOL).pass) {
+      if (want(rel(official.prefill['attn.out']!, plain['attn.out']!), rel(official.prefill['ffn.out']!, plain['ffn.out']!))) {
         chosen = { flip, official };
         break;
       }
       disposeMlaCache(official.cache);
     }
-    expect(chosen, 'a wo.in flip within the attn.out tolerance that changes ffn.out').not.toBeNull();
+    expect(chosen, 'a wo.in flip of this kind among the 24 closest').not.toBeNull();
     const { flip, official } = chosen!;
     disposeMlaCache(official.cache);
     const o = official.prefill;
@@ -268,20 +276,27 @@ describeEachBackend('steering: ffn.out decides an attention flip that attn.out t
     const h = embedTokens(c.tokens.slice(0, T), c.weights.global.embed);
     const b = steeredBlock(h, null, c.weights.layers[0]!, cache, 0, { config: c.config, maxSeqLen: c.maxSeqLen, layer: 0 }, record, RTOL, []);
     tf.dispose([h, b.out, b.residual]);
-    expect(b.steers.map((s) => [s.decidedBy, s.flips.map(flipKey)])).toEqual([['ffn.out', [flipKey(flip)]]]);
-    expect(b.steers[0]!.note).toMatch(/^steered at an FP8 midpoint: wo\.in \(quantized before wo\) token \d+ element \d+, .* reproduces the recorded ffn\.out/);
-    expect(compareArrays(b.snap.ffnOut, o['ffn.out']!, RTOL).pass).toBe(true);
-    expect(compareArrays(b.snap.attnOut, o['attn.out']!, RTOL).pass).toBe(true);
-    // carried forward: the decode step on the steered cache reproduces the official one
-    const h1 = embedTokens(c.tokens.slice(T, T + 1), c.weights.global.embed);
-    let decodeOut: Float32Array | null = null;
-    const d = blockForward(h1, null, c.weights.layers[0]!, cache, T, {
-      config: c.config, maxSeqLen: c.maxSeqLen, layer: 0,
-      probe: { layer: (_l, t) => void (decodeOut = Float32Array.from(t.attnOut.dataSync())) },
-    });
-    tf.dispose([h1, d.out, d.residual]);
     disposeMlaCache(cache);
-    expect(compareArrays(decodeOut!, official.decode['attn.out']!, RTOL).pass).toBe(true);
+    if (decidedBy === 'attn.out') {
+      expect(b.steers.map((s) => [s.decidedBy, s.flips.map(flipKey)])).toEqual([[decidedBy, [flipKey(flip)]]]);
+      expect(b.steers[0]!.note).toMatch(new RegExp(`^steered at an FP8 midpoint: wo\\.in \\(quantized before wo\\) token ${flip.token} element ${flip.element}, .* reproduces the recorded attn\\.out`));
+    } else {
+      // the wo.in flip acts on the FFN by moving an FFN input of the same token across its midpoint, and
+      // ffn.out tries its own sites first: that FFN input is an equivalent explanation (same recorded tensors)
+      expect(b.steers.map((s) => [s.decidedBy, s.flips.length, s.flips[0]!.token])).toEqual([['ffn.out', 1, flip.token]]);
+      expect([flipKey(flip), 'ffn.in', 'ffn.act']).toContain(b.steers[0]!.flips[0]!.input === 'wo.in' ? flipKey(b.steers[0]!.flips[0]!) : b.steers[0]!.flips[0]!.input);
+    }
+    expect(rel(b.snap.attnOut, o['attn.out']!)).toBeLessThanOrEqual(RTOL * SEARCH_RTOL_FACTOR);
+    expect(rel(b.snap.ffnOut, o['ffn.out']!)).toBeLessThanOrEqual(RTOL * SEARCH_RTOL_FACTOR);
     expect(tf.memory().numTensors).toBe(before);
+  };
+  const bound = RTOL * SEARCH_RTOL_FACTOR;
+
+  it('(a) attn.out within the golden tolerance, above the search bound, ffn.out beyond: attn.out decides it', () => {
+    steerTo((a, f) => a > bound && a <= RTOL && f > RTOL, 'attn.out');
+  });
+
+  it('(b) attn.out within the search bound, ffn.out above it: ffn.out decides it (its own FFN input first, else the attention site)', () => {
+    steerTo((a, f) => a <= bound && f > bound, 'ffn.out');
   });
 });
