@@ -186,6 +186,9 @@ export function steeredBlock(
     // a candidate explains the failing elements of its row (query) or of its column (key): most first, then closest
     const explains = (f: Flip) => Math.max(rows.get(f.token) ?? 0, KEY_SITES.has(f.input) ? (keys.get(f.token) ?? 0) : 0);
     const inRows = (f: Flip) => rows.has(f.token) || (KEY_SITES.has(f.input) && keys.has(f.token));
+    // the attention output has no column structure to rank key positions by (their count is 0): closest
+    // first over rows and keys alike, as the teacher-forced attn.out search (midpoints.ts `explainByFlips`)
+    const order = tensor === 'attn.out' ? (a: Flip, b: Flip) => a.dist - b.dist : (a: Flip, b: Flip) => explains(b) - explains(a) || a.dist - b.dist;
     const upTo = ORDER.indexOf(tensor);
     let kept: ReturnType<typeof run> | null = null;
     let tried = false;
@@ -205,7 +208,7 @@ export function steeredBlock(
         }
         dispose(r);
         return false;
-      }, {}, (a, b) => explains(b) - explains(a) || a.dist - b.dist);
+      }, {}, order);
       if (subset) break;
     }
     if (subset && kept) {
