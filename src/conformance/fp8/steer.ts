@@ -176,51 +176,71 @@ export function steeredBlock(
   let flips: Flip[] = [];
   let cur = run(flips);
   const steers: Steer[] = [];
+  let tried = false;
+  /**
+   * Searches the candidates at `searched` that `inScope` admits (ranked by `order`) for the first subset
+   * whose run `accept`s; keeps it (run, flips, a steer decided by `tensor`) and returns true, or false.
+   */
+  const search = (
+    tensor: Steer['decidedBy'], searched: ReadonlySet<QuantSite['input']>, inScope: (f: Flip) => boolean,
+    order: (a: Flip, b: Flip) => number, accept: (snap: LayerSnapshot) => boolean,
+  ): boolean => {
+    // the candidates: quantizer inputs on a midpoint, upstream of the tensor, in the failing rows
+    const found: Flip[] = [];
+    dispose(run(flips, found, E2E_WINDOW * MIDPOINT_TOL, searched));
+    const taken = new Set(flips.map(flipKey));
+    const candidates = found.filter((f) => searched.has(f.input) && inScope(f) && !taken.has(flipKey(f)));
+    let kept: ReturnType<typeof run> | null = null;
+    const subset = searchFlips(candidates, (sub) => {
+      tried = true;
+      const r = run([...flips, ...sub]);
+      if (accept(r.snap)) {
+        kept = r;
+        return true;
+      }
+      dispose(r);
+      return false;
+    }, {}, order);
+    if (!subset || !kept) return false;
+    dispose(cur);
+    cur = kept;
+    flips = [...flips, ...subset];
+    const names = subset.map((f) => describeFlip(f, startPos)).join('; ');
+    steers.push({
+      decidedBy: tensor, flips: subset,
+      note: `steered at an FP8 midpoint: ${names}: rounded the other way, it reproduces the recorded ${tensor} and is carried forward (caches included)`,
+    });
+    return true;
+  };
   for (const { tensor, sites, then } of DECIDERS) {
     const expected = record[tensor];
     if (!expected) continue;
     // the index scores only feed the selection: searched at their row's tolerance; the others at SEARCH_RTOL
     const searchRtol = tensor === 'indexer.score' ? rtol : rtol * SEARCH_RTOL_FACTOR;
-    const { rows, keys } = failingTokens(tensor, cur.snap, expected, startPos, T, searchRtol);
+    let { rows, keys } = failingTokens(tensor, cur.snap, expected, startPos, T, searchRtol);
     if (rows.size === 0) continue;
+    const upTo = ORDER.indexOf(tensor);
+    const earlierPass = (snap: LayerSnapshot) => ORDER.slice(0, upTo).every((t) => passes(t, snap, false));
+    tried = false;
+    // the FFN of a token reads only that token's quantizer inputs: with several failing rows, ffn.out is
+    // first searched token by token (most failing elements first), each token's flips kept when its row
+    // comes within the bound, so flips at several tokens need no joint subset
+    if (tensor === 'ffn.out' && rows.size > 1) {
+      for (const [token] of [...rows].sort((a, b) => b[1] - a[1])) {
+        search(tensor, sites, (f) => f.token === token, (a, b) => a.dist - b.dist,
+          (snap) => earlierPass(snap) && rowWithin(snap.ffnOut, expected, T, token, searchRtol));
+      }
+      ({ rows, keys } = failingTokens(tensor, cur.snap, expected, startPos, T, searchRtol));
+      if (rows.size === 0) continue;
+    }
     // a candidate explains the failing elements of its row (query) or of its column (key): most first, then closest
     const explains = (f: Flip) => Math.max(rows.get(f.token) ?? 0, KEY_SITES.has(f.input) ? (keys.get(f.token) ?? 0) : 0);
     const inRows = (f: Flip) => rows.has(f.token) || (KEY_SITES.has(f.input) && keys.has(f.token));
     // the attention output has no column structure to rank key positions by (their count is 0): closest
     // first over rows and keys alike, as the teacher-forced attn.out search (midpoints.ts `explainByFlips`)
     const order = tensor === 'attn.out' ? (a: Flip, b: Flip) => a.dist - b.dist : (a: Flip, b: Flip) => explains(b) - explains(a) || a.dist - b.dist;
-    const upTo = ORDER.indexOf(tensor);
-    let kept: ReturnType<typeof run> | null = null;
-    let tried = false;
-    let subset: Flip[] | null = null;
-    for (const searched of then ? [sites, then] : [sites]) {
-      // the candidates: quantizer inputs on a midpoint, upstream of the tensor, in the failing rows
-      const found: Flip[] = [];
-      dispose(run(flips, found, E2E_WINDOW * MIDPOINT_TOL, searched));
-      const taken = new Set(flips.map(flipKey));
-      const candidates = found.filter((f) => searched.has(f.input) && inRows(f) && !taken.has(flipKey(f)));
-      subset = searchFlips(candidates, (s) => {
-        tried = true;
-        const r = run([...flips, ...s]);
-        if (ORDER.slice(0, upTo).every((t) => passes(t, r.snap, false)) && matches(tensor, r.snap, record, searchRtol)) {
-          kept = r;
-          return true;
-        }
-        dispose(r);
-        return false;
-      }, {}, order);
-      if (subset) break;
-    }
-    if (subset && kept) {
-      dispose(cur);
-      cur = kept;
-      flips = [...flips, ...subset];
-      const names = subset.map((f) => describeFlip(f, startPos)).join('; ');
-      steers.push({
-        decidedBy: tensor, flips: subset,
-        note: `steered at an FP8 midpoint: ${names}: rounded the other way, it reproduces the recorded ${tensor} and is carried forward (caches included)`,
-      });
-    } else {
+    const accept = (snap: LayerSnapshot) => earlierPass(snap) && matches(tensor, snap, record, searchRtol);
+    if (!(then ? [sites, then] : [sites]).some((searched) => search(tensor, searched, inRows, order, accept))) {
       // nothing explains it: the run stays as it is (its cache too) and the rows report the miss
       if (tried) {
         dispose(cur);
@@ -289,6 +309,17 @@ function matches(tensor: (typeof ORDER)[number], snap: LayerSnapshot, record: La
   }
   const expected = record[tensor];
   return !expected || compareArrays(snap[ACTUAL[tensor]], expected, rtol).pass;
+}
+
+/** Is row `token` of `actual` [T, width] within `rtol` · max(1, max|expected|) of `expected` (the whole tensor's scale)? */
+function rowWithin(actual: Float32Array, expected: Float32Array, T: number, token: number, rtol: number): boolean {
+  if (actual.length !== expected.length) return false;
+  let maxRef = 0;
+  for (let i = 0; i < expected.length; i++) maxRef = Math.max(maxRef, Math.abs(expected[i]!));
+  const bound = rtol * Math.max(1, maxRef);
+  const width = expected.length / T;
+  for (let i = token * width; i < (token + 1) * width; i++) if (!(Math.abs(actual[i]! - expected[i]!) <= bound)) return false;
+  return true;
 }
 
 /**
