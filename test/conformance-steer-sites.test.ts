@@ -300,3 +300,48 @@ describeEachBackend('steering: flips that attn.out tolerates', () => {
     steerTo((a, f) => a <= bound && f > bound, 'ffn.out');
   });
 });
+
+// Three FFN inputs of three tokens, each rounded the other way in the "official" run (as at public2-fp8
+// step 0 layer 3 on the GPU backends: tokens 11, 17 and 24). One subset of ≤ 3 of the 24 candidates in
+// ≤ 96 tries cannot reach such a triple, but a token's FFN reads only that token's quantizer inputs, so
+// ffn.out is searched token by token first: three steers, one per token, and the whole tensor matches.
+describeEachBackend('steering: ffn.out flips at several tokens are found token by token', () => {
+  let c: GoldenCase;
+  beforeAll(() => {
+    c = openCase(readGolden({ name: 'public-fp8', dir: resolve('fixtures/golden/public-fp8') }));
+  });
+  afterAll(() => closeCase(c));
+
+  it('three tokens, one ffn.in flip each: three ffn.out steers, every recorded tensor reproduced', () => {
+    const found: Flip[] = [];
+    const plain = run(c, c.config, 0, [], found);
+    disposeMlaCache(plain.cache);
+    // per token, the closest ffn.in element whose flip moves ffn.out beyond the search bound
+    const picked: Flip[] = [];
+    for (const f of found.filter((x) => x.input === 'ffn.in').sort((a, b) => a.dist - b.dist)) {
+      if (picked.length === 3) break;
+      if (picked.some((p) => p.token === f.token)) continue;
+      const o = run(c, c.config, 0, [f]);
+      disposeMlaCache(o.cache);
+      if (!compareArrays(o.prefill['ffn.out']!, plain.prefill['ffn.out']!, RTOL * SEARCH_RTOL_FACTOR).pass) picked.push(f);
+    }
+    expect(picked.length, 'three tokens with an ffn.in element near a midpoint that shows in ffn.out').toBe(3);
+    const official = run(c, c.config, 0, picked);
+    disposeMlaCache(official.cache);
+    const o = official.prefill;
+    const record: LayerRecord = {
+      'attn.qr': o['attn.qr'], 'indexer.score': o['indexer.score'], 'indexer.topk': { data: o['indexer.topk']!, k: o['indexer.topk']!.length / T },
+      'attn.out': o['attn.out'], 'ffn.in': o['ffn.in'], 'ffn.out': o['ffn.out'],
+    };
+    const before = tf.memory().numTensors;
+    const cache = createMlaCache();
+    const h = embedTokens(c.tokens.slice(0, T), c.weights.global.embed);
+    const b = steeredBlock(h, null, c.weights.layers[0]!, cache, 0, { config: c.config, maxSeqLen: c.maxSeqLen, layer: 0 }, record, RTOL, []);
+    tf.dispose([h, b.out, b.residual]);
+    disposeMlaCache(cache);
+    expect(b.steers.every((s) => s.decidedBy === 'ffn.out' && s.flips.length === 1)).toBe(true);
+    expect(b.steers.map((s) => s.flips[0]!.token).sort((x, y) => x - y)).toEqual(picked.map((p) => p.token).sort((x, y) => x - y));
+    expect(compareArrays(b.snap.ffnOut, o['ffn.out']!, RTOL * SEARCH_RTOL_FACTOR).pass).toBe(true);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
