@@ -5,37 +5,38 @@
  *
  * {@link steeredBlock} runs one block of an end-to-end run (src/model.ts `blockForward`) and compares its
  * tensors, in the order the official code computes them, with the recorded tensors of the SAME step and
- * layer. When a deciding tensor misses, the block is run again with the model's probe listing every
- * quantizer input near an e4m3 midpoint (within `E2E_WINDOW · MIDPOINT_TOL`, ./midpoints.ts) upstream of
- * that tensor, in the failing rows; then
- * subsets of them are rounded the other way (smallest first, closest first), the layer's cache cut back to
- * the call's start (src/mla.ts `truncateMlaCache`) before each try. The first subset that makes the deciding
- * tensor match, and every recorded tensor before it pass as its own row judges it, is kept: the run goes on
- * with it, so the flipped values flow into the layer's caches, the later layers and the later steps. A miss
- * that no flip explains is left as it is (the row fails). A later tensor decides an earlier site only when
- * that site's flip leaves the earlier tensors passing (the `ffn.out` row of the table below).
- *
- * "As its own row judges it" matters for the index scores: their row (checks/e2e.ts) counts, instead of
- * failing, an element whose query row or key column has an indexer q/k input on an e4m3 midpoint
- * ({@link judgeScores}), because the scores feed only the selection, which `indexer.topk` compares. A run
- * whose scores pass that way must be able to steer its attention output: on the GPU backends the layer-0
- * scores of `public2-fp8` hold such elements (other summation orders put other q/k inputs on their
- * midpoints), and when this rule was the exact 1e-4 match no flip could ever be kept there (docs/deviations.md).
- * The deciding tensor itself must still match at the golden tolerance.
+ * layer. When a deciding tensor differs by more than the search bound ({@link SEARCH_RTOL_FACTOR} · rtol,
+ * 1e-5 at the golden 1e-4; the index scores: rtol), the block is run again with the model's probe listing
+ * every quantizer input near an e4m3 midpoint (within `E2E_WINDOW · MIDPOINT_TOL`, ./midpoints.ts)
+ * upstream of that tensor, in the failing rows; then subsets of them are rounded the other way (smallest
+ * first, best ranked first), the layer's cache cut back to the call's start (src/mla.ts
+ * `truncateMlaCache`) before each try. The first subset that brings the deciding tensor within the search
+ * bound, while every recorded tensor before it still passes as its own row judges it, is kept: the run goes
+ * on with it, so the flipped values flow into the layer's caches, the later layers and the later steps. A
+ * search that finds nothing changes nothing; a miss that no flip explains stays as it is (the row fails).
  *
  * | deciding tensor | quantizer inputs it may flip |
  * |---|---|
  * | `attn.qr` | `attn.in` (wq_a, wkv_a, indexer wk) |
  * | `indexer.score` | `attn.in`, `attn.qr` (wq_b, indexer wq_b), `indexer.q`, `indexer.k` |
- * | `attn.out` | the above, `kv.latent`, `wkv_b.in`, `wo.in` |
- * | `ffn.out` | `ffn.in` (w1, w3 of every branch), `ffn.act` (w2 of every branch); then every site above |
+ * | `attn.out` | the above, `kv.latent`, `wkv_b.in`, `wo.in` (closest first: key positions have no count) |
+ * | `ffn.out` | `ffn.in` (w1, w3 of every branch), `ffn.act` (w2 of every branch), token by token first; then every site above |
  *
- * `ffn.out` may also flip the attention's inputs (its own sites are tried first): a flip there can move
- * the attention output by less than its tolerance, so `attn.out` passes and decides nothing, and only the
- * FFN, whose quantizers it shifts, shows it. Measured on the WebGL and WebGPU backends: at `public2-fp8`
- * step 0 layer 0, `wo.in` token 28 element 185 sits 1.7e-5 from its midpoint (y = −0.84375 ± …); the GPU
- * backends round it the other way, which moves `attn.out` by 4.6e-5 (within 1e-4 · max|b|) and
- * `ffn.out` by 1.0e-2 (docs/deviations.md).
+ * Three rules, each measured on the GPU backends at `public2-fp8` step 0 (docs/deviations.md), where
+ * other float32 summation orders put other quantizer inputs on the other side of their midpoints:
+ * - **The search bound is below the golden tolerance.** With every quantizer rounded as the official run
+ *   did, our tensors are within float32 noise of the recorded ones; one flipped element can move a tensor
+ *   by less than 1e-4 and still cross the next layer's midpoints (layer 0: `wo.in` token 28 element 185
+ *   moves `attn.out` by 1.5e-5 relative and `ffn.out` by 4.0e-3). For the same reason `ffn.out` may also
+ *   flip the attention's inputs when its own sites explain nothing: a flip that moves `attn.out` by less
+ *   than the search bound is seen only in the FFN.
+ * - **Earlier tensors pass as their rows judge them.** The index-score row (checks/e2e.ts) counts, instead
+ *   of failing, an element whose query row or key column has an indexer q/k input on an e4m3 midpoint
+ *   ({@link judgeScores}): the scores feed only the selection, which `indexer.topk` compares. Layer 0's
+ *   scores pass only that way there, and with an exact-match rule no later steer could be kept.
+ * - **`ffn.out` token by token.** A token's FFN reads only that token's quantizer inputs, so with several
+ *   failing rows each token is searched alone (layer 3: tokens 11, 17 and 24 each need a flip; one subset
+ *   of ≤ 3 of 24 candidates in ≤ 96 tries cannot reach that triple).
  */
 import type { ResidentLayerWeights } from '../../checkpoint.ts';
 import type { QuantSite } from '../../fp8.ts';
@@ -100,16 +101,12 @@ const DECIDERS: ReadonlyArray<{ tensor: Steer['decidedBy']; sites: ReadonlySet<Q
   { tensor: 'ffn.out', sites: new Set(['ffn.in', 'ffn.act']), then: new Set(ATTENTION_SITES) },
 ];
 /**
- * The steering searches a deciding tensor (other than the index scores) for flips as soon as it differs
- * from the recorded one by more than `SEARCH_RTOL_FACTOR · rtol` · max(1, max|b|) (1e-5 at the golden
- * 1e-4), and keeps a flip only when it brings the tensor within that bound. The rows are still judged at
- * `rtol`. Why below the golden tolerance: with every quantizer rounded as the official run did, our
- * tensors are within float32 noise of the recorded ones (≈ 1e-7 relative on wasm and cpu, ≈ 1e-6 on the
- * GPU backends over the bundled fixtures), while one flipped e4m3 element moves a tensor by its quantum
- * times a weight column, which can stay under 1e-4 and still cross the next layer's midpoints: measured
- * on WebGL at `public2-fp8` step 0 layer 0, `wo.in` token 28 element 185 moved `attn.out` by 1.5e-5
- * relative and `ffn.out` by 4.0e-3 (docs/deviations.md). A search that finds nothing below this bound
- * changes nothing: the run goes on as it was.
+ * The search bound of the steering, as a fraction of the golden tolerance: a deciding tensor (other than
+ * the index scores) is searched for flips as soon as it differs from the recorded one by more than
+ * `SEARCH_RTOL_FACTOR · rtol` · max(1, max|b|) (1e-5 at the golden 1e-4), and a flip is kept only when it
+ * brings the tensor within that bound; the rows are still judged at `rtol`. Float32 noise alone stays far
+ * below it (≈ 1e-7 relative on wasm and cpu, up to ≈ 1e-6 on the GPU backends, over the bundled fixtures); why a
+ * bound below the tolerance is needed: the module doc.
  */
 export const SEARCH_RTOL_FACTOR = 0.1;
 
@@ -141,10 +138,10 @@ export function steeredBlock(
   const T = h.shape[0];
   const ue8m0 = scaleFmt(opts.config) === 'ue8m0';
   const cachedKeyFlags = Array.from({ length: startPos }, (_, i) => keyFlags[i] ?? false);
-  // a tensor before the deciding one passes as its row judges it; the deciding one must match (module doc)
-  const passes = (t: (typeof ORDER)[number], snap: LayerSnapshot, deciding: boolean) => {
+  // a recorded tensor before the deciding one must pass as its row judges it (module doc)
+  const passesRow = (t: (typeof ORDER)[number], snap: LayerSnapshot) => {
     const scores = record['indexer.score'];
-    if (t === 'indexer.score' && !deciding && scores) return judgeScores(snap, scores, cachedKeyFlags, ue8m0, rtol).pass;
+    if (t === 'indexer.score' && scores) return judgeScores(snap, scores, cachedKeyFlags, ue8m0, rtol).pass;
     return matches(t, snap, record, rtol);
   };
   const run = (flips: readonly Flip[], found?: Flip[], tol?: number, only?: ReadonlySet<QuantSite['input']>) => {
@@ -220,7 +217,7 @@ export function steeredBlock(
     let { rows, keys } = failingTokens(tensor, cur.snap, expected, startPos, T, searchRtol);
     if (rows.size === 0) continue;
     const upTo = ORDER.indexOf(tensor);
-    const earlierPass = (snap: LayerSnapshot) => ORDER.slice(0, upTo).every((t) => passes(t, snap, false));
+    const earlierPass = (snap: LayerSnapshot) => ORDER.slice(0, upTo).every((t) => passesRow(t, snap));
     tried = false;
     // the FFN of a token reads only that token's quantizer inputs: with several failing rows, ffn.out is
     // first searched token by token (most failing elements first), each token's flips kept when its row
