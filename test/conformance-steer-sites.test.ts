@@ -62,6 +62,24 @@ function firstDiffering(a: Snap, b: Snap): (typeof ORDER)[number] | null {
   return null;
 }
 
+/** The recorded tensors of a block from a snapshot of the "official" run. */
+function recordOf(o: Snap): LayerRecord {
+  return {
+    'attn.qr': o['attn.qr'], 'indexer.score': o['indexer.score'], 'indexer.topk': { data: o['indexer.topk']!, k: o['indexer.topk']!.length / T },
+    'attn.out': o['attn.out'], 'ffn.in': o['ffn.in'], 'ffn.out': o['ffn.out'],
+  };
+}
+
+/** The steered prefill of layer `layer` (T tokens, a fresh cache) against `record`; disposes what it made. */
+function steerPrefill(c: GoldenCase, layer: number, record: LayerRecord, config: ModelConfig = c.config): ReturnType<typeof steeredBlock> {
+  const cache = createMlaCache();
+  const h = embedTokens(c.tokens.slice(0, T), c.weights.global.embed);
+  const b = steeredBlock(h, null, c.weights.layers[layer]!, cache, 0, { config, maxSeqLen: c.maxSeqLen, layer }, record, RTOL, []);
+  tf.dispose([h, b.out, b.residual]);
+  disposeMlaCache(cache);
+  return b;
+}
+
 const SITES: Array<{ input: QuantSite['input']; branch?: RegExp; layer: number; plainScales?: boolean }> = [
   { input: 'attn.in', layer: 0 },
   { input: 'attn.qr', layer: 0, plainScales: true }, // (with ue8m0 scales this input has no element near a midpoint here)
@@ -196,17 +214,9 @@ describeEachBackend('steering: an index-score miss its row counts at a midpoint 
     let maxRef = 0;
     for (const v of scores) maxRef = Math.max(maxRef, Math.abs(v));
     scores[row * S + key] = scores[row * S + key]! + 2e-3 * Math.max(1, maxRef); // a key the query sees (key ≤ row)
-    const record: LayerRecord = {
-      'attn.qr': official['attn.qr'], 'indexer.score': scores, 'indexer.topk': { data: official['indexer.topk']!, k: official['indexer.topk']!.length / T },
-      'attn.out': official['attn.out'], 'ffn.in': official['ffn.in'], 'ffn.out': official['ffn.out'],
-    };
     const before = tf.memory().numTensors;
-    const cache = createMlaCache();
-    const h = embedTokens(c.tokens.slice(0, T), c.weights.global.embed);
-    const b = steeredBlock(h, null, c.weights.layers[0]!, cache, 0, { config, maxSeqLen: c.maxSeqLen, layer: 0 }, record, RTOL, []);
+    const b = steerPrefill(c, 0, { ...recordOf(official), 'indexer.score': scores }, config);
     const attnOut = compareArrays(b.snap.attnOut, official['attn.out']!, RTOL).pass;
-    tf.dispose([h, b.out, b.residual]);
-    disposeMlaCache(cache);
     expect(tf.memory().numTensors).toBe(before);
     return { steers: b.steers.map((s) => [s.decidedBy, s.flips.map(flipKey)]), attnOut };
   };
@@ -267,16 +277,8 @@ describeEachBackend('steering: flips that attn.out tolerates', () => {
     const { flip, official } = chosen!;
     disposeMlaCache(official.cache);
     const o = official.prefill;
-    const record: LayerRecord = {
-      'attn.qr': o['attn.qr'], 'indexer.score': o['indexer.score'], 'indexer.topk': { data: o['indexer.topk']!, k: o['indexer.topk']!.length / T },
-      'attn.out': o['attn.out'], 'ffn.in': o['ffn.in'], 'ffn.out': o['ffn.out'],
-    };
     const before = tf.memory().numTensors;
-    const cache = createMlaCache();
-    const h = embedTokens(c.tokens.slice(0, T), c.weights.global.embed);
-    const b = steeredBlock(h, null, c.weights.layers[0]!, cache, 0, { config: c.config, maxSeqLen: c.maxSeqLen, layer: 0 }, record, RTOL, []);
-    tf.dispose([h, b.out, b.residual]);
-    disposeMlaCache(cache);
+    const b = steerPrefill(c, 0, recordOf(o));
     if (decidedBy === 'attn.out') {
       expect(b.steers.map((s) => [s.decidedBy, s.flips.map(flipKey)])).toEqual([[decidedBy, [flipKey(flip)]]]);
       expect(b.steers[0]!.note).toMatch(new RegExp(`^steered at an FP8 midpoint: wo\\.in \\(quantized before wo\\) token ${flip.token} element ${flip.element}, .* reproduces the recorded attn\\.out`));
@@ -329,16 +331,8 @@ describeEachBackend('steering: ffn.out flips at several tokens are found token b
     const official = run(c, c.config, 0, picked);
     disposeMlaCache(official.cache);
     const o = official.prefill;
-    const record: LayerRecord = {
-      'attn.qr': o['attn.qr'], 'indexer.score': o['indexer.score'], 'indexer.topk': { data: o['indexer.topk']!, k: o['indexer.topk']!.length / T },
-      'attn.out': o['attn.out'], 'ffn.in': o['ffn.in'], 'ffn.out': o['ffn.out'],
-    };
     const before = tf.memory().numTensors;
-    const cache = createMlaCache();
-    const h = embedTokens(c.tokens.slice(0, T), c.weights.global.embed);
-    const b = steeredBlock(h, null, c.weights.layers[0]!, cache, 0, { config: c.config, maxSeqLen: c.maxSeqLen, layer: 0 }, record, RTOL, []);
-    tf.dispose([h, b.out, b.residual]);
-    disposeMlaCache(cache);
+    const b = steerPrefill(c, 0, recordOf(o));
     expect(b.steers.every((s) => s.decidedBy === 'ffn.out' && s.flips.length === 1)).toBe(true);
     expect(b.steers.map((s) => s.flips[0]!.token).sort((x, y) => x - y)).toEqual(picked.map((p) => p.token).sort((x, y) => x - y));
     expect(compareArrays(b.snap.ffnOut, o['ffn.out']!, RTOL * SEARCH_RTOL_FACTOR).pass).toBe(true);
