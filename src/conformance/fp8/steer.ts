@@ -5,15 +5,16 @@
  *
  * {@link steeredBlock} runs one block of an end-to-end run (src/model.ts `blockForward`) and compares its
  * tensors, in the order the official code computes them, with the recorded tensors of the SAME step and
- * layer. When a deciding tensor differs by more than the search bound ({@link SEARCH_RTOL_FACTOR} · rtol,
- * 1e-5 at the golden 1e-4; the index scores: rtol), the block is run again with the model's probe listing
- * every quantizer input near an e4m3 midpoint (within `E2E_WINDOW · MIDPOINT_TOL`, ./midpoints.ts)
- * upstream of that tensor, in the failing rows; then subsets of them are rounded the other way (smallest
- * first, best ranked first), the layer's cache cut back to the call's start (src/mla.ts
- * `truncateMlaCache`) before each try. The first subset that brings the deciding tensor within the search
- * bound, while every recorded tensor before it still passes as its own row judges it, is kept: the run goes
- * on with it, so the flipped values flow into the layer's caches, the later layers and the later steps. A
- * search that finds nothing changes nothing; a miss that no flip explains stays as it is (the row fails).
+ * layer. When a deciding tensor differs by more than a bound — first the golden tolerance `rtol`, then
+ * the search bound ({@link SEARCH_RTOL_FACTOR} · rtol, 1e-5 at the golden 1e-4; not for the index scores)
+ * —, the block is run again with the model's probe listing every quantizer input near an e4m3 midpoint
+ * (within `E2E_WINDOW · MIDPOINT_TOL`, ./midpoints.ts) upstream of that tensor, in the failing rows; then
+ * subsets of them are rounded the other way (smallest first, best ranked first), the layer's cache cut
+ * back to the call's start (src/mla.ts `truncateMlaCache`) before each try. The first subset that brings
+ * the deciding tensor within the bound, while every recorded tensor before it still passes as its own row
+ * judges it, is kept: the run goes on with it, so the flipped values flow into the layer's caches, the
+ * later layers and the later steps. A search that finds nothing changes nothing; a miss at the golden
+ * tolerance that no flip explains stays as it is (the row fails).
  *
  * | deciding tensor | quantizer inputs it may flip |
  * |---|---|
@@ -102,9 +103,10 @@ const DECIDERS: ReadonlyArray<{ tensor: Steer['decidedBy']; sites: ReadonlySet<Q
 ];
 /**
  * The search bound of the steering, as a fraction of the golden tolerance: a deciding tensor (other than
- * the index scores) is searched for flips as soon as it differs from the recorded one by more than
- * `SEARCH_RTOL_FACTOR · rtol` · max(1, max|b|) (1e-5 at the golden 1e-4), and a flip is kept only when it
- * brings the tensor within that bound; the rows are still judged at `rtol`. Float32 noise alone stays far
+ * the index scores) that passes at `rtol` (after its flips at that tolerance, if any) is searched again
+ * when it still differs from the recorded one by more than `SEARCH_RTOL_FACTOR · rtol` · max(1, max|b|)
+ * (1e-5 at the golden 1e-4), and a flip is kept only when it brings the tensor within that bound; the rows
+ * are still judged at `rtol`. Float32 noise alone stays far
  * below it (≈ 1e-7 relative on wasm and cpu, up to ≈ 1e-6 on the GPU backends, over the bundled fixtures); why a
  * bound below the tolerance is needed: the module doc.
  */
@@ -209,43 +211,45 @@ export function steeredBlock(
     });
     return true;
   };
-  for (const { tensor, sites, then } of DECIDERS) {
+  decide: for (const { tensor, sites, then } of DECIDERS) {
     const expected = record[tensor];
     if (!expected) continue;
-    // the index scores only feed the selection: searched at their row's tolerance; the others at SEARCH_RTOL
-    const searchRtol = tensor === 'indexer.score' ? rtol : rtol * SEARCH_RTOL_FACTOR;
-    let { rows, keys } = failingTokens(tensor, cur.snap, expected, startPos, T, searchRtol);
-    if (rows.size === 0) continue;
     const upTo = ORDER.indexOf(tensor);
     const earlierPass = (snap: LayerSnapshot) => ORDER.slice(0, upTo).every((t) => passesRow(t, snap));
-    tried = false;
-    // the FFN of a token reads only that token's quantizer inputs: with several failing rows, ffn.out is
-    // first searched token by token (most failing elements first), each token's flips kept when its row
-    // comes within the bound, so flips at several tokens need no joint subset
-    if (tensor === 'ffn.out' && rows.size > 1) {
-      for (const [token] of [...rows].sort((a, b) => b[1] - a[1])) {
-        search(tensor, sites, (f) => f.token === token, (a, b) => a.dist - b.dist,
-          (snap) => earlierPass(snap) && rowWithin(snap.ffnOut, expected, T, token, searchRtol));
-      }
-      ({ rows, keys } = failingTokens(tensor, cur.snap, expected, startPos, T, searchRtol));
+    // first the golden tolerance, then (not for the index scores, which only feed the selection) the
+    // search bound: flips that reproduce the tensor at its tolerance are kept first, and a residue above
+    // the bound is searched from there
+    for (const bound of tensor === 'indexer.score' ? [rtol] : [rtol, rtol * SEARCH_RTOL_FACTOR]) {
+      let { rows, keys } = failingTokens(tensor, cur.snap, expected, startPos, T, bound);
       if (rows.size === 0) continue;
-    }
-    // a candidate explains the failing elements of its row (query) or of its column (key): most first, then closest
-    const explains = (f: Flip) => Math.max(rows.get(f.token) ?? 0, KEY_SITES.has(f.input) ? (keys.get(f.token) ?? 0) : 0);
-    const inRows = (f: Flip) => rows.has(f.token) || (KEY_SITES.has(f.input) && keys.has(f.token));
-    // the attention output has no column structure to rank key positions by (their count is 0): closest
-    // first over rows and keys alike, as the teacher-forced attn.out search (midpoints.ts `explainByFlips`)
-    const order = tensor === 'attn.out' ? (a: Flip, b: Flip) => a.dist - b.dist : (a: Flip, b: Flip) => explains(b) - explains(a) || a.dist - b.dist;
-    const accept = (snap: LayerSnapshot) => earlierPass(snap) && matches(tensor, snap, record, searchRtol);
-    if (!(then ? [sites, then] : [sites]).some((searched) => search(tensor, searched, inRows, order, accept))) {
-      // nothing explains it: the run stays as it is (its cache too) and the rows report the miss
+      tried = false;
+      // the FFN of a token reads only that token's quantizer inputs: with several failing rows, ffn.out is
+      // first searched token by token (most failing elements first), each token's flips kept when its row
+      // comes within the bound, so flips at several tokens need no joint subset
+      if (tensor === 'ffn.out' && rows.size > 1) {
+        for (const [token] of [...rows].sort((a, b) => b[1] - a[1])) {
+          search(tensor, sites, (f) => f.token === token, (a, b) => a.dist - b.dist,
+            (snap) => earlierPass(snap) && rowWithin(snap.ffnOut, expected, T, token, bound));
+        }
+        ({ rows, keys } = failingTokens(tensor, cur.snap, expected, startPos, T, bound));
+        if (rows.size === 0) continue;
+      }
+      // a candidate explains the failing elements of its row (query) or of its column (key): most first, then closest
+      const explains = (f: Flip) => Math.max(rows.get(f.token) ?? 0, KEY_SITES.has(f.input) ? (keys.get(f.token) ?? 0) : 0);
+      const inRows = (f: Flip) => rows.has(f.token) || (KEY_SITES.has(f.input) && keys.has(f.token));
+      // the attention output has no column structure to rank key positions by (their count is 0): closest
+      // first over rows and keys alike, as the teacher-forced attn.out search (midpoints.ts `explainByFlips`)
+      const order = tensor === 'attn.out' ? (a: Flip, b: Flip) => a.dist - b.dist : (a: Flip, b: Flip) => explains(b) - explains(a) || a.dist - b.dist;
+      const accept = (snap: LayerSnapshot) => earlierPass(snap) && matches(tensor, snap, record, bound);
+      if ((then ? [sites, then] : [sites]).some((searched) => search(tensor, searched, inRows, order, accept))) continue;
+      // nothing explains it: the run stays as it is (its cache too)
       if (tried) {
         dispose(cur);
         cur = run(flips);
       }
-      // go on when the tensor still passes its row (a residue below the golden tolerance) or it is the
-      // index scores (a miss there may be a scale step, counted by the row); else the rows report the miss
-      if (tensor !== 'indexer.score' && !matches(tensor, cur.snap, record, rtol)) break;
+      // a miss at the golden tolerance ends the steering of this block (the rows report it), except for the
+      // index scores (a miss there may be a scale step, counted by the row); a residue below it does not
+      if (bound === rtol && tensor !== 'indexer.score') break decide;
     }
   }
   keyFlags.length = startPos;
