@@ -14,7 +14,7 @@
  * The default element decides the WebGPU `public-fp8` `ffn.out` row of step 0, layer 2 (docs/deviations.md).
  * Chromium as for `dsv32 conformance --backend` (webgpu gets a window on Xvfb).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundlePage, buildExplorer, REPO_ROOT } from '../src/browser_host/build.ts';
@@ -186,7 +186,6 @@ const { browser, xvfb } = await launchChromiumFor(gpu);
 try {
   await buildExplorer(work); // the wasm binaries
   await bundlePage(join(REPO_ROOT, 'scripts', 'swiglu-error.page.ts'), join(work, 'swiglu.js'));
-  const { writeFileSync } = await import('node:fs');
   writeFileSync(join(work, 'swiglu.html'), '<!doctype html><meta charset="utf-8"><script type="module" src="./swiglu.js"></script>');
   const page = await browser.newPage();
   page.on('console', (msg) => msg.type() === 'error' && process.stderr.write(`page: ${msg.text()}\n`));

@@ -3,7 +3,7 @@
  * loopback static server's refusals, the per-case time limit, which pages the compiled package serves.
  */
 import { it, expect, describe, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, writeFileSync, chmodSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync, mkdirSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,7 +55,6 @@ describe('caseLimitMinutes (DSV32_BROWSER_CASE_MINUTES)', () => {
 
 describe('pagesFolder', () => {
   it('the compiled package serves dist/pages and says how to restore it when missing', async () => {
-    const { existsSync } = await import('node:fs');
     if (existsSync(join(PREBUILT_PAGES, 'runner.html'))) expect(await pagesFolder(join(dir, 'unused'), true)).toBe(PREBUILT_PAGES);
     else await expect(pagesFolder(join(dir, 'unused'), true)).rejects.toThrow(/the browser pages are missing from .*dist\/pages: `npm run build` writes them/);
     expect(existsSync(join(dir, 'unused'))).toBe(false); // nothing bundled

@@ -50,7 +50,6 @@ export function endToEnd(c: GoldenCase): CheckResult[] {
         for (let l = 0; l < config.num_hidden_layers; l++) {
           const traced = layerTraced(trace, s.step, l);
           const record = traced ? layerRecord(c, s.step, l) : {};
-          const flagsBefore = [...keyFlags[l]!];
           const b = steeredBlock(h, residual, weights.layers[l]!, cache.layers[l]!, s.start_pos, { ...opts, layer: l }, record, GOLDEN_RTOL, keyFlags[l]);
           h.dispose();
           residual?.dispose();
@@ -58,7 +57,8 @@ export function endToEnd(c: GoldenCase): CheckResult[] {
           residual = b.residual;
           if (traced) {
             try {
-              rows.push(...layerRows(c, s, l, b.snap, b.steers, flagsBefore));
+              // the flags of the positions cached before this call (steeredBlock appended this call's)
+              rows.push(...layerRows(c, s, l, b.snap, b.steers, keyFlags[l]!.slice(0, s.start_pos)));
             } catch (e) {
               rows.push(failure(c.name, 'e2e', `layer ${l}: check threw: ${(e as Error).message}`, s.step, l));
             }
