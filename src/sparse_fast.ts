@@ -76,7 +76,8 @@ export interface FastGatherOptions extends FastOptions {
   rows?: 'auto' | 'host' | 'device';
   /**
    * When given (length 6, one thread only), accumulates the milliseconds spent per phase:
-   * gather, GEMM 1, softmax, transpose, GEMM 2, output (SPARSE_PHASES of src/sparse_kernels.ts).
+   * operands, GEMM 1, softmax, transpose, GEMM 2, output (SPARSE_PHASES of src/sparse_kernels.ts; on wasm the
+   * gather runs inside the two GEMM kernels and the transpose phase is 0).
    */
   profile?: Float64Array;
 }

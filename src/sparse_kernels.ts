@@ -9,6 +9,7 @@
  * K selected slots, H heads, C latent, R rope dim, D = C + R, HI/DI indexer heads/dims).
  */
 import { tf } from './backend.ts';
+import { type SparseMqaKernel, sparseMqaKernel } from './sparse_wasm.ts';
 
 /**
  * How a kernel reaches the big 2-D operands as tensors of its thread's backend. The caller's thread
@@ -55,7 +56,11 @@ export interface SparseArgs {
   kvId: number; peId: number;
   /** [T, H, C] output */
   out: Float32Array;
-  /** when given, accumulates milliseconds per phase: [gather, GEMM 1, softmax, transpose, GEMM 2, output]. */
+  /**
+   * when given, accumulates milliseconds per phase: [operands, GEMM 1, softmax, transpose, GEMM 2, output]. `operands` =
+   * gathering the rows (XNNPACK path) and laying out the queries; on the wasm kernels the gather is inside the GEMMs
+   * and there is no transpose (0 ms).
+   */
   profile?: Float64Array;
 }
 
@@ -65,8 +70,9 @@ export interface SparseArgs {
  */
 export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: number): void {
   const heap = a.gather === 'backend' ? wasmHeap() : null;
-  if (heap) {
-    sparseUnitsInHeap(a, env, heap, u0, u1);
+  const kernel = heap ? sparseMqaKernel() : null;
+  if (heap && kernel) {
+    sparseUnitsWasm(a, env, heap, kernel, u0, u1);
     return;
   }
   const { H, C, R, K, S, scale, qL, qR, out } = a;
@@ -101,49 +107,75 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
 }
 
 /**
- * {@link sparseUnits} on tfjs-backend-wasm with every operand in WebAssembly memory, so no operand is
- * copied between JavaScript and the backend: the rows are gathered by `gatherND` from the cache tensors,
- * and qᵀ, Gcᵀ and pᵀ are written straight into tensors the backend allocated (BackendWasm.makeOutput).
- * Measured in bench/sparse-layouts.ts. GEMM 1 runs as Gc · q̃ᵀ + Gr · q_peᵀ (two GEMMs, no concatenation).
+ * {@link sparseUnits} on tfjs-backend-wasm with the WebAssembly SIMD kernels of src/sparse_wasm.ts, which read
+ * the selected rows straight from the cache tensors in WebAssembly memory (the gather fused into both GEMMs):
+ *
+ *   zᵀ = [kv ; pe][s_1..s_n] · qᵀ [n, Hp]   (sparse_scores),   p = softmax (TypeScript),   ō = p · kv[s_1..s_n] [Hp, C]   (sparse_weighted)
+ *
+ * Hp = H rounded up to 8: the padding heads have zero queries and zero weights and are never read. The
+ * operand buffers are allocated once per call in WebAssembly memory (sized for K slots) and reused by every query.
  */
-function sparseUnitsInHeap(a: SparseArgs, env: TensorEnv, heap: WasmHeap, u0: number, u1: number): void {
-  const { H, C, R, S, scale, qL, qR, out } = a;
+function sparseUnitsWasm(a: SparseArgs, env: TensorEnv, heap: WasmHeap, kernel: SparseMqaKernel, u0: number, u1: number): void {
+  const { H, C, R, S, K, scale, qL, qR, out } = a;
   const prof = a.profile;
+  const D = C + R;
+  const Hp = Math.ceil(H / 8) * 8;
   const kv = env.matrix(a.kvId, a.kv, S, C, 0, S);
   const pe = env.matrix(a.peId, a.pe, S, R, 0, S);
-  forEachQuery(a, u0, u1, (i, n, positions) => {
-    const t0 = prof ? performance.now() : 0;
-    // every tensor of the query dies with this tidy; a view of WebAssembly memory is taken after the last
-    // allocation before its use (growth detaches views)
-    tf.tidy(() => {
-      const index = heap.tensor([n, 1], 'int32');
-      const qLT = heap.tensor([C, H]) as tf.Tensor2D; // [C, H]
-      const qRT = heap.tensor([R, H]) as tf.Tensor2D; // [R, H]
-      heap.view(index).set(positions.subarray(0, n));
-      const ql = heap.view(qLT);
-      const qr = heap.view(qRT);
+  const buffers = [heap.tensor([K], 'int32'), heap.tensor([Hp * D]), heap.tensor([K * Hp]), heap.tensor([Hp * K]), heap.tensor([Hp * C])];
+  try {
+    const [posT, qPT, zTT, pPT, oT] = buffers as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+    // views after the last allocation (growth detaches views); nothing below allocates
+    const pos = heap.view(posT, 'int32'), qP = heap.view(qPT), zT = heap.view(zTT), pP = heap.view(pPT), o = heap.view(oT);
+    const at = (t: tf.Tensor) => heap.view(t).byteOffset;
+    const [kvAt, peAt, posAt, qPAt, zTAt, pPAt, oAt] = [at(kv), at(pe), pos.byteOffset, qP.byteOffset, zT.byteOffset, pP.byteOffset, o.byteOffset];
+    qP.fill(0); // the padding heads' queries stay zero
+    forEachQuery(a, u0, u1, (i, n, positions) => {
+      const t0 = prof ? performance.now() : 0;
+      pos.set(positions.subarray(0, n));
       for (let h = 0; h < H; h++) {
-        const o = i * H + h;
-        for (let c = 0; c < C; c++) ql[c * H + h] = qL[o * C + c]!;
-        for (let r = 0; r < R; r++) qr[r * H + h] = qR[o * R + r]!;
+        const panel = (h >> 3) * D * 8 + (h & 7); // qP [Hp/8][D][8]
+        const ql = (i * H + h) * C;
+        const qr = (i * H + h) * R;
+        for (let c = 0; c < C; c++) qP[panel + c * 8] = qL[ql + c]!;
+        for (let r = 0; r < R; r++) qP[panel + (C + r) * 8] = qR[qr + r]!;
       }
-      const Gc = tf.gatherND(kv, index) as tf.Tensor2D; // [n, C]
-      const Gr = tf.gatherND(pe, index) as tf.Tensor2D; // [n, R]
       const t1 = prof ? performance.now() : 0;
-      const zT = tf.add(tf.matMul(Gc, qLT), tf.matMul(Gr, qRT)); // [n, H]  (GEMM 1)
-      const pT = heap.tensor([n, H]) as tf.Tensor2D;
+      kernel.scores(kvAt, peAt, posAt, n, C, R, qPAt, Hp, zTAt); // (GEMM 1)
       const t2 = prof ? performance.now() : 0;
-      const sums = softmaxColumns(heap.view(zT), n, H, scale, heap.view(pT)); // unnormalized, [n, H]
-      const GcT = heap.tensor([C, n]) as tf.Tensor2D;
+      const sums = softmaxPanels(zT, n, H, Hp, scale, pP);
       const t3 = prof ? performance.now() : 0;
-      transposeBlock(heap.view(Gc), n, C, C, heap.view(GcT)); // Gcᵀ [C, n]
+      kernel.weighted(kvAt, posAt, n, C, pPAt, Hp, oAt); // (GEMM 2)
       const t4 = prof ? performance.now() : 0;
-      const oT = tf.matMul(GcT, pT); // [C, H]  (GEMM 2)
-      const t5 = prof ? performance.now() : 0;
-      writeOutput(heap.view(oT), sums, i, H, C, out);
-      if (prof) addPhases(prof, [t0, t1, t2, t3, t4, t5, performance.now()]);
+      for (let h = 0; h < H; h++) {
+        const dst = (i * H + h) * C;
+        const inv = 1 / sums[h]!;
+        for (let c = 0; c < C; c++) out[dst + c] = o[h * C + c]! * inv;
+      }
+      if (prof) addPhases(prof, [t0, t1, t2, t3, t3, t4, performance.now()]); // no transpose on this path
     });
-  });
+  } finally {
+    tf.dispose(buffers);
+  }
+}
+
+/**
+ * The softmax of {@link softmaxColumns} read from zT [n, Hp] and written in the panels of sparse_weighted,
+ * pP [Hp/4][n][4] (the padding heads h ≥ H get weight 0); returns the float64 sums of the H heads.
+ */
+function softmaxPanels(zT: Float32Array, n: number, H: number, Hp: number, scale: number, pP: Float32Array): Float64Array {
+  const max = new Float64Array(H).fill(-Infinity);
+  const sum = new Float64Array(H);
+  for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) max[h] = Math.max(max[h]!, zT[j * Hp + h]!);
+  for (let j = 0; j < n; j++) {
+    for (let h = 0; h < H; h++) {
+      const e = Math.exp(scale * (zT[j * Hp + h]! - max[h]!)); // scale > 0: the max of scale·z is scale·max
+      pP[(h >> 2) * n * 4 + j * 4 + (h & 3)] = e;
+      sum[h]! += e;
+    }
+    for (let h = H; h < Hp; h++) pP[(h >> 2) * n * 4 + j * 4 + (h & 3)] = 0;
+  }
+  return sum;
 }
 
 /**
@@ -207,7 +239,7 @@ function wasmHeap(): WasmHeap | null {
 }
 
 /** Phase names of {@link SparseArgs.profile}. */
-export const SPARSE_PHASES = ['gather', 'gemm1', 'softmax', 'transpose', 'gemm2', 'output'] as const;
+export const SPARSE_PHASES = ['operands', 'gemm1', 'softmax', 'transpose', 'gemm2', 'output'] as const;
 
 // --- Dense masked MQA attention: unit = (query block, head group) ---
 

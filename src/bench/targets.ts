@@ -147,7 +147,7 @@ export function targetSummary(report: BenchReport): string {
     lines.push(
       `- where sparse time goes at ${kL(prof.L)} (one instrumented run, wall ms per query): ` +
         Object.entries(ms).map(([k, v]) => `${k} ${f2(v)}`).join(', ') +
-        ` → GEMMs ${((100 * gemm) / total).toFixed(0)}%, the rest (gather, softmax, transpose, output) ${((100 * (total - gemm)) / total).toFixed(0)}%`,
+        ` → GEMMs ${((100 * gemm) / total).toFixed(0)}%, the rest (operands, softmax, transpose, output) ${((100 * (total - gemm)) / total).toFixed(0)}%`,
     );
   }
   for (const n of multiThreads(report, b)) {
