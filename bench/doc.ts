@@ -63,19 +63,20 @@ function whyText(report: BenchReport): string {
   const p = report.peer;
   const parts: string[] = [];
   parts.push(
-    'How to read the misses: the sparse/dense percentage is the ratio of the two rows\' FLOP rates. The phase line says ' +
-      `where sparse time goes: per query the two GEMMs are small (k × 576 × H and 512 × k × H with N = H = ${g.heads} columns) and run ` +
-      'near XNNPACK\'s peak, and the gather, softmax and transpose around them cost O(k·D) per query whatever H is, so they take ' +
-      'a share that a dense block (one large GEMM per block of queries) does not pay; that share falls with the head count ' +
-      '(128 in the 671B model). The arrangements of the same arithmetic that tfjs allows, and what each costs, are measured ' +
-      'in "Sparse prefill: the arrangements tried" below.',
+    'How to read the numbers: the sparse/dense percentage is the ratio of the two rows\' FLOP rates. On wasm, sparse attention ' +
+      'runs two WebAssembly SIMD kernels of its own (src/wasm/sparse_mqa.c) that read the selected rows straight from the cache ' +
+      `(the gather fused into both GEMMs, no transpose); the phase line says where its time goes: the two GEMMs (k × 576 × H and ` +
+      `H × k × 512 with H = ${g.heads}), the softmax in TypeScript, which costs O(k·H) per query whatever the dims, and small ` +
+      'operand and output passes. The arrangements of the same arithmetic on XNNPACK that tfjs allows, and what each costs, ' +
+      'are measured in "Sparse prefill: the arrangements tried" below.',
   );
   if (p.available && p.fair && p.matmul_gflops) {
     parts.push(
       `The peer's one-thread 1024³ matmul runs at ${f2(p.matmul_gflops)} GFLOP/s (OpenBLAS, native kernels for this CPU) against ` +
         `${f2(report.matmul_gflops)} for tfjs-wasm (XNNPACK on 128-bit WebAssembly SIMD): ${f2(p.matmul_gflops / report.matmul_gflops)}× on the ` +
-        'operation dense attention is made of, which no arrangement of the same wasm GEMM can close; sparse attention is bound by ' +
-        'its per-query gathers and small GEMMs on both sides, so there the gap is smaller.',
+        'operation dense attention is made of, which no arrangement of the same wasm GEMM can close (128-bit SIMD against the ' +
+        'CPU\'s native vector width). Sparse attention is closer: the peer gathers the rows and then calls BLAS on small GEMMs, ' +
+        'while the wasm kernels read the rows in place.',
     );
   }
   const n = Math.max(1, ...report.results.filter((r) => r.backend === report.backend).map((r) => r.threads ?? 1));
@@ -85,21 +86,22 @@ function whyText(report: BenchReport): string {
     parts.push(
       `Sparse attention on ${n} threads: ${f2(sparseX)}× one thread. The queries split evenly (every one has k valid slots at 16K), ` +
         `and the threads together spent ${f2(sparseAll.cpu_ms_median / sparseOne.cpu_ms_median)}× the CPU time of one thread for the same ` +
-        'work: the time goes to contention, not to waiting. Each query gathers k rows of 576 floats (4.7 MB at k = 2048) and ' +
-        'transposes 4 MB of them, which stream through memory, and the threads share the last-level cache and the memory ' +
-        'bandwidth; dense attention and the indexer, whose GEMMs reuse their operands from cache, scale better.',
+        'work: the time goes to contention, not to waiting. Each query reads k rows of 576 floats (4.7 MB at k = 2048) from ' +
+        'random places of the cache, twice (scores, then the weighted sum), and each worker reads its own copy of the cache, ' +
+        'so the threads compete for the last-level cache and the memory bandwidth; dense attention and the indexer, whose ' +
+        'GEMMs reuse their operands from cache, scale better.',
     );
   }
   if (n > 1) {
     parts.push(
       `A decode step on ${n} threads splits the indexer's L keys and dense decode's heads, but not the sparse attention of its one ` +
-        'query (MQA: the k gathered rows serve every head; splitting the heads would gather them once per thread), so dsa_decode ' +
+        'query (MQA: the k selected rows serve every head; splitting the heads would read them once per thread), so dsa_decode ' +
         'gains less from threads than dense_decode and the all-core ratio is below the one-thread one.',
     );
   }
   parts.push(
-    'A DSA decode step is far from its FLOP model at small L because its fixed costs (top-k over L scores, the gather of k rows, ' +
-      'a few small GEMMs) do not shrink with L while dense decode does; the ratio grows with L. The paper\'s 8.6× is a cost ' +
+    'A DSA decode step is far from its FLOP model at small L because its fixed costs (top-k over L scores, the k selected rows, ' +
+      'the softmax) do not shrink with L while dense decode does; the ratio grows with L. The paper\'s 8.6× is a cost ' +
       'ratio of whole V3.1 / V3.2 decode on H800 (Figure 3), not a kernel ratio.',
   );
   if (wasLoaded(report)) {
@@ -148,13 +150,15 @@ in the same process. "% of the FLOP ratio" is the variant's GFLOP/s ÷ dense GFL
 
 ${parts.join('\n\n')}
 
-What the rows say: the two GEMMs alone run at XNNPACK's peak ("gemms only", the floor of this design); everything else
-is layout work that XNNPACK's API imposes — the gathered rows must be the left operand (handing them over as the
-right operand costs a packing per query, "packed right operand"), so G_cᵀ needs a transpose; a fused gather and
-transpose in TypeScript is slower than the two passes; \`tf.exp\` on the backend is slower than the TypeScript pass.
-Keeping every operand in WebAssembly memory (\`shipped\`) removed the copies between JavaScript and the backend
-("host gather" is the arrangement before). Closing the rest needs a fused gather-GEMM kernel (FlashMLA-style) that
-reads the selected rows straight from the cache, which tfjs does not have.
+What the rows say: \`shipped\` is the WebAssembly SIMD kernels of src/wasm/sparse_mqa.c, which read the selected rows
+straight from the cache tensors (FlashMLA-style: the gather fused into both GEMMs, no transpose). Every other row
+arranges the same arithmetic around XNNPACK, the one fast GEMM tfjs-wasm has: its two GEMMs alone ("gemms only") are
+the floor of those arrangements, and everything else in them is layout work that XNNPACK's API imposes — the gathered
+rows must be the left operand (handing them over as the right operand costs a packing per query, "packed right
+operand"), so G_cᵀ needs a transpose; a fused gather and transpose in TypeScript is slower than the two passes;
+keeping every operand in WebAssembly memory ("heap-resident", the arrangement shipped before the kernels) removed the
+copies between JavaScript and the backend ("host gather", the one before that). \`tf.exp\` on the backend is slower
+than the TypeScript softmax pass, which both arrangements use.
 `;
 }
 
@@ -274,7 +278,8 @@ tfjs-backend-wasm 4.22 runs one kernel fast: a **2-D, untransposed \`matMul\`** 
   while that tensor lives, so a freshly gathered \`[K, C]\` block must never be the right operand, and a long-lived cache
   tensor may be. **Missing: a GEMM that takes its weights unpacked.**
 - \`transpose\` and \`gather\` (GatherV2) cost 20–100 ns per element; \`gatherND\` is a fast row copy.
-  **Missing: fused gather-GEMM (FlashMLA-style sparse attention) and a fast transpose.**
+  **Missing: fused gather-GEMM (FlashMLA-style sparse attention) and a fast transpose.** dsv32 brings its own for
+  sparse attention (below).
 - **Threads:** tfjs-wasm has none in Node (\`WASM_HAS_MULTITHREAD_SUPPORT\` is false under Node, tfjs issue #3830).
   dsv32 therefore runs its own: \`createKernelPool()\` (src/threads.ts) starts worker threads, each with its own tfjs
   backend; inputs and outputs live in SharedArrayBuffers; the calling thread hands each worker a contiguous range of
@@ -283,15 +288,19 @@ tfjs-backend-wasm 4.22 runs one kernel fast: a **2-D, untransposed \`matMul\`** 
   computes the same arithmetic on any thread, so the results are bit-identical to one thread. \`DSV32_THREADS\` sets the
   default (every core).
 
-The fast kernels (src/sparse_fast.ts over the units of src/sparse_kernels.ts) keep every GEMM 2-D with the big
-operand on the left:
+The fast kernels (src/sparse_fast.ts over the units of src/sparse_kernels.ts) serve all H heads of a query with one
+pass over its selected latents (MQA), skip −1 and future slots, and build nothing of size [L, k, d]:
 
-- **sparse**: per query, the selected latents [c_s ; k_pe_s] are gathered once and serve all H heads (MQA):
-  \`zᵀ = G_c · q̃ᵀ + G_r · q_peᵀ\` [K, H], softmax over the K valid slots in TypeScript, \`ōᵀ = G_cᵀ · pᵀ\` [C, H] with G_cᵀ
-  built by a cache-blocked TypeScript transpose, divided by the softmax sums at the end; −1 and future slots are
-  skipped, nothing of size [L, k, d] is built. On wasm every operand lives in WebAssembly memory: the rows are
-  gathered by \`gatherND\` from the cache tensors, and q̃ᵀ, G_cᵀ and pᵀ are written in place into tensors the backend
-  allocated (\`BackendWasm.makeOutput\`), so nothing is copied between JavaScript and the backend.
+- **sparse on wasm**: two WebAssembly SIMD kernels (src/wasm/sparse_mqa.c, compiled by clang, committed as
+  src/wasm/sparse_mqa.wasm.ts, loaded by src/sparse_wasm.ts) run on tfjs-backend-wasm's own memory and read the k
+  selected rows of the cache tensors in place: \`zᵀ[j, h] = [c ; k_pe]_{s_j} · [q̃ ; q_pe]_h\` (4 slots × 8 heads per
+  register tile), the softmax over the valid slots in TypeScript, then \`ō[h, :] = Σ_j p[h, j] c_{s_j}\` (4 heads × 8
+  columns per tile, the slots in chunks of 16 that stay in L1), divided by the softmax sums at the end. Every output
+  element is one float32 accumulator summed in a fixed order, so threads give bit-identical results. Where the kernels
+  cannot load (another backend; a shared-memory or SIMD-less wasm), the XNNPACK arrangement below runs.
+- **sparse elsewhere**: the selected latents are gathered once: \`zᵀ = G · [q̃ ; q_pe]ᵀ\` [K, H], the softmax in
+  TypeScript, \`ōᵀ = G_cᵀ · pᵀ\` [C, H] with G_cᵀ built by a cache-blocked TypeScript transpose, both GEMMs 2-D with
+  the big operand on the left.
 - **dense**: \`Zᵀ = kv · Q̃ᵀ + pe · Q_peᵀ\` [L, Tb·H] with the cache tensors as left operands (never transposed or
   repacked), the masked softmax in one TypeScript pass, then \`ō = P · kv\` with kv as the right operand: XNNPACK packs kv
   once per cache tensor and keeps it, which a real decode loop also gets when its cache tensor is long-lived (a loop

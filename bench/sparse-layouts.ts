@@ -8,16 +8,17 @@
  *
  * Variants, each timed per query over the same random selections (median of `--repeats` passes over `--queries`
  * queries, default L/128 as in the bench):
- * - `shipped`: `sparseAttentionMqaFast` itself (src/sparse_kernels.ts sparseUnits: on wasm the heap-resident
- *   arrangement below), with its phase profile;
+ * - `shipped`: `sparseAttentionMqaFast` itself, with its phase profile: on wasm the WebAssembly SIMD kernels of
+ *   src/wasm/sparse_mqa.c, which read the selected rows in place (the gather fused into both GEMMs, no transpose);
+ * The other variants arrange the same arithmetic around XNNPACK (tfjs-wasm's `matMul`):
  * - `gemms only`: the two GEMMs alone on operands built once (what the query would cost if the gather, the
  *   softmax and the transpose were free; the small right operands qᵀ, pᵀ are still new tensors each query);
  * - `packed right operand`: GEMM 2 as p [H, n] · Gc [n, C], which needs no transpose but hands XNNPACK a new
  *   right operand to pack every query;
  * - `heap-resident`: G gathered by `gatherND` on the backend, Gcᵀ and pᵀ written straight into WebAssembly
- *   memory (BackendWasm.makeOutput / typedArrayFromHeap): no host copies (what `shipped` does on wasm, here
+ *   memory (BackendWasm.makeOutput / typedArrayFromHeap): no host copies (what `shipped` did on wasm before the kernels, here
  *   written out inline);
- * - `host gather`: the previous arrangement: rows copied from a host copy of the cache, qᵀ, G, Gcᵀ and pᵀ
+ * - `host gather`: the arrangement before `heap-resident`: rows copied from a host copy of the cache, qᵀ, G, Gcᵀ and pᵀ
  *   copied into the backend per query (`rows: 'host'`);
  * - `fused gather + transpose`: Gcᵀ written from each 8-row group of G while it is in L1;
  * - `softmax`: the TypeScript exp pass against `tf.exp` (and the column sums) on the backend, on one [n, H] block.
@@ -32,7 +33,7 @@ import { cpus, loadavg } from 'node:os';
 import { initBackend, tf } from '../src/backend.ts';
 import { otherCpu, readCpuTicks } from '../src/bench/machine_share.ts';
 import { denseAttentionMqaFast, sparseAttentionMqaFast } from '../src/sparse_fast.ts';
-import { transposeBlock } from '../src/sparse_kernels.ts';
+import { SPARSE_PHASES, transposeBlock } from '../src/sparse_kernels.ts';
 
 const L = 16384, k = 2048, H = 32, C = 512, R = 64, D = C + R;
 const FLOPS_PER_PAIR = 2 * H * (D + C); // docs/spec-notes.md#flop-model
@@ -259,7 +260,7 @@ async function main(): Promise<void> {
     const gflops = isSoftmax ? null : (FLOPS_PER_PAIR * k) / perQuery / 1e6;
     return { variant: name, ms_per_query: perQuery, gflops, pct_of_flop_ratio: gflops === null ? null : (100 * gflops) / denseGflops };
   });
-  const phases = ['gather', 'gemm1', 'softmax', 'transpose', 'gemm2', 'output'].map((name, j) => ({ phase: name, ms_per_query: profile[j]! / T }));
+  const phases = SPARSE_PHASES.map((name, j) => ({ phase: name, ms_per_query: profile[j]! / T }));
   const other = otherCpu(ticks0, readCpuTicks());
   const report = {
     started, load_average: [load0, loadavg()[0]!], other_cpu: other, cpus: cpus().length, L, k, heads: H, queries: T, repeats,

@@ -14,11 +14,12 @@
  * - No threads in Node (tfjs issue #3830: `WASM_HAS_MULTITHREAD_SUPPORT` is false under Node), hence
  *   the pool below.
  *
- * Hence: gather each query's selected latents once (`gatherND` on wasm, row copies elsewhere), give them
- * to XNNPACK as the left operand for all H heads at once (MQA), do the softmax in TypeScript, and
- * transpose the gathered latents in TypeScript (cache-blocked) so the weighted sum is again "big operand
- * on the left". On wasm every one of these operands lives in WebAssembly memory: nothing is copied
- * between JavaScript and the backend (bench/sparse-layouts.ts measures the arrangements tried).
+ * Hence, for sparse attention on wasm, two WebAssembly SIMD kernels of dsv32's own (src/wasm/sparse_mqa.c,
+ * loaded by src/sparse_wasm.ts on the backend's memory) that read each query's selected latents in place
+ * for all H heads at once (MQA): the gather fused into both GEMMs, as FlashMLA does on GPUs. Elsewhere:
+ * gather the selected latents once (`gatherND` or row copies), give them to XNNPACK as the left operand,
+ * do the softmax in TypeScript, and transpose the gathered latents in TypeScript (cache-blocked) so the
+ * weighted sum is again "big operand on the left" (bench/sparse-layouts.ts measures the arrangements tried).
  *
  * Threads: every function takes an optional `pool` (src/threads.ts creates one under Node with worker
  * threads over shared memory, one tfjs instance each). The work is cut into units (src/sparse_kernels.ts)
@@ -68,8 +69,8 @@ export interface FastOptions {
 export interface FastGatherOptions extends FastOptions {
   /**
    * Where the selected rows are read from. `'host'`: copy the whole cache to JS once per call (cheap
-   * per query; O(S·D) per call). `'device'`: `gatherND` each query's rows on the backend (O(K·D) per
-   * query; on wasm every operand then stays in WebAssembly memory, elsewhere the rows are read back).
+   * per query; O(S·D) per call). `'device'`: read each query's rows on the backend (O(K·D) per query; on
+   * wasm the SIMD kernels read them in place, elsewhere `gatherND` gathers them and they are read back).
    * Default `'auto'`: device on wasm; elsewhere host when T·K ≥ S. With a pool, workers read the
    * pool's shared copy of the cache (made once per tensor), as host rows or as a tensor of their own.
    */
@@ -86,11 +87,12 @@ export interface FastGatherOptions extends FastOptions {
 
 /**
  * Sparse MQA attention over the latent cache — same contract and result as `sparseAttentionMqa`
- * (src/sparse_attention.ts), computed query by query with two XNNPACK GEMMs shared by all heads.
+ * (src/sparse_attention.ts), computed query by query with two GEMMs shared by all heads (on wasm the
+ * SIMD kernels of src/wasm/sparse_mqa.c, which read G in place; elsewhere XNNPACK or the backend's matMul).
  * For query t with valid slots s_1..s_n (`0 ≤ s_j ≤ t`, in the order given; −1 and future positions
  * are skipped and never read):
  *
- *   G = [c_{s_j} ; k_pe_{s_j}]_j                      [n, D]   gathered once, serves all H heads
+ *   G = [c_{s_j} ; k_pe_{s_j}]_j                      [n, D]   read once per GEMM, serves all H heads
  *   zᵀ = G · [q̃_t ; q_pe_t]ᵀ                           [n, H]   GEMM 1: 2·n·D·H FLOPs
  *   p[h, j] = softmax_j(scale · z[h, j])               over the n valid slots only
  *   ōᵀ = Gcᵀ · pᵀ                                       [C, H]   GEMM 2: 2·n·C·H FLOPs (Gc = G[:, :C])

@@ -47,8 +47,9 @@ export interface SparseArgs {
   /** [T, K] selected positions (−1 padding) */
   slots: Int32Array;
   /**
-   * Where each query's rows come from. `'host'`: copied from the host arrays `kv`/`pe`. `'backend'`: gathered
-   * on the backend (`gatherND`) from the tensors of kvId/peId (`env.matrix`; a worker builds them once from `kv`/`pe`).
+   * Where each query's rows come from. `'host'`: copied from the host arrays `kv`/`pe`. `'backend'`: read on the
+   * backend from the tensors of kvId/peId (`env.matrix`; a worker builds them once from `kv`/`pe`): in place by the
+   * wasm kernels, else gathered by `gatherND`.
    */
   gather: 'host' | 'backend';
   /** [S, C], [S, R] cache rows on the host (null on the calling thread when gathering on the backend). */
@@ -67,6 +68,8 @@ export interface SparseArgs {
 /**
  * Queries [u0, u1) of sparse MQA attention (Eq. 2 over the gathered latents; see sparseAttentionMqaFast):
  * G = [c_s ; k_pe_s] [n, D], zᵀ = G · qᵀ [n, H], p = softmax over the n valid slots, ōᵀ = Gcᵀ · pᵀ [C, H].
+ * On tfjs-backend-wasm with the SIMD kernels: {@link sparseUnitsWasm}; elsewhere G is gathered and both GEMMs
+ * run on the backend's `matMul` (the transpose in TypeScript).
  */
 export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: number): void {
   const heap = a.gather === 'backend' ? wasmHeap() : null;
