@@ -5,7 +5,7 @@
 import { attentionFlopsPerPair, DIMS_671B, indexerFlopsPerPair } from '../src/bench/flops.ts';
 import { exponentTable, resultsTable, seriesRows, type BenchReport } from '../src/bench/report.ts';
 import type { BenchResult } from '../src/bench/suite.ts';
-import { loadText, OTHER_CPU_LIMIT, targetsAcrossRuns, targetSummary, threadSpeedup, wasLoaded } from '../src/bench/targets.ts';
+import { decodeRatio, findRow, loadText, OTHER_CPU_LIMIT, targetsAcrossRuns, targetSummary, threadSpeedup, wasLoaded } from '../src/bench/targets.ts';
 import { plotLogLog, type PlotSeries } from './svg.ts';
 
 const f2 = (x: number | null | undefined) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(2));
@@ -76,7 +76,7 @@ function whyText(report: BenchReport): string {
         `${f2(report.matmul_gflops)} for tfjs-wasm (XNNPACK on 128-bit WebAssembly SIMD): ${f2(p.matmul_gflops / report.matmul_gflops)}× on the ` +
         'operation dense attention is made of, which no arrangement of the same wasm GEMM can close (128-bit SIMD against the ' +
         'CPU\'s native vector width). Sparse attention is closer: the peer gathers the rows and then calls BLAS on small GEMMs, ' +
-        'while the wasm kernels read the rows in place.',
+        'while the wasm kernels read the rows in place.' + sparsePeerBound(report),
     );
   }
   const n = Math.max(1, ...report.results.filter((r) => r.backend === report.backend).map((r) => r.threads ?? 1));
@@ -92,11 +92,15 @@ function whyText(report: BenchReport): string {
         'GEMMs reuse their operands from cache, scale better.',
     );
   }
-  if (n > 1) {
+  const one = decodeRatio(report, 131072, 1);
+  const all = decodeRatio(report, 131072, n);
+  if (n > 1 && one && all) {
     parts.push(
-      `A decode step on ${n} threads splits the indexer's L keys and dense decode's heads, but not the sparse attention of its one ` +
-        'query (MQA: the k selected rows serve every head; splitting the heads would read them once per thread), so dsa_decode ' +
-        'gains less from threads than dense_decode and the all-core ratio is below the one-thread one.',
+      `A decode step on ${n} threads splits the indexer's L keys and dense decode's heads; the sparse attention of its one query ` +
+        'stays on one thread (MQA: the k selected rows serve every head; splitting the heads would read them once per thread). ' +
+        `In this run dense_decode ÷ dsa_decode at 128K is ${f2(all.ratio)}× on ${n} threads ` +
+        `against ${f2(one.ratio)}× on one (dsa_decode ${f2(one.dsa.ms_median / all.dsa.ms_median)}× faster on ${n} threads, dense_decode ` +
+        `${f2(one.dense.ms_median / all.dense.ms_median)}×).`,
     );
   }
   parts.push(
@@ -113,6 +117,21 @@ function whyText(report: BenchReport): string {
     );
   }
   return parts.join('\n\n');
+}
+
+/**
+ * What the sparse target against the peer (≥ 2× at one thread) would need, from the report's own rows: the peer's sparse
+ * GFLOP/s at 16K, twice that, and tfjs-wasm's one-thread 1024³ matmul rate (the ceiling of any wasm GEMM).
+ */
+function sparsePeerBound(report: BenchReport): string {
+  const peer = findRow(report, 'torch', 'sparse', 16384, report.grid.k);
+  const ours = findRow(report, report.backend, 'sparse', 16384, report.grid.k);
+  if (!peer?.gflops || !ours?.gflops) return '';
+  return (
+    ` At 16K on one thread the peer's sparse attention runs at ${f2(peer.gflops)} GFLOP/s and ours at ${f2(ours.gflops)}; twice the ` +
+    `peer's speed would need ${f2(2 * peer.gflops)} GFLOP/s, ${f2((2 * peer.gflops) / report.matmul_gflops)}× tfjs-wasm's own ` +
+    `1024³ matmul (${f2(report.matmul_gflops)} GFLOP/s).`
+  );
 }
 
 /** A saved run of bench/sparse-layouts.ts. */
@@ -144,9 +163,9 @@ function layoutsSection(runs: LayoutsReport[], sources: string[]): string {
   return `
 ## Sparse prefill: the arrangements tried
 
-\`npx tsx bench/sparse-layouts.ts --json FILE\` times one query of sparse attention at the bench's prefill dims in every
-arrangement of the same arithmetic that tfjs-backend-wasm allows (its header describes each), against the dense path
-in the same process. "% of the FLOP ratio" is the variant's GFLOP/s ÷ dense GFLOP/s: the target's measure.
+\`npx tsx bench/sparse-layouts.ts --json FILE\` times one query of sparse attention at the bench's prefill dims: the
+shipped kernels, and every arrangement of the same arithmetic around tfjs-backend-wasm's \`matMul\` (its header describes
+each), against the dense path in the same process. "% of the FLOP ratio" is the variant's GFLOP/s ÷ dense GFLOP/s: the target's measure.
 
 ${parts.join('\n\n')}
 

@@ -7,6 +7,7 @@
  *
  * Every argument of a kernel is a byte offset into that memory (of a tensor of the backend) or a size; the
  * kernels write only their output tensor. Layouts and the order of summation: src/wasm/sparse_mqa.c.
+ * Where the module cannot be compiled synchronously (a browser's main thread) the XNNPACK path runs too.
  *
  * Browser-safe: no Node import.
  */
@@ -32,11 +33,18 @@ interface EmscriptenBackend {
 const kernels = new WeakMap<WebAssembly.Memory, SparseMqaKernel | null>();
 let compiled: WebAssembly.Module | null | undefined;
 
-/** The compiled module, or null where this WebAssembly has no SIMD (compiled once per thread). */
+/**
+ * The compiled module (once per thread), or null where it cannot be compiled synchronously: a WebAssembly
+ * without SIMD, or a browser's main thread, where Chromium refuses to compile a module over 4 KB synchronously.
+ */
 function sparseMqaModule(): WebAssembly.Module | null {
   if (compiled === undefined) {
     const bytes = Uint8Array.from(atob(SPARSE_MQA_WASM_BASE64), (c) => c.charCodeAt(0));
-    compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    try {
+      compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    } catch {
+      compiled = null;
+    }
   }
   return compiled;
 }
