@@ -7,6 +7,9 @@
 /** sha256 of the src/wasm/sparse_mqa.c these bytes were built from. */
 export const SPARSE_MQA_SOURCE_SHA256 = '02f6e570e6391834bfa9db9836f46ec6ab3cceee6ced7a370efe4731f22de3b8';
 
+/** The compiler that built them (`clang --version`, first line): another version may emit other bytes. */
+export const SPARSE_MQA_CLANG = 'Debian clang version 14.0.6';
+
 /** The module (4317 bytes). */
 export const SPARSE_MQA_WASM_BASE64 =
   'AGFzbQEAAAABFwJgCX9/f39/f39/fwBgB39/f39/f38AAg8BA2VudgZtZW1vcnkCAAIDAwIAAQQFAXABAQEGCAF/AUGAiAQLByMC' +
