@@ -68,7 +68,7 @@ export interface SparseArgs {
 /**
  * Queries [u0, u1) of sparse MQA attention (Eq. 2 over the gathered latents; see sparseAttentionMqaFast):
  * G = [c_s ; k_pe_s] [n, D], zᵀ = G · qᵀ [n, H], p = softmax over the n valid slots, ōᵀ = Gcᵀ · pᵀ [C, H].
- * On tfjs-backend-wasm with the SIMD kernels: {@link sparseUnitsWasm}; elsewhere G is gathered and both GEMMs
+ * On tfjs-backend-wasm with the SIMD kernels: `sparseUnitsWasm` below; elsewhere G is gathered and both GEMMs
  * run on the backend's `matMul` (the transpose in TypeScript).
  */
 export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: number): void {
