@@ -307,7 +307,7 @@ tfjs-backend-wasm 4.22 runs one kernel fast: a **2-D, untransposed \`matMul\`** 
   computes the same arithmetic on any thread, so the results are bit-identical to one thread. \`DSV32_THREADS\` sets the
   default (every core).
 
-The fast kernels (src/sparse_fast.ts over the units of src/sparse_kernels.ts) serve all H heads of a query with one
+The fast kernels (src/sparse_fast.ts over the units of src/sparse_kernels.ts and src/sparse_units.ts) serve all H heads of a query with one
 pass over its selected latents (MQA), skip −1 and future slots, and build nothing of size [L, k, d]:
 
 - **sparse on wasm**: two WebAssembly SIMD kernels (src/wasm/sparse_mqa.c, compiled by clang, committed as

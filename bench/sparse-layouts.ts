@@ -33,7 +33,7 @@ import { cpus, loadavg } from 'node:os';
 import { initBackend, tf } from '../src/backend.ts';
 import { otherCpu, readCpuTicks } from '../src/bench/machine_share.ts';
 import { denseAttentionMqaFast, sparseAttentionMqaFast } from '../src/sparse_fast.ts';
-import { SPARSE_PHASES, transposeBlock } from '../src/sparse_kernels.ts';
+import { SPARSE_PHASES, transposeBlock } from '../src/sparse_units.ts';
 
 const L = 16384, k = 2048, H = 32, C = 512, R = 64, D = C + R;
 const FLOPS_PER_PAIR = 2 * H * (D + C); // docs/spec-notes.md#flop-model

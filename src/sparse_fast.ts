@@ -22,7 +22,7 @@
  * weighted sum is again "big operand on the left" (bench/sparse-layouts.ts measures the arrangements tried).
  *
  * Threads: every function takes an optional `pool` (src/threads.ts creates one under Node with worker
- * threads over shared memory, one tfjs instance each). The work is cut into units (src/sparse_kernels.ts)
+ * threads over shared memory, one tfjs instance each). The work is cut into units (src/sparse_kernels.ts, src/sparse_units.ts)
  * that compute the same arithmetic whichever thread runs them, so the results are bit-identical to one
  * thread. This module itself imports nothing from Node and runs in a browser.
  *
@@ -31,10 +31,9 @@
  */
 import { tf } from './backend.ts';
 import { checkFiniteNumber, checkInteger, checkQueryPositions, checkTensors, defineContract, MQA_ARGS } from './internal/contract.ts';
-import {
-  callerEnv, denseUnitCount, denseUnits, indexerUnitCount, indexerUnits, sparseUnits, topkUnits, transposeBlock,
-  type KernelArgs, type KernelName,
-} from './sparse_kernels.ts';
+import { callerEnv } from './kernel_env.ts';
+import { denseUnitCount, denseUnits, indexerUnitCount, indexerUnits, topkUnits, type KernelArgs, type KernelName } from './sparse_kernels.ts';
+import { sparseUnits, transposeBlock } from './sparse_units.ts';
 
 const SPARSE_MQA_FAST = defineContract('sparseAttentionMqaFast', MQA_ARGS);
 const DENSE_MQA_FAST = defineContract('denseAttentionMqaFast', MQA_ARGS);
@@ -77,7 +76,7 @@ export interface FastGatherOptions extends FastOptions {
   rows?: 'auto' | 'host' | 'device';
   /**
    * When given (length 6, one thread only), accumulates the milliseconds spent per phase:
-   * operands, GEMM 1, softmax, transpose, GEMM 2, output (SPARSE_PHASES of src/sparse_kernels.ts; on wasm the
+   * operands, GEMM 1, softmax, transpose, GEMM 2, output (SPARSE_PHASES of src/sparse_units.ts; on wasm the
    * gather runs inside the two GEMM kernels and the transpose phase is 0).
    */
   profile?: Float64Array;

@@ -2,7 +2,7 @@
  * The WebAssembly SIMD kernels of sparse MQA attention (src/wasm/sparse_mqa.c), loaded on the memory of
  * tfjs-backend-wasm so that they read the latent cache tensors where the backend keeps them: the gather of
  * the k selected rows is fused into both GEMMs (no gathered copy, no transpose), as in FlashMLA's sparse
- * kernels. src/sparse_kernels.ts runs them for `sparseAttentionMqaFast` on wasm; every other backend, and a
+ * kernels. src/sparse_units.ts runs them for `sparseAttentionMqaFast` on wasm; every other backend, and a
  * wasm backend whose memory is shared (its threaded build, in browsers) or lacks SIMD, takes the XNNPACK path.
  *
  * Every argument of a kernel is a byte offset into that memory (of a tensor of the backend) or a size; the

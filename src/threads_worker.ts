@@ -8,7 +8,8 @@
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { initBackend, tf, type BackendName } from './backend.ts';
-import { KERNELS, type KernelName, type TensorEnv } from './sparse_kernels.ts';
+import { type TensorEnv } from './kernel_env.ts';
+import { KERNELS, type KernelName } from './sparse_kernels.ts';
 import { receiveCall } from './internal/receive_call.ts';
 import { CONTROL } from './threads.ts';
 

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { initBackend, tf } from '../src/backend.ts';
 import { sparseAttentionMqaFast } from '../src/sparse_fast.ts';
-import { SPARSE_PHASES } from '../src/sparse_kernels.ts';
+import { SPARSE_PHASES } from '../src/sparse_units.ts';
 import { sparseMqaKernel } from '../src/sparse_wasm.ts';
 import { SPARSE_MQA_CLANG, SPARSE_MQA_SOURCE_SHA256, SPARSE_MQA_WASM_BASE64 } from '../src/wasm/sparse_mqa.wasm.ts';
 import { checkSparseMqaModule, clangVersion, compileSparseMqa, sectionIds, sourceSha256 } from '../scripts/build-wasm.ts';

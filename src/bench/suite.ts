@@ -15,7 +15,7 @@ import { denseAttentionMqa, sparseAttentionMqa } from '../sparse_attention.ts';
 import { denseAttentionMqaFast, indexerScoresFast, selectTopKFast, sparseAttentionMqaFast } from '../sparse_fast.ts';
 import { attentionFlopsPerPair, causalPairs, DIMS_671B, dsaDecodeFlops, indexerFlopsPerPair, sparsePairs } from './flops.ts';
 import type { KernelPool } from '../sparse_fast.ts';
-import { SPARSE_PHASES } from '../sparse_kernels.ts';
+import { SPARSE_PHASES } from '../sparse_units.ts';
 import { machineDescription, matmulGflops, measure, randomTopK, randomValues } from './harness.ts';
 
 /** One row of the results (the JSON contract: op, L, k, heads, ms_median, gflops, peak_rss_mb, backend, threads + extras). */
