@@ -253,7 +253,7 @@ export function steeredBlock(
     }
   }
   keyFlags.length = startPos;
-  keyFlags.push(...scoreFlags(cur.snap, cachedKeyFlags, ue8m0).keyFlags.slice(startPos));
+  keyFlags.push(...midpointFlags(cur.snap.indexerK, T, ue8m0));
   return { out: cur.out, residual: cur.residual, routing: cur.routing, snap: cur.snap, steers };
 }
 
@@ -265,8 +265,12 @@ export function steeredBlock(
  */
 function scoreFlags(snap: LayerSnapshot, cachedKeyFlags: readonly boolean[], ue8m0: boolean): { queryFlags: boolean[]; keyFlags: boolean[] } {
   const T = snap.indexScores.length / snap.S;
-  const flags = (x: LayerSnapshot['indexerQ']) => (x ? midpointRows(x.values, x.scales, T, ue8m0, E2E_WINDOW * MIDPOINT_TOL) : new Array<boolean>(T).fill(false));
-  return { queryFlags: flags(snap.indexerQ), keyFlags: [...cachedKeyFlags, ...flags(snap.indexerK)] };
+  return { queryFlags: midpointFlags(snap.indexerQ, T, ue8m0), keyFlags: [...cachedKeyFlags, ...midpointFlags(snap.indexerK, T, ue8m0)] };
+}
+
+/** Per token of a block's T tokens: is an indexer q or k quantizer input of it at a midpoint (midpoints.ts `midpointRows`)? */
+function midpointFlags(x: LayerSnapshot['indexerQ'], T: number, ue8m0: boolean): boolean[] {
+  return x ? midpointRows(x.values, x.scales, T, ue8m0, E2E_WINDOW * MIDPOINT_TOL) : new Array<boolean>(T).fill(false);
 }
 
 /**
