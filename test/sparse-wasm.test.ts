@@ -17,6 +17,7 @@ import { sparseMqaKernel } from '../src/sparse_wasm.ts';
 import { SPARSE_MQA_CLANG, SPARSE_MQA_SOURCE_SHA256, SPARSE_MQA_WASM_BASE64 } from '../src/wasm/sparse_mqa.wasm.ts';
 import { checkSparseMqaModule, clangVersion, compileSparseMqa, sectionIds, sourceSha256 } from '../scripts/build-wasm.ts';
 import { expectNoTensorLeak } from './helpers/backends.ts';
+import { mulberry32 } from './helpers/random.ts';
 
 const committed = new Uint8Array(Buffer.from(SPARSE_MQA_WASM_BASE64, 'base64'));
 
@@ -71,14 +72,10 @@ function oracle(qL: Float32Array, qR: Float32Array, kv: Float32Array, pe: Float3
   return out;
 }
 
+/** n seeded uniform values in [−1, 1). */
 function uniform(n: number, seed: number): Float32Array {
-  let x = seed >>> 0 || 1;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    a[i] = 2 * (x / 4294967296) - 1;
-  }
-  return a;
+  const next = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => 2 * next() - 1);
 }
 
 describe('sparse attention on the WebAssembly kernels [wasm]', () => {
