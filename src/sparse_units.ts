@@ -72,13 +72,13 @@ export function sparseUnits(a: SparseArgs, env: TensorEnv, u0: number, u1: numbe
     const t1 = prof ? performance.now() : 0;
     const zT = matMulHost(G, qT, n, D, H); // [n, H] = G · qᵀ            (GEMM 1)
     const t2 = prof ? performance.now() : 0;
-    const sums = softmaxColumns(zT, n, H, scale, pT); // unnormalized p[h, :] over the n slots, stored transposed [n, H]
+    const sums = softmaxColumns(zT, n, H, H, H, H, scale, pT); // unnormalized p[h, :] over the n slots, stored transposed [n, H]
     const t3 = prof ? performance.now() : 0;
     transposeBlock(G, n, D, C, GcT); // Gcᵀ [C, n]
     const t4 = prof ? performance.now() : 0;
     const oT = matMulHost(GcT, pT, C, n, H); // [C, H] = Gcᵀ · pᵀ         (GEMM 2)
     const t5 = prof ? performance.now() : 0;
-    writeOutput(oT, sums, i, H, C, out);
+    writeOutput(oT, 1, H, sums, i, H, C, out); // oT [C, H]
     if (prof) addPhases(prof, [t0, t1, t2, t3, t4, t5, performance.now()]);
   });
 }
@@ -120,39 +120,16 @@ function sparseUnitsWasm(a: SparseArgs, env: TensorEnv, heap: WasmHeap, kernel: 
       const t1 = prof ? performance.now() : 0;
       kernel.scores(kvAt, peAt, posAt, n, C, R, qPAt, Hp, zTAt); // (GEMM 1)
       const t2 = prof ? performance.now() : 0;
-      const sums = softmaxPanels(zT, n, H, Hp, scale, pP);
+      const sums = softmaxColumns(zT, n, H, Hp, 4, Hp, scale, pP); // pP [Hp/4][n][4], padding heads 0
       const t3 = prof ? performance.now() : 0;
       kernel.weighted(kvAt, posAt, n, C, pPAt, Hp, oAt); // (GEMM 2)
       const t4 = prof ? performance.now() : 0;
-      for (let h = 0; h < H; h++) {
-        const dst = (i * H + h) * C;
-        const inv = 1 / sums[h]!;
-        for (let c = 0; c < C; c++) out[dst + c] = o[h * C + c]! * inv;
-      }
+      writeOutput(o, C, 1, sums, i, H, C, out); // o [Hp, C]
       if (prof) addPhases(prof, [t0, t1, t2, t3, t3, t4, performance.now()]); // no transpose on this path
     });
   } finally {
     tf.dispose(buffers);
   }
-}
-
-/**
- * The softmax of {@link softmaxColumns} read from zT [n, Hp] and written in the panels of sparse_weighted,
- * pP [Hp/4][n][4] (the padding heads h ≥ H get weight 0); returns the float64 sums of the H heads.
- */
-function softmaxPanels(zT: Float32Array, n: number, H: number, Hp: number, scale: number, pP: Float32Array): Float64Array {
-  const max = new Float64Array(H).fill(-Infinity);
-  const sum = new Float64Array(H);
-  for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) max[h] = Math.max(max[h]!, zT[j * Hp + h]!);
-  for (let j = 0; j < n; j++) {
-    for (let h = 0; h < H; h++) {
-      const e = Math.exp(scale * (zT[j * Hp + h]! - max[h]!)); // scale > 0: the max of scale·z is scale·max
-      pP[(h >> 2) * n * 4 + j * 4 + (h & 3)] = e;
-      sum[h]! += e;
-    }
-    for (let h = H; h < Hp; h++) pP[(h >> 2) * n * 4 + j * 4 + (h & 3)] = 0;
-  }
-  return sum;
 }
 
 /**
@@ -179,12 +156,15 @@ function addPhases(profile: Float64Array, stamps: number[]): void {
   for (let j = 0; j + 1 < stamps.length; j++) profile[j]! += stamps[j + 1]! - stamps[j]!;
 }
 
-/** out[i, h, :] = oT[:, h] / sums[h] for query row i (oT is [C, H], the unnormalized weighted sum). */
-function writeOutput(oT: Float32Array, sums: Float64Array, i: number, H: number, C: number, out: Float32Array): void {
+/**
+ * out[i, h, :] = ō[h, :] / sums[h] for query row i, where ō (the unnormalized weighted sum) holds element (h, c)
+ * at h·hStride + c·cStride: [C, H] is (1, H), [Hp, C] is (C, 1).
+ */
+function writeOutput(o: Float32Array, hStride: number, cStride: number, sums: Float64Array, i: number, H: number, C: number, out: Float32Array): void {
   for (let h = 0; h < H; h++) {
-    const o = (i * H + h) * C;
+    const dst = (i * H + h) * C;
     const inv = 1 / sums[h]!;
-    for (let c = 0; c < C; c++) out[o + c] = oT[c * H + h]! * inv;
+    for (let c = 0; c < C; c++) out[dst + c] = o[h * hStride + c * cStride]! * inv;
   }
 }
 
@@ -259,19 +239,23 @@ function matMulHost(a: Float32Array, b: Float32Array, M: number, K: number, N: n
 }
 
 /**
- * pT[j, h] = exp(scale · (zT[j, h] − max_j zT[j, h])) (columns of an [n, H] matrix, in row order); returns the
- * column sums (float64), by which the weighted sum is divided afterwards (the softmax's normalization).
+ * p[j, h] = exp(scale · (z[j, h] − max_j z[j, h])) for the heads h < H of z [n, zStride] (in row order), written
+ * in panels of `lanes` heads — element (j, h) at ⌊h / lanes⌋·n·lanes + j·lanes + h mod lanes, so [n, H] when
+ * lanes = H and sparse_weighted's pP [Hp/4][n][4] when lanes = 4 — and 0 for the padding heads H ≤ h < heads;
+ * returns the column sums (float64), by which the weighted sum is divided afterwards (the softmax's normalization).
  */
-function softmaxColumns(zT: Float32Array, n: number, H: number, scale: number, pT: Float32Array): Float64Array {
+function softmaxColumns(z: Float32Array, n: number, H: number, zStride: number, lanes: number, heads: number, scale: number, p: Float32Array): Float64Array {
+  const at = Int32Array.from({ length: heads }, (_, h) => Math.floor(h / lanes) * n * lanes + (h % lanes));
   const max = new Float64Array(H).fill(-Infinity);
   const sum = new Float64Array(H);
-  for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) max[h] = Math.max(max[h]!, zT[j * H + h]!);
+  for (let j = 0; j < n; j++) for (let h = 0; h < H; h++) max[h] = Math.max(max[h]!, z[j * zStride + h]!);
   for (let j = 0; j < n; j++) {
     for (let h = 0; h < H; h++) {
-      const e = Math.exp(scale * (zT[j * H + h]! - max[h]!)); // scale > 0: the max of scale·z is scale·max
-      pT[j * H + h] = e;
+      const e = Math.exp(scale * (z[j * zStride + h]! - max[h]!)); // scale > 0: the max of scale·z is scale·max
+      p[at[h]! + j * lanes] = e;
       sum[h]! += e;
     }
+    for (let h = H; h < heads; h++) p[at[h]! + j * lanes] = 0;
   }
   return sum;
 }
